@@ -1,0 +1,772 @@
+"""FeedbackModel: a step graph run over time in one compiled loop."""
+
+from __future__ import annotations
+
+import numpy as np
+import keras
+from keras import ops
+
+from fbexplorer._loop import time_loop
+from fbexplorer.graph import StepGraph, pack
+
+__all__ = ["FeedbackModel"]
+
+_KERAS_DEFAULT_BATCH = 32
+
+
+def _in_symbolic_scope() -> bool:
+    from keras.src.backend.common.symbolic_scope import in_symbolic_scope
+
+    return in_symbolic_scope()
+
+
+def _executing_eagerly(tensor) -> bool:
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.executing_eagerly()
+    if backend == "jax":
+        import jax
+
+        return not isinstance(tensor, jax.core.Tracer)
+    return True
+
+
+def _expand_to(m, ref):
+    """A (batch,) boolean mask broadcastable against `ref`."""
+    return ops.reshape(m, (-1,) + (1,) * (len(ref.shape) - 1))
+
+
+def _fmt_shape(shape) -> str:
+    return "(" + ", ".join("batch" if i == 0 and d is None else str(d) for i, d in enumerate(shape)) + ")"
+
+
+class _StateStore:
+    """Holds the stateful model's carried values, out of Keras's weight tracking.
+
+    The carried state depends on the batch size, so it is not a weight: it
+    is neither saved nor loaded, and it is created at the first call.
+    """
+
+    def __init__(self):
+        self.slots = None  # list of keras.Variable, one per delay slot
+        self.batch_size = None
+
+
+@keras.saving.register_keras_serializable(package="fbexplorer")
+class FeedbackModel(keras.Model):
+    """A Keras model that runs a step graph over time, with feedback edges.
+
+    The step graph is built with ordinary Keras layers on `keras.Input`s (one
+    timestep of each input sequence), constants (the same at every step) and
+    `fbx.Feedback` placeholders. `feedback={name: source}` binds each
+    placeholder to the tensor whose earlier value it receives. The model
+    then maps sequences `(batch, time, ...)` to sequences, in one compiled
+    loop over time, carrying every delayed value and the states of any Keras
+    RNN cell used through `fbx.cell`.
+
+    Args:
+        inputs: a `keras.Input`, a list of them, or a dict: the per-step inputs.
+            At call they are given by position or by their `keras.Input` name.
+        outputs: a tensor, a list or a dict of tensors of the step graph.
+        feedback: `{feedback name: source tensor}` for every `fbx.Feedback`
+            used in the graph (edges from `fbx.delayed` and `fbx.cell` are
+            bound automatically).
+        constants: `keras.Input`s without a time axis, fed unchanged at every
+            step (an image seen for several steps, an encoder's memory).
+        return_sequences: return every step's outputs (else the last step's).
+        return_state: also return the final delayed values and cell states,
+            as a dict by name: the call returns `(outputs, states)`.
+        stateful: carry every delayed value and cell state across calls and
+            batches (`fit`, `predict`, `evaluate`); see `reset_states`.
+        go_backwards: process the sequences in reverse order and return the
+            outputs in that (reversed) order, as Keras's RNN layers do.
+        unroll: trace the step once per timestep instead of a loop (short,
+            fixed-length sequences only).
+        teacher_forcing: in training, the probability, per sample and step,
+            that a feedback given ground truth receives the truth rather than
+            the model's own value (scheduled sampling). Outside training, truth
+            given is always used.
+        steps: the number of steps when the model has no per-step inputs (all
+            constants); `steps=` at call overrides it.
+        name: the model's name.
+
+    Call arguments:
+        inputs: the sequences (and constants) by position, or a dict by name.
+            A dict entry named after a feedback is its ground truth
+            `(batch, time, *shape)`: the feedback then receives
+            `truth[t - delay]` (teacher forcing).
+        initial_state: `{feedback name: value}`, each `(batch, *shape)`, an
+            unbatched `(*shape)`, or, for `delay=k > 1`, the whole history
+            `(batch, k, *shape)`, oldest first.
+        mask: `(batch, time)` booleans; masked steps hold every delayed value
+            and cell state, and repeat the previous output (Keras's default).
+        training: training mode for Dropout, BatchNormalization and teacher
+            forcing.
+        steps: number of steps for a model whose inputs are all constants.
+
+    Example:
+        >>> x = keras.Input((5,), name="x")
+        >>> loop = fbx.Feedback((5,), name="loop")
+        >>> h = keras.layers.Dense(5)(keras.layers.Concatenate()([x, loop]))
+        >>> net = fbx.FeedbackModel(x, h, feedback={"loop": h})
+        >>> net(np.zeros((2, 7, 5))).shape
+        TensorShape([2, 7, 5])
+    """
+
+    def __init__(
+        self,
+        inputs=None,
+        outputs=None,
+        *,
+        feedback=None,
+        constants=None,
+        return_sequences: bool = True,
+        return_state: bool = False,
+        stateful: bool = False,
+        go_backwards: bool = False,
+        unroll: bool = False,
+        teacher_forcing: float = 1.0,
+        steps: int | None = None,
+        name: str | None = None,
+        step_graph=None,
+        **kwargs,
+    ):
+        super().__init__(name=name, **kwargs)
+        if step_graph is None:
+            if outputs is None:
+                raise ValueError(
+                    f"FeedbackModel '{self.name}': `outputs` is required: the "
+                    f"tensor(s) of the step graph to return at each step."
+                )
+            step_graph = StepGraph.from_tensors(
+                inputs, outputs, feedback, constants, name=self.name
+            )
+        elif isinstance(step_graph, dict):
+            step_graph = StepGraph.from_config(step_graph)
+        if not 0.0 <= float(teacher_forcing) <= 1.0:
+            raise ValueError(
+                f"FeedbackModel '{self.name}': `teacher_forcing` is a probability "
+                f"in [0, 1]. Received: teacher_forcing={teacher_forcing!r}"
+            )
+        if steps is not None and (not isinstance(steps, int) or steps < 1):
+            raise ValueError(
+                f"FeedbackModel '{self.name}': `steps` must be a positive integer. "
+                f"Received: steps={steps!r}"
+            )
+        self._graph = step_graph
+        self.step_model = step_graph.model
+        self.return_sequences = bool(return_sequences)
+        self.return_state = bool(return_state)
+        self.stateful = bool(stateful)
+        self.go_backwards = bool(go_backwards)
+        self.unroll = bool(unroll)
+        self.teacher_forcing = float(teacher_forcing)
+        self.steps = steps
+        self._initial = {}
+        for spec in step_graph.specs:
+            if isinstance(spec.initial, str) and spec.initial == "zeros":
+                continue
+            learned = isinstance(spec.initial, str) and spec.initial == "learned"
+            self._initial[spec.name] = self.add_weight(
+                shape=spec.shape,
+                initializer="zeros" if learned else spec.initial,
+                dtype=spec.dtype,
+                trainable=learned,
+                name=f"{spec.name.replace('/', '_')}_initial",
+            )
+        self._seed_generator = keras.random.SeedGenerator(name="teacher_forcing_seed")
+        self._store = _StateStore()
+        self.built = True
+
+    # ------------------------------------------------------------ properties
+    @property
+    def graph(self) -> StepGraph:
+        """The `StepGraph`: the step model and its delayed edges."""
+        return self._graph
+
+    @property
+    def feedback_names(self) -> list[str]:
+        """Names of every delayed edge and cell state, in loop order."""
+        return [s.name for s in self._graph.specs]
+
+    def _label(self) -> str:
+        return f"FeedbackModel '{self.name}'"
+
+    # ------------------------------------------------------------------ call
+    def call(self, inputs, initial_state=None, mask=None, training=None, steps=None):
+        g = self._graph
+        seqs, consts, teachers = self._unpack(inputs)
+        length, batch = self._length_and_batch(seqs, consts, steps)
+        for name, truth in teachers.items():
+            self._check_teacher(name, truth, seqs, length)
+        mask = self._combine_mask(mask, length)
+        slots = self._initial_slots(batch, initial_state, seqs + consts)
+        outputs, last, final = self._run(
+            seqs, consts, teachers, mask, slots, length, training=training
+        )
+        if self.stateful and not _in_symbolic_scope():
+            for var, value in zip(self._store.slots, final):
+                var.assign(value)
+        result = outputs if self.return_sequences else last
+        result = pack(result, g.output_structure)
+        if self.return_state:
+            return result, self._slots_to_dict(final)
+        return result
+
+    def _run(
+        self, seqs, consts, teachers, mask, slots, length, *, training,
+        feed=None, feed_init=None, sequences=None,
+    ):
+        """The time loop. Returns (stacked outputs, last outputs, final slots).
+
+        `feed` maps a per-step input's index to the output index whose previous
+        value it takes (closed-loop generation); `feed_init` are the outputs
+        "before" the first step.
+        """
+        g = self._graph
+        specs = g.specs
+        n_out = g.n_outputs
+        feed = feed or {}
+        keep_all = self.return_sequences if sequences is None else sequences
+        step_outputs = self.step_model.outputs
+        out_shapes = [tuple(t.shape[1:]) for t in step_outputs[:n_out]]
+        out_dtypes = [t.dtype for t in step_outputs[:n_out]]
+        carry_last = bool(mask is not None or not keep_all or feed)
+
+        # Sequences, time-major: inputs, truths, coin flips, mask.
+        time_major = [ops.moveaxis(s, 1, 0) for s in seqs]
+        teacher_names = [s.name for s in specs if s.name in teachers]
+        time_major += [ops.moveaxis(teachers[n], 1, 0) for n in teacher_names]
+        use_coins = bool(teacher_names) and bool(training) and self.teacher_forcing < 1.0
+        if use_coins:
+            t_shape = ops.shape(time_major[len(seqs)])[:2]
+            coins = keras.random.uniform(t_shape, seed=self._seed_generator)
+            time_major.append(coins < self.teacher_forcing)
+        if mask is not None:
+            time_major.append(ops.moveaxis(mask, 1, 0))
+        if self.go_backwards:
+            time_major = [ops.flip(s, axis=0) for s in time_major]
+
+        offsets = np.cumsum([0] + [s.delay for s in specs]).tolist()
+        n_slots = offsets[-1]
+        if carry_last:
+            if feed_init is not None:
+                last0 = list(feed_init)
+            else:
+                batch = ops.shape(slots[0])[0] if slots else self._batch_of(seqs + consts)
+                last0 = [ops.zeros((batch,) + s, d) for s, d in zip(out_shapes, out_dtypes)]
+        else:
+            last0 = []
+        n_seq_in = len(seqs)
+
+        def step(xs, carry):
+            bufs, last = carry[:n_slots], carry[n_slots:]
+            xs = list(xs)
+            seq_vals = xs[:n_seq_in]
+            pos = n_seq_in
+            truths = dict(zip(teacher_names, xs[pos : pos + len(teacher_names)]))
+            pos += len(teacher_names)
+            coin = xs[pos] if use_coins else None
+            pos += int(use_coins)
+            m = xs[pos] if mask is not None else None
+            if feed:
+                it = iter(seq_vals)
+                seq_vals = [
+                    last[feed[i]] if i in feed else next(it)
+                    for i in range(len(g.input_names))
+                ]
+            feeds = list(seq_vals) + list(consts) + [bufs[offsets[i]] for i in range(len(specs))]
+            outs = self.step_model(feeds, training=training)
+            outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
+            ys, sources = outs[:n_out], outs[n_out:]
+            new_bufs = []
+            for i, spec in enumerate(specs):
+                new = sources[i]
+                if spec.name in truths:
+                    truth = ops.cast(truths[spec.name], new.dtype)
+                    new = truth if coin is None else ops.where(_expand_to(coin, new), truth, new)
+                new_bufs += bufs[offsets[i] + 1 : offsets[i + 1]] + [new]
+            if m is not None:
+                new_bufs = [ops.where(_expand_to(m, b), n, b) for n, b in zip(new_bufs, bufs)]
+                ys = [ops.where(_expand_to(m, y), y, p) for y, p in zip(ys, last)]
+            new_last = list(ys) if carry_last else []
+            return (list(ys) if keep_all else []), new_bufs + new_last
+
+        specs_out = [(d, (None,) + s) for d, s in zip(out_dtypes, out_shapes)]
+        ys, final = time_loop(
+            step,
+            time_major,
+            list(slots) + last0,
+            length,
+            specs_out if keep_all else [],
+            unroll=self.unroll,
+        )
+        outputs = [ops.moveaxis(y, 0, 1) for y in ys]
+        last = final[n_slots:] if carry_last else [y[:, -1] for y in outputs]
+        return outputs, last, final[:n_slots]
+
+    # ------------------------------------------------------------ input prep
+    def _unpack(self, inputs):
+        g = self._graph
+        names = g.input_names + g.constant_names
+        fb_names = self.feedback_names
+        teachers = {}
+        if isinstance(inputs, dict):
+            unknown = [k for k in inputs if k not in names and k not in fb_names]
+            if unknown:
+                raise ValueError(
+                    f"{self._label()}: unknown input '{unknown[0]}'. Expected the "
+                    f"per-step inputs {g.input_names}, the constants "
+                    f"{g.constant_names}, or ground truth for a feedback in {fb_names}."
+                )
+            missing = [n for n in names if n not in inputs]
+            if missing and not (not g.input_names and missing == []):
+                raise ValueError(
+                    f"{self._label()}: input '{missing[0]}' is missing. Expected "
+                    f"entries for {names}."
+                )
+            flat = [inputs[n] for n in names]
+            teachers = {k: v for k, v in inputs.items() if k in fb_names and k not in names}
+        elif isinstance(inputs, (list, tuple)):
+            if len(inputs) != len(names):
+                raise ValueError(
+                    f"{self._label()}: expected {len(names)} inputs {names}, in that "
+                    f"order. Received {len(inputs)}."
+                )
+            flat = list(inputs)
+        else:
+            if len(names) != 1:
+                raise ValueError(
+                    f"{self._label()}: expected {len(names)} inputs {names}, as a list "
+                    f"or a dict by name. Received a single tensor."
+                )
+            flat = [inputs]
+        model_inputs = self.step_model.inputs
+        converted = []
+        for i, (name, value) in enumerate(zip(names, flat)):
+            ref = model_inputs[i]
+            value = ops.convert_to_tensor(value)
+            is_seq = i < len(g.input_names)
+            want = (len(ref.shape) + 1) if is_seq else len(ref.shape)
+            expected = (None, "time") + tuple(ref.shape[1:]) if is_seq else tuple(ref.shape)
+            got = tuple(value.shape)
+            ok = len(got) == want and all(
+                e is None or g_ is None or e == g_
+                for e, g_ in zip(tuple(ref.shape[1:]), got[2 if is_seq else 1 :])
+            )
+            if not ok:
+                kind = "a sequence" if is_seq else "a constant"
+                exp = "(batch, time, " if is_seq else "(batch, "
+                exp += ", ".join(str(d) for d in ref.shape[1:]) + ")"
+                hint = (
+                    " Add a time axis: a sequence of one step is x[:, None]."
+                    if is_seq and len(got) == want - 1
+                    else ""
+                )
+                raise ValueError(
+                    f"{self._label()}: input '{name}' is {kind} of shape {exp}. "
+                    f"Received shape {got}.{hint}"
+                )
+            del expected
+            converted.append(ops.cast(value, ref.dtype) if value.dtype != ref.dtype else value)
+        n_in = len(g.input_names)
+        return converted[:n_in], converted[n_in:], teachers
+
+    def _length_and_batch(self, seqs, consts, steps):
+        g = self._graph
+        if seqs:
+            lengths = {s.shape[1] for s in seqs if s.shape[1] is not None}
+            if len(lengths) > 1:
+                raise ValueError(
+                    f"{self._label()}: the input sequences have different lengths "
+                    f"{dict(zip(g.input_names, [s.shape[1] for s in seqs]))}; they "
+                    f"must share one time axis."
+                )
+            length = seqs[0].shape[1]
+            if length is None:
+                length = ops.shape(seqs[0])[1]
+            if steps is not None and isinstance(length, int) and steps != length:
+                raise ValueError(
+                    f"{self._label()}: steps={steps}, but the inputs have {length} steps."
+                )
+        else:
+            length = steps if steps is not None else self.steps
+            if length is None:
+                raise ValueError(
+                    f"{self._label()}: the model has no per-step inputs, so the number "
+                    f"of steps must be given: call it with steps=N, or build it with "
+                    f"FeedbackModel(..., steps=N)."
+                )
+        if isinstance(length, int) and length < 1:
+            raise ValueError(
+                f"{self._label()}: the sequences have {length} timesteps; at least 1 "
+                f"is needed."
+            )
+        if not seqs and not consts:
+            raise ValueError(
+                f"{self._label()}: the model has no inputs or constants to take the "
+                f"batch size from."
+            )
+        return length, self._batch_of(seqs + consts)
+
+    @staticmethod
+    def _batch_of(tensors):
+        b = tensors[0].shape[0]
+        return b if b is not None else ops.shape(tensors[0])[0]
+
+    def _check_teacher(self, name, truth, seqs, length):
+        spec = self._graph.spec(name)
+        got = tuple(truth.shape)
+        if len(got) != len(spec.shape) + 2 or tuple(got[2:]) != spec.shape:
+            raise ValueError(
+                f"{self._label()}: ground truth for feedback '{name}' must have shape "
+                f"(batch, time, {', '.join(map(str, spec.shape))}). Received shape {got}."
+            )
+        if isinstance(length, int) and got[1] is not None and got[1] != length:
+            raise ValueError(
+                f"{self._label()}: ground truth for feedback '{name}' has {got[1]} "
+                f"steps, but the inputs have {length}. Give one value per step."
+            )
+
+    def _combine_mask(self, mask, length):
+        if mask is None:
+            return None
+        masks = [m for m in keras.tree.flatten(mask) if m is not None]
+        if not masks:
+            return None
+        combined = None
+        for m in masks:
+            m = ops.convert_to_tensor(m)
+            if len(m.shape) != 2:
+                raise ValueError(
+                    f"{self._label()}: a mask has shape (batch, time). Received "
+                    f"shape {tuple(m.shape)}."
+                )
+            m = ops.cast(m, "bool")
+            combined = m if combined is None else ops.logical_and(combined, m)
+        return combined
+
+    # --------------------------------------------------------------- states
+    def _initial_value(self, spec, batch):
+        if spec.name in self._initial:
+            w = ops.convert_to_tensor(self._initial[spec.name])
+            return ops.broadcast_to(w[None], (batch,) + spec.shape)
+        return ops.zeros((batch,) + spec.shape, spec.dtype)
+
+    def _slots_from_value(self, spec, value, batch):
+        value = ops.cast(ops.convert_to_tensor(value), spec.dtype)
+        shape = tuple(value.shape)
+        k = spec.delay
+        if shape == spec.shape:
+            return [ops.broadcast_to(value[None], (batch,) + spec.shape)] * k
+        if len(shape) == len(spec.shape) + 1 and shape[1:] == spec.shape:
+            return [value] * k
+        if k > 1 and len(shape) == len(spec.shape) + 2 and shape[1:] == (k,) + spec.shape:
+            return [value[:, i] for i in range(k)]
+        hist = f", or (batch, {k}, {', '.join(map(str, spec.shape))}) for the history" if k > 1 else ""
+        raise ValueError(
+            f"{self._label()}: initial_state['{spec.name}'] must have shape "
+            f"(batch, {', '.join(map(str, spec.shape))}){hist}. Received shape {shape}."
+        )
+
+    def _initial_slots(self, batch, initial_state, tensors):
+        overrides = dict(initial_state or {})
+        unknown = [k for k in overrides if k not in self.feedback_names]
+        if unknown:
+            raise ValueError(
+                f"{self._label()}: initial_state names '{unknown[0]}', which is not a "
+                f"feedback of this model. Known: {self.feedback_names}."
+            )
+        stored = None
+        if self.stateful and not _in_symbolic_scope():
+            stored = self._stateful_slots(batch, tensors)
+        slots, pos = [], 0
+        for spec in self._graph.specs:
+            k = spec.delay
+            if spec.name in overrides:
+                slots += self._slots_from_value(spec, overrides[spec.name], batch)
+            elif stored is not None:
+                slots += [ops.convert_to_tensor(v) for v in stored[pos : pos + k]]
+            else:
+                slots += [self._initial_value(spec, batch)] * k
+            pos += k
+        return slots
+
+    def _stateful_slots(self, batch, tensors):
+        store = self._store
+        static = batch if isinstance(batch, int) else None
+        if store.slots is None:
+            if static is None or not _executing_eagerly(tensors[0]):
+                raise ValueError(
+                    f"{self._label()} is stateful and does not know its batch size yet. "
+                    f"Call it once on a batch, use its own fit/predict/evaluate (they read "
+                    f"the batch size from the data), or call reset_states(batch_size=B)."
+                )
+            self.reset_states(batch_size=static)
+        elif static is not None and static != store.batch_size:
+            raise ValueError(self._batch_error(static))
+        return store.slots
+
+    def _batch_error(self, received) -> str:
+        return (
+            f"{self._label()} is stateful with batch size {self._store.batch_size} "
+            f"(from its first call), but received a batch of {received}. Feed batches "
+            f"of {self._store.batch_size}, or call reset_states(batch_size={received}) "
+            f"to start over with the new size."
+        )
+
+    def _slots_to_dict(self, slots):
+        out, pos = {}, 0
+        for spec in self._graph.specs:
+            k = spec.delay
+            vals = slots[pos : pos + k]
+            out[spec.name] = vals[0] if k == 1 else ops.stack(vals, axis=1)
+            pos += k
+        return out
+
+    def reset_states(self, batch_size: int | None = None):
+        """Reset the stateful model's carried values to their initial values.
+
+        Args:
+            batch_size: the batch size to carry from now on (default: keep the
+                current one). Needed before the first call only when the model
+                is compiled inside another function.
+        """
+        if not self.stateful:
+            raise ValueError(
+                f"{self._label()} is not stateful: it starts every call from the "
+                f"initial values. Build it with stateful=True to carry state."
+            )
+        store = self._store
+        if batch_size is None:
+            if store.slots is None:
+                return
+            batch_size = store.batch_size
+        values = []
+        for spec in self._graph.specs:
+            values += [self._initial_value(spec, batch_size)] * spec.delay
+        if store.slots is not None and store.batch_size == batch_size:
+            for var, v in zip(store.slots, values):
+                var.assign(v)
+            return
+        store.slots = [
+            keras.Variable(v, trainable=False, name=f"state_{i}") for i, v in enumerate(values)
+        ]
+        store.batch_size = batch_size
+
+    def get_states(self) -> dict:
+        """The stateful model's carried values, `{feedback name: numpy array}`.
+
+        Each is `(batch, *shape)`, or `(batch, delay, *shape)` (oldest first)
+        for a delay above 1.
+        """
+        if not self.stateful or self._store.slots is None:
+            raise ValueError(
+                f"{self._label()} has no carried state"
+                + ("" if self.stateful else " (it is not stateful)")
+                + ": call it on a batch first."
+            )
+        values = [ops.convert_to_tensor(v) for v in self._store.slots]
+        return {k: ops.convert_to_numpy(v) for k, v in self._slots_to_dict(values).items()}
+
+    def set_states(self, states: dict):
+        """Set carried values by name, as `get_states` returns them.
+
+        Names left out keep their value. Before the first call, this also
+        fixes the batch size.
+        """
+        if not self.stateful:
+            raise ValueError(
+                f"{self._label()} is not stateful; pass initial_state= at call instead."
+            )
+        unknown = [k for k in states if k not in self.feedback_names]
+        if unknown:
+            raise ValueError(
+                f"{self._label()}: set_states names '{unknown[0]}', which is not a "
+                f"feedback of this model. Known: {self.feedback_names}."
+            )
+        if not states:
+            return
+        batch = int(np.shape(next(iter(states.values())))[0])
+        if self._store.slots is None:
+            self.reset_states(batch_size=batch)
+        elif batch != self._store.batch_size:
+            raise ValueError(self._batch_error(batch))
+        pos = 0
+        for spec in self._graph.specs:
+            if spec.name in states:
+                value = np.asarray(states[spec.name])
+                if value.ndim == len(spec.shape):
+                    raise ValueError(
+                        f"{self._label()}: set_states['{spec.name}'] needs a batch axis: "
+                        f"shape (batch, {', '.join(map(str, spec.shape))})."
+                    )
+                new = self._slots_from_value(spec, value, self._store.batch_size)
+                for var, v in zip(self._store.slots[pos : pos + spec.delay], new):
+                    var.assign(v)
+            pos += spec.delay
+
+    # -------------------------------------------------- stateful batch sizes
+    def _prepare_batches(self, x, batch_size, whole=False):
+        """Fix (or check) a stateful model's batch size before Keras's loops."""
+        if not self.stateful or x is None:
+            return
+        n = self._first_dim(x)
+        if n is None:
+            return
+        size = n if whole else min(batch_size or _KERAS_DEFAULT_BATCH, n)
+        if self._store.slots is None:
+            self.reset_states(batch_size=size)
+        if size != self._store.batch_size:
+            raise ValueError(self._batch_error(size))
+        if n % size:
+            raise ValueError(
+                f"{self._label()} is stateful with batch size {size}, but {n} samples "
+                f"leave a last batch of {n % size}. Use a sample count divisible by "
+                f"{size}."
+            )
+
+    @staticmethod
+    def _first_dim(x):
+        try:
+            import tensorflow as tf
+
+            if isinstance(x, tf.data.Dataset):
+                first = next(iter(x))
+                leaf = keras.tree.flatten(first)[0]
+                return None if leaf is None else int(leaf.shape[0])
+        except ImportError:
+            pass
+        leaves = keras.tree.flatten(x)
+        if not leaves or not hasattr(leaves[0], "shape"):
+            return None
+        return int(leaves[0].shape[0])
+
+    def fit(self, x=None, y=None, batch_size=None, *args, **kwargs):
+        self._prepare_batches(x, batch_size)
+        return super().fit(x, y, batch_size, *args, **kwargs)
+
+    def predict(self, x, batch_size=None, *args, **kwargs):
+        self._prepare_batches(x, batch_size)
+        return super().predict(x, batch_size, *args, **kwargs)
+
+    def evaluate(self, x=None, y=None, batch_size=None, *args, **kwargs):
+        self._prepare_batches(x, batch_size)
+        return super().evaluate(x, y, batch_size, *args, **kwargs)
+
+    def train_on_batch(self, x, y=None, *args, **kwargs):
+        self._prepare_batches(x, None, whole=True)
+        return super().train_on_batch(x, y, *args, **kwargs)
+
+    def test_on_batch(self, x, y=None, *args, **kwargs):
+        self._prepare_batches(x, None, whole=True)
+        return super().test_on_batch(x, y, *args, **kwargs)
+
+    def predict_on_batch(self, x):
+        self._prepare_batches(x, None, whole=True)
+        return super().predict_on_batch(x)
+
+    # ------------------------------------------------------------ generation
+    def generate(self, inputs, steps: int, feed: dict, *, initial_state=None):
+        """Run over `inputs`, then continue `steps` more steps in closed loop.
+
+        Every per-step input must be fed: in the continuation, input `name`
+        takes the previous step's value of output `feed[name]`.
+
+        Args:
+            inputs: the warm-up sequences (and constants), as for a call.
+            steps: how many steps to generate after the inputs end.
+            feed: `{input name: output name}` (output names as in
+                `graph.output_names`, or an output's index).
+            initial_state: as for a call.
+
+        Returns:
+            The generated outputs, `(batch, steps, ...)` each, packed like the
+            model's outputs, as numpy arrays.
+        """
+        g = self._graph
+        if not isinstance(steps, int) or steps < 1:
+            raise ValueError(
+                f"{self._label()}: generate needs steps >= 1. Received: steps={steps!r}"
+            )
+        out_names = g.output_names
+        feed_idx = {}
+        for inp, out in dict(feed).items():
+            if inp not in g.input_names:
+                raise ValueError(
+                    f"{self._label()}: feed names input '{inp}', which is not a per-step "
+                    f"input. Per-step inputs: {g.input_names}."
+                )
+            if isinstance(out, int):
+                j = out
+            elif out in out_names:
+                j = out_names.index(out)
+            else:
+                raise ValueError(
+                    f"{self._label()}: feed maps '{inp}' to output '{out}', which is not "
+                    f"an output. Outputs: {out_names}."
+                )
+            i = g.input_names.index(inp)
+            want = tuple(self.step_model.inputs[i].shape[1:])
+            have = tuple(self.step_model.outputs[j].shape[1:])
+            if want != have:
+                raise ValueError(
+                    f"{self._label()}: feed maps output '{out_names[j]}' of shape {have} "
+                    f"to input '{inp}' of shape {want}; the shapes must match."
+                )
+            feed_idx[i] = j
+        unfed = [n for i, n in enumerate(g.input_names) if i not in feed_idx]
+        if unfed:
+            raise ValueError(
+                f"{self._label()}: in closed loop every per-step input needs a source, "
+                f"but {unfed} is not in `feed`. Map it to an output: feed={{'{unfed[0]}': ...}}."
+            )
+        seqs, consts, teachers = self._unpack(inputs)
+        length, batch = self._length_and_batch(seqs, consts, None)
+        slots = self._initial_slots(batch, initial_state, seqs + consts)
+
+        def run(seqs, consts, teachers, slots):
+            _, last, final = self._run(seqs, consts, teachers, None, slots, length, training=False)
+            outs, _, _ = self._run(
+                [], consts, {}, None, final, steps, training=False,
+                feed=feed_idx, feed_init=last, sequences=True,
+            )
+            return outs
+
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            run = tf.function(run)
+        outs = run(seqs, consts, teachers, slots)
+        return pack([ops.convert_to_numpy(o) for o in outs], g.output_structure)
+
+    # -------------------------------------------------------------- keras API
+    def compute_mask(self, inputs, mask=None):
+        if mask is None or not self.return_sequences:
+            return None
+        combined = self._combine_mask(mask, None)
+        n = self._graph.n_outputs
+        masks = pack([combined] * n, self._graph.output_structure)
+        if self.return_state:
+            return masks, {name: None for name in self.feedback_names}
+        return masks
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "step_graph": self._graph.get_config(),
+            "return_sequences": self.return_sequences,
+            "return_state": self.return_state,
+            "stateful": self.stateful,
+            "go_backwards": self.go_backwards,
+            "unroll": self.unroll,
+            "teacher_forcing": self.teacher_forcing,
+            "steps": self.steps,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)

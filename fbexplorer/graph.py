@@ -1,0 +1,476 @@
+"""The step graph: one timestep as a Keras functional model, plus delayed edges.
+
+A feedback network is a *step graph* (the computation of one timestep, built
+with ordinary Keras layers) and a set of *delayed edges*: "this placeholder, at
+step t, holds the value that source tensor had at step t - k". This module
+creates the placeholders (`Feedback`, `delayed`, `cell`), finds them in a
+graph, checks the bindings, and packs everything into a `StepGraph` that the
+engine runs in its time loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from typing import Any
+
+import keras
+
+__all__ = ["Feedback", "FeedbackSpec", "StepGraph", "cell", "delayed"]
+
+_DEFAULT_STATE_NAMES = {1: ("h",), 2: ("h", "c")}
+_uid = itertools.count(1)
+
+
+@dataclasses.dataclass
+class FeedbackSpec:
+    """One delayed edge: a placeholder and what it is bound to.
+
+    Attributes:
+        name: the public name (`"loop"`, `"lstm/h"`), used in `feedback=`,
+            `initial_state=`, `get_states()` and teacher forcing.
+        shape: the per-sample shape (no batch axis).
+        dtype: the placeholder's dtype.
+        delay: the source's value from `delay` steps ago is fed.
+        initial: `"zeros"`, `"learned"`, or a Keras initializer.
+        kind: `"feedback"` (bound by the user), `"delayed"` (from
+            `fbx.delayed`) or `"cell"` (the state of a Keras RNN cell).
+        cell: for `kind == "cell"`, the name of the cell layer.
+    """
+
+    name: str
+    shape: tuple
+    dtype: str
+    delay: int = 1
+    initial: Any = "zeros"
+    kind: str = "feedback"
+    cell: str | None = None
+
+    def config(self) -> dict:
+        initial = self.initial
+        if not isinstance(initial, str):
+            initial = keras.saving.serialize_keras_object(initial)
+        return {
+            "name": self.name,
+            "delay": self.delay,
+            "initial": initial,
+            "kind": self.kind,
+            "cell": self.cell,
+        }
+
+
+def _input_layer_name(name: str) -> str:
+    # Keras forbids "/" in layer names; cell states are named "lstm/h".
+    return name.replace("/", "__")
+
+
+def _check_initial(name: str, initial):
+    if isinstance(initial, str) and initial in ("zeros", "learned"):
+        return initial
+    try:
+        return keras.initializers.get(initial)
+    except (ValueError, TypeError) as err:
+        raise ValueError(
+            f"Feedback '{name}': `initial` must be 'zeros', 'learned' or a Keras "
+            f"initializer (such as 'ones' or keras.initializers.RandomNormal()). "
+            f"Received: initial={initial!r}"
+        ) from err
+
+
+def _make_placeholder(
+    name, shape, *, delay, initial, dtype, kind, cell_name=None, source=None
+):
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"Feedback needs a non-empty string `name`. Received: name={name!r}")
+    if isinstance(delay, bool) or not isinstance(delay, int) or delay < 1:
+        raise ValueError(
+            f"Feedback '{name}': `delay` must be an integer >= 1 (the value from "
+            f"`delay` steps ago). Received: delay={delay!r}"
+        )
+    shape = tuple(shape)
+    if any(d is None for d in shape):
+        raise ValueError(
+            f"Feedback '{name}': every dimension of `shape` must be known, since "
+            f"the engine keeps the value between steps. Received: shape={shape}"
+        )
+    initial = _check_initial(name, initial)
+    tensor = keras.Input(shape, name=_input_layer_name(name), dtype=dtype)
+    spec = FeedbackSpec(
+        name=name,
+        shape=shape,
+        dtype=tensor.dtype,
+        delay=delay,
+        initial=initial,
+        kind=kind,
+        cell=cell_name,
+    )
+    layer = tensor._keras_history.operation
+    layer._fbx_spec = spec
+    layer._fbx_source = source
+    return tensor
+
+
+def Feedback(shape, *, name: str, delay: int = 1, initial="zeros", dtype=None):
+    """A placeholder for a value fed back from later in the step graph.
+
+    Use it like `keras.Input`: any Keras layer or `keras.ops` call accepts it.
+    Bind it to its source in `FeedbackModel(..., feedback={name: source})`;
+    at step `t` it then holds the source's value from step `t - delay` (the
+    initial value for the first `delay` steps).
+
+    Args:
+        shape: per-sample shape, without batch or time axis, e.g. `(5,)`.
+        name: the feedback's name, unique in its model.
+        delay: how many steps back the value comes from (>= 1).
+        initial: `"zeros"`, `"learned"` (a trainable initial value) or any
+            Keras initializer (a fixed initial value drawn once).
+        dtype: the dtype (default: Keras's float type).
+
+    Example:
+        >>> loop = Feedback((5,), name="loop")
+    """
+    return _make_placeholder(
+        name, shape, delay=delay, initial=initial, dtype=dtype, kind="feedback"
+    )
+
+
+def delayed(tensor, *, steps: int = 1, name: str | None = None, initial="zeros"):
+    """The value `tensor` had `steps` timesteps ago (a forward-path delay).
+
+    The delayed edge is bound automatically; nothing goes into `feedback=`.
+
+    Args:
+        tensor: a symbolic tensor of the step graph.
+        steps: the delay in timesteps (>= 1).
+        name: the edge's name (default: `"<layer>_delay<steps>"`).
+        initial: the value before the first `steps` steps, as for `Feedback`.
+    """
+    if not hasattr(tensor, "_keras_history"):
+        raise ValueError(
+            "fbx.delayed expects a symbolic tensor of the step graph (the output "
+            f"of a Keras layer or keras.Input). Received: {tensor!r}"
+        )
+    if name is None:
+        base = f"{tensor._keras_history.operation.name}_delay{steps}"
+        name = base if base not in _used_names else f"{base}_{next(_uid)}"
+    _used_names.add(name)
+    return _make_placeholder(
+        name,
+        tensor.shape[1:],
+        delay=steps,
+        initial=initial,
+        dtype=tensor.dtype,
+        kind="delayed",
+        source=tensor,
+    )
+
+
+_used_names: set = set()
+
+
+def _state_shapes(layer) -> list[tuple]:
+    # Keras's protocol: an int (one state), or a list with one entry per state,
+    # each an int or a shape.
+    size = layer.state_size
+    sizes = list(size) if isinstance(size, (list, tuple)) else [size]
+    return [(s,) if isinstance(s, int) else tuple(s) for s in sizes]
+
+
+def cell(layer, *, initial="zeros"):
+    """Use a Keras RNN cell inside the step graph; its states ride in the loop.
+
+    `fbx.cell(keras.layers.LSTMCell(8, name="lstm"))(x)` returns the cell's
+    output for this step. Its states (`lstm/h`, `lstm/c`) become delayed
+    edges of delay 1 that the engine carries, resets, saves and traces; you
+    declare none of them.
+
+    Args:
+        layer: a cell of the Keras protocol: `call(inputs, states)` returning
+            `(output, new_states)`, and a `state_size` attribute.
+        initial: the initial value of every state, as for `Feedback`.
+
+    Returns:
+        A function of the cell's input tensor (and call keywords) that
+        returns the cell's output tensor.
+    """
+    if not hasattr(layer, "state_size") or not callable(layer):
+        raise ValueError(
+            "fbx.cell expects a Keras RNN cell (a layer with `state_size` and "
+            f"`call(inputs, states)`, such as keras.layers.LSTMCell). Received: {layer!r}"
+        )
+
+    def apply(inputs, **kwargs):
+        shapes = _state_shapes(layer)
+        names = _DEFAULT_STATE_NAMES.get(len(shapes)) or tuple(
+            f"state{i}" for i in range(len(shapes))
+        )
+        calls = getattr(layer, "_fbx_calls", 0)
+        layer._fbx_calls = calls + 1
+        prefix = layer.name if calls == 0 else f"{layer.name}_{calls}"
+        dtype = keras.backend.standardize_dtype(layer.compute_dtype)
+        states = [
+            _make_placeholder(
+                f"{prefix}/{n}",
+                shape,
+                delay=1,
+                initial=initial,
+                dtype=dtype,
+                kind="cell",
+                cell_name=layer.name,
+            )
+            for n, shape in zip(names, shapes)
+        ]
+        output, new_states = layer(inputs, states, **kwargs)
+        new_states = keras.tree.flatten(new_states)
+        for placeholder, new in zip(states, new_states):
+            placeholder._keras_history.operation._fbx_source = new
+        return output
+
+    return apply
+
+
+def _spec_of(layer) -> FeedbackSpec | None:
+    return getattr(layer, "_fbx_spec", None)
+
+
+def _is_input_tensor(tensor) -> bool:
+    if not hasattr(tensor, "_keras_history"):
+        return False
+    op, node_index, _ = tensor._keras_history
+    return op is not None and op._inbound_nodes[node_index].is_input
+
+
+def _tensor_name(tensor) -> str:
+    op = tensor._keras_history.operation
+    return op.name
+
+
+def _reached_inputs(tensors) -> list:
+    """The Input layers that `tensors` depend on, in a deterministic order."""
+    found, seen_nodes = [], set()
+    stack = list(reversed(tensors))
+    while stack:
+        tensor = stack.pop()
+        op, node_index, _ = tensor._keras_history
+        node = op._inbound_nodes[node_index]
+        if id(node) in seen_nodes:
+            continue
+        seen_nodes.add(id(node))
+        if node.is_input:
+            found.append(op)
+        else:
+            stack.extend(reversed(node.input_tensors))
+    return found
+
+
+def _flatten_io(value, what: str):
+    """(flat list, structure) for a single tensor, a list or a dict of tensors."""
+    if isinstance(value, dict):
+        return list(value.values()), {"kind": "dict", "keys": list(value.keys())}
+    if isinstance(value, (list, tuple)):
+        return list(value), {"kind": "list", "n": len(value)}
+    if value is None:
+        return [], {"kind": "list", "n": 0}
+    return [value], {"kind": "single"}
+
+
+def pack(flat, structure):
+    """Inverse of `_flatten_io`."""
+    kind = structure["kind"]
+    if kind == "dict":
+        return dict(zip(structure["keys"], flat))
+    if kind == "list":
+        return list(flat)
+    return flat[0]
+
+
+class StepGraph:
+    """The step graph of a feedback model, ready for the engine.
+
+    Attributes:
+        model: a functional `keras.Model` for one timestep. Its inputs are the
+            per-step inputs, then the constants, then one placeholder per
+            delayed edge; its outputs are the user's outputs, then one source
+            per delayed edge.
+        input_names, constant_names: names of the per-step inputs and constants.
+        output_structure: how the user's outputs are packed.
+        specs: the delayed edges, in the order of the model's placeholders.
+    """
+
+    def __init__(self, model, input_names, constant_names, output_structure, specs):
+        self.model = model
+        self.input_names = list(input_names)
+        self.constant_names = list(constant_names)
+        self.output_structure = output_structure
+        self.specs = list(specs)
+
+    @property
+    def n_outputs(self) -> int:
+        return len(self.model.outputs) - len(self.specs)
+
+    @property
+    def output_names(self) -> list[str]:
+        if self.output_structure["kind"] == "dict":
+            return [str(k) for k in self.output_structure["keys"]]
+        return [_tensor_name(t) for t in self.model.outputs[: self.n_outputs]]
+
+    def spec(self, name: str) -> FeedbackSpec:
+        for s in self.specs:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    # ------------------------------------------------------------------ build
+    @classmethod
+    def from_tensors(cls, inputs, outputs, feedback, constants=None, name=None):
+        label = f"FeedbackModel '{name}'" if name else "FeedbackModel"
+        flat_inputs, _ = _flatten_io(inputs, "inputs")
+        flat_consts, _ = _flatten_io(constants, "constants")
+        flat_outputs, out_structure = _flatten_io(outputs, "outputs")
+        if not flat_outputs:
+            raise ValueError(f"{label}: `outputs` is empty. Pass the tensor(s) to return.")
+        feedback = dict(feedback or {})
+        for kind, group in (("inputs", flat_inputs), ("constants", flat_consts)):
+            for t in group:
+                if not _is_input_tensor(t):
+                    raise ValueError(
+                        f"{label}: every entry of `{kind}` must be a keras.Input. "
+                        f"Received: {t!r}"
+                    )
+                if _spec_of(t._keras_history.operation) is not None:
+                    raise ValueError(
+                        f"{label}: Feedback '{_spec_of(t._keras_history.operation).name}' "
+                        f"is listed in `{kind}`. Feedback placeholders are bound with "
+                        f"feedback={{name: source}}, not passed as {kind}."
+                    )
+        for key, src in feedback.items():
+            if not hasattr(src, "_keras_history"):
+                raise ValueError(
+                    f"{label}: feedback '{key}' must be bound to a symbolic tensor of "
+                    f"the step graph. Received: {src!r}"
+                )
+
+        # Walk the graph; sources of automatically bound edges may reach
+        # further placeholders, so repeat until nothing new appears.
+        placeholders, plain_inputs = [], []
+        sources = {}
+        frontier = list(flat_outputs) + list(feedback.values())
+        seen_layers = set()
+        while frontier:
+            reached = _reached_inputs(frontier)
+            frontier = []
+            for layer in reached:
+                if id(layer) in seen_layers:
+                    continue
+                seen_layers.add(id(layer))
+                spec = _spec_of(layer)
+                if spec is None:
+                    plain_inputs.append(layer)
+                    continue
+                placeholders.append(layer)
+                if spec.kind != "feedback":
+                    src = layer._fbx_source
+                    sources[spec.name] = src
+                    frontier.append(src)
+        by_name = {}
+        for layer in placeholders:
+            spec = _spec_of(layer)
+            if spec.name in by_name:
+                raise ValueError(
+                    f"{label}: two Feedback placeholders are named '{spec.name}'. "
+                    f"Give each a unique name."
+                )
+            by_name[spec.name] = layer
+
+        for key in feedback:
+            if key not in by_name:
+                used = sorted(n for n, l in by_name.items() if _spec_of(l).kind == "feedback")
+                raise ValueError(
+                    f"{label}: feedback names '{key}', but no Feedback placeholder of "
+                    f"that name is used by the step graph. Placeholders used: {used}. "
+                    f"Fix the name, or use fbx.Feedback(..., name='{key}') in the graph."
+                )
+            if _spec_of(by_name[key]).kind != "feedback":
+                raise ValueError(
+                    f"{label}: '{key}' is bound automatically (it comes from "
+                    f"fbx.{_spec_of(by_name[key]).kind}); remove it from `feedback`."
+                )
+        for n, layer in by_name.items():
+            spec = _spec_of(layer)
+            if spec.kind == "feedback":
+                if n not in feedback:
+                    raise ValueError(
+                        f"{label}: Feedback '{n}' is used by the step graph but not "
+                        f"bound. Add feedback={{'{n}': <source tensor>}} to say which "
+                        f"tensor it feeds back."
+                    )
+                sources[n] = feedback[n]
+            src = sources[n]
+            src_shape = tuple(src.shape[1:])
+            src_dtype = keras.backend.standardize_dtype(src.dtype)
+            if src_shape != spec.shape or src_dtype != spec.dtype:
+                raise ValueError(
+                    f"{label}: Feedback '{n}' expects shape {spec.shape} and dtype "
+                    f"{spec.dtype}, but its source '{_tensor_name(src)}' has shape "
+                    f"{src_shape} and dtype {src_dtype}. Make the source match (for "
+                    f"example with a Dense or Reshape layer), or declare "
+                    f"fbx.Feedback({src_shape}, name='{n}', dtype='{src_dtype}')."
+                )
+
+        known = {id(t._keras_history.operation) for t in flat_inputs + flat_consts}
+        for layer in plain_inputs:
+            if id(layer) not in known:
+                raise ValueError(
+                    f"{label}: the step graph uses keras.Input '{layer.name}', which is "
+                    f"in neither `inputs` (a sequence, one value per step) nor "
+                    f"`constants` (the same value at every step). Add it to one of them."
+                )
+
+        # Order: explicitly bound edges in `feedback` order, then the rest as found.
+        order = [n for n in feedback] + [n for n in by_name if n not in feedback]
+        specs = [_spec_of(by_name[n]) for n in order]
+        ph_tensors = [by_name[n].output for n in order]
+        model = keras.Model(
+            inputs=flat_inputs + flat_consts + ph_tensors,
+            outputs=flat_outputs + [sources[n] for n in order],
+            name=f"{name}_step" if name else None,
+        )
+        return cls(
+            model,
+            [t._keras_history.operation.name for t in flat_inputs],
+            [t._keras_history.operation.name for t in flat_consts],
+            out_structure,
+            specs,
+        )
+
+    # ---------------------------------------------------------- serialization
+    def get_config(self) -> dict:
+        return {
+            "model": keras.saving.serialize_keras_object(self.model),
+            "inputs": self.input_names,
+            "constants": self.constant_names,
+            "outputs": self.output_structure,
+            "feedback": [s.config() for s in self.specs],
+        }
+
+    @classmethod
+    def from_config(cls, config) -> "StepGraph":
+        model = keras.saving.deserialize_keras_object(config["model"])
+        n_in = len(config["inputs"]) + len(config["constants"])
+        specs = []
+        for cfg, tensor in zip(config["feedback"], model.inputs[n_in:]):
+            initial = cfg["initial"]
+            if not isinstance(initial, str):
+                initial = keras.initializers.get(initial)
+            specs.append(
+                FeedbackSpec(
+                    name=cfg["name"],
+                    shape=tuple(tensor.shape[1:]),
+                    dtype=keras.backend.standardize_dtype(tensor.dtype),
+                    delay=cfg["delay"],
+                    initial=initial,
+                    kind=cfg["kind"],
+                    cell=cfg["cell"],
+                )
+            )
+        return cls(model, config["inputs"], config["constants"], config["outputs"], specs)
