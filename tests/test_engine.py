@@ -1,0 +1,385 @@
+"""The engine against numpy reference loops: delays, inputs, outputs, states."""
+
+import keras
+import numpy as np
+import pytest
+
+import fbexplorer as fbx
+
+B, T = 3, 8
+
+
+def dense(layer, v):
+    w, b = layer.get_weights()
+    return v @ w + b
+
+
+def seed_network(delay=1, **kwargs):
+    """x -> d1 -> d2 -> d3 -> out, with d3 fed back into d1."""
+    x = keras.Input((5,), name="x")
+    loop = fbx.Feedback((5,), name="loop", delay=delay)
+    h1 = keras.layers.Dense(5, activation="tanh", name="d1")(
+        keras.layers.Concatenate(name="cat")([x, loop])
+    )
+    h2 = keras.layers.Dense(5, activation="tanh", name="d2")(h1)
+    h3 = keras.layers.Dense(5, activation="tanh", name="d3")(h2)
+    y = keras.layers.Dense(5, name="out")(h3)
+    return fbx.FeedbackModel(inputs=x, outputs=y, feedback={"loop": h3}, **kwargs)
+
+
+def seed_reference(net, seq, delay=1, history=None):
+    """The seed network as a numpy loop; returns (outputs, final history)."""
+    layer = net.step_model.get_layer
+    hist = list(history) if history is not None else [np.zeros((seq.shape[0], 5))] * delay
+    ys = []
+    for t in range(seq.shape[1]):
+        a = np.tanh(dense(layer("d1"), np.concatenate([seq[:, t], hist[0]], -1)))
+        h3 = np.tanh(dense(layer("d3"), np.tanh(dense(layer("d2"), a))))
+        ys.append(dense(layer("out"), h3))
+        hist = hist[1:] + [h3]
+    return np.stack(ys, 1), hist
+
+
+@pytest.fixture
+def seq(rng):
+    return rng.normal(size=(B, T, 5)).astype("float32")
+
+
+def test_seed_network_equals_numpy_loop(seq):
+    net = seed_network()
+    expected, _ = seed_reference(net, seq)
+    np.testing.assert_allclose(np.asarray(net(seq)), expected, atol=1e-5)
+
+
+def test_feedback_changes_the_result(seq):
+    """Guard for the reference: without the loop the outputs differ."""
+    net = seed_network()
+    layer = net.step_model.get_layer
+    ys = []
+    for t in range(T):
+        a = np.tanh(dense(layer("d1"), np.concatenate([seq[:, t], np.zeros((B, 5))], -1)))
+        ys.append(dense(layer("out"), np.tanh(dense(layer("d3"), np.tanh(dense(layer("d2"), a))))))
+    assert np.abs(np.asarray(net(seq)) - np.stack(ys, 1)).max() > 1e-3
+
+
+@pytest.mark.parametrize("delay", [2, 3])
+def test_multi_step_delay_equals_numpy_loop(seq, delay):
+    net = seed_network(delay=delay)
+    expected, _ = seed_reference(net, seq, delay=delay)
+    np.testing.assert_allclose(np.asarray(net(seq)), expected, atol=1e-5)
+    # The first `delay` steps see only the initial value: the same as no feedback.
+    free, _ = seed_reference(net, seq[:, :delay], delay=delay)
+    np.testing.assert_allclose(np.asarray(net(seq))[:, :delay], free, atol=1e-5)
+
+
+def test_forward_path_delay():
+    """y_t = x_{t-2} + x_t via fbx.delayed."""
+    x = keras.Input((2,), name="x")
+    past = fbx.delayed(x, steps=2)
+    y = keras.layers.Add()([x, past])
+    net = fbx.FeedbackModel(x, y)
+    seq = np.arange(2 * 6 * 2, dtype="float32").reshape(2, 6, 2)
+    expected = seq.copy()
+    expected[:, 2:] += seq[:, :-2]
+    np.testing.assert_allclose(np.asarray(net(seq)), expected)
+
+
+def test_several_feedbacks_inputs_outputs_and_constants(rng):
+    """Two inputs (dict by name), a constant, two feedbacks, two outputs."""
+    a = keras.Input((3,), name="a")
+    b = keras.Input((2,), name="b")
+    bias = keras.Input((4,), name="bias")
+    f1 = fbx.Feedback((4,), name="f1")
+    f2 = fbx.Feedback((1,), name="f2", delay=2)
+    h = keras.layers.Dense(4, activation="tanh", name="h")(
+        keras.layers.Concatenate()([a, b, f1, f2, bias])
+    )
+    s = keras.layers.Dense(1, name="s")(h)
+    net = fbx.FeedbackModel(
+        [a, b], {"h": h, "s": s}, feedback={"f1": h, "f2": s}, constants=[bias]
+    )
+    A = rng.normal(size=(B, T, 3)).astype("float32")
+    Bs = rng.normal(size=(B, T, 2)).astype("float32")
+    C = rng.normal(size=(B, 4)).astype("float32")
+    out = net({"a": A, "b": Bs, "bias": C})
+    assert set(out) == {"h", "s"}
+    out_list = net([A, Bs, C])
+    np.testing.assert_allclose(np.asarray(out["s"]), np.asarray(out_list["s"]))
+
+    lh, ls = net.step_model.get_layer("h"), net.step_model.get_layer("s")
+    f1v, f2h = np.zeros((B, 4)), [np.zeros((B, 1))] * 2
+    hs, ss = [], []
+    for t in range(T):
+        hv = np.tanh(dense(lh, np.concatenate([A[:, t], Bs[:, t], f1v, f2h[0], C], -1)))
+        sv = dense(ls, hv)
+        hs.append(hv), ss.append(sv)
+        f1v, f2h = hv, f2h[1:] + [sv]
+    np.testing.assert_allclose(np.asarray(out["h"]), np.stack(hs, 1), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(out["s"]), np.stack(ss, 1), atol=1e-5)
+
+
+def test_constants_only_model_runs_for_given_steps(rng):
+    """An image seen for N steps, refined through feedback."""
+    img = keras.Input((4,), name="img")
+    prev = fbx.Feedback((4,), name="prev")
+    h = keras.layers.Dense(4, activation="tanh", name="h")(keras.layers.Add()([img, prev]))
+    net = fbx.FeedbackModel([], h, constants=[img], feedback={"prev": h}, steps=3)
+    im = rng.normal(size=(B, 4)).astype("float32")
+    assert net(im).shape == (B, 3, 4)
+    out = np.asarray(net(im, steps=5))
+    assert out.shape == (B, 5, 4)
+    v, expected = np.zeros((B, 4)), []
+    for _ in range(5):
+        v = np.tanh(dense(net.step_model.get_layer("h"), im + v))
+        expected.append(v)
+    np.testing.assert_allclose(out, np.stack(expected, 1), atol=1e-5)
+
+
+def test_return_sequences_false_and_return_state(seq):
+    net = seed_network(return_sequences=False, return_state=True)
+    last, states = net(seq)
+    expected, hist = seed_reference(net, seq)
+    np.testing.assert_allclose(np.asarray(last), expected[:, -1], atol=1e-5)
+    np.testing.assert_allclose(np.asarray(states["loop"]), hist[-1], atol=1e-5)
+
+
+def test_return_state_with_delay_gives_history_oldest_first(seq):
+    net = seed_network(delay=2, return_state=True)
+    _, states = net(seq)
+    _, hist = seed_reference(net, seq, delay=2)
+    assert states["loop"].shape == (B, 2, 5)
+    np.testing.assert_allclose(np.asarray(states["loop"]), np.stack(hist, 1), atol=1e-5)
+
+
+def test_initial_state_at_call_continues_a_sequence(seq):
+    net = seed_network(delay=2, return_state=True)
+    whole, _ = net(seq)
+    _, st = net(seq[:, :5])
+    rest, _ = net(seq[:, 5:], initial_state={"loop": st["loop"]})
+    np.testing.assert_allclose(np.asarray(rest), np.asarray(whole)[:, 5:], atol=1e-5)
+
+
+def test_initial_values_learned_and_initializer(seq):
+    x = keras.Input((5,), name="x")
+    loop = fbx.Feedback((5,), name="loop", initial="learned")
+    other = fbx.Feedback((5,), name="other", initial=keras.initializers.Constant(0.5))
+    h = keras.layers.Dense(5, name="h")(keras.layers.Concatenate()([x, loop, other]))
+    net = fbx.FeedbackModel(x, h, feedback={"loop": h, "other": h})
+    learned = [w for w in net.trainable_weights if "loop_initial" in w.path]
+    fixed = [w for w in net.non_trainable_weights if "other_initial" in w.path]
+    assert len(learned) == 1 and len(fixed) == 1
+    learned[0].assign(np.full(5, 2.0, "float32"))
+    out = np.asarray(net(seq[:, :1]))[:, 0]
+    w, b = net.step_model.get_layer("h").get_weights()
+    inp = np.concatenate([seq[:, 0], np.full((B, 5), 2.0), np.full((B, 5), 0.5)], -1)
+    np.testing.assert_allclose(out, inp @ w + b, atol=1e-5)
+
+
+def test_learned_initial_value_gets_gradient(seq):
+    x = keras.Input((5,), name="x")
+    loop = fbx.Feedback((5,), name="loop", initial="learned")
+    h = keras.layers.Dense(5, name="h")(keras.layers.Add()([x, loop]))
+    net = fbx.FeedbackModel(x, h, feedback={"loop": h})
+    net.compile("sgd", "mse")
+    before = np.asarray(net.trainable_weights[0]).copy()
+    net.train_on_batch(seq, np.ones_like(seq))
+    init = [w for w in net.trainable_weights if "initial" in w.path][0]
+    assert np.abs(np.asarray(init)).max() > 0
+    del before
+
+
+def test_go_backwards_equals_reversed_input(seq):
+    net = seed_network(go_backwards=True)
+    fwd = seed_network()
+    fwd.set_weights(net.get_weights())
+    np.testing.assert_allclose(
+        np.asarray(net(seq)), np.asarray(fwd(seq[:, ::-1])), atol=1e-5
+    )
+
+
+def test_unroll_equals_loop(seq):
+    net = seed_network(unroll=True)
+    loop = seed_network()
+    loop.set_weights(net.get_weights())
+    np.testing.assert_allclose(np.asarray(net(seq)), np.asarray(loop(seq)), atol=1e-6)
+
+
+def test_explicit_cell_wiring_with_feedback(rng):
+    """LSTMCell called on Feedback placeholders, bound by hand."""
+    x = keras.Input((3,), name="x")
+    h_prev = fbx.Feedback((4,), name="h")
+    c_prev = fbx.Feedback((4,), name="c")
+    out, (h, c) = keras.layers.LSTMCell(4, name="lstm")(x, [h_prev, c_prev])
+    net = fbx.FeedbackModel(x, out, feedback={"h": h, "c": c})
+    ref = keras.layers.LSTM(4, return_sequences=True)
+    s = rng.normal(size=(B, T, 3)).astype("float32")
+    ref(s)
+    ref.set_weights(net.step_model.get_layer("lstm").get_weights())
+    np.testing.assert_allclose(np.asarray(net(s)), np.asarray(ref(s)), atol=1e-5)
+
+
+# ----------------------------------------------------------------- stateful
+def test_stateful_chunks_equal_whole_sequence(seq):
+    whole = seed_network()
+    net = seed_network(stateful=True)
+    net.set_weights(whole.get_weights())
+    parts = [np.asarray(net(seq[:, i : i + 3])) for i in range(0, T, 3)]
+    np.testing.assert_allclose(
+        np.concatenate(parts, 1), np.asarray(whole(seq)), atol=1e-5
+    )
+    net.reset_states()
+    np.testing.assert_allclose(
+        np.asarray(net(seq[:, :3])), np.asarray(whole(seq[:, :3])), atol=1e-5
+    )
+
+
+def test_stateful_nested_cell_and_delay_chunks(rng):
+    x = keras.Input((3,), name="x")
+    fb = fbx.Feedback((2,), name="fb", delay=2)
+    h = fbx.cell(keras.layers.GRUCell(4, name="gru"))(keras.layers.Concatenate()([x, fb]))
+    y = keras.layers.Dense(2, name="y")(h)
+    s = rng.normal(size=(B, 10, 3)).astype("float32")
+    ref = fbx.FeedbackModel(x, y, feedback={"fb": y})
+    net = fbx.FeedbackModel(x, y, feedback={"fb": y}, stateful=True)
+    parts = [np.asarray(net(s[:, i : i + 4])) for i in (0, 4, 8)]
+    np.testing.assert_allclose(np.concatenate(parts, 1), np.asarray(ref(s)), atol=1e-5)
+    st = net.get_states()
+    assert set(st) == {"fb", "gru/h"} and st["fb"].shape == (B, 2, 2)
+
+
+def test_stateful_predict_carries_across_batches(seq):
+    whole = seed_network()
+    net = seed_network(stateful=True)
+    net.set_weights(whole.get_weights())
+    # predict over the same 3 samples twice: the second call continues the first.
+    first = net.predict(seq[:, :4], batch_size=B, verbose=0)
+    second = net.predict(seq[:, 4:], batch_size=B, verbose=0)
+    np.testing.assert_allclose(
+        np.concatenate([first, second], 1), np.asarray(whole(seq)), atol=1e-5
+    )
+
+
+def test_get_set_reset_states(seq):
+    net = seed_network(stateful=True)
+    net(seq)
+    states = net.get_states()
+    assert states["loop"].shape == (B, 5) and np.abs(states["loop"]).max() > 0
+    after = np.asarray(net(seq[:, :2]))
+    net.set_states(states)
+    np.testing.assert_allclose(np.asarray(net(seq[:, :2])), after, atol=1e-6)
+    net.reset_states()
+    np.testing.assert_allclose(net.get_states()["loop"], 0.0)
+
+
+def test_stateful_fit_evaluate_carry_state(seq):
+    net = seed_network(stateful=True)
+    net.compile("adam", "mse")
+    net.fit(seq, seq, batch_size=B, epochs=1, shuffle=False, verbose=0)
+    carried = net.get_states()["loop"]
+    assert np.abs(carried).max() > 0
+    net.evaluate(seq, seq, batch_size=B, verbose=0)
+    assert np.abs(net.get_states()["loop"] - carried).max() > 0
+
+
+# ------------------------------------------------------------------ masking
+def test_explicit_mask_holds_state_and_repeats_output(seq):
+    net = seed_network()
+    mask = np.ones((B, T), bool)
+    mask[0, 2:4] = False
+    mask[1, 5:] = False
+    got = np.asarray(net(seq, mask=mask))
+    layer = net.step_model.get_layer
+    for i in range(B):
+        hist, prev_y, ys = np.zeros((1, 5)), np.zeros((1, 5)), []
+        for t in range(T):
+            if mask[i, t]:
+                a = np.tanh(dense(layer("d1"), np.concatenate([seq[i : i + 1, t], hist], -1)))
+                hist = np.tanh(dense(layer("d3"), np.tanh(dense(layer("d2"), a))))
+                prev_y = dense(layer("out"), hist)
+            ys.append(prev_y)
+        np.testing.assert_allclose(got[i], np.concatenate(ys, 0), atol=1e-5)
+
+
+def test_masking_layer_upstream(seq):
+    net = seed_network(return_sequences=False)
+    padded = seq.copy()
+    padded[:, 6:] = 0.0
+    inp = keras.Input((None, 5))
+    outer = keras.Model(inp, net(keras.layers.Masking(0.0)(inp)))
+    np.testing.assert_allclose(
+        np.asarray(outer(padded)), np.asarray(net(seq[:, :6])), atol=1e-5
+    )
+
+
+# ---------------------------------------------------------- teacher forcing
+def teacher_net(p=1.0):
+    x = keras.Input((1,), name="x")
+    y_prev = fbx.Feedback((1,), name="y", delay=2)
+    y = keras.layers.Dense(1, name="y_dense")(keras.layers.Concatenate()([x, y_prev]))
+    return fbx.FeedbackModel(x, y, feedback={"y": y}, teacher_forcing=p)
+
+
+def test_teacher_forcing_feeds_truth_t_minus_delay(rng):
+    net = teacher_net()
+    X = rng.normal(size=(B, T, 1)).astype("float32")
+    truth = rng.normal(size=(B, T, 1)).astype("float32")
+    got = np.asarray(net({"x": X, "y": truth}))
+    w, b = net.step_model.get_layer("y_dense").get_weights()
+    prev = np.concatenate([np.zeros((B, 2, 1)), truth[:, :-2]], 1)
+    expected = np.concatenate([X, prev], -1) @ w + b
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    # Without truth the model uses its own values: no dummy input needed.
+    assert np.abs(np.asarray(net(X)) - got).max() > 1e-3
+
+
+def test_scheduled_sampling_probability(rng):
+    X = rng.normal(size=(64, 30, 1)).astype("float32")
+    truth = 5.0 + rng.normal(size=(64, 30, 1)).astype("float32")
+    inputs = {"x": X, "y": truth}
+    for p, lo, hi in [(1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (0.5, 0.4, 0.6)]:
+        net = teacher_net(p)
+        forced = np.asarray(net(inputs))
+        free = np.asarray(net(X))
+        net_train = np.asarray(net(inputs, training=True))
+        # Fraction of steps (after the first two) that match the forced run.
+        same = np.isclose(net_train, forced, atol=1e-5)[:, 2:]
+        diff_free = np.isclose(net_train, free, atol=1e-5)[:, 2:]
+        assert lo - 1e-9 <= same.mean() <= hi + 1e-9, (p, same.mean())
+        if p == 0.0:
+            assert diff_free.all()
+
+
+def test_teacher_forcing_in_fit(rng):
+    net = teacher_net(0.5)
+    net.compile("adam", "mse")
+    X = rng.normal(size=(8, T, 1)).astype("float32")
+    truth = rng.normal(size=(8, T, 1)).astype("float32")
+    hist = net.fit({"x": X, "y": truth}, truth, epochs=2, verbose=0)
+    assert np.isfinite(hist.history["loss"]).all()
+    assert net.predict(X, verbose=0).shape == (8, T, 1)
+
+
+# --------------------------------------------------------------- generation
+def test_generate_continues_in_closed_loop(rng):
+    x = keras.Input((2,), name="x")
+    h_prev = fbx.Feedback((3,), name="h")
+    h = keras.layers.Dense(3, activation="tanh", name="h_dense")(
+        keras.layers.Concatenate()([x, h_prev])
+    )
+    y = keras.layers.Dense(2, name="y")(h)
+    net = fbx.FeedbackModel(x, y, feedback={"h": h})
+    warm = rng.normal(size=(B, 4, 2)).astype("float32")
+    gen = net.generate(warm, steps=5, feed={"x": "y"})
+    assert gen.shape == (B, 5, 2)
+
+    lh, ly = net.step_model.get_layer("h_dense"), net.step_model.get_layer("y")
+    hv = np.zeros((B, 3))
+    for t in range(4):
+        hv = np.tanh(dense(lh, np.concatenate([warm[:, t], hv], -1)))
+        yv = dense(ly, hv)
+    expected = []
+    for _ in range(5):
+        hv = np.tanh(dense(lh, np.concatenate([yv, hv], -1)))
+        yv = dense(ly, hv)
+        expected.append(yv)
+    np.testing.assert_allclose(gen, np.stack(expected, 1), atol=1e-5)
