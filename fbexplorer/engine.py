@@ -517,12 +517,12 @@ class FeedbackModel(keras.Model):
             f"to start over with the new size."
         )
 
-    def _slots_to_dict(self, slots):
+    def _slots_to_dict(self, slots, stack=ops.stack):
         out, pos = {}, 0
         for spec in self._graph.specs:
             k = spec.delay
             vals = slots[pos : pos + k]
-            out[spec.name] = vals[0] if k == 1 else ops.stack(vals, axis=1)
+            out[spec.name] = vals[0] if k == 1 else stack(vals, axis=1)
             pos += k
         return out
 
@@ -568,8 +568,8 @@ class FeedbackModel(keras.Model):
                 + ("" if self.stateful else " (it is not stateful)")
                 + ": call it on a batch first."
             )
-        values = [ops.convert_to_tensor(v) for v in self._store.slots]
-        return {k: ops.convert_to_numpy(v) for k, v in self._slots_to_dict(values).items()}
+        values = [np.asarray(v.numpy()) for v in self._store.slots]
+        return self._slots_to_dict(values, stack=np.stack)
 
     def set_states(self, states: dict):
         """Set carried values by name, as `get_states` returns them.

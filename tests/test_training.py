@@ -1,0 +1,110 @@
+"""Training: learning through the feedback, XLA, Dropout/BatchNorm, a compiled loop."""
+
+import keras
+import numpy as np
+import pytest
+
+import fbexplorer as fbx
+
+
+def running_sum_net():
+    x = keras.Input((1,), name="x")
+    total = fbx.Feedback((1,), name="total")
+    y = keras.layers.Dense(1, name="acc")(keras.layers.Concatenate()([x, total]))
+    return fbx.FeedbackModel(x, y, feedback={"total": y})
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_learns_running_sum_through_feedback(rng, jit):
+    X = rng.uniform(-1, 1, size=(512, 10, 1)).astype("float32")
+    Y = np.cumsum(X, axis=1)
+    net = running_sum_net()
+    net.compile(keras.optimizers.Adam(0.03), "mse", jit_compile=jit)
+    net.fit(X, Y, batch_size=64, epochs=60, verbose=0)
+    Xt = rng.uniform(-1, 1, size=(128, 10, 1)).astype("float32")
+    mse = float(np.mean((net.predict(Xt, verbose=0) - np.cumsum(Xt, 1)) ** 2))
+    assert mse < 1e-3, mse
+
+
+def test_the_loop_is_traced_not_run_in_python(rng):
+    """The step graph runs a constant number of times (traces), whatever T is."""
+    counts = []
+    for T in (20, 80):
+        net = running_sum_net()
+        calls = []
+        original = net.step_model.call
+        net.step_model.call = lambda *a, **k: (calls.append(1), original(*a, **k))[1]
+        X = rng.normal(size=(16, T, 1)).astype("float32")
+        net.compile("sgd", "mse")
+        net.fit(X, X, batch_size=8, epochs=2, verbose=0)
+        net.predict(X, batch_size=8, verbose=0)
+        counts.append(len(calls))
+    assert counts[0] == counts[1] and counts[0] < 10, counts
+
+
+def dropout_net(rate=0.5):
+    x = keras.Input((8,), name="x")
+    prev = fbx.Feedback((8,), name="prev")
+    h = keras.layers.Dense(8, activation="tanh", name="h")(keras.layers.Add()([x, prev]))
+    d = keras.layers.Dropout(rate, name="drop")(h)
+    return fbx.FeedbackModel(x, d, feedback={"prev": d})
+
+
+def test_dropout_honours_training_flag(rng):
+    net = dropout_net()
+    X = rng.normal(size=(4, 6, 8)).astype("float32")
+    infer = np.asarray(net(X, training=False))
+    w, b = net.step_model.get_layer("h").get_weights()
+    v, expected = np.zeros((4, 8)), []
+    for t in range(6):
+        v = np.tanh((X[:, t] + v) @ w + b)
+        expected.append(v)
+    np.testing.assert_allclose(infer, np.stack(expected, 1), atol=1e-5)
+    train = np.asarray(net(X, training=True))
+    zeros = train == 0.0
+    assert 0.3 < zeros.mean() < 0.7
+    # A fresh mask each step, not one mask repeated over time.
+    assert not (zeros[:, 0] == zeros[:, 1]).all()
+
+
+def test_batch_normalization_inside_the_loop(rng):
+    x = keras.Input((3,), name="x")
+    prev = fbx.Feedback((3,), name="prev")
+    bn = keras.layers.BatchNormalization(momentum=0.9, name="bn")
+    h = bn(keras.layers.Add()([x, prev]))
+    net = fbx.FeedbackModel(x, h, feedback={"prev": h})
+    X = rng.normal(loc=2.0, size=(16, 5, 3)).astype("float32")
+    out = np.asarray(net(X, training=True))
+
+    # numpy: batch statistics per step, one moving-average update per step.
+    mm, mv = np.zeros(3), np.ones(3)
+    v, expected = np.zeros((16, 3)), []
+    for t in range(5):
+        z = X[:, t] + v
+        mean, var = z.mean(0), z.var(0)
+        v = (z - mean) / np.sqrt(var + bn.epsilon)
+        mm, mv = 0.9 * mm + 0.1 * mean, 0.9 * mv + 0.1 * var
+        expected.append(v)
+    np.testing.assert_allclose(out, np.stack(expected, 1), atol=1e-4)
+    np.testing.assert_allclose(np.asarray(bn.moving_mean), mm, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(bn.moving_variance), mv, atol=1e-5)
+
+    # Inference uses the moving statistics and updates nothing.
+    infer = np.asarray(net(X, training=False))
+    v = np.zeros((16, 3))
+    for t in range(5):
+        v = (X[:, t] + v - mm) / np.sqrt(mv + bn.epsilon)
+    np.testing.assert_allclose(infer[:, -1], v, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(bn.moving_mean), mm, atol=1e-5)
+
+
+def test_fit_with_xla_and_nested_cell(rng):
+    x = keras.Input((2,), name="x")
+    h = fbx.cell(keras.layers.LSTMCell(8, name="lstm"))(x)
+    y = keras.layers.Dense(1)(h)
+    net = fbx.FeedbackModel(x, y, return_sequences=False)
+    net.compile("adam", "mse", jit_compile=True)
+    X = rng.normal(size=(32, 12, 2)).astype("float32")
+    Y = X.sum(axis=(1, 2))[:, None]
+    losses = net.fit(X, Y, epochs=15, verbose=0).history["loss"]
+    assert losses[-1] < losses[0]
