@@ -1,13 +1,13 @@
 """fbexplorer: neural networks with feedback connections, as Keras models.
 
-    import keras
-    import fbexplorer as fbx
+import keras
+import fbexplorer as fbx
 
-    x = keras.Input((5,), name="x")
-    loop = fbx.Feedback((5,), name="loop")
-    h1 = keras.layers.Dense(5, name="d1")(keras.layers.Concatenate()([x, loop]))
-    h3 = keras.layers.Dense(5, name="d3")(keras.layers.Dense(5, name="d2")(h1))
-    net = fbx.FeedbackModel(inputs=x, outputs=h3, feedback={"loop": h3})
+x = keras.Input((5,), name="x")
+loop = fbx.Feedback((5,), name="loop")
+h1 = keras.layers.Dense(5, name="d1")(keras.layers.Concatenate()([x, loop]))
+h3 = keras.layers.Dense(5, name="d3")(keras.layers.Dense(5, name="d2")(h1))
+net = fbx.FeedbackModel(inputs=x, outputs=h3, feedback={"loop": h3})
 """
 
 from fbexplorer.engine import FeedbackModel

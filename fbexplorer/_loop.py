@@ -67,13 +67,10 @@ def _tf_loop(step, sequences, carry, length, out_specs):
 
     size = length
     in_tas = [
-        tf.TensorArray(s.dtype, size=size, element_shape=s.shape[1:]).unstack(s)
-        for s in sequences
+        tf.TensorArray(s.dtype, size=size, element_shape=s.shape[1:]).unstack(s) for s in sequences
     ]
     carry = [tf.convert_to_tensor(c) for c in carry]
-    out_tas = [
-        tf.TensorArray(dtype, size=size, element_shape=shape) for dtype, shape in out_specs
-    ]
+    out_tas = [tf.TensorArray(dtype, size=size, element_shape=shape) for dtype, shape in out_specs]
 
     def body(t, out_tas, *carry):
         xs = [ta.read(t) for ta in in_tas]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import numpy as np
 import keras
+import numpy as np
 from keras import ops
 
 from fbexplorer._loop import time_loop
@@ -39,7 +39,11 @@ def _expand_to(m, ref):
 
 
 def _fmt_shape(shape) -> str:
-    return "(" + ", ".join("batch" if i == 0 and d is None else str(d) for i, d in enumerate(shape)) + ")"
+    return (
+        "("
+        + ", ".join("batch" if i == 0 and d is None else str(d) for i, d in enumerate(shape))
+        + ")"
+    )
 
 
 class _StateStore:
@@ -216,8 +220,18 @@ class FeedbackModel(keras.Model):
         return result
 
     def _run(
-        self, seqs, consts, teachers, mask, slots, length, *, training,
-        feed=None, feed_init=None, sequences=None,
+        self,
+        seqs,
+        consts,
+        teachers,
+        mask,
+        slots,
+        length,
+        *,
+        training,
+        feed=None,
+        feed_init=None,
+        sequences=None,
     ):
         """The time loop. Returns (stacked outputs, last outputs, final slots).
 
@@ -274,8 +288,7 @@ class FeedbackModel(keras.Model):
             if feed:
                 it = iter(seq_vals)
                 seq_vals = [
-                    last[feed[i]] if i in feed else next(it)
-                    for i in range(len(g.input_names))
+                    last[feed[i]] if i in feed else next(it) for i in range(len(g.input_names))
                 ]
             feeds = list(seq_vals) + list(consts) + [bufs[offsets[i]] for i in range(len(specs))]
             outs = self.step_model(feeds, training=training)
@@ -401,8 +414,7 @@ class FeedbackModel(keras.Model):
                 )
         if isinstance(length, int) and length < 1:
             raise ValueError(
-                f"{self._label()}: the sequences have {length} timesteps; at least 1 "
-                f"is needed."
+                f"{self._label()}: the sequences have {length} timesteps; at least 1 is needed."
             )
         if not seqs and not consts:
             raise ValueError(
@@ -465,7 +477,9 @@ class FeedbackModel(keras.Model):
             return [value] * k
         if k > 1 and len(shape) == len(spec.shape) + 2 and shape[1:] == (k,) + spec.shape:
             return [value[:, i] for i in range(k)]
-        hist = f", or (batch, {k}, {', '.join(map(str, spec.shape))}) for the history" if k > 1 else ""
+        hist = (
+            f", or (batch, {k}, {', '.join(map(str, spec.shape))}) for the history" if k > 1 else ""
+        )
         raise ValueError(
             f"{self._label()}: initial_state['{spec.name}'] must have shape "
             f"(batch, {', '.join(map(str, spec.shape))}){hist}. Received shape {shape}."
@@ -507,6 +521,14 @@ class FeedbackModel(keras.Model):
             self.reset_states(batch_size=static)
         elif static is not None and static != store.batch_size:
             raise ValueError(self._batch_error(static))
+        if keras.backend.backend() != "tensorflow" and not _executing_eagerly(tensors[0]):
+            # JAX's compiled functions cannot write the carried state back.
+            raise ValueError(
+                f"{self._label()}: carrying state through a compiled function (fit, "
+                f"predict, evaluate) needs the TensorFlow backend. On "
+                f"{keras.backend.backend()}, call the model directly on each chunk "
+                f"(net(chunk)), which carries the state, or pass initial_state= at call."
+            )
         return store.slots
 
     def _batch_error(self, received) -> str:
@@ -730,8 +752,16 @@ class FeedbackModel(keras.Model):
         def run(seqs, consts, teachers, slots):
             _, last, final = self._run(seqs, consts, teachers, None, slots, length, training=False)
             outs, _, _ = self._run(
-                [], consts, {}, None, final, steps, training=False,
-                feed=feed_idx, feed_init=last, sequences=True,
+                [],
+                consts,
+                {},
+                None,
+                final,
+                steps,
+                training=False,
+                feed=feed_idx,
+                feed_init=last,
+                sequences=True,
             )
             return outs
 

@@ -77,9 +77,7 @@ def _check_initial(name: str, initial):
         ) from err
 
 
-def _make_placeholder(
-    name, shape, *, delay, initial, dtype, kind, cell_name=None, source=None
-):
+def _make_placeholder(name, shape, *, delay, initial, dtype, kind, cell_name=None, source=None):
     if not isinstance(name, str) or not name:
         raise ValueError(f"Feedback needs a non-empty string `name`. Received: name={name!r}")
     if isinstance(delay, bool) or not isinstance(delay, int) or delay < 1:
@@ -334,8 +332,7 @@ class StepGraph:
             for t in group:
                 if not _is_input_tensor(t):
                     raise ValueError(
-                        f"{label}: every entry of `{kind}` must be a keras.Input. "
-                        f"Received: {t!r}"
+                        f"{label}: every entry of `{kind}` must be a keras.Input. Received: {t!r}"
                     )
                 if _spec_of(t._keras_history.operation) is not None:
                     raise ValueError(
@@ -384,7 +381,7 @@ class StepGraph:
 
         for key in feedback:
             if key not in by_name:
-                used = sorted(n for n, l in by_name.items() if _spec_of(l).kind == "feedback")
+                used = sorted(n for n, lay in by_name.items() if _spec_of(lay).kind == "feedback")
                 raise ValueError(
                     f"{label}: feedback names '{key}', but no Feedback placeholder of "
                     f"that name is used by the step graph. Placeholders used: {used}. "
@@ -454,7 +451,7 @@ class StepGraph:
         }
 
     @classmethod
-    def from_config(cls, config) -> "StepGraph":
+    def from_config(cls, config) -> StepGraph:
         model = keras.saving.deserialize_keras_object(config["model"])
         n_in = len(config["inputs"]) + len(config["constants"])
         specs = []

@@ -95,9 +95,7 @@ def test_several_feedbacks_inputs_outputs_and_constants(rng):
         keras.layers.Concatenate()([a, b, f1, f2, bias])
     )
     s = keras.layers.Dense(1, name="s")(h)
-    net = fbx.FeedbackModel(
-        [a, b], {"h": h, "s": s}, feedback={"f1": h, "f2": s}, constants=[bias]
-    )
+    net = fbx.FeedbackModel([a, b], {"h": h, "s": s}, feedback={"f1": h, "f2": s}, constants=[bias])
     A = rng.normal(size=(B, T, 3)).astype("float32")
     Bs = rng.normal(size=(B, T, 2)).astype("float32")
     C = rng.normal(size=(B, 4)).astype("float32")
@@ -192,9 +190,7 @@ def test_go_backwards_equals_reversed_input(seq):
     net = seed_network(go_backwards=True)
     fwd = seed_network()
     fwd.set_weights(net.get_weights())
-    np.testing.assert_allclose(
-        np.asarray(net(seq)), np.asarray(fwd(seq[:, ::-1])), atol=1e-5
-    )
+    np.testing.assert_allclose(np.asarray(net(seq)), np.asarray(fwd(seq[:, ::-1])), atol=1e-5)
 
 
 def test_unroll_equals_loop(seq):
@@ -224,9 +220,7 @@ def test_stateful_chunks_equal_whole_sequence(seq):
     net = seed_network(stateful=True)
     net.set_weights(whole.get_weights())
     parts = [np.asarray(net(seq[:, i : i + 3])) for i in range(0, T, 3)]
-    np.testing.assert_allclose(
-        np.concatenate(parts, 1), np.asarray(whole(seq)), atol=1e-5
-    )
+    np.testing.assert_allclose(np.concatenate(parts, 1), np.asarray(whole(seq)), atol=1e-5)
     net.reset_states()
     np.testing.assert_allclose(
         np.asarray(net(seq[:, :3])), np.asarray(whole(seq[:, :3])), atol=1e-5
@@ -306,9 +300,7 @@ def test_masking_layer_upstream(seq):
     padded[:, 6:] = 0.0
     inp = keras.Input((None, 5))
     outer = keras.Model(inp, net(keras.layers.Masking(0.0)(inp)))
-    np.testing.assert_allclose(
-        np.asarray(outer(padded)), np.asarray(net(seq[:, :6])), atol=1e-5
-    )
+    np.testing.assert_allclose(np.asarray(outer(padded)), np.asarray(net(seq[:, :6])), atol=1e-5)
 
 
 # ---------------------------------------------------------- teacher forcing

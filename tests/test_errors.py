@@ -16,7 +16,10 @@ def base(delay=1):
 
 def test_unbound_feedback():
     x, _, h = base()
-    with pytest.raises(ValueError, match=r"Feedback 'loop' is used by the step graph but not bound.*feedback=\{'loop'"):
+    with pytest.raises(
+        ValueError,
+        match=r"Feedback 'loop' is used by the step graph but not bound.*feedback=\{'loop'",
+    ):
         fbx.FeedbackModel(x, h)
 
 
@@ -29,14 +32,18 @@ def test_feedback_name_without_placeholder():
 def test_source_shape_mismatch():
     x, _, h = base()
     small = keras.layers.Dense(3, name="small")(h)
-    with pytest.raises(ValueError, match=r"Feedback 'loop' expects shape \(5,\).*source 'small' has shape \(3,\)"):
+    with pytest.raises(
+        ValueError, match=r"Feedback 'loop' expects shape \(5,\).*source 'small' has shape \(3,\)"
+    ):
         fbx.FeedbackModel(x, h, feedback={"loop": small})
 
 
 def test_source_dtype_mismatch():
     x, _, h = base()
     as_int = keras.layers.Activation("linear", dtype="int32", name="as_int")(h)
-    with pytest.raises(ValueError, match=r"dtype float32, but its source 'as_int' has .*dtype int32"):
+    with pytest.raises(
+        ValueError, match=r"dtype float32, but its source 'as_int' has .*dtype int32"
+    ):
         fbx.FeedbackModel(x, h, feedback={"loop": as_int})
 
 
@@ -56,18 +63,28 @@ def test_bad_initial():
 def test_input_wrong_rank_and_feature_size():
     x, _, h = base()
     net = fbx.FeedbackModel(x, h, feedback={"loop": h})
-    with pytest.raises(ValueError, match=r"input 'x' is a sequence of shape \(batch, time, 5\). Received shape \(2, 5\). Add a time axis"):
+    with pytest.raises(
+        ValueError,
+        match=r"input 'x' is a sequence of shape \(batch, time, 5\). Received shape \(2, 5\). Add a time axis",
+    ):
         net(np.zeros((2, 5)))
-    with pytest.raises(ValueError, match=r"input 'x' is a sequence of shape \(batch, time, 5\). Received shape \(2, 4, 6\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"input 'x' is a sequence of shape \(batch, time, 5\). Received shape \(2, 4, 6\)",
+    ):
         net(np.zeros((2, 4, 6)))
 
 
 def test_teacher_sequence_wrong_length():
     x, _, h = base()
     net = fbx.FeedbackModel(x, h, feedback={"loop": h})
-    with pytest.raises(ValueError, match=r"ground truth for feedback 'loop' has 3 steps, but the inputs have 4"):
+    with pytest.raises(
+        ValueError, match=r"ground truth for feedback 'loop' has 3 steps, but the inputs have 4"
+    ):
         net({"x": np.zeros((2, 4, 5)), "loop": np.zeros((2, 3, 5))})
-    with pytest.raises(ValueError, match=r"ground truth for feedback 'loop' must have shape \(batch, time, 5\)"):
+    with pytest.raises(
+        ValueError, match=r"ground truth for feedback 'loop' must have shape \(batch, time, 5\)"
+    ):
         net({"x": np.zeros((2, 4, 5)), "loop": np.zeros((2, 4, 2))})
 
 
@@ -88,7 +105,9 @@ def test_stateful_batch_size_change_names_both_sizes():
 def test_unknown_and_missing_inputs():
     x, _, h = base()
     net = fbx.FeedbackModel(x, h, feedback={"loop": h})
-    with pytest.raises(ValueError, match=r"unknown input 'y'. Expected the per-step inputs \['x'\]"):
+    with pytest.raises(
+        ValueError, match=r"unknown input 'y'. Expected the per-step inputs \['x'\]"
+    ):
         net({"x": np.zeros((1, 2, 5)), "y": np.zeros((1, 2, 5))})
     with pytest.raises(ValueError, match=r"input 'x' is missing"):
         net({"loop": np.zeros((1, 2, 5))})
@@ -102,7 +121,9 @@ def test_graph_input_not_declared():
     x, loop, _ = base()
     other = keras.Input((2,), name="other")
     h = keras.layers.Dense(5)(keras.layers.Concatenate()([x, loop, other]))
-    with pytest.raises(ValueError, match=r"keras.Input 'other', which is in neither `inputs`.*nor `constants`"):
+    with pytest.raises(
+        ValueError, match=r"keras.Input 'other', which is in neither `inputs`.*nor `constants`"
+    ):
         fbx.FeedbackModel(x, h, feedback={"loop": h})
 
 

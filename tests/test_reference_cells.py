@@ -66,8 +66,10 @@ def test_simple_rnn_as_feedback_graph_equals_keras_simple_rnn(rng):
     x = keras.Input((D,), name="x")
     h_prev = fbx.Feedback((U,), name="h")
     pre = keras.layers.Add()(
-        [keras.layers.Dense(U, name="kernel")(x),
-         keras.layers.Dense(U, use_bias=False, name="recurrent")(h_prev)]
+        [
+            keras.layers.Dense(U, name="kernel")(x),
+            keras.layers.Dense(U, use_bias=False, name="recurrent")(h_prev),
+        ]
     )
     h = keras.layers.Activation("tanh")(pre)
     net = fbx.FeedbackModel(x, h, feedback={"h": h})

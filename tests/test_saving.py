@@ -23,7 +23,11 @@ def test_save_load_everything(tmp_path, rng):
     past = fbx.delayed(h, steps=2)
     y = keras.layers.Dense(2, name="y")(keras.layers.Concatenate()([h, past, fixed]))
     net = fbx.FeedbackModel(
-        x, y, feedback={"fb": y, "fixed": h}, constants=[img], teacher_forcing=0.25,
+        x,
+        y,
+        feedback={"fb": y, "fixed": h},
+        constants=[img],
+        teacher_forcing=0.25,
         go_backwards=True,
     )
     for w in net.trainable_weights:  # make the learned initial values non-zero
@@ -38,9 +42,7 @@ def test_save_load_everything(tmp_path, rng):
     assert [s.delay for s in loaded.graph.specs] == [3, 1, 1, 1, 2]
     assert loaded.teacher_forcing == 0.25 and loaded.go_backwards
     for inputs in ([X, C], {"x": X, "img": C, "fb": truth}):
-        np.testing.assert_allclose(
-            np.asarray(loaded(inputs)), np.asarray(net(inputs)), atol=1e-6
-        )
+        np.testing.assert_allclose(np.asarray(loaded(inputs)), np.asarray(net(inputs)), atol=1e-6)
 
 
 def test_save_load_compiled_and_trained(tmp_path, rng):
@@ -54,6 +56,9 @@ def test_save_load_compiled_and_trained(tmp_path, rng):
     loaded = roundtrip(net, tmp_path)
     assert loaded.stateful and not loaded.return_sequences
     net.reset_states()
-    np.testing.assert_allclose(loaded.predict(X, batch_size=4, verbose=0),
-                               net.predict(X, batch_size=4, verbose=0), atol=1e-6)
+    np.testing.assert_allclose(
+        loaded.predict(X, batch_size=4, verbose=0),
+        net.predict(X, batch_size=4, verbose=0),
+        atol=1e-6,
+    )
     loaded.fit(X, X[:, -1], batch_size=4, epochs=1, verbose=0)

@@ -1,0 +1,58 @@
+"""The engine on the JAX backend, in a subprocess (Keras picks its backend at import)."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+SCRIPT = textwrap.dedent(
+    """
+    import numpy as np, keras
+    import fbexplorer as fbx
+    assert keras.backend.backend() == "jax"
+
+    x = keras.Input((5,), name="x")
+    loop = fbx.Feedback((5,), name="loop", delay=2)
+    h1 = keras.layers.Dense(5, activation="tanh", name="d1")(keras.layers.Concatenate()([x, loop]))
+    h3 = keras.layers.Dense(5, activation="tanh", name="d3")(keras.layers.Dense(5, activation="tanh", name="d2")(h1))
+    net = fbx.FeedbackModel(x, h3, feedback={"loop": h3})
+    seq = np.random.default_rng(0).normal(size=(3, 8, 5)).astype("float32")
+    W = {n: net.step_model.get_layer(n).get_weights() for n in ("d1", "d2", "d3")}
+    d = lambda n, v: np.tanh(v @ W[n][0] + W[n][1])
+    hist, ys = [np.zeros((3, 5))] * 2, []
+    for t in range(8):
+        h = d("d3", d("d2", d("d1", np.concatenate([seq[:, t], hist[0]], -1))))
+        ys.append(h); hist = hist[1:] + [h]
+    np.testing.assert_allclose(np.asarray(net(seq)), np.stack(ys, 1), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(net.predict(seq, verbose=0)), np.stack(ys, 1), atol=1e-5)
+
+    xi = keras.Input((1,), name="x")
+    total = fbx.Feedback((1,), name="total")
+    y = keras.layers.Dense(1)(keras.layers.Concatenate()([xi, total]))
+    acc = fbx.FeedbackModel(xi, y, feedback={"total": y})
+    X = np.random.default_rng(1).uniform(-1, 1, size=(256, 10, 1)).astype("float32")
+    acc.compile(keras.optimizers.Adam(0.03), "mse")
+    loss = acc.fit(X, np.cumsum(X, 1), epochs=40, batch_size=32, verbose=0).history["loss"]
+    assert loss[-1] < 1e-3, loss[-1]
+
+    c = fbx.cell(keras.layers.LSTMCell(4, name="lstm"))(xi)
+    lstm = fbx.FeedbackModel(xi, c)
+    ref = keras.layers.LSTM(4, return_sequences=True)
+    ref(X[:2]); ref.set_weights(lstm.step_model.get_layer("lstm").get_weights())
+    np.testing.assert_allclose(np.asarray(lstm(X[:2])), np.asarray(ref(X[:2])), atol=1e-5)
+
+    st = fbx.FeedbackModel(xi, y, feedback={"total": y}, stateful=True)
+    whole = np.asarray(acc(X[:4]))
+    parts = np.concatenate([np.asarray(st(X[:4, :5])), np.asarray(st(X[:4, 5:]))], 1)
+    np.testing.assert_allclose(parts, whole, atol=1e-5)
+    print("JAX OK")
+    """
+)
+
+
+def test_forward_fit_and_cells_on_jax():
+    env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0 and "JAX OK" in proc.stdout, proc.stderr[-3000:]
