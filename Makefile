@@ -31,6 +31,7 @@ test: setup
 
 lab: setup
 	$(PY) -m pip install -q jupyterlab
+	mkdir -p notebooks
 	$(VENV)/bin/jupyter lab notebooks/
 
 lint: setup

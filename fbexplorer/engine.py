@@ -274,9 +274,22 @@ class FeedbackModel(keras.Model):
         else:
             last0 = []
         n_seq_in = len(seqs)
+        n_last = len(last0)
+        # JAX traces the loop body as a pure function: variables the step
+        # changes (dropout seeds, BatchNormalization statistics) ride in the
+        # carry and are written back after the loop.
+        thread = keras.backend.backend() == "jax" and not self.unroll
+        nt_vars = self.step_model.non_trainable_variables if thread else []
+        tr_values = [v.value for v in self.step_model.trainable_variables] if thread else []
+
+        def call_step(feeds, nt_values):
+            if not thread:
+                return self.step_model(feeds, training=training), []
+            return self.step_model.stateless_call(tr_values, nt_values, feeds, training=training)
 
         def step(xs, carry):
-            bufs, last = carry[:n_slots], carry[n_slots:]
+            bufs, last = carry[:n_slots], carry[n_slots : n_slots + n_last]
+            nt_values = carry[n_slots + n_last :]
             xs = list(xs)
             seq_vals = xs[:n_seq_in]
             pos = n_seq_in
@@ -291,7 +304,7 @@ class FeedbackModel(keras.Model):
                     last[feed[i]] if i in feed else next(it) for i in range(len(g.input_names))
                 ]
             feeds = list(seq_vals) + list(consts) + [bufs[offsets[i]] for i in range(len(specs))]
-            outs = self.step_model(feeds, training=training)
+            outs, nt_values = call_step(feeds, nt_values)
             outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
             ys, sources = outs[:n_out], outs[n_out:]
             new_bufs = []
@@ -305,19 +318,21 @@ class FeedbackModel(keras.Model):
                 new_bufs = [ops.where(_expand_to(m, b), n, b) for n, b in zip(new_bufs, bufs)]
                 ys = [ops.where(_expand_to(m, y), y, p) for y, p in zip(ys, last)]
             new_last = list(ys) if carry_last else []
-            return (list(ys) if keep_all else []), new_bufs + new_last
+            return (list(ys) if keep_all else []), new_bufs + new_last + list(nt_values)
 
         specs_out = [(d, (None,) + s) for d, s in zip(out_dtypes, out_shapes)]
         ys, final = time_loop(
             step,
             time_major,
-            list(slots) + last0,
+            list(slots) + last0 + [v.value for v in nt_vars],
             length,
             specs_out if keep_all else [],
             unroll=self.unroll,
         )
+        for var, value in zip(nt_vars, final[n_slots + n_last :]):
+            var.assign(value)
         outputs = [ops.moveaxis(y, 0, 1) for y in ys]
-        last = final[n_slots:] if carry_last else [y[:, -1] for y in outputs]
+        last = final[n_slots : n_slots + n_last] if carry_last else [y[:, -1] for y in outputs]
         return outputs, last, final[:n_slots]
 
     # ------------------------------------------------------------ input prep

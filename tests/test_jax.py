@@ -45,6 +45,33 @@ SCRIPT = textwrap.dedent(
     whole = np.asarray(acc(X[:4]))
     parts = np.concatenate([np.asarray(st(X[:4, :5])), np.asarray(st(X[:4, 5:]))], 1)
     np.testing.assert_allclose(parts, whole, atol=1e-5)
+
+    # Dropout and BatchNormalization inside the loop, in training.
+    xb = keras.Input((3,), name="x")
+    pb = fbx.Feedback((3,), name="prev")
+    bn = keras.layers.BatchNormalization(momentum=0.9)
+    hb = bn(keras.layers.Add()([xb, pb]))
+    bnet = fbx.FeedbackModel(xb, hb, feedback={"prev": hb})
+    Xb = np.random.default_rng(2).normal(loc=2.0, size=(16, 5, 3)).astype("float32")
+    out = np.asarray(bnet(Xb, training=True))
+    mm, v, expected = np.zeros(3), np.zeros((16, 3)), []
+    for t in range(5):
+        z = Xb[:, t] + v
+        v = (z - z.mean(0)) / np.sqrt(z.var(0) + bn.epsilon)
+        mm = 0.9 * mm + 0.1 * z.mean(0)
+        expected.append(v)
+    np.testing.assert_allclose(out, np.stack(expected, 1), atol=1e-4)
+    np.testing.assert_allclose(np.asarray(bn.moving_mean), mm, atol=1e-5)
+    bnet.compile("adam", "mse")
+    bnet.fit(Xb, Xb, epochs=1, verbose=0)
+    assert np.abs(np.asarray(bn.moving_mean) - mm).max() > 1e-4  # fit updated it
+
+    d = keras.layers.Dropout(0.5)(keras.layers.Dense(8)(xb))
+    dnet = fbx.FeedbackModel(xb, d)
+    zeros = np.asarray(dnet(np.ones((32, 4, 3), "float32"), training=True)) == 0
+    assert 0.3 < zeros.mean() < 0.7 and not (zeros[:, 0] == zeros[:, 1]).all()
+    dnet.compile("adam", "mse")
+    assert np.isfinite(dnet.fit(Xb, np.zeros((16, 5, 8)), verbose=0).history["loss"][0])
     print("JAX OK")
     """
 )
