@@ -46,6 +46,15 @@ def _fmt_shape(shape) -> str:
     )
 
 
+def _compile_eager_calls(tensor) -> bool:
+    """Whether a direct call should run the loop as a compiled function.
+
+    On TensorFlow an eager `tf.while_loop` runs its body in Python once per
+    step; a direct `net(x)` compiles the loop instead, as `predict` does.
+    """
+    return keras.backend.backend() == "tensorflow" and _executing_eagerly(tensor)
+
+
 class _StateStore:
     """Holds the stateful model's carried values, out of Keras's weight tracking.
 
@@ -182,6 +191,7 @@ class FeedbackModel(keras.Model):
             )
         self._seed_generator = keras.random.SeedGenerator(name="teacher_forcing_seed")
         self._store = _StateStore()
+        self._tf_run = None
         self.built = True
 
     # ------------------------------------------------------------ properties
@@ -207,9 +217,11 @@ class FeedbackModel(keras.Model):
             self._check_teacher(name, truth, seqs, length)
         mask = self._combine_mask(mask, length)
         slots = self._initial_slots(batch, initial_state, seqs + consts)
-        outputs, last, final = self._run(
-            seqs, consts, teachers, mask, slots, length, training=training
-        )
+        run = self._run
+        if seqs and _compile_eager_calls(seqs[0]):
+            length = None  # read inside the compiled function: no retrace per length
+            run = self._compiled_run()
+        outputs, last, final = run(seqs, consts, teachers, mask, slots, length, training=training)
         if self.stateful and not _in_symbolic_scope():
             for var, value in zip(self._store.slots, final):
                 var.assign(value)
@@ -218,6 +230,13 @@ class FeedbackModel(keras.Model):
         if self.return_state:
             return result, self._slots_to_dict(final)
         return result
+
+    def _compiled_run(self):
+        if self._tf_run is None:
+            import tensorflow as tf
+
+            self._tf_run = tf.function(self._run, reduce_retracing=True)
+        return self._tf_run
 
     def _run(
         self,
@@ -243,6 +262,10 @@ class FeedbackModel(keras.Model):
         specs = g.specs
         n_out = g.n_outputs
         feed = feed or {}
+        if length is None:
+            length = seqs[0].shape[1]
+            if length is None or not self.unroll:
+                length = ops.shape(seqs[0])[1] if length is None else length
         keep_all = self.return_sequences if sequences is None else sequences
         step_outputs = self.step_model.outputs
         out_shapes = [tuple(t.shape[1:]) for t in step_outputs[:n_out]]

@@ -27,7 +27,8 @@ def test_learns_running_sum_through_feedback(rng, jit):
 
 
 def test_the_loop_is_traced_not_run_in_python(rng):
-    """The step graph runs a constant number of times (traces), whatever T is."""
+    """The step graph runs a constant number of times (traces), whatever T is:
+    in fit, predict and direct calls alike."""
     counts = []
     for T in (20, 80):
         net = running_sum_net()
@@ -42,6 +43,8 @@ def test_the_loop_is_traced_not_run_in_python(rng):
         net.compile("sgd", "mse")
         net.fit(X, X, batch_size=8, epochs=2, verbose=0)
         net.predict(X, batch_size=8, verbose=0)
+        net(X)  # a direct call compiles its loop too
+        net(X[:, : T // 2])
         counts.append(len(calls))
     assert counts[0] == counts[1] and counts[0] < 10, counts
 
