@@ -811,6 +811,11 @@ class FeedbackModel(keras.Model):
         return pack([ops.convert_to_numpy(o) for o in outs], g.output_structure)
 
     # -------------------------------------------------------------- keras API
+    def summary(self, *args, **kwargs):
+        """The step model's layers (one timestep), then the delayed edges."""
+        self.step_model.summary(*args, **kwargs)
+        (kwargs.get("print_fn") or print)(self._graph.describe())
+
     def compute_mask(self, inputs, mask=None):
         if mask is None or not self.return_sequences:
             return None

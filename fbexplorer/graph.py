@@ -18,7 +18,6 @@ import keras
 
 __all__ = ["Feedback", "FeedbackSpec", "StepGraph", "cell", "delayed"]
 
-_DEFAULT_STATE_NAMES = {1: ("h",), 2: ("h", "c")}
 _uid = itertools.count(1)
 
 
@@ -174,7 +173,15 @@ def _state_shapes(layer) -> list[tuple]:
     return [(s,) if isinstance(s, int) else tuple(s) for s in sizes]
 
 
-def cell(layer, *, initial="zeros"):
+def _state_names(layer, n: int) -> tuple:
+    if n == 1:
+        return ("h",)
+    if isinstance(layer, keras.layers.LSTMCell):
+        return ("h", "c")
+    return tuple(f"state{i}" for i in range(n))
+
+
+def cell(layer, *, initial="zeros", state_names=None):
     """Use a Keras RNN cell inside the step graph; its states ride in the loop.
 
     `fbx.cell(keras.layers.LSTMCell(8, name="lstm"))(x)` returns the cell's
@@ -186,6 +193,8 @@ def cell(layer, *, initial="zeros"):
         layer: a cell of the Keras protocol: `call(inputs, states)` returning
             `(output, new_states)`, and a `state_size` attribute.
         initial: the initial value of every state, as for `Feedback`.
+        state_names: names of the states (default: `h` for one state, `h, c`
+            for an LSTMCell, else `state0, state1, ...`).
 
     Returns:
         A function of the cell's input tensor (and call keywords) that
@@ -199,9 +208,12 @@ def cell(layer, *, initial="zeros"):
 
     def apply(inputs, **kwargs):
         shapes = _state_shapes(layer)
-        names = _DEFAULT_STATE_NAMES.get(len(shapes)) or tuple(
-            f"state{i}" for i in range(len(shapes))
-        )
+        names = tuple(state_names) if state_names else _state_names(layer, len(shapes))
+        if len(names) != len(shapes):
+            raise ValueError(
+                f"fbx.cell('{layer.name}'): the cell has {len(shapes)} states, but "
+                f"state_names gives {len(names)}: {list(names)}."
+            )
         calls = getattr(layer, "_fbx_calls", 0)
         layer._fbx_calls = calls + 1
         prefix = layer.name if calls == 0 else f"{layer.name}_{calls}"
@@ -311,6 +323,22 @@ class StepGraph:
         if self.output_structure["kind"] == "dict":
             return [str(k) for k in self.output_structure["keys"]]
         return [_tensor_name(t) for t in self.model.outputs[: self.n_outputs]]
+
+    @property
+    def source_names(self) -> list[str]:
+        """The name of the layer producing each delayed edge's source."""
+        return [_tensor_name(t) for t in self.model.outputs[self.n_outputs :]]
+
+    def describe(self) -> str:
+        """One line per delayed edge: name, source, delay, shape, initial value."""
+        lines = [f"Delayed edges ({len(self.specs)}):"]
+        for spec, src in zip(self.specs, self.source_names):
+            initial = spec.initial if isinstance(spec.initial, str) else type(spec.initial).__name__
+            lines.append(
+                f"  {spec.name} <- {src} at t-{spec.delay}, shape {spec.shape}, "
+                f"initial {initial} ({spec.kind})"
+            )
+        return "\n".join(lines)
 
     def spec(self, name: str) -> FeedbackSpec:
         for s in self.specs:

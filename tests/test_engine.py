@@ -375,3 +375,50 @@ def test_generate_continues_in_closed_loop(rng):
         yv = dense(ly, hv)
         expected.append(yv)
     np.testing.assert_allclose(gen, np.stack(expected, 1), atol=1e-5)
+
+
+@keras.saving.register_keras_serializable(package="fbexplorer_tests")
+class LeakyCell(keras.layers.Layer):
+    """A user-written cell of the Keras protocol: a leaky trace and a step counter."""
+
+    def __init__(self, units, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.state_size = [units, (1,)]
+        self.output_size = units
+
+    def build(self, input_shape):
+        self.w = self.add_weight(shape=(input_shape[-1], self.units), initializer="ones")
+
+    def call(self, inputs, states):
+        trace, count = states
+        new = 0.5 * trace + keras.ops.matmul(inputs, self.w)
+        return new, [new, count + 1.0]
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
+def test_any_cell_of_the_keras_protocol(tmp_path):
+    x = keras.Input((2,), name="x")
+    y = fbx.cell(LeakyCell(3, name="leaky"), state_names=["trace", "count"])(x)
+    net = fbx.FeedbackModel(x, y, return_state=True)
+    assert net.feedback_names == ["leaky/trace", "leaky/count"]
+    out, states = net(np.ones((1, 4, 2), "float32"))
+    # trace_t = 0.5 trace_{t-1} + 2: 2, 3, 3.5, 3.75; the counter counts steps.
+    np.testing.assert_allclose(np.asarray(out)[0, :, 0], [2.0, 3.0, 3.5, 3.75])
+    np.testing.assert_allclose(np.asarray(states["leaky/count"]), [[4.0]])
+    net.save(tmp_path / "leaky.keras")
+    loaded = keras.saving.load_model(tmp_path / "leaky.keras")
+    np.testing.assert_allclose(np.asarray(loaded(np.ones((1, 4, 2)))[0]), np.asarray(out))
+    with pytest.raises(ValueError, match=r"the cell has 2 states, but state_names gives 1"):
+        fbx.cell(LeakyCell(3), state_names=["only"])(x)
+
+
+def test_summary_lists_layers_and_delayed_edges():
+    net = seed_network(delay=2)
+    lines = []
+    net.summary(print_fn=lambda line, *a, **k: lines.append(line))
+    text = "\n".join(lines)
+    assert "d1" in text and "d3" in text
+    assert "loop <- d3 at t-2, shape (5,), initial zeros (feedback)" in text
