@@ -38,14 +38,6 @@ def _expand_to(m, ref):
     return ops.reshape(m, (-1,) + (1,) * (len(ref.shape) - 1))
 
 
-def _fmt_shape(shape) -> str:
-    return (
-        "("
-        + ", ".join("batch" if i == 0 and d is None else str(d) for i, d in enumerate(shape))
-        + ")"
-    )
-
-
 def _compile_eager_calls(tensor) -> bool:
     """Whether a direct call should run the loop as a compiled function.
 
@@ -215,7 +207,7 @@ class FeedbackModel(keras.Model):
         length, batch = self._length_and_batch(seqs, consts, steps)
         for name, truth in teachers.items():
             self._check_teacher(name, truth, seqs, length)
-        mask = self._combine_mask(mask, length)
+        mask = self._combine_mask(mask)
         slots = self._initial_slots(batch, initial_state, seqs + consts)
         run = self._run
         if seqs and _compile_eager_calls(seqs[0]):
@@ -373,7 +365,7 @@ class FeedbackModel(keras.Model):
                     f"{g.constant_names}, or ground truth for a feedback in {fb_names}."
                 )
             missing = [n for n in names if n not in inputs]
-            if missing and not (not g.input_names and missing == []):
+            if missing:
                 raise ValueError(
                     f"{self._label()}: input '{missing[0]}' is missing. Expected "
                     f"entries for {names}."
@@ -401,7 +393,6 @@ class FeedbackModel(keras.Model):
             value = ops.convert_to_tensor(value)
             is_seq = i < len(g.input_names)
             want = (len(ref.shape) + 1) if is_seq else len(ref.shape)
-            expected = (None, "time") + tuple(ref.shape[1:]) if is_seq else tuple(ref.shape)
             got = tuple(value.shape)
             ok = len(got) == want and all(
                 e is None or g_ is None or e == g_
@@ -420,7 +411,6 @@ class FeedbackModel(keras.Model):
                     f"{self._label()}: input '{name}' is {kind} of shape {exp}. "
                     f"Received shape {got}.{hint}"
                 )
-            del expected
             converted.append(ops.cast(value, ref.dtype) if value.dtype != ref.dtype else value)
         n_in = len(g.input_names)
         return converted[:n_in], converted[n_in:], teachers
@@ -480,7 +470,7 @@ class FeedbackModel(keras.Model):
                 f"steps, but the inputs have {length}. Give one value per step."
             )
 
-    def _combine_mask(self, mask, length):
+    def _combine_mask(self, mask):
         if mask is None:
             return None
         masks = [m for m in keras.tree.flatten(mask) if m is not None]
@@ -819,7 +809,7 @@ class FeedbackModel(keras.Model):
     def compute_mask(self, inputs, mask=None):
         if mask is None or not self.return_sequences:
             return None
-        combined = self._combine_mask(mask, None)
+        combined = self._combine_mask(mask)
         n = self._graph.n_outputs
         masks = pack([combined] * n, self._graph.output_structure)
         if self.return_state:
