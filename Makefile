@@ -12,6 +12,8 @@ TF_EXTRA ?= tf-cpu
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(TF_EXTRA)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Jupyter refuses to run as root without this flag (containers often run as root).
+LAB_FLAGS ?= $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
 .PHONY: setup graphviz test lab lint bench
 
@@ -30,9 +32,9 @@ test: setup
 	$(PY) -m pytest -q
 
 lab: setup
-	$(PY) -m pip install -q jupyterlab
+	$(PY) -m pip install -q "jupyterlab>=4"
 	mkdir -p notebooks
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab notebooks/ $(LAB_FLAGS)
 
 lint: setup
 	$(PY) -m ruff check fbexplorer tests benchmarks
