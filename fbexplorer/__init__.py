@@ -12,6 +12,7 @@ net = fbx.FeedbackModel(inputs=x, outputs=h3, feedback={"loop": h3})
 
 from fbexplorer.engine import FeedbackModel
 from fbexplorer.graph import Feedback, FeedbackSpec, StepGraph, cell, delayed
+from fbexplorer.step_cell import StepCell
 
 __version__ = "0.1.0"
 
@@ -19,6 +20,7 @@ __all__ = [
     "Feedback",
     "FeedbackModel",
     "FeedbackSpec",
+    "StepCell",
     "StepGraph",
     "cell",
     "delayed",

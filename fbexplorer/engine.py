@@ -47,6 +47,13 @@ def _compile_eager_calls(tensor) -> bool:
     return keras.backend.backend() == "tensorflow" and _executing_eagerly(tensor)
 
 
+class _Holder:
+    """Keeps a layer out of Keras's tracking (a cell that owns this model)."""
+
+    def __init__(self, value):
+        self.value = value
+
+
 class _StateStore:
     """Holds the stateful model's carried values, out of Keras's weight tracking.
 
@@ -184,6 +191,7 @@ class FeedbackModel(keras.Model):
         self._seed_generator = keras.random.SeedGenerator(name="teacher_forcing_seed")
         self._store = _StateStore()
         self._tf_run = None
+        self._cell = None
         self.built = True
 
     # ------------------------------------------------------------ properties
@@ -196,6 +204,17 @@ class FeedbackModel(keras.Model):
     def feedback_names(self) -> list[str]:
         """Names of every delayed edge and cell state, in loop order."""
         return [s.name for s in self._graph.specs]
+
+    def as_cell(self):
+        """This model's step as a Keras RNN cell (`StepCell`), for nesting.
+
+        The same cell every time, so that two uses share one layer.
+        """
+        from fbexplorer.step_cell import StepCell
+
+        if self._cell is None:
+            self._cell = _Holder(StepCell(self))
+        return self._cell.value
 
     def _label(self) -> str:
         return f"FeedbackModel '{self.name}'"

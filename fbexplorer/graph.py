@@ -174,6 +174,8 @@ def _state_shapes(layer) -> list[tuple]:
 
 
 def _state_names(layer, n: int) -> tuple:
+    if getattr(layer, "state_names", None):
+        return tuple(layer.state_names)
     if n == 1:
         return ("h",)
     if isinstance(layer, keras.layers.LSTMCell):
@@ -191,7 +193,9 @@ def cell(layer, *, initial="zeros", state_names=None):
 
     Args:
         layer: a cell of the Keras protocol: `call(inputs, states)` returning
-            `(output, new_states)`, and a `state_size` attribute.
+            `(output, new_states)`, and a `state_size` attribute; or a
+            `FeedbackModel`, whose step then runs as one block of this graph
+            (see `StepCell`).
         initial: the initial value of every state, as for `Feedback`.
         state_names: names of the states (default: `h` for one state, `h, c`
             for an LSTMCell, else `state0, state1, ...`).
@@ -200,6 +204,8 @@ def cell(layer, *, initial="zeros", state_names=None):
         A function of the cell's input tensor (and call keywords) that
         returns the cell's output tensor.
     """
+    if hasattr(layer, "as_cell"):  # a FeedbackModel nested in a larger loop
+        layer = layer.as_cell()
     if not hasattr(layer, "state_size") or not callable(layer):
         raise ValueError(
             "fbx.cell expects a Keras RNN cell (a layer with `state_size` and "

@@ -420,3 +420,44 @@ def test_summary_lists_layers_and_delayed_edges():
     text = "\n".join(lines)
     assert "d1" in text and "d3" in text
     assert "loop <- d3 at t-2, shape (5,), initial zeros (feedback)" in text
+
+
+def test_feedback_model_nested_as_a_cell(seq, tmp_path):
+    """A whole feedback network as one block of another's step graph."""
+    inner = seed_network(delay=2, name="block")
+    x = keras.Input((5,), name="x")
+    y = fbx.cell(inner)(x)
+    outer = fbx.FeedbackModel(x, y)
+    assert outer.feedback_names == ["block/loop@0", "block/loop@1"]
+    np.testing.assert_allclose(np.asarray(outer(seq)), np.asarray(inner(seq)), atol=1e-5)
+
+    # With a loop of its own around the block: the block's input is x plus
+    # the outer output from one step ago.
+    x2 = keras.Input((5,), name="x")
+    back = fbx.Feedback((5,), name="back")
+    z = fbx.cell(inner)(keras.layers.Add()([x2, back]))  # a second use: "block_1/..."
+    outer2 = fbx.FeedbackModel(x2, z, feedback={"back": z})
+    layer = inner.step_model.get_layer
+    hist, prev, expected = [np.zeros((B, 5))] * 2, np.zeros((B, 5)), []
+    for t in range(T):
+        a = np.tanh(dense(layer("d1"), np.concatenate([seq[:, t] + prev, hist[0]], -1)))
+        h3 = np.tanh(dense(layer("d3"), np.tanh(dense(layer("d2"), a))))
+        prev = dense(layer("out"), h3)
+        hist = hist[1:] + [h3]
+        expected.append(prev)
+    np.testing.assert_allclose(np.asarray(outer2(seq)), np.stack(expected, 1), atol=1e-5)
+
+    outer2.save(tmp_path / "nested.keras")
+    loaded = keras.saving.load_model(tmp_path / "nested.keras")
+    np.testing.assert_allclose(np.asarray(loaded(seq)), np.asarray(outer2(seq)), atol=1e-6)
+
+
+def test_nested_model_with_learned_initial_is_refused():
+    x = keras.Input((2,), name="x")
+    loop = fbx.Feedback((2,), name="loop", initial="learned")
+    h = keras.layers.Add()([x, loop])
+    inner = fbx.FeedbackModel(x, h, feedback={"loop": h}, name="inner")
+    with pytest.raises(
+        ValueError, match=r"fbx.cell\('inner'\): delayed edges \['loop'\] have initial values"
+    ):
+        fbx.cell(inner)(keras.Input((2,), name="x2"))

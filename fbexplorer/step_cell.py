@@ -1,0 +1,81 @@
+"""A FeedbackModel's step as a Keras RNN cell, to nest it in another step graph."""
+
+from __future__ import annotations
+
+import keras
+
+__all__ = ["StepCell"]
+
+
+@keras.saving.register_keras_serializable(package="fbexplorer")
+class StepCell(keras.layers.Layer):
+    """One step of a `FeedbackModel`, following the Keras cell protocol.
+
+    `fbx.cell(inner_model)(x)` wraps the model in this cell, so a whole
+    feedback network can be one block of a larger one: its delayed values
+    become the cell's states and ride in the outer loop. Only the step is
+    used: the inner model's `stateful`, `go_backwards` and masking settings do
+    not apply, and its delayed values start from zeros.
+
+    Args:
+        model: a `FeedbackModel` whose delayed edges all start from zeros.
+
+    Call arguments:
+        inputs: the inner model's per-step inputs, then its constants: a
+            tensor, or a list in that order.
+        states: one tensor per delay slot (a delay of k has k slots, oldest
+            first), as listed in `state_names`.
+    """
+
+    def __init__(self, model, **kwargs):
+        if isinstance(model, dict):
+            model = keras.saving.deserialize_keras_object(model)
+        kwargs.setdefault("name", model.name)
+        super().__init__(**kwargs)
+        graph = model.graph
+        starts = [
+            s.name for s in graph.specs if not (isinstance(s.initial, str) and s.initial == "zeros")
+        ]
+        if starts:
+            raise ValueError(
+                f"fbx.cell('{model.name}'): delayed edges {starts} have initial values "
+                f"other than zeros, which a nested step cannot carry over. Build the "
+                f"inner model with initial='zeros' for them."
+            )
+        self.model = model
+        self._graph = graph
+        self.state_size = [s.shape for s in graph.specs for _ in range(s.delay)]
+        self.state_names = [
+            s.name if s.delay == 1 else f"{s.name}@{j}" for s in graph.specs for j in range(s.delay)
+        ]
+        self.built = True
+
+    def call(self, inputs, states, training=None):
+        graph = self._graph
+        inputs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+        expected = len(graph.input_names) + len(graph.constant_names)
+        if len(inputs) != expected:
+            raise ValueError(
+                f"Nested model '{self.model.name}' takes {expected} inputs per step "
+                f"{graph.input_names + graph.constant_names}. Received {len(inputs)}."
+            )
+        states = list(states)
+        offsets, pos = [], 0
+        for spec in graph.specs:
+            offsets.append(pos)
+            pos += spec.delay
+        feeds = inputs + [states[o] for o in offsets]
+        outs = self.model.step_model(feeds, training=training)
+        outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
+        ys, sources = outs[: graph.n_outputs], outs[graph.n_outputs :]
+        new_states = []
+        for spec, o, src in zip(graph.specs, offsets, sources):
+            new_states += states[o + 1 : o + spec.delay] + [src]
+        output = ys[0] if len(ys) == 1 else ys
+        return output, new_states
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "model": keras.saving.serialize_keras_object(self.model),
+        }
