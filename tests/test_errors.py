@@ -160,3 +160,10 @@ def test_stateful_methods_on_stateless_model():
         net.reset_states()
     with pytest.raises(ValueError, match=r"not stateful"):
         net.get_states()
+
+
+def test_zero_length_sequence():
+    x, _, h = base()
+    net = fbx.FeedbackModel(x, h, feedback={"loop": h})
+    with pytest.raises(ValueError, match=r"the sequences have 0 timesteps; at least 1 is needed"):
+        net(np.zeros((2, 0, 5)))
