@@ -115,3 +115,18 @@ def test_fit_with_xla_and_nested_cell(rng):
     Y = X.sum(axis=(1, 2))[:, None]
     losses = net.fit(X, Y, epochs=15, verbose=0).history["loss"]
     assert losses[-1] < losses[0]
+
+
+def test_fit_a_constants_only_model(rng):
+    """An input seen for several steps (as an image is), refined by feedback."""
+    img = keras.Input((4,), name="img")
+    prev = fbx.Feedback((3,), name="prev")
+    h = keras.layers.Dense(3, activation="tanh")(keras.layers.Concatenate()([img, prev]))
+    y = keras.layers.Dense(1)(h)
+    net = fbx.FeedbackModel([], y, constants=[img], feedback={"prev": h}, steps=4)
+    X = rng.normal(size=(64, 4)).astype("float32")
+    Y = np.repeat(X.sum(1, keepdims=True)[:, None], 4, axis=1)  # (64, 4, 1)
+    net.compile(keras.optimizers.Adam(0.05), "mse")
+    losses = net.fit(X, Y, epochs=30, verbose=0).history["loss"]
+    assert losses[-1] < 0.5 * losses[0]
+    assert net.predict(X, verbose=0).shape == (64, 4, 1)
