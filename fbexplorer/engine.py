@@ -228,11 +228,13 @@ class FeedbackModel(keras.Model):
             self._check_teacher(name, truth, seqs, length)
         mask = self._combine_mask(mask)
         slots = self._initial_slots(batch, initial_state, seqs + consts)
-        run = self._run
-        if seqs and _compile_eager_calls(seqs[0]):
-            length = None  # read inside the compiled function: no retrace per length
-            run = self._compiled_run()
-        outputs, last, final = run(seqs, consts, teachers, mask, slots, length, training=training)
+        run = self._compiled_run() if _compile_eager_calls((seqs + consts)[0]) else self._run
+        # With sequences, _run reads the length from them (inside a compiled
+        # function, so that a new length needs no new trace).
+        run_length = None if seqs else length
+        outputs, last, final = run(
+            seqs, consts, teachers, mask, slots, run_length, training=training
+        )
         if self.stateful and not _in_symbolic_scope():
             for var, value in zip(self._store.slots, final):
                 var.assign(value)
@@ -273,10 +275,10 @@ class FeedbackModel(keras.Model):
         specs = g.specs
         n_out = g.n_outputs
         feed = feed or {}
-        if length is None:
+        if length is None:  # read it from the sequences
             length = seqs[0].shape[1]
-            if length is None or not self.unroll:
-                length = ops.shape(seqs[0])[1] if length is None else length
+            if length is None:
+                length = ops.shape(seqs[0])[1]
         keep_all = self.return_sequences if sequences is None else sequences
         step_outputs = self.step_model.outputs
         out_shapes = [tuple(t.shape[1:]) for t in step_outputs[:n_out]]
@@ -796,27 +798,22 @@ class FeedbackModel(keras.Model):
         length, batch = self._length_and_batch(seqs, consts, None)
         slots = self._initial_slots(batch, initial_state, seqs + consts)
 
-        def run(seqs, consts, teachers, slots):
-            _, last, final = self._run(seqs, consts, teachers, None, slots, length, training=False)
-            outs, _, _ = self._run(
-                [],
-                consts,
-                {},
-                None,
-                final,
-                steps,
-                training=False,
-                feed=feed_idx,
-                feed_init=last,
-                sequences=True,
-            )
-            return outs
-
-        if keras.backend.backend() == "tensorflow":
-            import tensorflow as tf
-
-            run = tf.function(run)
-        outs = run(seqs, consts, teachers, slots)
+        run = self._compiled_run() if _compile_eager_calls((seqs + consts)[0]) else self._run
+        _, last, final = run(
+            seqs, consts, teachers, None, slots, None if seqs else length, training=False
+        )
+        outs, _, _ = run(
+            [],
+            consts,
+            {},
+            None,
+            final,
+            steps,
+            training=False,
+            feed=feed_idx,
+            feed_init=last,
+            sequences=True,
+        )
         return pack([ops.convert_to_numpy(o) for o in outs], g.output_structure)
 
     # -------------------------------------------------------------- keras API
