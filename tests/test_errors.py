@@ -167,3 +167,12 @@ def test_zero_length_sequence():
     net = fbx.FeedbackModel(x, h, feedback={"loop": h})
     with pytest.raises(ValueError, match=r"the sequences have 0 timesteps; at least 1 is needed"):
         net(np.zeros((2, 0, 5)))
+
+
+def test_two_placeholders_with_one_name():
+    x = keras.Input((5,), name="x")
+    a = fbx.Feedback((5,), name="loop")
+    b = fbx.Feedback((5,), name="loop")
+    h = keras.layers.Add()([x, a, b])
+    with pytest.raises(ValueError, match=r"two Feedback placeholders are named 'loop'"):
+        fbx.FeedbackModel(x, h, feedback={"loop": h})
