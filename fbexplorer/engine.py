@@ -38,6 +38,26 @@ def _expand_to(m, ref):
     return ops.reshape(m, (-1,) + (1,) * (len(ref.shape) - 1))
 
 
+def _dropout_cells(model):
+    """The Keras cells in `model` with dropout of their own.
+
+    Returns `(cell, input shape, first state shape)` for each, shapes without
+    the batch axis, read from the cell's call in the step graph.
+    """
+    found = []
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        rates = (getattr(layer, "dropout", 0), getattr(layer, "recurrent_dropout", 0))
+        if not hasattr(layer, "get_dropout_mask") or not any(
+            isinstance(r, (int, float)) and r > 0 for r in rates
+        ):
+            continue
+        args = layer._inbound_nodes[0].arguments.args
+        inputs = keras.tree.flatten(args[0])[0]
+        state = keras.tree.flatten(args[1])[0]
+        found.append((layer, tuple(inputs.shape[1:]), tuple(state.shape[1:])))
+    return found
+
+
 def _compile_eager_calls(tensor) -> bool:
     """Whether a direct call should run the loop as a compiled function.
 
@@ -356,6 +376,19 @@ class FeedbackModel(keras.Model):
             new_last = list(ys) if carry_last else []
             return (list(ys) if keep_all else []), new_bufs + new_last + list(nt_values)
 
+        # Cells with dropout of their own (LSTMCell(dropout=...)) use one mask
+        # per sequence, as in keras.layers.RNN: made here, outside the loop.
+        cells = _dropout_cells(self.step_model)
+        for cell, in_shape, state_shape in cells:
+            cell.reset_dropout_mask()
+            cell.reset_recurrent_dropout_mask()
+            if training:
+                batch = self._batch_of((seqs + consts + list(slots))[:1])
+                cell.get_dropout_mask(ops.zeros((batch,) + in_shape, cell.compute_dtype))
+                cell.get_recurrent_dropout_mask(
+                    ops.zeros((batch,) + state_shape, cell.compute_dtype)
+                )
+
         specs_out = [(d, (None,) + s) for d, s in zip(out_dtypes, out_shapes)]
         ys, final = time_loop(
             step,
@@ -367,6 +400,9 @@ class FeedbackModel(keras.Model):
         )
         for var, value in zip(nt_vars, final[n_slots + n_last :]):
             var.assign(value)
+        for cell, _, _ in cells:  # a mask belongs to the graph that made it
+            cell.reset_dropout_mask()
+            cell.reset_recurrent_dropout_mask()
         outputs = [ops.moveaxis(y, 0, 1) for y in ys]
         last = final[n_slots : n_slots + n_last] if carry_last else [y[:, -1] for y in outputs]
         return outputs, last, final[:n_slots]

@@ -72,6 +72,13 @@ SCRIPT = textwrap.dedent(
     assert 0.3 < zeros.mean() < 0.7 and not (zeros[:, 0] == zeros[:, 1]).all()
     dnet.compile("adam", "mse")
     assert np.isfinite(dnet.fit(Xb, np.zeros((16, 5, 8)), verbose=0).history["loss"][0])
+
+    lc = fbx.cell(keras.layers.LSTMCell(4, dropout=0.5, recurrent_dropout=0.3, name="lstm_dp"))(xb)
+    lnet = fbx.FeedbackModel(xb, lc)
+    a, b = np.asarray(lnet(Xb, training=True)), np.asarray(lnet(Xb, training=True))
+    assert np.abs(a - b).max() > 1e-3  # fresh masks each call
+    lnet.compile("adam", "mse")
+    assert np.isfinite(lnet.fit(Xb, np.zeros((16, 5, 4)), verbose=0).history["loss"][0])
     print("JAX OK")
     """
 )

@@ -130,3 +130,36 @@ def test_fit_a_constants_only_model(rng):
     losses = net.fit(X, Y, epochs=30, verbose=0).history["loss"]
     assert losses[-1] < 0.5 * losses[0]
     assert net.predict(X, verbose=0).shape == (64, 4, 1)
+
+
+def test_cell_dropout_matches_keras_rnn(rng):
+    """LSTMCell(dropout=..., recurrent_dropout=...) inside the loop behaves as
+    in keras.layers.RNN: one mask per sequence, training flag honoured."""
+    cell = keras.layers.LSTMCell(4, dropout=0.5, recurrent_dropout=0.5, name="lstm")
+    x = keras.Input((3,), name="x")
+    net = fbx.FeedbackModel(x, fbx.cell(cell)(x))
+    ref = keras.layers.RNN(cell, return_sequences=True)
+
+    # The same masks for both: a fixed pattern per feature (and per gate, as
+    # LSTMCell asks for one mask per gate), scaled as Keras does.
+    def fixed_mask(step_input, rate):
+        width = step_input.shape[-1]
+
+        def mask(k):
+            keep = (np.arange(width) + k) % 2 == 0
+            return keras.ops.ones_like(step_input) * np.where(keep, 1 / (1 - rate), 0.0)
+
+        count = getattr(cell, "dropout_mask_count", None)
+        return mask(0) if count is None else [mask(k) for k in range(count)]
+
+    cell._create_dropout_mask = fixed_mask
+    X = rng.normal(size=(2, 6, 3)).astype("float32")
+    train = np.asarray(net(X, training=True))
+    np.testing.assert_allclose(train, np.asarray(ref(X, training=True)), atol=1e-5)
+    infer = np.asarray(net(X, training=False))
+    np.testing.assert_allclose(infer, np.asarray(ref(X, training=False)), atol=1e-5)
+    assert np.abs(train - infer).max() > 1e-3
+    del cell._create_dropout_mask
+    net.compile("adam", "mse")  # and it trains, call after call
+    net.fit(X, np.zeros((2, 6, 4)), epochs=2, verbose=0)
+    assert np.isfinite(np.asarray(net(X, training=True))).all()
