@@ -165,12 +165,48 @@ def delayed(tensor, *, steps: int = 1, name: str | None = None, initial="zeros")
 _used_names: set = set()
 
 
-def _state_shapes(layer) -> list[tuple]:
-    # Keras's protocol: an int (one state), or a list with one entry per state,
-    # each an int or a shape.
+def _state_structure(size):
+    """Keras's `state_size` as nested lists whose leaves are shapes.
+
+    An int is one state; a list (or a top-level tuple) holds one entry per
+    state, or, nested, per sub-cell (StackedRNNCells); a tuple or TensorShape
+    below the top level is one state's shape.
+    """
+    if isinstance(size, int):
+        return (size,)
+    if isinstance(size, list):
+        return [_state_structure(s) for s in size]
+    return tuple(size)
+
+
+def _state_shapes(layer) -> tuple[list, list]:
+    """(the flat list of state shapes, the nested structure to call with)."""
     size = layer.state_size
-    sizes = list(size) if isinstance(size, (list, tuple)) else [size]
-    return [(s,) if isinstance(s, int) else tuple(s) for s in sizes]
+    structure = (
+        [_state_structure(s) for s in size]
+        if isinstance(size, (list, tuple))
+        else [_state_structure(size)]
+    )
+    flat = []
+
+    def walk(node):
+        if isinstance(node, list):
+            for n in node:
+                walk(n)
+        else:
+            flat.append(node)
+
+    walk(structure)
+    return flat, structure
+
+
+def _pack_states(structure, flat):
+    it = iter(flat)
+
+    def build(node):
+        return [build(n) for n in node] if isinstance(node, list) else next(it)
+
+    return build(structure)
 
 
 def _state_names(layer, n: int) -> tuple:
@@ -213,7 +249,7 @@ def cell(layer, *, initial="zeros", state_names=None):
         )
 
     def apply(inputs, **kwargs):
-        shapes = _state_shapes(layer)
+        shapes, structure = _state_shapes(layer)
         names = tuple(state_names) if state_names else _state_names(layer, len(shapes))
         if len(names) != len(shapes):
             raise ValueError(
@@ -236,7 +272,7 @@ def cell(layer, *, initial="zeros", state_names=None):
             )
             for n, shape in zip(names, shapes)
         ]
-        output, new_states = layer(inputs, states, **kwargs)
+        output, new_states = layer(inputs, _pack_states(structure, states), **kwargs)
         new_states = keras.tree.flatten(new_states)
         for placeholder, new in zip(states, new_states):
             placeholder._keras_history.operation._fbx_source = new

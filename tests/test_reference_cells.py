@@ -123,3 +123,18 @@ def test_nested_gru_cell_inside_outer_feedback_loop(rng):
         h_t = np.asarray(h_t)
         expected.append(y_t)
     np.testing.assert_allclose(got, np.stack(expected, 1), atol=1e-5)
+
+
+def test_stacked_cells_equal_keras_stacked_rnn(rng):
+    """StackedRNNCells (nested state_size) inside the loop."""
+    x_seq = rng.normal(size=(B, T, D)).astype("float32")
+    stacked = keras.layers.StackedRNNCells(
+        [keras.layers.LSTMCell(U), keras.layers.GRUCell(3)], name="stack"
+    )
+    x = keras.Input((D,), name="x")
+    net = fbx.FeedbackModel(x, fbx.cell(stacked)(x), return_state=True)
+    assert net.feedback_names == ["stack/state0", "stack/state1", "stack/state2"]
+    ref = keras.layers.RNN(stacked, return_sequences=True)  # the same cells and weights
+    out, states = net(x_seq)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(ref(x_seq)), atol=1e-5)
+    assert [states[n].shape for n in net.feedback_names] == [(B, U), (B, U), (B, 3)]
