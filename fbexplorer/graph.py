@@ -19,6 +19,7 @@ import keras
 __all__ = ["Feedback", "FeedbackSpec", "StepGraph", "cell", "delayed"]
 
 _uid = itertools.count(1)
+_used_names: set = set()  # default names given by `delayed`, kept unique
 
 
 @dataclasses.dataclass
@@ -84,7 +85,7 @@ def _make_placeholder(name, shape, *, delay, initial, dtype, kind, cell_name=Non
             f"Feedback '{name}': `delay` must be an integer >= 1 (the value from "
             f"`delay` steps ago). Received: delay={delay!r}"
         )
-    shape = tuple(shape)
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
     if any(d is None for d in shape):
         raise ValueError(
             f"Feedback '{name}': every dimension of `shape` must be known, since "
@@ -116,7 +117,8 @@ def Feedback(shape, *, name: str, delay: int = 1, initial="zeros", dtype=None):
     initial value for the first `delay` steps).
 
     Args:
-        shape: per-sample shape, without batch or time axis, e.g. `(5,)`.
+        shape: per-sample shape, without batch or time axis, e.g. `(5,)`
+            (an int `n` means `(n,)`).
         name: the feedback's name, unique in its model.
         delay: how many steps back the value comes from (>= 1).
         initial: `"zeros"`, `"learned"` (a trainable initial value) or any
@@ -160,9 +162,6 @@ def delayed(tensor, *, steps: int = 1, name: str | None = None, initial="zeros")
         kind="delayed",
         source=tensor,
     )
-
-
-_used_names: set = set()
 
 
 def _state_structure(size):
