@@ -720,10 +720,11 @@ class FeedbackModel(keras.Model):
         """Fix (or check) a stateful model's batch size before Keras's loops."""
         if not self.stateful or x is None:
             return
-        n = self._first_dim(x)
+        n, batched = self._first_dim(x)
         if n is None:
             return
-        size = n if whole else min(batch_size or _KERAS_DEFAULT_BATCH, n)
+        # Arrays are cut into batches of `batch_size`; a dataset comes batched.
+        size = n if (whole or batched) else min(batch_size or _KERAS_DEFAULT_BATCH, n)
         if self._store.slots is None:
             self.reset_states(batch_size=size)
         if size != self._store.batch_size:
@@ -737,19 +738,19 @@ class FeedbackModel(keras.Model):
 
     @staticmethod
     def _first_dim(x):
+        """(leading size of `x`, whether `x` is a batched dataset), or (None, _)."""
         try:
             import tensorflow as tf
 
             if isinstance(x, tf.data.Dataset):
-                first = next(iter(x))
-                leaf = keras.tree.flatten(first)[0]
-                return None if leaf is None else int(leaf.shape[0])
+                leaf = keras.tree.flatten(next(iter(x)))[0]
+                return int(leaf.shape[0]), True
         except ImportError:
             pass
         leaves = keras.tree.flatten(x)
         if not leaves or not hasattr(leaves[0], "shape"):
-            return None
-        return int(leaves[0].shape[0])
+            return None, False
+        return int(leaves[0].shape[0]), False
 
     def fit(self, x=None, y=None, batch_size=None, *args, **kwargs):
         self._prepare_batches(x, batch_size)

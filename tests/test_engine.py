@@ -484,3 +484,14 @@ def test_convolutional_top_down_feedback_equals_step_by_step(rng):
         state = np.asarray(state)
     np.testing.assert_allclose(got, np.stack(expected, 1), atol=1e-5)
     assert np.abs(got[:, 0] - got[:, 1]).max() > 1e-4  # the feedback matters
+
+
+def test_stateful_fit_on_a_dataset_takes_its_batch_size(seq):
+    import tensorflow as tf
+
+    X = np.concatenate([seq] * 16)  # 48 samples
+    ds = tf.data.Dataset.from_tensor_slices((X, X)).batch(48)
+    net = seed_network(stateful=True)
+    net.compile("sgd", "mse")
+    net.fit(ds, epochs=1, shuffle=False, verbose=0)
+    assert net.get_states()["loop"].shape == (48, 5)
