@@ -319,8 +319,7 @@ class FeedbackModel(keras.Model):
         if self.go_backwards:
             time_major = [ops.flip(s, axis=0) for s in time_major]
 
-        offsets = np.cumsum([0] + [s.delay for s in specs]).tolist()
-        n_slots = offsets[-1]
+        n_slots = g.n_slots
         if carry_last:
             if feed_init is not None:
                 last0 = list(feed_init)
@@ -359,17 +358,18 @@ class FeedbackModel(keras.Model):
                 seq_vals = [
                     last[feed[i]] if i in feed else next(it) for i in range(len(g.input_names))
                 ]
-            feeds = list(seq_vals) + list(consts) + [bufs[offsets[i]] for i in range(len(specs))]
+            feeds = list(seq_vals) + list(consts) + g.oldest(bufs)
             outs, nt_values = call_step(feeds, nt_values)
             outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
             ys, sources = outs[:n_out], outs[n_out:]
-            new_bufs = []
+            sources = list(sources)
             for i, spec in enumerate(specs):
-                new = sources[i]
                 if spec.name in truths:
+                    new = sources[i]
                     truth = ops.cast(truths[spec.name], new.dtype)
                     new = truth if coin is None else ops.where(_expand_to(coin, new), truth, new)
-                new_bufs += bufs[offsets[i] + 1 : offsets[i + 1]] + [new]
+                    sources[i] = new
+            new_bufs = g.shift(bufs, sources)
             if m is not None:
                 new_bufs = [ops.where(_expand_to(m, b), n, b) for n, b in zip(new_bufs, bufs)]
                 ys = [ops.where(_expand_to(m, y), y, p) for y, p in zip(ys, last)]
@@ -581,16 +581,14 @@ class FeedbackModel(keras.Model):
         stored = None
         if self.stateful and not _in_symbolic_scope():
             stored = self._stateful_slots(batch, tensors)
-        slots, pos = [], 0
-        for spec in self._graph.specs:
-            k = spec.delay
+        slots = []
+        for spec, r in zip(self._graph.specs, self._graph.slot_ranges):
             if spec.name in overrides:
                 slots += self._slots_from_value(spec, overrides[spec.name], batch)
             elif stored is not None:
-                slots += [ops.convert_to_tensor(v) for v in stored[pos : pos + k]]
+                slots += [ops.convert_to_tensor(v) for v in stored[r]]
             else:
-                slots += [self._initial_value(spec, batch)] * k
-            pos += k
+                slots += [self._initial_value(spec, batch)] * spec.delay
         return slots
 
     def _stateful_slots(self, batch, tensors):
@@ -625,12 +623,10 @@ class FeedbackModel(keras.Model):
         )
 
     def _slots_to_dict(self, slots, stack=ops.stack):
-        out, pos = {}, 0
-        for spec in self._graph.specs:
-            k = spec.delay
-            vals = slots[pos : pos + k]
-            out[spec.name] = vals[0] if k == 1 else stack(vals, axis=1)
-            pos += k
+        out = {}
+        for spec, r in zip(self._graph.specs, self._graph.slot_ranges):
+            vals = slots[r]
+            out[spec.name] = vals[0] if spec.delay == 1 else stack(vals, axis=1)
         return out
 
     def reset_states(self, batch_size: int | None = None):
@@ -701,8 +697,7 @@ class FeedbackModel(keras.Model):
             self.reset_states(batch_size=batch)
         elif batch != self._store.batch_size:
             raise ValueError(self._batch_error(batch))
-        pos = 0
-        for spec in self._graph.specs:
+        for spec, r in zip(self._graph.specs, self._graph.slot_ranges):
             if spec.name in states:
                 value = np.asarray(states[spec.name])
                 if value.ndim == len(spec.shape):
@@ -711,9 +706,8 @@ class FeedbackModel(keras.Model):
                         f"shape (batch, {', '.join(map(str, spec.shape))})."
                     )
                 new = self._slots_from_value(spec, value, self._store.batch_size)
-                for var, v in zip(self._store.slots[pos : pos + spec.delay], new):
+                for var, v in zip(self._store.slots[r], new):
                     var.assign(v)
-            pos += spec.delay
 
     # -------------------------------------------------- stateful batch sizes
     def _prepare_batches(self, x, batch_size, whole=False):

@@ -366,6 +366,35 @@ class StepGraph:
         return [_tensor_name(t) for t in self.model.outputs[: self.n_outputs]]
 
     @property
+    def slot_ranges(self) -> list[slice]:
+        """Where each edge's slots lie in the flat list of loop slots.
+
+        An edge of delay k has k slots, oldest first: the step reads the
+        oldest, and the new source value is appended after the loop step.
+        """
+        ranges, start = [], 0
+        for spec in self.specs:
+            ranges.append(slice(start, start + spec.delay))
+            start += spec.delay
+        return ranges
+
+    @property
+    def n_slots(self) -> int:
+        return sum(spec.delay for spec in self.specs)
+
+    def oldest(self, slots) -> list:
+        """The value each placeholder receives at this step."""
+        return [slots[r.start] for r in self.slot_ranges]
+
+    def shift(self, slots, new_values) -> list:
+        """The slots after one step: each edge drops its oldest value and
+        appends its new source value."""
+        out = []
+        for r, new in zip(self.slot_ranges, new_values):
+            out += list(slots[r.start + 1 : r.stop]) + [new]
+        return out
+
+    @property
     def source_names(self) -> list[str]:
         """The name of the layer producing each delayed edge's source."""
         return [_tensor_name(t) for t in self.model.outputs[self.n_outputs :]]

@@ -60,19 +60,11 @@ class StepCell(keras.layers.Layer):
                 f"{graph.input_names + graph.constant_names}. Received {len(inputs)}."
             )
         states = list(states)
-        offsets, pos = [], 0
-        for spec in graph.specs:
-            offsets.append(pos)
-            pos += spec.delay
-        feeds = inputs + [states[o] for o in offsets]
-        outs = self.model.step_model(feeds, training=training)
+        outs = self.model.step_model(inputs + graph.oldest(states), training=training)
         outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
         ys, sources = outs[: graph.n_outputs], outs[graph.n_outputs :]
-        new_states = []
-        for spec, o, src in zip(graph.specs, offsets, sources):
-            new_states += states[o + 1 : o + spec.delay] + [src]
         output = ys[0] if len(ys) == 1 else ys
-        return output, new_states
+        return output, graph.shift(states, sources)
 
     def get_config(self):
         return {
