@@ -284,16 +284,26 @@ class FeedbackModel(keras.Model):
         feed=None,
         feed_init=None,
         sequences=None,
+        probe=None,
     ):
         """The time loop. Returns (stacked outputs, last outputs, final slots).
 
         `feed` maps a per-step input's index to the output index whose previous
         value it takes (closed-loop generation); `feed_init` are the outputs
         "before" the first step.
+
+        `probe` (for tracing) is a functional model on the step model's inputs
+        and layers whose outputs are the step model's outputs followed by
+        extra tensors; it runs in place of the step model, and every step's
+        extra values are stacked after the stacked outputs (which are then
+        returned only when `sequences` or `return_sequences` asks for them).
         """
         g = self._graph
         specs = g.specs
         n_out = g.n_outputs
+        model = self.step_model if probe is None else probe
+        n_main = len(self.step_model.outputs)
+        extra_specs = [(t.dtype, (None,) + tuple(t.shape[1:])) for t in model.outputs[n_main:]]
         feed = feed or {}
         if length is None:  # read it from the sequences
             length = seqs[0].shape[1]
@@ -334,13 +344,13 @@ class FeedbackModel(keras.Model):
         # changes (dropout seeds, BatchNormalization statistics) ride in the
         # carry and are written back after the loop.
         thread = keras.backend.backend() == "jax" and not self.unroll
-        nt_vars = self.step_model.non_trainable_variables if thread else []
-        tr_values = [v.value for v in self.step_model.trainable_variables] if thread else []
+        nt_vars = model.non_trainable_variables if thread else []
+        tr_values = [v.value for v in model.trainable_variables] if thread else []
 
         def call_step(feeds, nt_values):
             if not thread:
-                return self.step_model(feeds, training=training), []
-            return self.step_model.stateless_call(tr_values, nt_values, feeds, training=training)
+                return model(feeds, training=training), []
+            return model.stateless_call(tr_values, nt_values, feeds, training=training)
 
         def step(xs, carry):
             bufs, last = carry[:n_slots], carry[n_slots : n_slots + n_last]
@@ -361,8 +371,7 @@ class FeedbackModel(keras.Model):
             feeds = list(seq_vals) + list(consts) + g.oldest(bufs)
             outs, nt_values = call_step(feeds, nt_values)
             outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
-            ys, sources = outs[:n_out], outs[n_out:]
-            sources = list(sources)
+            ys, sources, extras = outs[:n_out], list(outs[n_out:n_main]), outs[n_main:]
             for i, spec in enumerate(specs):
                 if spec.name in truths:
                     new = sources[i]
@@ -374,7 +383,8 @@ class FeedbackModel(keras.Model):
                 new_bufs = [ops.where(_expand_to(m, b), n, b) for n, b in zip(new_bufs, bufs)]
                 ys = [ops.where(_expand_to(m, y), y, p) for y, p in zip(ys, last)]
             new_last = list(ys) if carry_last else []
-            return (list(ys) if keep_all else []), new_bufs + new_last + list(nt_values)
+            stacked = (list(ys) if keep_all else []) + list(extras)
+            return stacked, new_bufs + new_last + list(nt_values)
 
         # Cells with dropout of their own (LSTMCell(dropout=...)) use one mask
         # per sequence, as in keras.layers.RNN: made here, outside the loop.
@@ -395,7 +405,7 @@ class FeedbackModel(keras.Model):
             time_major,
             list(slots) + last0 + [v.value for v in nt_vars],
             length,
-            specs_out if keep_all else [],
+            (specs_out if keep_all else []) + extra_specs,
             unroll=self.unroll,
         )
         for var, value in zip(nt_vars, final[n_slots + n_last :]):
@@ -404,7 +414,10 @@ class FeedbackModel(keras.Model):
             cell.reset_dropout_mask()
             cell.reset_recurrent_dropout_mask()
         outputs = [ops.moveaxis(y, 0, 1) for y in ys]
-        last = final[n_slots : n_slots + n_last] if carry_last else [y[:, -1] for y in outputs]
+        if carry_last:
+            last = final[n_slots : n_slots + n_last]
+        else:
+            last = [y[:, -1] for y in outputs[:n_out]]
         return outputs, last, final[:n_slots]
 
     # ------------------------------------------------------------ input prep
