@@ -10,6 +10,7 @@ SCRIPT = textwrap.dedent(
     import numpy as np, keras
     import fbexplorer as fbx
     assert keras.backend.backend() == "jax"
+    keras.utils.set_random_seed(0)
 
     x = keras.Input((5,), name="x")
     loop = fbx.Feedback((5,), name="loop", delay=2)
