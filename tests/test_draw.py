@@ -1,0 +1,341 @@
+"""Drawing: the cyclic step graph and its unrolled expansion, in DOT and SVG.
+
+Expected counts are worked out by hand from each small model below.
+"""
+
+import re
+import xml.etree.ElementTree as ET
+
+import graphviz
+import keras
+import pytest
+
+import fbexplorer as fbx
+from fbexplorer.draw import FeedbackDiagram, GraphvizNotFoundError
+
+SVG = "{http://www.w3.org/2000/svg}"
+ACCENT = "#d95f02"
+
+
+# ------------------------------------------------------------------ models
+def seed(delay=1):
+    """x -> concatenate -> d1 -> d2 -> d3 -> out, with d3 fed back into d1."""
+    x = keras.Input((1,), name="x")
+    loop = fbx.Feedback((8,), name="loop", delay=delay)
+    h1 = keras.layers.Dense(8, name="d1")(keras.layers.Concatenate(name="cat")([x, loop]))
+    h2 = keras.layers.Dense(8, name="d2")(h1)
+    h3 = keras.layers.Dense(8, name="d3")(h2)
+    y = keras.layers.Dense(1, name="out")(h3)
+    return fbx.FeedbackModel(inputs=x, outputs=y, feedback={"loop": h3}, name="seed")
+
+
+def lstm_net():
+    x = keras.Input((3,), name="x")
+    h = fbx.cell(keras.layers.LSTMCell(4, name="lstm"))(keras.layers.Dense(4, name="enc")(x))
+    return fbx.FeedbackModel(x, keras.layers.Dense(1, name="out")(h), name="lstm_net")
+
+
+def nested_net():
+    xi = keras.Input((2,), name="xi")
+    loop = fbx.Feedback((4,), name="loop")
+    hi = keras.layers.Dense(4, name="di")(keras.layers.Concatenate(name="cat_i")([xi, loop]))
+    inner = fbx.FeedbackModel(xi, hi, feedback={"loop": hi}, name="inner")
+    x = keras.Input((2,), name="x")
+    y = keras.layers.Dense(1, name="out")(fbx.cell(inner)(x))
+    return fbx.FeedbackModel(x, y, name="outer")
+
+
+def forward_delay_net():
+    """d1 reaches `add` twice: directly, and one step late through fbx.delayed."""
+    x = keras.Input((2,), name="x")
+    h1 = keras.layers.Dense(4, name="d1")(x)
+    s = keras.layers.Add(name="add")([h1, fbx.delayed(h1, steps=1, name="d1_late")])
+    return fbx.FeedbackModel(x, keras.layers.Dense(1, name="out")(s), name="fwd")
+
+
+def multi_io_net():
+    """A per-step input, a constant, a feedback and two named outputs."""
+    x = keras.Input((2,), name="x")
+    img = keras.Input((3,), name="img")
+    loop = fbx.Feedback((4,), name="loop")
+    h = keras.layers.Dense(4, name="h")(keras.layers.Concatenate(name="cat")([x, img, loop]))
+    z = keras.layers.Dense(1, name="z")(h)
+    return fbx.FeedbackModel(
+        x, {"state": h, "score": z}, feedback={"loop": h}, constants=img, name="multi"
+    )
+
+
+# ------------------------------------------------------------------ SVG reading
+def svg_of(diagram):
+    """Nodes, edges and clusters of the rendered SVG."""
+    root = ET.fromstring(diagram.pipe(format="svg"))
+    out = {"nodes": {}, "edges": [], "clusters": {}}
+    for g in root.iter(f"{SVG}g"):
+        cls = g.get("class")
+        title = g.findtext(f"{SVG}title")
+        texts = [t.text for t in g.iter(f"{SVG}text")]
+        if cls == "node":
+            out["nodes"][title] = texts
+        elif cls == "cluster":
+            out["clusters"][title] = texts
+        elif cls == "edge":
+            path = next(g.iter(f"{SVG}path"))
+            tail, head = title.split("->")
+            out["edges"].append(
+                {
+                    "tail": tail,
+                    "head": head,
+                    "labels": texts,
+                    "dashed": path.get("stroke-dasharray") is not None,
+                    "color": path.get("stroke"),
+                    "width": path.get("stroke-width"),
+                }
+            )
+    return out
+
+
+def step_of(node_id):
+    return int(re.search(r"@t(\d+)$", node_id).group(1))
+
+
+# ------------------------------------------------------------------ cyclic view
+def test_seed_cyclic_nodes_edges_and_dashed_feedback():
+    diagram = fbx.draw(seed())
+    assert isinstance(diagram, graphviz.Digraph)
+    svg = svg_of(diagram)
+    # One box per layer: the Feedback placeholder is an edge, not a box.
+    assert sorted(svg["nodes"]) == ["cat", "d1", "d2", "d3", "out", "x"]
+    solid = sorted((e["tail"], e["head"]) for e in svg["edges"] if not e["dashed"])
+    assert solid == [("cat", "d1"), ("d1", "d2"), ("d2", "d3"), ("d3", "out"), ("x", "cat")]
+    dashed = [e for e in svg["edges"] if e["dashed"]]
+    assert len(dashed) == 1
+    assert (dashed[0]["tail"], dashed[0]["head"]) == ("d3", "cat")
+    assert dashed[0]["labels"] == ["t-1"] and dashed[0]["color"] == ACCENT
+    # Labels: name, class, shape; input and output marked.
+    assert svg["nodes"]["d1"] == ["d1", "Dense", "(None, 8)"]
+    assert svg["nodes"]["x"] == ["x", "Input", "(None, 1)"]
+    assert svg["nodes"]["out"] == ["out", "Dense", "(None, 1)", "output"]
+    assert re.search(r"\bout \[.*peripheries=2", diagram.source)
+    assert "loop" not in svg["nodes"]
+
+
+def test_show_shapes_off_and_rankdir():
+    source = fbx.draw(seed(), show_shapes=False, rankdir="TB").source
+    assert "(None," not in source
+    assert "rankdir=TB" in source
+
+
+def test_constants_and_named_outputs_are_distinct():
+    diagram = fbx.draw(multi_io_net())
+    svg = svg_of(diagram)
+    assert svg["nodes"]["img"] == ["img", "Constant", "(None, 3)"]
+    assert svg["nodes"]["x"] == ["x", "Input", "(None, 2)"]
+    assert svg["nodes"]["h"][-1] == "output 'state'"
+    assert svg["nodes"]["z"][-1] == "output 'score'"
+    fills = dict(re.findall(r"^\t(\w+) \[.*fillcolor=\"(#\w+)\"", diagram.source, re.M))
+    assert len({fills["x"], fills["img"], fills["h"], fills["cat"]}) == 4
+    dashed = [(e["tail"], e["head"]) for e in svg["edges"] if e["dashed"]]
+    assert dashed == [("h", "cat")]
+
+
+def test_lstm_cell_is_a_self_loop_with_its_state_names():
+    svg = svg_of(fbx.draw(lstm_net()))
+    assert sorted(svg["nodes"]) == ["enc", "lstm", "out", "x"]  # no state boxes
+    loops = [e for e in svg["edges"] if e["tail"] == e["head"]]
+    assert len(loops) == 1
+    assert loops[0]["tail"] == "lstm" and loops[0]["dashed"]
+    assert loops[0]["labels"] == ["lstm/h, lstm/c"]
+    assert svg["nodes"]["lstm"] == ["lstm", "LSTMCell", "(None, 4)"]
+    assert len(svg["edges"]) == 4  # x->enc, enc->lstm, lstm->out, the self-loop
+
+
+def test_nested_feedback_model_is_a_self_loop():
+    svg = svg_of(fbx.draw(nested_net()))
+    assert sorted(svg["nodes"]) == ["inner", "out", "x"]
+    assert svg["nodes"]["inner"][:2] == ["inner", "StepCell"]
+    loops = [e for e in svg["edges"] if e["tail"] == e["head"]]
+    assert [(e["tail"], e["labels"], e["dashed"]) for e in loops] == [
+        ("inner", ["inner/loop"], True)
+    ]
+
+
+def test_forward_path_delay_is_a_dashed_edge():
+    svg = svg_of(fbx.draw(forward_delay_net()))
+    assert "d1_late" not in svg["nodes"]
+    edges = sorted((e["tail"], e["head"], e["dashed"], tuple(e["labels"])) for e in svg["edges"])
+    assert edges == [
+        ("add", "out", False, ()),
+        ("d1", "add", False, ()),
+        ("d1", "add", True, ("t-1",)),
+        ("x", "d1", False, ()),
+    ]
+
+
+# ------------------------------------------------------------------ unrolled view
+def test_seed_unrolled_clusters_and_edges():
+    n = 4
+    svg = svg_of(fbx.draw(seed(), unroll=n))
+    steps = {f"cluster_t{t}": [f"t={t}"] for t in range(n)}
+    assert svg["clusters"] == {**steps, "cluster_initial": ["initial"]}
+    assert len(svg["nodes"]) == 6 * n + 1  # six per step, one initial value
+    assert svg["nodes"]["loop@init0"][:3] == ["loop", "t=-1", "zeros"]
+    solid = [e for e in svg["edges"] if not e["dashed"]]
+    assert len(solid) == 5 * n and all(step_of(e["tail"]) == step_of(e["head"]) for e in solid)
+    dashed = sorted((e["tail"], e["head"]) for e in svg["edges"] if e["dashed"])
+    expected = [("d3@t0", "cat@t1"), ("d3@t1", "cat@t2"), ("d3@t2", "cat@t3")]
+    assert dashed == sorted([("loop@init0", "cat@t0"), *expected])
+
+
+def test_delay_two_spans_two_clusters():
+    n = 5
+    svg = svg_of(fbx.draw(seed(delay=2), unroll=n))
+    # Read from initial values at t=0 and t=1: one node per slot.
+    assert svg["nodes"]["loop@init0"][:2] == ["loop", "t=-2"]
+    assert svg["nodes"]["loop@init1"][:2] == ["loop", "t=-1"]
+    dashed = [e for e in svg["edges"] if e["dashed"]]
+    assert all(e["labels"] == ["t-2"] for e in dashed)
+    from_init = sorted((e["tail"], e["head"]) for e in dashed if "@init" in e["tail"])
+    assert from_init == [("loop@init0", "cat@t0"), ("loop@init1", "cat@t1")]
+    across = [e for e in dashed if "@init" not in e["tail"]]
+    assert len(across) == n - 2
+    assert all(step_of(e["head"]) - step_of(e["tail"]) == 2 for e in across)
+
+
+def test_short_unroll_draws_only_the_slots_it_reads():
+    svg = svg_of(fbx.draw(seed(delay=3), unroll=2))
+    assert sorted(n for n in svg["nodes"] if "@init" in n) == ["loop@init0", "loop@init1"]
+
+
+def test_unrolled_cell_states_run_from_step_to_step():
+    n = 3
+    svg = svg_of(fbx.draw(lstm_net(), unroll=n))
+    dashed = sorted((e["tail"], e["head"], tuple(e["labels"])) for e in svg["edges"] if e["dashed"])
+    assert dashed == [
+        ("lstm/c@init0", "lstm@t0", ("lstm/c",)),
+        ("lstm/h@init0", "lstm@t0", ("lstm/h",)),
+        ("lstm@t0", "lstm@t1", ("lstm/h, lstm/c",)),
+        ("lstm@t1", "lstm@t2", ("lstm/h, lstm/c",)),
+    ]
+
+
+def test_collapse_draws_one_box_per_step():
+    n = 50
+    diagram = fbx.draw(seed(delay=2), unroll=n, collapse=True)
+    svg = svg_of(diagram)
+    assert sorted(svg["nodes"]) == sorted(
+        [f"step@t{t}" for t in range(n)] + ["loop@init0", "loop@init1"]
+    )
+    assert svg["clusters"] == {"cluster_initial": ["initial"]}
+    dashed = [e for e in svg["edges"] if e["dashed"]]
+    assert len(dashed) == 2 + (n - 2)
+    across = [e for e in dashed if "@init" not in e["tail"]]
+    assert all(step_of(e["head"]) - step_of(e["tail"]) == 2 for e in across)
+    # The names go on the first arrow only, so that the strip stays narrow.
+    first = [e for e in across if e["head"] == "step@t2"]
+    assert first[0]["labels"] == ["t-2", "loop"]
+    assert sum("loop" in e["labels"] for e in across) == 1
+
+
+# ------------------------------------------------------------------ highlight
+def test_highlight_node_in_cyclic_view():
+    source = fbx.draw(seed(), highlight="d2").source
+    marked = re.findall(r"^\t(\w+) \[.*penwidth=3", source, re.M)
+    assert marked == ["d2"]
+
+
+def test_highlight_feedback_edge_by_name():
+    svg = svg_of(fbx.draw(seed(), highlight="loop"))
+    widths = {(e["tail"], e["head"]): e["width"] for e in svg["edges"]}
+    assert widths[("d3", "cat")] == "3"
+    assert {w for k, w in widths.items() if k != ("d3", "cat")} == {None}
+
+
+def test_highlight_node_and_timestep_in_unrolled_view():
+    source = fbx.draw(seed(), unroll=3, highlight=("d1", 1)).source
+    assert re.findall(r'^\t\t"(\S+)" \[.*penwidth=3', source, re.M) == ["d1@t1"]
+    # The step's cluster is marked too, and only that one.
+    clusters = re.findall(r"subgraph (cluster_\w+) \{\n\t\t([^\n]*)", source)
+    marked = [name for name, attrs in clusters if "penwidth=3" in attrs]
+    assert marked == ["cluster_t1"]
+    # A name alone marks the node at every step.
+    source = fbx.draw(seed(), unroll=3, highlight="d1").source
+    assert len(re.findall(r'"d1@t\d" \[.*penwidth=3', source)) == 3
+
+
+def test_highlight_timestep_in_collapsed_view():
+    source = fbx.draw(seed(), unroll=6, collapse=True, highlight=4).source
+    assert re.findall(r'^\t"(step@t\d)" \[.*penwidth=3', source, re.M) == ["step@t4"]
+
+
+def test_bad_options_are_named():
+    net = seed()
+    with pytest.raises(ValueError, match="'nope'.*Known names"):
+        fbx.draw(net, highlight="nope")
+    with pytest.raises(ValueError, match="timestep 5 is outside"):
+        fbx.draw(net, unroll=3, highlight=5)
+    with pytest.raises(ValueError, match="collapse"):
+        fbx.draw(net, collapse=True)
+    with pytest.raises(ValueError, match="unroll"):
+        fbx.draw(net, unroll=0)
+    with pytest.raises(ValueError, match="rankdir"):
+        fbx.draw(net, rankdir="XY")
+    with pytest.raises(ValueError, match="expects a FeedbackModel"):
+        fbx.draw(keras.Sequential([keras.layers.Dense(1)]))
+
+
+# ------------------------------------------------------------------ determinism
+def test_same_model_gives_the_same_source():
+    def sources():
+        net = lstm_net()
+        return [
+            fbx.draw(net).source,
+            fbx.draw(net, unroll=3, highlight="enc").source,
+            fbx.draw(net, unroll=5, collapse=True).source,
+        ]
+
+    first = sources()
+    keras.backend.clear_session()
+    assert sources() == first
+    assert not re.search(r"0x[0-9a-f]{6,}|\d{9,}", "".join(first))  # no ids or addresses
+
+
+def test_saved_model_draws_the_same(tmp_path):
+    net = multi_io_net()
+    path = tmp_path / "multi.keras"
+    net.save(path)
+    loaded = keras.saving.load_model(path)
+    assert fbx.draw(loaded).source == fbx.draw(net).source
+    assert fbx.draw(loaded, unroll=2).source == fbx.draw(net, unroll=2).source
+
+
+# ------------------------------------------------------------------ without dot
+def test_without_dot_source_works_and_render_says_how_to_install(monkeypatch, tmp_path):
+    diagram = fbx.draw(seed(), unroll=2)
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    assert "cluster_t1" in diagram.source
+    for attempt in (
+        lambda: diagram.pipe(format="svg"),
+        lambda: diagram.render(tmp_path / "drawing", format="svg"),
+    ):
+        with pytest.raises(GraphvizNotFoundError) as info:
+            attempt()
+        message = str(info.value)
+        for hint in ("apt-get install graphviz", "brew install graphviz", "conda install graphviz"):
+            assert hint in message
+        assert isinstance(info.value, graphviz.ExecutableNotFound)
+    # Jupyter's display falls back to the in-browser renderer.
+    bundle = diagram._repr_mimebundle_()
+    data = bundle[0] if isinstance(bundle, tuple) else bundle  # (data, metadata) is allowed
+    assert "application/vnd.jupyter.widget-view+json" in data
+    assert "image/svg+xml" not in data
+    widget = diagram.to_widget()
+    assert widget.dot_source == diagram.source
+
+
+def test_with_dot_jupyter_gets_svg():
+    diagram = fbx.draw(seed())
+    assert isinstance(diagram, FeedbackDiagram)
+    bundle = diagram._repr_mimebundle_()
+    assert bundle["image/svg+xml"].lstrip().startswith("<?xml")
