@@ -68,7 +68,11 @@ def multi_io_net():
 # ------------------------------------------------------------------ SVG reading
 def svg_of(diagram):
     """Nodes, edges and clusters of the rendered SVG."""
-    root = ET.fromstring(diagram.pipe(format="svg"))
+    return parse_svg(diagram.pipe(format="svg"))
+
+
+def parse_svg(data: bytes):
+    root = ET.fromstring(data)
     out = {"nodes": {}, "edges": [], "clusters": {}}
     for g in root.iter(f"{SVG}g"):
         cls = g.get("class")
@@ -339,3 +343,22 @@ def test_with_dot_jupyter_gets_svg():
     assert isinstance(diagram, FeedbackDiagram)
     bundle = diagram._repr_mimebundle_()
     assert bundle["image/svg+xml"].lstrip().startswith("<?xml")
+
+
+# ------------------------------------------------------------------ README figures
+def test_committed_figures_show_the_current_drawing():
+    """docs/*.svg come from docs/make_figures.py; stale pictures fail here."""
+    import importlib.util
+    from pathlib import Path
+
+    docs = Path(__file__).parents[1] / "docs"
+    spec = importlib.util.spec_from_file_location("make_figures", docs / "make_figures.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    net = module.seed_network()
+    for name, diagram in (("cyclic", fbx.draw(net)), ("unrolled", fbx.draw(net, unroll=3))):
+        committed, fresh = parse_svg((docs / f"{name}.svg").read_bytes()), svg_of(diagram)
+        assert committed["nodes"] == fresh["nodes"]
+        assert committed["clusters"] == fresh["clusters"]
+        key = lambda e: (e["tail"], e["head"], e["dashed"], tuple(e["labels"]))  # noqa: E731
+        assert sorted(map(key, committed["edges"])) == sorted(map(key, fresh["edges"]))
