@@ -13,7 +13,9 @@ net = fbx.FeedbackModel(inputs=x, outputs=h3, feedback={"loop": h3})
 from fbexplorer.draw import draw
 from fbexplorer.engine import FeedbackModel
 from fbexplorer.graph import Feedback, FeedbackSpec, StepGraph, cell, delayed
+from fbexplorer.plots import plot_comparison, plot_trace
 from fbexplorer.step_cell import StepCell
+from fbexplorer.trace import chunk_summary, compare, compare_stateful, trace, wide
 
 __version__ = "0.1.0"
 
@@ -24,6 +26,13 @@ __all__ = [
     "StepCell",
     "StepGraph",
     "cell",
+    "chunk_summary",
+    "compare",
+    "compare_stateful",
     "delayed",
     "draw",
+    "plot_comparison",
+    "plot_trace",
+    "trace",
+    "wide",
 ]
