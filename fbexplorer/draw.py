@@ -180,7 +180,7 @@ def _analyse(model) -> _Picture:
                 role, kind = "constant", "Constant"
             elif id(op) in placeholders:
                 spec = graph.specs[placeholders[id(op)]]
-                role, kind = "delay", f"{spec.name} (t-{spec.delay})"
+                role, kind = "delay", f"delay t-{spec.delay}"
             else:
                 role, kind = "op", type(op).__name__
             if op.name in cells:
@@ -284,10 +284,9 @@ def _group_delayed(picture: _Picture) -> list:
     groups = {}
     for source, head, i in picture.delayed:
         spec = picture.specs[i]
-        if spec.kind == "cell" and source == head:
-            key = (source, head, "cell", spec.delay)
-        else:
-            key = (source, head, spec.name, spec.delay)
+        # Edges with the same ends and delay are one arrow (names in its tooltip).
+        kind = "cell" if spec.kind == "cell" and source == head else "delay"
+        key = (source, head, kind, spec.delay)
         groups.setdefault(key, []).append(i)
     out = []
     for (source, head, kind, delay), indices in groups.items():
@@ -341,6 +340,8 @@ def _initial_text(spec) -> str:
 def _initial_nodes(dot, picture, unroll, show_shapes) -> dict:
     """One node per delay slot read before it is written; {(spec, t): id}."""
     ids = {}
+    if not picture.specs:
+        return ids
     with dot.subgraph(name="cluster_initial") as sub:
         sub.attr(label="initial", style="dashed", color=_ACCENT, fontcolor=_ACCENT)
         for i, spec in enumerate(picture.specs):

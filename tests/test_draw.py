@@ -175,6 +175,35 @@ def test_forward_path_delay_is_a_dashed_edge():
     ]
 
 
+def test_explicitly_wired_cell_gets_one_self_loop():
+    x = keras.Input((3,), name="x")
+    h_prev, c_prev = fbx.Feedback((4,), name="h_prev"), fbx.Feedback((4,), name="c_prev")
+    out, (h, c) = keras.layers.LSTMCell(4, name="lstm")(x, [h_prev, c_prev])
+    net = fbx.FeedbackModel(x, out, feedback={"h_prev": h, "c_prev": c})
+    diagram = fbx.draw(net)
+    loops = [e for e in svg_of(diagram)["edges"] if e["tail"] == e["head"]]
+    assert [(e["tail"], e["labels"], e["dashed"]) for e in loops] == [("lstm", ["t-1"], True)]
+    assert 'tooltip="h_prev, c_prev"' in diagram.source
+
+
+def test_delayed_value_returned_as_output_gets_its_own_node():
+    x = keras.Input((2,), name="x")
+    y = keras.layers.Dense(2, name="d")(x)
+    net = fbx.FeedbackModel(x, [y, fbx.delayed(y, steps=2, name="late")])
+    svg = svg_of(fbx.draw(net))
+    assert svg["nodes"]["late"] == ["late", "delay t-2", "(None, 2)", "output"]
+    dashed = [(e["tail"], e["head"], e["labels"]) for e in svg["edges"] if e["dashed"]]
+    assert dashed == [("d", "late", ["t-2"])]
+
+
+def test_model_without_delayed_edges_has_no_initial_values():
+    c = keras.Input((2,), name="c")
+    net = fbx.FeedbackModel([], keras.layers.Dense(1, name="o")(c), constants=c, steps=3)
+    svg = svg_of(fbx.draw(net, unroll=2))
+    assert sorted(svg["clusters"]) == ["cluster_t0", "cluster_t1"]
+    assert sorted(svg["nodes"]) == ["c@t0", "c@t1", "o@t0", "o@t1"]
+
+
 # ------------------------------------------------------------------ unrolled view
 def test_seed_unrolled_clusters_and_edges():
     n = 4
