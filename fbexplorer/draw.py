@@ -131,11 +131,22 @@ def _shape_text(shape) -> str:
 
 
 def _model_nodes(model):
-    """(op, node) for every call of an operation inside `model`."""
-    members = getattr(model, "_nodes", None)
+    """(op, node) for every call of an operation inside `model`, in the model's order.
+
+    A layer also used outside the step model has more calls; only those that
+    the step model's outputs and inputs reach are its own.
+    """
+    reached = set()
+    stack = [t._keras_history for t in list(model.outputs) + list(model.inputs)]
+    while stack:
+        op, index, _ = stack.pop()
+        if (id(op), index) in reached:
+            continue
+        reached.add((id(op), index))
+        stack.extend(t._keras_history for t in op._inbound_nodes[index].input_tensors)
     for op in model.operations:
         for i, node in enumerate(op._inbound_nodes):
-            if members is None or f"{id(op)}_ib-{i}" in members:
+            if (id(op), i) in reached:
                 yield op, node
 
 

@@ -332,6 +332,14 @@ def test_same_model_gives_the_same_source():
     assert not re.search(r"0x[0-9a-f]{6,}|\d{9,}", "".join(first))  # no ids or addresses
 
 
+def test_layers_reused_elsewhere_do_not_change_the_drawing():
+    net = seed()
+    before = fbx.draw(net).source
+    z = keras.Input((1,), name="z")
+    keras.Model(z, net.step_model.get_layer("out")(keras.layers.Dense(8, name="other")(z)))
+    assert fbx.draw(net).source == before
+
+
 def test_saved_model_draws_the_same(tmp_path):
     net = multi_io_net()
     path = tmp_path / "multi.keras"
