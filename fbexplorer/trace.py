@@ -277,29 +277,35 @@ def _tidy(names, arrays, sample_ids, columns=("value",)) -> pd.DataFrame:
     """Long format: one row per (node, sample, t, unit), in that order.
 
     `arrays` holds one list of same-shaped arrays (batch, time, ...) per node;
-    each becomes one of `columns`.
+    each becomes one of `columns`. The frame is filled in place, column by
+    column, with as few copies as pandas allows (traces get large).
     """
-    cols = {c: [] for c in columns}
-    samples, ts, units, codes = [], [], [], []
-    for code, group in enumerate(arrays):
-        first = group[0]
-        s, t = first.shape[:2]
-        u = int(np.prod(first.shape[2:], dtype=np.int64))
-        samples.append(np.repeat(np.asarray(sample_ids, np.int64), t * u))
-        ts.append(np.tile(np.repeat(np.arange(t, dtype=np.int64), u), s))
-        units.append(np.tile(np.arange(u, dtype=np.int64), s * t))
-        codes.append(np.full(s * t * u, code, np.int32))
-        for c, arr in zip(columns, group):
-            cols[c].append(np.asarray(arr).reshape(-1))
-    frame = {
-        "sample": np.concatenate(samples),
-        "t": np.concatenate(ts),
-        "node": pd.Categorical.from_codes(np.concatenate(codes), categories=list(names)),
-        "unit": np.concatenate(units),
-    }
-    for c in columns:
-        frame[c] = np.concatenate(cols[c])
-    return pd.DataFrame(frame)
+    shapes = []
+    for group in arrays:
+        s, t = group[0].shape[:2]
+        shapes.append((s, t, int(np.prod(group[0].shape[2:], dtype=np.int64))))
+    total = sum(s * t * u for s, t, u in shapes)
+    index_type = np.int32 if max(total, 1) < 2**31 else np.int64
+    keys = np.empty((3, total), index_type)  # sample, t, unit: one block for pandas
+    codes = np.empty(total, np.int8 if len(names) < 128 else np.int32)
+    dtypes = [np.result_type(*[g[i].dtype for g in arrays]) for i in range(len(columns))]
+    values = [np.empty(total, d) for d in dtypes]
+    ids = np.asarray(sample_ids, index_type)
+    off = 0
+    for code, (group, (s, t, u)) in enumerate(zip(arrays, shapes)):
+        n = s * t * u
+        keys[0, off : off + n].reshape(s, t * u)[:] = ids[:, None]
+        keys[1, off : off + n].reshape(s, t, u)[:] = np.arange(t, dtype=index_type)[None, :, None]
+        keys[2, off : off + n].reshape(s * t, u)[:] = np.arange(u, dtype=index_type)
+        codes[off : off + n] = code
+        for out, arr in zip(values, group):
+            out[off : off + n] = np.asarray(arr).reshape(-1)
+        off += n
+    df = pd.DataFrame(keys.T, columns=["sample", "t", "unit"], copy=False)
+    df.insert(2, "node", pd.Categorical.from_codes(codes, categories=list(names)))
+    for c, v in zip(columns, values):
+        df[c] = v
+    return df
 
 
 # ------------------------------------------------------------------ public
@@ -349,7 +355,8 @@ def trace(
         A DataFrame with columns `sample, t, node, unit, value`, one row per
         sample, step, node and unit. `unit` indexes the node's features
         flattened in C order (a `(4, 4, 2)` map has units 0 to 31); `node` is
-        categorical, in the order the nodes were asked for. `fbx.wide(df)`
+        categorical, in the order the nodes were asked for; `sample`, `t`
+        and `unit` are int32, `value` keeps the node's dtype. `fbx.wide(df)`
         pivots the units into columns.
 
     Example:
