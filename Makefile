@@ -41,3 +41,4 @@ lint: setup
 
 bench: setup
 	$(PY) benchmarks/run.py
+	$(PY) benchmarks/trace.py $(BENCH_ARGS)

@@ -7,7 +7,7 @@ round after round, the order rotating; the median time of each is reported
 with its ratio to `predict` and to a direct call `net(X)` (the same compiled
 loop without Keras's predict machinery). `fbx.trace(net, X, nodes="out")`
 shows what tracing costs without the extra nodes. Results are printed as a table and
-written to benchmarks/results/trace.json.
+written to benchmarks/results/trace.json (`--out DIR` for another folder).
 
 Models: the README's network (x -> d1 -> d2 -> d3 -> out, d3 fed back into d1,
 8 units) and an LSTM cell (32 inputs, 128 units) with a Dense head; batch 64,
@@ -105,6 +105,7 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one round")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=HERE / "results", help="results folder")
     args = parser.parse_args(argv)
     if args.quick:
         batch, steps, rounds, reps, sizes = 4, 10, 1, 1, {"seed": 8, "lstm": 8}
@@ -128,10 +129,8 @@ def main(argv=None):
             f"{r['model']:32} {r['contender']:20} {1000 * r['median_s']:9.2f} "
             f"{r['ratio_to_predict']:10.2f} {r['ratio_to_call']:7.2f}"
         )
-    out = HERE / "results"
-    out.mkdir(exist_ok=True)
-    name = "trace_quick.json" if args.quick else "trace.json"
-    (out / name).write_text(
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "trace.json").write_text(
         json.dumps(
             {
                 "machine": f"{os.cpu_count()} CPU cores, {platform.machine()}",
