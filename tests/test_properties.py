@@ -1,0 +1,238 @@
+"""Random step graphs, compiled by the engine, equal a step-by-step oracle.
+
+Hypothesis draws small graphs (Dense, Add, Multiply, Concatenate, activations,
+GRU/SimpleRNN/LSTM cells, forward delays, feedback edges of delay 1 to 3
+between any nodes, several inputs, constants and outputs; see
+`random_graphs.py`) and call options; `oracle.py` runs the same step model one
+timestep at a time in plain Python. Examples are derandomized, so every CI run
+checks the same graphs.
+"""
+
+import os
+import tempfile
+
+import keras
+import numpy as np
+import oracle
+import pytest
+import random_graphs
+import tensorflow as tf
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+tf.get_logger().setLevel("ERROR")  # one trace per random model is expected
+
+
+def examples(n: int):
+    return settings(
+        max_examples=n,
+        deadline=None,
+        derandomize=True,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+        phases=[Phase.explicit, Phase.generate, Phase.shrink],
+    )
+
+
+def fresh():
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(0)
+
+
+def data_for(recipe, batch, steps, seed=0):
+    rng = np.random.default_rng(seed)
+    xs = [rng.normal(size=(batch, steps, d)).astype("float32") for d in recipe["inputs"]]
+    cs = [rng.normal(size=(batch, d)).astype("float32") for d in recipe["constants"]]
+    return xs, cs
+
+
+def as_list(value):
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def assert_close(got, expected, what, recipe):
+    for i, (g, e) in enumerate(zip(as_list(got), as_list(expected))):
+        np.testing.assert_allclose(
+            np.asarray(g), np.asarray(e), rtol=1e-4, atol=1e-5, err_msg=f"{what} {i}: {recipe}"
+        )
+
+
+def draw_initial_state(data, net, batch, rng):
+    """Initial values for a random subset of edges, in each accepted form."""
+    state = {}
+    for spec in net.graph.specs:
+        form = data.draw(st.sampled_from(["none", "batched", "unbatched", "history"]))
+        if form == "batched":
+            state[spec.name] = rng.normal(size=(batch,) + spec.shape)
+        elif form == "unbatched":
+            state[spec.name] = rng.normal(size=spec.shape)
+        elif form == "history" and spec.delay > 1:
+            state[spec.name] = rng.normal(size=(batch, spec.delay) + spec.shape)
+    state = {k: v.astype("float32") for k, v in state.items()}
+    # The oracle takes every form as (batch, ...) or (batch, k, ...).
+    for_oracle = {
+        k: np.broadcast_to(v, (batch,) + v.shape) if v.ndim == len(net.graph.spec(k).shape) else v
+        for k, v in state.items()
+    }
+    return state, for_oracle
+
+
+@examples(130)
+@given(
+    recipe=random_graphs.recipes(),
+    batch=st.integers(1, 3),
+    steps=st.integers(1, 5),
+    backwards=st.booleans(),
+    sequences=st.booleans(),
+    unroll=st.booleans(),
+    masked=st.booleans(),
+    data=st.data(),
+)
+def test_forward_equals_oracle(recipe, batch, steps, backwards, sequences, unroll, masked, data):
+    """Outputs and final states under every call option: go_backwards,
+    return_sequences, unroll, a mask, initial_state and teacher forcing."""
+    fresh()
+    net = random_graphs.build(
+        recipe,
+        go_backwards=backwards,
+        return_sequences=sequences,
+        unroll=unroll,
+        return_state=True,
+    )
+    rng = np.random.default_rng(1)
+    xs, cs = data_for(recipe, batch, steps)
+    mask = rng.random((batch, steps)) < 0.7 if masked else None
+    state, state_for_oracle = draw_initial_state(data, net, batch, rng)
+    names = net.feedback_names
+    forced = data.draw(st.lists(st.sampled_from(names), unique=True, max_size=2)) if names else []
+    truths = {
+        name: rng.normal(size=(batch, steps) + net.graph.spec(name).shape).astype("float32")
+        for name in forced
+    }
+    feed = dict(zip(net.graph.input_names + net.graph.constant_names, xs + cs), **truths)
+
+    got, got_states = net(feed, mask=mask, initial_state=state)
+
+    outs, history = oracle.run(
+        net,
+        xs,
+        cs,
+        initial_state=state_for_oracle,
+        mask=mask,
+        go_backwards=backwards,
+        teachers=truths,
+    )
+    expected = outs if sequences else [o[:, -1] for o in outs]
+    assert_close(got, expected, "output", recipe)
+    want_states = oracle.final_states(net, history)
+    assert sorted(got_states) == sorted(want_states)
+    for name in want_states:
+        assert_close(got_states[name], want_states[name], f"state {name}", recipe)
+
+
+@examples(40)
+@given(
+    recipe=random_graphs.recipes(max_ops=5),
+    batch=st.integers(1, 3),
+    chunks=st.lists(st.integers(1, 3), min_size=2, max_size=4),
+)
+def test_stateful_chunks_equal_one_pass(recipe, batch, chunks):
+    """A stateful model fed the sequence in chunks equals the oracle on the whole
+    sequence; get_states equals the oracle's histories; reset_states starts over."""
+    fresh()
+    net = random_graphs.build(recipe, stateful=True)
+    xs, cs = data_for(recipe, batch, sum(chunks))
+    got, start = [], 0
+    for n in chunks:
+        got.append(as_list(net([x[:, start : start + n] for x in xs] + cs)))
+        start += n
+    got = [np.concatenate([np.asarray(g[i]) for g in got], axis=1) for i in range(len(got[0]))]
+    outs, history = oracle.run(net, xs, cs)
+    assert_close(got, outs, "output", recipe)
+    states = net.get_states()
+    for name, value in oracle.final_states(net, history).items():
+        assert_close(states[name], value, f"state {name}", recipe)
+    net.reset_states()
+    first = as_list(net([x[:, : chunks[0]] for x in xs] + cs))
+    assert_close(first, [o[:, : chunks[0]] for o in outs], "after reset", recipe)
+
+
+@examples(40)
+@given(
+    recipe=random_graphs.recipes(max_ops=5),
+    batch=st.integers(1, 3),
+    steps=st.integers(1, 5),
+    masked=st.booleans(),
+)
+def test_gradients_equal_oracle(recipe, batch, steps, masked):
+    """Backpropagation through the compiled loop equals backpropagation through
+    the oracle's Python loop, for every trainable weight."""
+    fresh()
+    net = random_graphs.build(recipe)
+    rng = np.random.default_rng(2)
+    xs, cs = data_for(recipe, batch, steps)
+    mask = rng.random((batch, steps)) < 0.7 if masked else None
+    n_out = net.graph.n_outputs
+    shapes = [(batch, steps) + tuple(t.shape[1:]) for t in net.step_model.outputs[:n_out]]
+    weights = [tf.constant(rng.normal(size=s), "float32") for s in shapes]
+
+    def loss(outputs):
+        return sum(tf.reduce_sum(w * tf.cast(o, "float32")) for w, o in zip(weights, outputs))
+
+    variables = net.trainable_variables
+    with tf.GradientTape() as tape:
+        value = loss(as_list(net(xs + cs, mask=mask, training=True)))
+    got = tape.gradient(value, variables)
+    with tf.GradientTape() as tape:
+        outs, _ = oracle.run(net, xs, cs, mask=mask, training=True)
+        ref_value = loss(outs)
+    expected = tape.gradient(ref_value, variables)
+    np.testing.assert_allclose(float(value), float(ref_value), rtol=1e-4, atol=1e-4)
+    for v, g, e in zip(variables, got, expected):
+        g = np.zeros(v.shape) if g is None else np.asarray(g)
+        e = np.zeros(v.shape) if e is None else np.asarray(e)
+        np.testing.assert_allclose(g, e, rtol=1e-3, atol=1e-4, err_msg=f"{v.path}: {recipe}")
+
+
+@examples(20)
+@given(
+    recipe=random_graphs.recipes(max_ops=5),
+    batch=st.integers(1, 3),
+    steps=st.integers(1, 5),
+    backwards=st.booleans(),
+)
+def test_save_load_equals_oracle(recipe, batch, steps, backwards):
+    """A saved and loaded random model equals the oracle of the original."""
+    fresh()
+    net = random_graphs.build(recipe, go_backwards=backwards)
+    xs, cs = data_for(recipe, batch, steps)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "net.keras")
+        net.save(path)
+        loaded = keras.saving.load_model(path)
+    assert loaded.feedback_names == net.feedback_names
+    assert [s.delay for s in loaded.graph.specs] == [s.delay for s in net.graph.specs]
+    outs, _ = oracle.run(net, xs, cs, go_backwards=backwards)
+    assert_close(loaded(xs + cs), outs, "loaded output", recipe)
+
+
+def test_oracle_can_fail():
+    """The oracle is not the engine: a wrong delay gives different outputs."""
+    fresh()
+    recipe = {
+        "inputs": [2],
+        "constants": [],
+        "feedbacks": [(3, 2, "zeros")],
+        "ops": [("concat", 0, 1), ("dense", 2, 3, "tanh")],
+        "bind": [3],
+        "outputs": [3],
+    }
+    net = random_graphs.build(recipe)
+    xs, _ = data_for(recipe, 2, 5)
+    outs, _ = oracle.run(net, xs)
+    np.testing.assert_allclose(np.asarray(net(xs)[0]), np.asarray(outs[0]), atol=1e-5)
+    recipe["feedbacks"] = [(3, 1, "zeros")]
+    fresh()
+    other = random_graphs.build(recipe)
+    other.set_weights(net.get_weights())
+    with pytest.raises(AssertionError):
+        np.testing.assert_allclose(np.asarray(other(xs)[0]), np.asarray(outs[0]), atol=1e-5)
