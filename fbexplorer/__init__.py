@@ -14,6 +14,7 @@ from fbexplorer.draw import draw
 from fbexplorer.engine import FeedbackModel
 from fbexplorer.graph import Feedback, FeedbackSpec, StepGraph, cell, delayed
 from fbexplorer.plots import plot_comparison, plot_trace
+from fbexplorer.saving import load_model
 from fbexplorer.step_cell import StepCell
 from fbexplorer.trace import chunk_summary, compare, compare_stateful, trace, wide
 
@@ -31,6 +32,7 @@ __all__ = [
     "compare_stateful",
     "delayed",
     "draw",
+    "load_model",
     "plot_comparison",
     "plot_trace",
     "trace",

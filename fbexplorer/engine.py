@@ -246,7 +246,7 @@ class FeedbackModel(keras.Model):
         length, batch = self._length_and_batch(seqs, consts, steps)
         for name, truth in teachers.items():
             self._check_teacher(name, truth, seqs, length)
-        mask = self._combine_mask(mask)
+        mask = self._check_mask(self._combine_mask(mask), length, batch)
         slots = self._initial_slots(batch, initial_state, seqs + consts)
         run = self._compiled_run() if _compile_eager_calls((seqs + consts)[0]) else self._run
         # With sequences, _run reads the length from them (inside a compiled
@@ -461,6 +461,12 @@ class FeedbackModel(keras.Model):
         for i, (name, value) in enumerate(zip(names, flat)):
             ref = model_inputs[i]
             value = ops.convert_to_tensor(value)
+            if keras.backend.standardize_dtype(value.dtype) == "string":
+                raise ValueError(
+                    f"{self._label()}: input '{name}' holds strings; the model expects "
+                    f"numbers of dtype {ref.dtype}. Encode text as numbers first (for "
+                    f"example with keras.layers.StringLookup)."
+                )
             is_seq = i < len(g.input_names)
             want = (len(ref.shape) + 1) if is_seq else len(ref.shape)
             got = tuple(value.shape)
@@ -540,6 +546,19 @@ class FeedbackModel(keras.Model):
                 f"steps, but the inputs have {length}. Give one value per step."
             )
 
+    def _check_mask(self, mask, length, batch):
+        if mask is None:
+            return None
+        want = (batch, length)
+        got = tuple(mask.shape)
+        if any(isinstance(w, int) and g is not None and w != g for w, g in zip(want, got)):
+            raise ValueError(
+                f"{self._label()}: the mask has shape {got}, but the inputs have batch "
+                f"{batch} and {length} steps. Give one mask value per sample and step: "
+                f"shape ({batch}, {length})."
+            )
+        return mask
+
     def _combine_mask(self, mask):
         if mask is None:
             return None
@@ -571,6 +590,17 @@ class FeedbackModel(keras.Model):
         k = spec.delay
         if shape == spec.shape:
             return [ops.broadcast_to(value[None], (batch,) + spec.shape)] * k
+        if (
+            len(shape) > len(spec.shape)
+            and isinstance(batch, int)
+            and shape[0] is not None
+            and shape[0] != batch
+        ):
+            raise ValueError(
+                f"{self._label()}: initial_state['{spec.name}'] has a batch of "
+                f"{shape[0]}, but the inputs have a batch of {batch}. Give one value per "
+                f"sample, or an unbatched ({', '.join(map(str, spec.shape))}) shared by all."
+            )
         if len(shape) == len(spec.shape) + 1 and shape[1:] == spec.shape:
             return [value] * k
         if k > 1 and len(shape) == len(spec.shape) + 2 and shape[1:] == (k,) + spec.shape:
@@ -861,6 +891,17 @@ class FeedbackModel(keras.Model):
         return pack([ops.convert_to_numpy(o) for o in outs], g.output_structure)
 
     # -------------------------------------------------------------- keras API
+    def save(self, filepath, overwrite=True, zipped=None, **kwargs):
+        """`keras.Model.save`, atomic for a local `.keras` file.
+
+        The archive is written to a temporary file in the same directory and
+        moved over `filepath` only when complete: a save that fails halfway
+        leaves an existing file untouched.
+        """
+        from fbexplorer.saving import save_atomically
+
+        return save_atomically(super().save, filepath, overwrite=overwrite, zipped=zipped, **kwargs)
+
     def summary(self, *args, **kwargs):
         """The step model's layers (one timestep), then the delayed edges."""
         self.step_model.summary(*args, **kwargs)

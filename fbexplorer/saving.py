@@ -1,0 +1,122 @@
+"""Saving that never loses a model, and loading with errors that name the file.
+
+Keras writes a `.keras` archive in place: a save that fails halfway (a full
+disk, an exception while serializing) leaves a truncated file where the good
+one was. `save_atomically` writes to a temporary file in the same directory
+and moves it over the target only once it is complete. `load_model` checks
+the archive first, so that a truncated or corrupted file gets an error that
+names it (Keras reports such a file as "File not found").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import zipfile
+import zlib
+
+import keras
+
+__all__ = ["load_model", "save_atomically"]
+
+
+def _local_archive(filepath, zipped=None) -> bool:
+    if isinstance(filepath, (str, os.PathLike)):
+        path = os.fspath(filepath)
+        return path.endswith(".keras") and "://" not in path and zipped is not False
+    return False
+
+
+def _new_file_mode(path: str) -> int:
+    if os.path.exists(path):
+        return os.stat(path).st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def save_atomically(save, filepath, *, overwrite: bool = True, zipped=None, **kwargs):
+    """Run `save` on a temporary file beside `filepath`, then move it there.
+
+    Args:
+        save: the save function, `save(path, overwrite=..., zipped=..., **kwargs)`.
+        filepath: the target; only a local `.keras` archive is written
+            atomically, anything else goes straight to `save`.
+        overwrite: replace an existing file without asking.
+        zipped: as for `keras.Model.save`.
+        **kwargs: passed to `save`.
+
+    Example:
+        >>> save_atomically(keras.Model.save.__get__(net), "net.keras")
+    """
+    if not _local_archive(filepath, zipped):
+        return save(filepath, overwrite=overwrite, zipped=zipped, **kwargs)
+    path = os.fspath(filepath)
+    if os.path.exists(path) and not overwrite:
+        from keras.src.utils.io_utils import ask_to_proceed_with_overwrite
+
+        if not ask_to_proceed_with_overwrite(path):
+            return None
+    directory = os.path.dirname(os.path.abspath(path))
+    mode = _new_file_mode(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".keras", dir=directory)
+    os.close(fd)
+    try:
+        save(tmp, overwrite=True, zipped=zipped, **kwargs)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+    return None
+
+
+def load_model(filepath, custom_objects=None, compile: bool = True, safe_mode: bool = True):
+    """`keras.saving.load_model`, with a clear error for a damaged archive.
+
+    Args:
+        filepath: the `.keras` file (or anything `keras.saving.load_model` takes).
+        custom_objects: as for `keras.saving.load_model` (not needed for
+            fbexplorer's own classes).
+        compile: restore the compiled state.
+        safe_mode: as for `keras.saving.load_model`.
+
+    Returns:
+        The model.
+
+    Raises:
+        FileNotFoundError: no file at `filepath`.
+        ValueError: the file is not a valid `.keras` archive (truncated or
+            corrupted), naming the file.
+
+    Example:
+        >>> net = fbx.load_model("net.keras")
+    """
+    kwargs = dict(custom_objects=custom_objects, compile=compile, safe_mode=safe_mode)
+    if not _local_archive(filepath):
+        return keras.saving.load_model(filepath, **kwargs)
+    path = os.fspath(filepath)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"No such file: '{path}'.")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(_damaged(path, "it is not a zip archive"))
+    with zipfile.ZipFile(path) as archive:
+        names = set(archive.namelist())
+    missing = [n for n in ("config.json", "metadata.json") if n not in names]
+    if not names & {"model.weights.h5", "model.weights.npz"}:
+        missing.append("model.weights.h5")
+    if missing:
+        raise ValueError(_damaged(path, f"it has no {missing[0]}"))
+    try:
+        return keras.saving.load_model(path, **kwargs)
+    except (zipfile.BadZipFile, zlib.error, EOFError) as err:
+        raise ValueError(_damaged(path, str(err))) from err
+
+
+def _damaged(path: str, why: str) -> str:
+    return (
+        f"'{path}' is not a valid .keras archive ({why}): the file is truncated or "
+        f"corrupted. Load an intact copy, or save the model again."
+    )
