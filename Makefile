@@ -2,6 +2,7 @@
 #   make test   set up .venv (and graphviz) and run the whole test suite
 #   make lab    the same setup, then JupyterLab on notebooks/
 #   make lint   ruff
+#   make bench  the benchmarks (benchmarks/README.md); BENCH_ARGS=--quick for a smoke run
 #
 # TensorFlow: TF_EXTRA=tf-cpu (default, the CPU-only build) or TF_EXTRA=tf
 # (the `tensorflow` package, with CUDA support where a GPU is present).
@@ -40,5 +41,5 @@ lint: setup
 	$(PY) -m ruff check fbexplorer tests benchmarks
 
 bench: setup
-	$(PY) benchmarks/run.py
+	$(PY) benchmarks/run.py $(BENCH_ARGS)
 	$(PY) benchmarks/trace.py $(BENCH_ARGS)
