@@ -74,10 +74,16 @@ def test_seed_network_every_node_equals_numpy_loop(seq):
     assert not df.duplicated(["sample", "t", "node", "unit"]).any()
 
 
-def test_trace_equals_the_models_own_outputs(seq):
+def test_trace_equals_the_models_own_outputs_and_leaves_the_model_alone(seq, tmp_path):
     net = seed_network()
+    n_weights, n_layers = len(net.weights), len(net.step_model.layers)
     out = as_array(fbx.trace(net, seq, nodes="out"), "out")
     np.testing.assert_array_equal(out, np.asarray(net(seq)))
+    # The probe shares the step's layers but is not part of the model.
+    assert (len(net.weights), len(net.step_model.layers)) == (n_weights, n_layers)
+    net.save(tmp_path / "net.keras")
+    again = keras.saving.load_model(tmp_path / "net.keras")
+    np.testing.assert_allclose(as_array(fbx.trace(again, seq, nodes="out"), "out"), out, atol=1e-6)
 
 
 def test_lstm_states_equal_keras_lstm(rng):
@@ -165,12 +171,14 @@ def test_initial_state_and_samples(seq):
     np.testing.assert_allclose(as_array(df, "d3"), ref["d3"], atol=1e-5)
 
 
-def test_long_sequences_run_in_passes_with_the_same_values(seq, monkeypatch):
+def test_long_sequences_run_in_passes_with_the_same_values(seq, monkeypatch, capsys):
     for backwards in (False, True):
         net = seed_network(go_backwards=backwards)
         whole = fbx.trace(net, seq, nodes=["d3", "loop"])
+        assert "chunk" not in capsys.readouterr().err  # no progress bar for short runs
         monkeypatch.setattr(trace_module, "CHUNK_STEPS", 4)
-        parts = fbx.trace(net, seq, nodes=["d3", "loop"], progress=False)
+        parts = fbx.trace(net, seq, nodes=["d3", "loop"])
+        assert "3/3" in capsys.readouterr().err  # a progress bar over 3 passes
         monkeypatch.setattr(trace_module, "CHUNK_STEPS", 2000)
         pd.testing.assert_frame_equal(whole, parts)
         expected = np.asarray(net(seq))  # processing order, as go_backwards returns it
