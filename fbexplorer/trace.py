@@ -16,7 +16,11 @@ Node names:
       placeholder receives at step t, its source's value from step t - delay;
     - cell states by their state name (`"lstm/h"`, `"lstm/c"`, a nested
       model's `"inner/loop"`): the state the cell hands on from step t to
-      step t + 1, as `keras.layers.LSTM(return_sequences=True)` reports `h`.
+      step t + 1, as `keras.layers.LSTM(return_sequences=True)` reports `h`;
+      the cell's layer name (`"lstm"`) gives its output. (A cell called
+      directly with explicit `Feedback` states is an ordinary layer with
+      several outputs: `"lstm[0]"` is its output, `"lstm[1]"` ... its new
+      states.)
 """
 
 from __future__ import annotations
@@ -59,10 +63,10 @@ def _probes(net) -> _Probes:
     return cache
 
 
-def _check_model(net):
+def _check_model(net, what: str = "trace"):
     if not (hasattr(net, "step_model") and hasattr(net, "_run") and hasattr(net, "graph")):
         raise ValueError(
-            f"fbx.trace expects a FeedbackModel. Received: {type(net).__name__}. Build one "
+            f"fbx.{what} expects a FeedbackModel. Received: {type(net).__name__}. Build one "
             f"with fbx.FeedbackModel(inputs, outputs, feedback=...)."
         )
 
@@ -88,6 +92,7 @@ def _catalog(net) -> dict:
         if spec.kind != "cell":
             found[spec.name] = ("delayed", tensor)
     constant_ops = {id(sm.inputs[n_in + j]._keras_history.operation) for j in range(n_const)}
+    cells = {spec.cell for spec in g.specs if spec.kind == "cell"}
     calls = {}
     for depth in sorted(sm._nodes_by_depth, reverse=True):
         for node in sm._nodes_by_depth[depth]:
@@ -95,7 +100,7 @@ def _catalog(net) -> dict:
             if node.is_input or id(op) in placeholders or id(op) in constant_ops:
                 continue
             outs = list(node.output_tensors)
-            if hasattr(op, "state_size"):  # a cell: its states come by state name
+            if op.name in cells and hasattr(op, "state_size"):  # states come by state name
                 n_states = len(_state_shapes(op)[0])
                 outs = outs[: len(outs) - n_states] or outs[:1]
             k = calls.get(id(op), 0)
@@ -116,7 +121,7 @@ def _catalog(net) -> dict:
     return found
 
 
-def _resolve_nodes(net, nodes) -> list[str]:
+def _resolve_nodes(net, nodes, what: str = "trace") -> list[str]:
     catalog = _catalog(net)
     if nodes is None:
         return [n for n, (kind, _) in catalog.items() if kind != "constant"]
@@ -124,11 +129,11 @@ def _resolve_nodes(net, nodes) -> list[str]:
         nodes = [nodes]
     nodes = list(dict.fromkeys(nodes))
     if not nodes:
-        raise ValueError("fbx.trace: `nodes` is empty. Name at least one node, or pass None.")
+        raise ValueError(f"fbx.{what}: `nodes` is empty. Name at least one node, or pass None.")
     unknown = [n for n in nodes if n not in catalog]
     if unknown:
         raise ValueError(
-            f"fbx.trace: model '{net.name}' has no node '{unknown[0]}'. Known nodes: "
+            f"fbx.{what}: model '{net.name}' has no node '{unknown[0]}'. Known nodes: "
             f"{list(catalog)}."
         )
     return nodes
@@ -152,26 +157,26 @@ def _compiled(net, names: tuple):
 
 
 # ------------------------------------------------------------- preparation
-def _batch_index(samples, batch: int) -> np.ndarray:
+def _batch_index(samples, batch: int, what: str) -> np.ndarray:
     if samples is None:
         return np.arange(batch)
     if isinstance(samples, (int, np.integer)) and not isinstance(samples, bool):
         if not 1 <= samples <= batch:
             raise ValueError(
-                f"fbx.trace: samples={samples} asks for the first {samples} samples, but the "
+                f"fbx.{what}: samples={samples} asks for the first {samples} samples, but the "
                 f"batch has {batch}. Give 1 to {batch}, or a list of sample indices."
             )
         return np.arange(int(samples))
     index = np.asarray(samples)
     if index.ndim != 1 or index.size == 0 or not np.issubdtype(index.dtype, np.integer):
         raise ValueError(
-            f"fbx.trace: `samples` is a number of samples or a list of sample indices. "
+            f"fbx.{what}: `samples` is a number of samples or a list of sample indices. "
             f"Received: samples={samples!r}"
         )
     bad = index[(index < 0) | (index >= batch)]
     if bad.size:
         raise ValueError(
-            f"fbx.trace: sample index {int(bad[0])} is out of range for a batch of {batch}."
+            f"fbx.{what}: sample index {int(bad[0])} is out of range for a batch of {batch}."
         )
     return index
 
@@ -179,15 +184,15 @@ def _batch_index(samples, batch: int) -> np.ndarray:
 class _Prepared:
     """Inputs parsed as `FeedbackModel.call` does, cut down to the chosen samples."""
 
-    def __init__(self, net, inputs, samples, initial_state, mask, steps, carried):
+    def __init__(self, net, inputs, samples, initial_state, mask, steps, carried, what):
         seqs, consts, teachers = net._unpack(inputs)
         length, batch = net._length_and_batch(seqs, consts, steps)
         if not isinstance(batch, int) or not isinstance(length, int):
-            raise ValueError("fbx.trace needs concrete arrays (a known batch size and length).")
+            raise ValueError(f"fbx.{what} needs concrete arrays (a known batch size and length).")
         for name, truth in teachers.items():
             net._check_teacher(name, truth, seqs, length)
         mask = net._combine_mask(mask)
-        self.index = _batch_index(samples, batch)
+        self.index = _batch_index(samples, batch, what)
         take = None if samples is None else self.index
 
         def cut(v):
@@ -199,7 +204,7 @@ class _Prepared:
         self.mask = None if mask is None else cut(mask)
         self.length = length
         self.batch = len(self.index)
-        self.slots = _start_slots(net, batch, self.index, take, initial_state, carried)
+        self.slots = _start_slots(net, batch, self.index, take, initial_state, carried, what)
 
     def window(self, net, start: int, stop: int):
         """The arguments of the loop for processing steps [start, stop)."""
@@ -211,7 +216,7 @@ class _Prepared:
         return seqs, teachers, mask, (None if seqs else stop - start)
 
 
-def _start_slots(net, batch, index, take, initial_state, carried):
+def _start_slots(net, batch, index, take, initial_state, carried, what):
     """The loop's starting slots for the chosen samples.
 
     `initial_state` entries first; else, with `carried`, a stateful model's
@@ -222,14 +227,14 @@ def _start_slots(net, batch, index, take, initial_state, carried):
     unknown = [k for k in overrides if k not in net.feedback_names]
     if unknown:
         raise ValueError(
-            f"fbx.trace: initial_state names '{unknown[0]}', which is not a feedback of "
+            f"fbx.{what}: initial_state names '{unknown[0]}', which is not a feedback of "
             f"model '{net.name}'. Known: {net.feedback_names}."
         )
     stored = None
     if carried and net.stateful and net._store.slots is not None:
         if net._store.batch_size != batch:
             raise ValueError(
-                f"fbx.trace: model '{net.name}' is stateful and carries state for a batch "
+                f"fbx.{what}: model '{net.name}' is stateful and carries state for a batch "
                 f"of {net._store.batch_size}, but the inputs have {batch} samples. Trace "
                 f"a batch of {net._store.batch_size}, pass initial_state=, or call "
                 f"reset_states(batch_size={batch}) first."
@@ -365,7 +370,7 @@ def trace(
     """
     _check_model(model)
     names = _resolve_nodes(model, nodes)
-    prep = _Prepared(model, inputs, samples, initial_state, mask, steps, carried=True)
+    prep = _Prepared(model, inputs, samples, initial_state, mask, steps, True, "trace")
     bounds = _bounds(prep.length, CHUNK_STEPS)
     arrays, _ = _run_windows(model, prep, names, bounds, prep.slots, progress)
     return _tidy(names, [[a] for a in arrays], prep.index)
@@ -430,9 +435,9 @@ def compare_stateful(
         >>> cmp = fbx.compare_stateful(net, seq, chunks=4, nodes="d3")
         >>> fbx.chunk_summary(cmp)
     """
-    _check_model(model)
-    names = _resolve_nodes(model, nodes)
-    prep = _Prepared(model, inputs, samples, initial_state, mask, None, carried=False)
+    _check_model(model, "compare_stateful")
+    names = _resolve_nodes(model, nodes, "compare_stateful")
+    prep = _Prepared(model, inputs, samples, initial_state, mask, None, False, "compare_stateful")
     bounds = _chunk_bounds(prep.length, chunks)
     show = (prep.length > 2 * CHUNK_STEPS) if progress is None else bool(progress)
     order = [("stateful", b) for b in bounds] + [("stateless", b) for b in bounds]
