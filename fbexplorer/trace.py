@@ -419,11 +419,11 @@ def compare_stateful(
         chunks: the number of chunks, 1 to the sequence length.
         nodes: node names as for `trace` (default: all but constants).
         samples: as for `trace`.
-        initial_state: `{feedback name: value}`, where both runs start each
-            time they start.
+        initial_state: `{feedback name: value}`: where both runs start, and
+            where the stateless run restarts at every chunk.
         mask: `(batch, time)` booleans, as for a call.
-        progress: show a progress bar over the chunks (default: more than
-            one pass of `CHUNK_STEPS` per run).
+        progress: show a progress bar over the chunks (default: for
+            sequences longer than twice `CHUNK_STEPS`).
 
     Returns:
         A DataFrame with columns `sample, t, chunk, node, unit, stateful,
