@@ -10,6 +10,7 @@ h3 = keras.layers.Dense(5, name="d3")(keras.layers.Dense(5, name="d2")(h1))
 net = fbx.FeedbackModel(inputs=x, outputs=h3, feedback={"loop": h3})
 """
 
+from fbexplorer import zoo  # registers the zoo's layers for load_model
 from fbexplorer.draw import draw
 from fbexplorer.engine import FeedbackModel
 from fbexplorer.graph import Feedback, FeedbackSpec, StepGraph, cell, delayed
@@ -37,4 +38,5 @@ __all__ = [
     "plot_trace",
     "trace",
     "wide",
+    "zoo",
 ]
