@@ -246,6 +246,8 @@ def test_vrnn_generates_from_the_prior(rng):
     prefix = rng.normal(size=(3, 4, 2)).astype("float32")
     x_hat, kl = net.generate(prefix, steps=6)
     assert x_hat.shape == (3, 6, 2) and kl.shape == (3, 6, 1)
+    with pytest.raises(ValueError, match=r"feed must map every per-step input \['x'\]"):
+        net.generate(prefix, steps=2, feed={"y": 0})
     # Sampled: two runs differ; and the switches are back on the data afterwards.
     again, _ = net.generate(prefix, steps=6)
     assert np.abs(x_hat - again).max() > 1e-6

@@ -195,8 +195,10 @@ class VariationalModel(FeedbackModel):
         unknown = [k for k in feed if k not in self.graph.input_names]
         if unknown or len(feed) != len(self.graph.input_names):
             raise ValueError(
-                f"{self._label()}: feed maps every per-step input {self.graph.input_names} "
-                f"to an output. Received: feed={feed!r}"
+                f"{self._label()}: feed must map every per-step input "
+                f"{self.graph.input_names} to an output, such as "
+                f"feed={{'{self.graph.input_names[0]}': 0}} (the reconstruction), or be "
+                f"left out. Received: feed={feed!r}"
             )
         feed_idx = {self.graph.input_names.index(k): self._output_index(v) for k, v in feed.items()}
         seqs, consts, _ = self._unpack(inputs)
