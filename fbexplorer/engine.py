@@ -757,6 +757,14 @@ class FeedbackModel(keras.Model):
         """Fix (or check) a stateful model's batch size before Keras's loops."""
         if not self.stateful or x is None:
             return
+        strategy = getattr(self, "distribute_strategy", None)
+        replicas = getattr(strategy, "num_replicas_in_sync", 1)
+        if replicas > 1:
+            raise ValueError(
+                f"{self._label()} is stateful, but its distribution strategy runs "
+                f"{replicas} replicas, and the carried state is kept for one. Train a "
+                f"stateless model under the strategy, or the stateful one on one device."
+            )
         n, batched = self._first_dim(x)
         if n is None:
             return

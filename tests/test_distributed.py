@@ -11,6 +11,8 @@ import subprocess
 import sys
 import textwrap
 
+from test_error_catalogue import catalogue
+
 SCRIPT = textwrap.dedent(
     """
     import numpy as np
@@ -56,6 +58,17 @@ SCRIPT = textwrap.dedent(
     for a, b, v in zip(one.get_weights(), two.get_weights(), one.weights):
         np.testing.assert_allclose(a, b, atol=1e-5, err_msg=v.path)
     np.testing.assert_allclose(two.predict(X, verbose=0), one.predict(X, verbose=0), atol=1e-5)
+
+    with strategy.scope():
+        x = keras.Input((3,), name="x")
+        loop = fbx.Feedback((4,), name="loop")
+        h = keras.layers.Dense(4, name="h")(keras.layers.Concatenate()([x, loop]))
+        stateful = fbx.FeedbackModel(x, h, feedback={"loop": h}, stateful=True, name="net")
+        stateful.compile("sgd", "mse")
+    try:
+        stateful.fit(X[:16], Y[:16, :, :1].repeat(4, -1), batch_size=8, verbose=0)
+    except ValueError as err:
+        print("STATEFUL:", " ".join(str(err).split()))
     print("MIRRORED OK", len(start), "weights, largest change", moved)
     """
 )
@@ -67,6 +80,9 @@ def test_mirrored_strategy_on_two_cpus_equals_one_device():
         [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600
     )
     assert proc.returncode == 0 and "MIRRORED OK" in proc.stdout, proc.stderr[-3000:]
+    # A stateful model under a strategy of several replicas gets the documented error.
+    documented = catalogue()["stateful-several-replicas"].split(": ", 1)[1]
+    assert f"STATEFUL: {documented}" in proc.stdout, proc.stdout
 
 
 JAX_SCRIPT = textwrap.dedent(
