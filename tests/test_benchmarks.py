@@ -163,3 +163,13 @@ def test_interleave_rotates_the_order():
     samples = common.interleave(fns, rounds=3, reps=1)
     assert calls == list("abc") + list("abc") + list("bca") + list("cab")
     assert all(len(v) == 3 for v in samples.values())
+
+
+def test_run_py_runs_every_script():
+    sys.path.insert(0, str(BENCH))
+    try:
+        import run
+    finally:
+        sys.path.remove(str(BENCH))
+    assert set(run.SCRIPTS) == {f"{name}.py" for name in SCRIPTS}
+    assert all((BENCH / name).is_file() for name in run.SCRIPTS)
