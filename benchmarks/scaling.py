@@ -11,13 +11,15 @@ Two sweeps:
 Times (training step and inference, medians of interleaved rounds) are taken
 in this one process; at large T a round makes fewer calls (reps * 100 / T, at
 least one). Peak memory and first-fit time are taken in a fresh subprocess per
-point: it imports everything, pays TensorFlow's one-time costs, records its
-resident-set high-water mark (`resource.getrusage(RUSAGE_SELF).ru_maxrss`,
-the whole process: Python, TensorFlow, the model, the tensors of the
-training step), then builds the model and makes the first training step
+point: it imports everything, pays TensorFlow's one-time costs, makes the
+input data, records its resident-set high-water mark
+(`resource.getrusage(RUSAGE_SELF).ru_maxrss`, the whole process: Python,
+TensorFlow, the data), then builds the model, makes the first training step
 (first fit) and two more, and records the high-water mark again. The
-difference, "MiB over base", is what the training step costs; divided by T
-it should stay flat if memory is linear in T.
+difference, "MiB over base", is what the model and its training step cost;
+"KiB per step/edge" is how much it grew from the previous point per added
+step (T sweep) or per added edge (edges sweep): constant along the T sweep
+means memory linear in T.
 
 Run: python benchmarks/scaling.py [--quick] [--jit]
 """
