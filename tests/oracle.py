@@ -59,6 +59,7 @@ def run(
     go_backwards: bool = False,
     teachers: dict | None = None,
     training: bool = False,
+    steps: int | None = None,
 ):
     """Run `net`'s step model over the sequences, one step at a time.
 
@@ -73,6 +74,7 @@ def run(
         go_backwards: process the time axis in reverse.
         teachers: `{edge name: ground truth (batch, time, ...)}`.
         training: passed to the step model.
+        steps: the number of steps when there are no per-step inputs.
 
     Returns:
         `(outputs, history)`: the list of per-step outputs stacked to
@@ -84,8 +86,9 @@ def run(
     constants = list(constants or [])
     specs = net.graph.specs
     n_out = net.graph.n_outputs
-    batch = int(np.shape(inputs[0])[0])
-    steps = int(np.shape(inputs[0])[1])
+    batch = int(np.shape((list(inputs) + constants)[0])[0])
+    if inputs:
+        steps = int(np.shape(inputs[0])[1])
     if history is None:
         history = initial_history(net, batch, initial_state)
     history = {k: list(v) for k, v in history.items()}

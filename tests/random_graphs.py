@@ -19,14 +19,27 @@ CELLS = {
     "rnn": keras.layers.SimpleRNNCell,
     "lstm": keras.layers.LSTMCell,
 }
-OPS = ["dense", "dense", "add", "mul", "concat", "act", "cell", "delay"]
+CELL_OPS = ("cell", "shared", "nested", "stacked")
+OPS = [
+    "dense",
+    "dense",
+    "add",
+    "mul",
+    "concat",
+    "act",
+    "cell",
+    "delay",
+    "shared",
+    "nested",
+    "stacked",
+]
 
 
 @st.composite
-def recipes(draw, max_ops: int = 6, cells: bool = True, max_inputs: int = 2):
+def recipes(draw, max_ops: int = 6, cells: bool = True, n_inputs=(1, 2), n_constants=(0, 1)):
     """A random step graph: inputs, constants, feedbacks, operations, outputs."""
-    inputs = draw(st.lists(st.integers(1, 4), min_size=1, max_size=max_inputs))
-    constants = draw(st.lists(st.integers(1, 3), max_size=1))
+    inputs = draw(st.lists(st.integers(1, 4), min_size=n_inputs[0], max_size=n_inputs[1]))
+    constants = draw(st.lists(st.integers(1, 3), min_size=n_constants[0], max_size=n_constants[1]))
     feedbacks = draw(
         st.lists(
             st.tuples(st.integers(2, 4), st.integers(1, 3), st.sampled_from(["zeros", "ones"])),
@@ -39,7 +52,7 @@ def recipes(draw, max_ops: int = 6, cells: bool = True, max_inputs: int = 2):
     n_ops = draw(st.integers(1, max_ops))
     for i in range(n_ops):
         pool = n_leaves + i
-        kind = draw(st.sampled_from(OPS if cells else [k for k in OPS if k != "cell"]))
+        kind = draw(st.sampled_from(OPS if cells else [k for k in OPS if k not in CELL_OPS]))
         # Favour the newest node, so that chains (and consumed delays) form.
         a = draw(st.one_of(st.just(pool - 1), st.integers(0, pool - 1)))
         b = draw(st.integers(0, pool - 1))
@@ -49,8 +62,12 @@ def recipes(draw, max_ops: int = 6, cells: bool = True, max_inputs: int = 2):
             ops_.append((kind, a, b))
         elif kind == "act":
             ops_.append(("act", a, draw(st.sampled_from(["tanh", "sigmoid"]))))
-        elif kind == "cell":
-            ops_.append(("cell", a, draw(st.sampled_from(sorted(CELLS))), draw(st.integers(2, 4))))
+        elif kind in ("cell", "stacked"):
+            ops_.append((kind, a, draw(st.sampled_from(sorted(CELLS))), draw(st.integers(2, 4))))
+        elif kind == "shared":
+            ops_.append(("shared", a))
+        elif kind == "nested":
+            ops_.append(("nested", a, draw(st.integers(2, 3)), draw(st.integers(1, 2))))
         else:
             ops_.append(("delay", a, draw(st.integers(1, 3))))
     computed = list(range(n_leaves, n_leaves + n_ops))
@@ -76,11 +93,20 @@ def _match(t, width: int):
     return t if _width(t) == width else keras.layers.Dense(width)(t)
 
 
-def build(recipe: dict, **model_kwargs):
+def _inner_model(width: int, units: int, delay: int):
+    """x -> tanh(Dense([x, loop])), fed back with `delay`: a block to nest."""
+    x = keras.Input((width,))
+    loop = fbx.Feedback((units,), name="inner", delay=delay)
+    h = keras.layers.Dense(units, activation="tanh")(keras.layers.Concatenate()([x, loop]))
+    return fbx.FeedbackModel(x, h, feedback={"inner": h})
+
+
+def build(recipe: dict, echo: bool = False, **model_kwargs):
     """The FeedbackModel a recipe describes.
 
     Every input, constant and feedback placeholder ends up used: any left
-    unused by the operations joins an extra output.
+    unused by the operations joins an extra output. `echo=True` adds an output
+    `echo` of the first input's shape, to feed back in closed-loop generation.
     """
     nodes = []
     inputs = [keras.Input((d,), name=f"x{i}") for i, d in enumerate(recipe["inputs"])]
@@ -93,6 +119,7 @@ def build(recipe: dict, **model_kwargs):
     nodes += inputs + constants + placeholders
     leaves = len(nodes)
     deps = [{i} for i in range(leaves)]  # the leaves each node depends on
+    cells = []  # (cell layer, its input width), for reuse
     for op in recipe["ops"]:
         kind, a = op[0], op[1]
         x = nodes[a]
@@ -108,7 +135,20 @@ def build(recipe: dict, **model_kwargs):
         elif kind == "act":
             y = keras.layers.Activation(op[2])(x)
         elif kind == "cell":
-            y = fbx.cell(CELLS[op[2]](op[3]))(x)
+            layer = CELLS[op[2]](op[3])
+            y = fbx.cell(layer)(x)
+            cells.append((layer, _width(x)))
+        elif kind == "stacked":
+            layer = keras.layers.StackedRNNCells([CELLS[op[2]](op[3]), CELLS[op[2]](2)])
+            y = fbx.cell(layer)(x)
+        elif kind == "shared":  # a second use of an earlier cell: shared weights
+            if cells:
+                layer, width = cells[-1]
+                y = fbx.cell(layer)(_match(x, width))
+            else:
+                y = fbx.cell(keras.layers.SimpleRNNCell(2))(x)
+        elif kind == "nested":  # a small feedback model as one block of this one
+            y = fbx.cell(_inner_model(_width(x), op[2], op[3]))(x)
         else:
             y = fbx.delayed(x, steps=op[2])
         nodes.append(y)
@@ -117,6 +157,8 @@ def build(recipe: dict, **model_kwargs):
     unused = [nodes[i] for i in range(leaves) if i not in reached]
     if unused:
         outputs.append(keras.layers.Dense(2)(keras.layers.Concatenate()([outputs[0]] + unused)))
+    if echo:
+        outputs.append(keras.layers.Dense(recipe["inputs"][0], name="echo")(outputs[0]))
     feedback = {
         f"fb{i}": _match(nodes[src], _width(ph))
         for i, (ph, src) in enumerate(zip(placeholders, recipe["bind"]))

@@ -134,26 +134,48 @@ def test_forward_equals_oracle(recipe, batch, steps, backwards, sequences, unrol
     recipe=random_graphs.recipes(max_ops=5),
     batch=st.integers(1, 3),
     chunks=st.lists(st.integers(1, 3), min_size=2, max_size=4),
+    how=st.lists(st.sampled_from(["call", "masked", "predict"]), min_size=4, max_size=4),
 )
-def test_stateful_chunks_equal_one_pass(recipe, batch, chunks):
-    """A stateful model fed the sequence in chunks equals the oracle on the whole
-    sequence; get_states equals the oracle's histories; reset_states starts over."""
+def test_stateful_chunks_equal_one_pass(recipe, batch, chunks, how):
+    """A stateful model fed the sequence in chunks (direct calls, masked calls or
+    predict, mixed) equals the oracle on the whole sequence; get_states equals the
+    oracle's histories; reset_states starts over."""
     fresh()
     net = random_graphs.build(recipe, stateful=True)
     xs, cs = data_for(recipe, batch, sum(chunks))
+    mask = np.random.default_rng(3).random((batch, sum(chunks))) < 0.7
     got, start = [], 0
-    for n in chunks:
-        got.append(as_list(net([x[:, start : start + n] for x in xs] + cs)))
+    for n, way in zip(chunks, how):
+        part = [x[:, start : start + n] for x in xs] + cs
+        if way == "predict":
+            mask[:, start : start + n] = True
+            got.append(as_list(net.predict(part, batch_size=batch, verbose=0)))
+        else:
+            mask[:, start : start + n] |= way == "call"
+            got.append(as_list(net(part, mask=mask[:, start : start + n])))
         start += n
+    mask[:, start:] = True
     got = [np.concatenate([np.asarray(g[i]) for g in got], axis=1) for i in range(len(got[0]))]
-    outs, history = oracle.run(net, xs, cs)
-    assert_close(got, outs, "output", recipe)
+    outs, history = oracle.run(net, xs, cs, mask=mask)
+    # A masked step repeats the previous output; at the start of a call (as in
+    # keras.layers.RNN) that is zeros, not the previous call's last output.
+    expected = [np.asarray(o).copy() for o in outs]
+    bounds = np.cumsum([0] + chunks)
+    for o in expected:
+        for b in range(batch):
+            for first, end in zip(bounds[:-1], bounds[1:]):
+                t = first
+                while t < end and not mask[b, t]:
+                    o[b, t] = 0
+                    t += 1
+    assert_close(got, expected, "output", recipe)
     states = net.get_states()
     for name, value in oracle.final_states(net, history).items():
         assert_close(states[name], value, f"state {name}", recipe)
     net.reset_states()
     first = as_list(net([x[:, : chunks[0]] for x in xs] + cs))
-    assert_close(first, [o[:, : chunks[0]] for o in outs], "after reset", recipe)
+    outs, _ = oracle.run(net, [x[:, : chunks[0]] for x in xs], cs)
+    assert_close(first, outs, "after reset", recipe)
 
 
 @examples(40)
@@ -162,15 +184,23 @@ def test_stateful_chunks_equal_one_pass(recipe, batch, chunks):
     batch=st.integers(1, 3),
     steps=st.integers(1, 5),
     masked=st.booleans(),
+    backwards=st.booleans(),
+    forced=st.booleans(),
 )
-def test_gradients_equal_oracle(recipe, batch, steps, masked):
+def test_gradients_equal_oracle(recipe, batch, steps, masked, backwards, forced):
     """Backpropagation through the compiled loop equals backpropagation through
-    the oracle's Python loop, for every trainable weight."""
+    the oracle's Python loop, for every trainable weight (with a mask,
+    go_backwards and teacher forcing of the first edge)."""
     fresh()
-    net = random_graphs.build(recipe)
+    net = random_graphs.build(recipe, go_backwards=backwards)
     rng = np.random.default_rng(2)
     xs, cs = data_for(recipe, batch, steps)
     mask = rng.random((batch, steps)) < 0.7 if masked else None
+    spec = net.graph.specs[0]
+    truths = {}
+    if forced:
+        truths[spec.name] = rng.normal(size=(batch, steps) + spec.shape).astype("float32")
+    feed = dict(zip(net.graph.input_names + net.graph.constant_names, xs + cs), **truths)
     n_out = net.graph.n_outputs
     shapes = [(batch, steps) + tuple(t.shape[1:]) for t in net.step_model.outputs[:n_out]]
     weights = [tf.constant(rng.normal(size=s), "float32") for s in shapes]
@@ -180,10 +210,12 @@ def test_gradients_equal_oracle(recipe, batch, steps, masked):
 
     variables = net.trainable_variables
     with tf.GradientTape() as tape:
-        value = loss(as_list(net(xs + cs, mask=mask, training=True)))
+        value = loss(as_list(net(feed, mask=mask, training=True)))
     got = tape.gradient(value, variables)
     with tf.GradientTape() as tape:
-        outs, _ = oracle.run(net, xs, cs, mask=mask, training=True)
+        outs, _ = oracle.run(
+            net, xs, cs, mask=mask, training=True, go_backwards=backwards, teachers=truths
+        )
         ref_value = loss(outs)
     expected = tape.gradient(ref_value, variables)
     np.testing.assert_allclose(float(value), float(ref_value), rtol=1e-4, atol=1e-4)
@@ -213,6 +245,45 @@ def test_save_load_equals_oracle(recipe, batch, steps, backwards):
     assert [s.delay for s in loaded.graph.specs] == [s.delay for s in net.graph.specs]
     outs, _ = oracle.run(net, xs, cs, go_backwards=backwards)
     assert_close(loaded(xs + cs), outs, "loaded output", recipe)
+
+
+@examples(15)
+@given(
+    recipe=random_graphs.recipes(max_ops=5, n_inputs=(1, 1)),
+    batch=st.integers(1, 3),
+    steps=st.integers(1, 4),
+    more=st.integers(1, 4),
+)
+def test_generate_equals_oracle(recipe, batch, steps, more):
+    """Closed-loop generation: after the warm-up, the input takes the previous
+    step's `echo` output."""
+    fresh()
+    net = random_graphs.build(recipe, echo=True)
+    xs, cs = data_for(recipe, batch, steps)
+    got = net.generate(xs + cs, steps=more, feed={"x0": "echo"})
+    outs, history = oracle.run(net, xs, cs)
+    last = [o[:, -1:] for o in outs]
+    expected = []
+    for _ in range(more):
+        last, history = oracle.run(net, [last[-1]], cs, history=history)
+        expected.append(last)
+    expected = [np.concatenate([np.asarray(e[i]) for e in expected], 1) for i in range(len(last))]
+    assert_close(got, expected, "generated", recipe)
+
+
+@examples(15)
+@given(
+    recipe=random_graphs.recipes(max_ops=5, n_inputs=(0, 0), n_constants=(1, 2)),
+    batch=st.integers(1, 3),
+    steps=st.integers(1, 5),
+)
+def test_constants_only_equals_oracle(recipe, batch, steps):
+    """A model with no per-step inputs runs for `steps` steps on its constants."""
+    fresh()
+    net = random_graphs.build(recipe, steps=steps)
+    _, cs = data_for(recipe, batch, steps)
+    outs, _ = oracle.run(net, [], cs, steps=steps)
+    assert_close(net(cs), outs, "output", recipe)
 
 
 def test_oracle_can_fail():
