@@ -28,6 +28,7 @@ def examples(n: int):
         max_examples=n,
         deadline=None,
         derandomize=True,
+        database=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
         phases=[Phase.explicit, Phase.generate, Phase.shrink],
     )
@@ -85,11 +86,15 @@ def draw_initial_state(data, net, batch, rng):
     sequences=st.booleans(),
     unroll=st.booleans(),
     masked=st.booleans(),
+    forcing=st.sampled_from([None, 1.0, 0.0]),
     data=st.data(),
 )
-def test_forward_equals_oracle(recipe, batch, steps, backwards, sequences, unroll, masked, data):
+def test_forward_equals_oracle(
+    recipe, batch, steps, backwards, sequences, unroll, masked, forcing, data
+):
     """Outputs and final states under every call option: go_backwards,
-    return_sequences, unroll, a mask, initial_state and teacher forcing."""
+    return_sequences, unroll, a mask, initial_state and teacher forcing (in
+    inference, or in training with a probability of 1 or 0)."""
     fresh()
     net = random_graphs.build(
         recipe,
@@ -97,6 +102,7 @@ def test_forward_equals_oracle(recipe, batch, steps, backwards, sequences, unrol
         return_sequences=sequences,
         unroll=unroll,
         return_state=True,
+        teacher_forcing=1.0 if forcing is None else forcing,
     )
     rng = np.random.default_rng(1)
     xs, cs = data_for(recipe, batch, steps)
@@ -110,7 +116,8 @@ def test_forward_equals_oracle(recipe, batch, steps, backwards, sequences, unrol
     }
     feed = dict(zip(net.graph.input_names + net.graph.constant_names, xs + cs), **truths)
 
-    got, got_states = net(feed, mask=mask, initial_state=state)
+    training = forcing is not None
+    got, got_states = net(feed, mask=mask, initial_state=state, training=training)
 
     outs, history = oracle.run(
         net,
@@ -119,7 +126,8 @@ def test_forward_equals_oracle(recipe, batch, steps, backwards, sequences, unrol
         initial_state=state_for_oracle,
         mask=mask,
         go_backwards=backwards,
-        teachers=truths,
+        teachers={} if forcing == 0.0 else truths,  # in training, truth with probability 0
+        training=training,
     )
     expected = outs if sequences else [o[:, -1] for o in outs]
     assert_close(got, expected, "output", recipe)
