@@ -17,6 +17,7 @@ import keras
 import numpy as np
 import oracle
 import pytest
+import tensorflow as tf
 
 import fbexplorer as fbx
 
@@ -322,6 +323,14 @@ def nan_in_input():
     mask = np.ones((2, 5), bool)
     mask[0, 2] = False
     assert np.isfinite(np.asarray(net(x, mask=mask))).all()  # a masked NaN is not used
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(net(x, mask=mask))
+    kernel = tape.gradient(loss, net.step_model.get_layer("h").kernel)
+    assert np.isnan(np.asarray(kernel)).any()  # ... but it reaches the gradients
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(net(np.nan_to_num(x), mask=mask))
+    kernel = tape.gradient(loss, net.step_model.get_layer("h").kernel)
+    assert np.isfinite(np.asarray(kernel)).all()  # the documented fix
 
 
 BEHAVIOURS = {f.__name__.replace("_", "-"): f for f in [
