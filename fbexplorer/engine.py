@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import keras
 import numpy as np
 from keras import ops
@@ -884,19 +886,25 @@ class FeedbackModel(keras.Model):
         _, last, final = run(
             seqs, consts, teachers, None, slots, None if seqs else length, training=False
         )
-        outs, _, _ = run(
-            [],
-            consts,
-            {},
-            None,
-            final,
-            steps,
-            training=False,
-            feed=feed_idx,
-            feed_init=last,
-            sequences=True,
-        )
+        with self._closed_loop():
+            outs, _, _ = run(
+                [],
+                consts,
+                {},
+                None,
+                final,
+                steps,
+                training=False,
+                feed=feed_idx,
+                feed_init=last,
+                sequences=True,
+            )
         return pack([ops.convert_to_numpy(o) for o in outs], g.output_structure)
+
+    def _closed_loop(self):
+        """A context for the closed-loop part of `generate` (subclasses switch
+        layers there, such as a variational model sampling from its prior)."""
+        return contextlib.nullcontext()
 
     # -------------------------------------------------------------- keras API
     def save(self, filepath, overwrite=True, zipped=None, **kwargs):

@@ -200,35 +200,11 @@ class VariationalModel(FeedbackModel):
                 f"feed={{'{self.graph.input_names[0]}': 0}} (the reconstruction), or be "
                 f"left out. Received: feed={feed!r}"
             )
-        feed_idx = {self.graph.input_names.index(k): self._output_index(v) for k, v in feed.items()}
-        seqs, consts, _ = self._unpack(inputs)
-        length, batch = self._length_and_batch(seqs, consts, None)
-        slots = self._initial_slots(batch, initial_state, seqs + consts)
-        run = self._compiled_run() if keras.backend.backend() == "tensorflow" else self._run
-        # The engine's generate runs the warm-up and the continuation in one
-        # call; here they are two, so that only the continuation samples the prior.
-        _, last, final = run(
-            seqs, consts, {}, None, slots, None if seqs else length, training=False
-        )
-        with self.prior_sampling():
-            outs, _, _ = run(
-                [],
-                consts,
-                {},
-                None,
-                final,
-                steps,
-                training=False,
-                feed=feed_idx,
-                feed_init=last,
-                sequences=True,
-            )
-        return [ops.convert_to_numpy(o) for o in outs]
+        return super().generate(inputs, steps, feed, initial_state=initial_state)
 
-    def _output_index(self, out):
-        if isinstance(out, int):
-            return out
-        return self.graph.output_names.index(out)
+    def _closed_loop(self):
+        # Only the continuation samples the prior; the warm-up encodes the data.
+        return self.prior_sampling()
 
     def get_config(self):
         return {
