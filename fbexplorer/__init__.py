@@ -21,6 +21,14 @@ from fbexplorer.trace import chunk_summary, compare, compare_stateful, trace, wi
 
 __version__ = "0.1.0"
 
+
+def load_ipython_extension(ipython):
+    """`%load_ext fbexplorer`: the %%fbmodel and %fb... magics (fbexplorer.magics)."""
+    from fbexplorer.magics import load_ipython_extension as load
+
+    load(ipython)
+
+
 __all__ = [
     "Feedback",
     "FeedbackModel",

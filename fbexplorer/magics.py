@@ -1,0 +1,256 @@
+"""IPython magics: `%%fbmodel` and the line magics `%fbdraw`, `%fbtrace`,
+`%fbcompare`, `%fbexplore`. Load them with `%load_ext fbexplorer`.
+
+The magics parse flags and show results; the cell language is `dsl.py`, the
+rest is the public API (`fbx.draw`, `fbx.trace`, `fbx.compare_stateful`,
+`fbx.explore`). Bad flags raise `UsageError`; mistakes in a cell or in the
+data raise `FbModelError`; both show as one line, without a traceback.
+"""
+
+from __future__ import annotations
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.display import display
+
+from fbexplorer.dsl import FbModelError, build, one_line
+from fbexplorer.engine import FeedbackModel
+
+
+def _shape_flag(text: str, flag: str) -> tuple[str, tuple]:
+    """`x:5` -> ("x", (5,)); `img:8,8,1` -> ("img", (8, 8, 1))."""
+    name, sep, dims = text.partition(":")
+    try:
+        shape = tuple(int(d) for d in dims.split(",")) if sep and dims else None
+    except ValueError:
+        shape = None
+    if not name.isidentifier() or shape is None or any(d < 1 for d in shape):
+        raise UsageError(
+            f"{flag} {text}: write NAME:SHAPE with a per-step shape of positive ints, "
+            f"as in {flag} x:5 or {flag} img:28,28,1"
+        )
+    return name, shape
+
+
+def _names(text: str | None, flag: str) -> list[str] | None:
+    if text is None:
+        return None
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    bad = [n for n in names if not n.isidentifier()]
+    if not names or bad:
+        raise UsageError(
+            f"{flag} {text}: give variable names separated by commas, as in {flag} y,z"
+        )
+    return names
+
+
+@magics_class
+class FeedbackMagics(Magics):
+    """The fbexplorer magics, registered by `%load_ext fbexplorer`."""
+
+    # -- lookups ---------------------------------------------------------------
+
+    def _model(self, name: str, magic: str) -> FeedbackModel:
+        if name not in self.shell.user_ns:
+            raise UsageError(
+                f"%{magic}: no model named '{name}' in the notebook; build one with "
+                f"%%fbmodel {name} --input x:5"
+            )
+        model = self.shell.user_ns[name]
+        if not isinstance(model, FeedbackModel):
+            raise UsageError(f"%{magic}: '{name}' is a {type(model).__name__}, not a FeedbackModel")
+        return model
+
+    def _data(self, expr: str, magic: str):
+        try:
+            return eval(expr, self.shell.user_ns)  # noqa: S307 - the user's own expression
+        except Exception as exc:
+            raise UsageError(
+                f"%{magic}: DATA '{expr}' could not be evaluated: {one_line(exc)}"
+            ) from None
+
+    def _call(self, magic: str, fn, *args, **kwargs):
+        """Run a public API call; a bad argument becomes one line."""
+        try:
+            return fn(*args, **kwargs)
+        except (ValueError, KeyError) as exc:
+            raise FbModelError(f"%{magic}: {one_line(exc)}") from None
+
+    def _store(self, var: str | None, value):
+        if var:
+            self.shell.user_ns[var] = value
+
+    # -- %%fbmodel -------------------------------------------------------------
+
+    @magic_arguments()
+    @argument("name", help="the variable the model is bound to")
+    @argument(
+        "--input",
+        action="append",
+        default=[],
+        metavar="NAME:SHAPE",
+        help="a per-step input and its shape without batch or time axis, as in x:5 or "
+        "img:28,28,1; repeat for several",
+    )
+    @argument(
+        "--constant",
+        action="append",
+        default=[],
+        metavar="NAME:SHAPE",
+        help="an input without a time axis, fed unchanged at every step",
+    )
+    @argument(
+        "--output",
+        metavar="VAR[,VAR...]",
+        help="the output variables (default: the last variable the cell assigns)",
+    )
+    @argument("--stateful", action="store_true", help="carry the state across calls")
+    @argument("--unroll", type=int, metavar="N", help="draw the time expansion over N steps")
+    @argument("--quiet", action="store_true", help="draw nothing")
+    @cell_magic
+    def fbmodel(self, line, cell):
+        """Define a feedback network: one timestep in Python, prev(var) for feedback.
+
+        The cell body is Python run once, symbolically, like a Keras functional
+        model. It sees every Keras layer by name (Dense, Concatenate, Conv2D,
+        LSTMCell, ...), `ops` (keras.ops), `cell` (fbx.cell) and the
+        notebook's own names, plus:
+
+          prev(var, steps=1, initial="zeros", shape=None)
+              the value variable `var` had `steps` steps ago. `var` may be
+              assigned anywhere in the cell, later lines included; its shape
+              is inferred. initial: "zeros", "learned" or a Keras initializer.
+
+        The outputs are the last variable assigned (or --output). The model
+        (a fbx.FeedbackModel) is bound to NAME, returned, and drawn (cyclic,
+        or unrolled with --unroll N). A layer assigned to a variable once is
+        named after it. Using a variable before its line without prev() is a
+        cycle without a delay, and an error. On any error NAME keeps its old
+        value. Line numbers count the %%fbmodel line as line 1.
+
+        Example:
+
+            %%fbmodel net --input x:5
+            h1 = Dense(5, activation="tanh")(Concatenate()([x, prev(h3)]))
+            h2 = Dense(5, activation="tanh")(h1)
+            h3 = Dense(5, activation="tanh")(h2)
+            y = Dense(1)(h3)
+
+        then net.compile(...), net.fit(X, Y) with X of shape (batch, time, 5),
+        %fbdraw net --unroll 3, %fbtrace net X, %fbexplore net X.
+        """
+        args = parse_argstring(self.fbmodel, line)
+        if not args.name.isidentifier():
+            raise UsageError(f"%%fbmodel {args.name}: NAME must be a Python variable name")
+        if args.unroll is not None and args.quiet:
+            raise UsageError(
+                "%%fbmodel: --unroll N draws the time expansion, --quiet draws "
+                "nothing; give one of them"
+            )
+        if args.unroll is not None and args.unroll < 1:
+            raise UsageError(f"%%fbmodel: --unroll {args.unroll}: give a number of steps >= 1")
+        inputs = [_shape_flag(t, "--input") for t in args.input]
+        constants = [_shape_flag(t, "--constant") for t in args.constant]
+        if not inputs and not constants:
+            raise UsageError(
+                "%%fbmodel: declare the inputs of one timestep, as in "
+                f"%%fbmodel {args.name} --input x:5"
+            )
+        model = build(
+            cell,
+            name=args.name,
+            inputs=inputs,
+            constants=constants,
+            outputs=_names(args.output, "--output"),
+            stateful=args.stateful,
+            user_ns=self.shell.user_ns,
+        )
+        self.shell.user_ns[args.name] = model
+        if not args.quiet:
+            from fbexplorer.draw import draw
+
+            display(draw(model, unroll=args.unroll))
+        return model
+
+    # -- line magics -----------------------------------------------------------
+
+    @magic_arguments()
+    @argument("name", help="a FeedbackModel in the notebook")
+    @argument("--unroll", type=int, metavar="N", help="draw the time expansion over N steps")
+    @line_magic
+    def fbdraw(self, line):
+        """Draw a feedback model: its cyclic graph, or its time expansion.
+
+        Example: %fbdraw net --unroll 3
+        """
+        from fbexplorer.draw import draw
+
+        args = parse_argstring(self.fbdraw, line)
+        model = self._model(args.name, "fbdraw")
+        return self._call("fbdraw", draw, model, unroll=args.unroll)
+
+    @magic_arguments()
+    @argument("name", help="a FeedbackModel in the notebook")
+    @argument("data", help="an expression for the input sequences, as in X[:4]")
+    @argument("--nodes", metavar="A,B", help="the nodes to record (default: every node)")
+    @argument("-o", dest="out", metavar="VAR", help="also bind the DataFrame to VAR")
+    @line_magic
+    def fbtrace(self, line):
+        """Record every node's value at every timestep, as a tidy DataFrame
+        (fbx.trace).
+
+        Example: %fbtrace net X[:4] --nodes d1,h3_prev -o df
+        """
+        from fbexplorer.trace import trace
+
+        args = parse_argstring(self.fbtrace, line)
+        model = self._model(args.name, "fbtrace")
+        data = self._data(args.data, "fbtrace")
+        nodes = _names(args.nodes, "--nodes")
+        df = self._call("fbtrace", trace, model, data, nodes=nodes)
+        self._store(args.out, df)
+        return df
+
+    @magic_arguments()
+    @argument("name", help="a FeedbackModel in the notebook")
+    @argument("data", help="an expression for the input sequences, as in X[:4]")
+    @argument("--chunks", type=int, required=True, metavar="K", help="split time into K chunks")
+    @argument("-o", dest="out", metavar="VAR", help="also bind the DataFrame to VAR")
+    @line_magic
+    def fbcompare(self, line):
+        """Run the data in K chunks, stateless and stateful, side by side
+        (fbx.compare_stateful).
+
+        Example: %fbcompare net X[:4] --chunks 4 -o cmp
+        """
+        from fbexplorer.trace import compare_stateful
+
+        args = parse_argstring(self.fbcompare, line)
+        model = self._model(args.name, "fbcompare")
+        data = self._data(args.data, "fbcompare")
+        df = self._call("fbcompare", compare_stateful, model, data, chunks=args.chunks)
+        self._store(args.out, df)
+        return df
+
+    @magic_arguments()
+    @argument("name", help="a FeedbackModel in the notebook")
+    @argument("data", help="an expression for the input sequences, as in X[:4]")
+    @line_magic
+    def fbexplore(self, line):
+        """Scrub through a model's states: graph, node and sample pickers, Play,
+        a time slider and the trajectories (fbx.explore).
+
+        Example: %fbexplore net X[:4]
+        """
+        from fbexplorer.widgets import explore
+
+        args = parse_argstring(self.fbexplore, line)
+        model = self._model(args.name, "fbexplore")
+        data = self._data(args.data, "fbexplore")
+        return self._call("fbexplore", explore, model, data)
+
+
+def load_ipython_extension(ipython):
+    """`%load_ext fbexplorer`: register the magics (again is harmless)."""
+    ipython.register_magics(FeedbackMagics)
