@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import keras
 
 from fbexplorer.engine import FeedbackModel
-from fbexplorer.graph import Feedback, cell
+from fbexplorer.graph import Feedback, cell, delayed
 
 FILENAME = "<fbmodel>"
 _MAX_PASSES = 6
@@ -134,9 +134,9 @@ def parse(body: str, first_line: int = 2, layer_names: set = frozenset(), reserv
     """
     try:
         tree = ast.parse(body, filename=FILENAME)
-    except SyntaxError as exc:
-        line = (exc.lineno or 1) + first_line - 1
-        raise FbModelError(f"line {line}: invalid Python: {exc.msg}") from None
+    except (SyntaxError, ValueError) as exc:  # ValueError: a null byte
+        line = (getattr(exc, "lineno", None) or 1) + first_line - 1
+        raise FbModelError(f"line {line}: invalid Python: {getattr(exc, 'msg', exc)}") from None
     ast.increment_lineno(tree, first_line - 1)
 
     source = _Source(code=None)
@@ -160,7 +160,7 @@ def parse(body: str, first_line: int = 2, layer_names: set = frozenset(), reserv
                 f"cell, as in prev(h3); received prev({shown})"
             )
         var = node.args[0].id
-        if var not in source.assigned:
+        if var not in source.assigned and var not in reserved:
             raise FbModelError(
                 f"line {node.lineno}: prev({var}): '{var}' is never assigned in this cell; "
                 "prev() feeds back a variable the cell assigns"
@@ -170,7 +170,10 @@ def parse(body: str, first_line: int = 2, layer_names: set = frozenset(), reserv
 
     single = {var for var, n in counts.items() if n == 1} - set(reserved)
     tree = ast.fix_missing_locations(_NameLayers(single, set(layer_names)).visit(tree))
-    source.code = compile(tree, FILENAME, "exec")
+    try:  # what the parser accepts but the compiler refuses, as `return` at top level
+        source.code = compile(tree, FILENAME, "exec")
+    except SyntaxError as exc:
+        raise FbModelError(f"line {exc.lineno}: invalid Python: {exc.msg}") from None
     return source, sites
 
 
@@ -192,18 +195,22 @@ def _explain(exc: BaseException, source: _Source) -> str:
                 f"'{var}' is used before it is assigned (line {later}): a cycle without a "
                 f"delay; to feed it back from the previous step, write prev({var})"
             )
+    if isinstance(exc, TypeError) and "'states'" in message:
+        message += "; a Keras RNN cell runs in the loop through cell(), as in cell(LSTMCell(8))(x)"
     return f"line {line}: {message}" if line is not None else message
 
 
 class _Pass:
     """One symbolic run of the body with given shape guesses."""
 
-    def __init__(self, sites, guesses, default):
+    def __init__(self, sites, guesses, default, declared=()):
         self.sites = sites
+        self.declared = set(declared)
         self.guesses = guesses  # var -> (shape, dtype)
         self.default = default
         self.placeholders: dict = {}  # (var, steps, initial) -> Feedback tensor
         self.bindings: dict = {}  # feedback name -> var
+        self.names: set = set()  # names given to delayed values
         self.assumed: dict = {}  # var -> shape guessed without evidence
         self.ns: dict = {}
 
@@ -214,6 +221,11 @@ class _Pass:
             raise ValueError(f"prev({var}, steps={steps!r}): steps must be an int >= 1")
         key = (var, steps, repr(initial))
         if key in self.placeholders:
+            return self.placeholders[key]
+        if var in self.declared:  # an input: a forward delay, bound by itself
+            self.placeholders[key] = delayed(
+                self.ns[var], steps=steps, initial=initial, name=self._name(var, steps)
+            )
             return self.placeholders[key]
         if shape is not None:
             shape = (shape,) if isinstance(shape, int) else tuple(shape)
@@ -226,15 +238,20 @@ class _Pass:
                 self.guesses[var] = (self.default, None)
                 self.assumed[var] = self.default
         guess_shape, guess_dtype = self.guesses[var]
-        name = f"{var}_prev" if steps == 1 else f"{var}_prev{steps}"
-        while name in self.bindings:
-            name += "_"
+        name = self._name(var, steps)
         tensor = Feedback(
             guess_shape, name=name, delay=steps, initial=initial, dtype=dtype or guess_dtype
         )
         self.placeholders[key] = tensor
         self.bindings[name] = var
         return tensor
+
+    def _name(self, var, steps) -> str:
+        name = f"{var}_prev" if steps == 1 else f"{var}_prev{steps}"
+        while name in self.names:
+            name += "_"
+        self.names.add(name)
+        return name
 
     def run(self, code, base: dict, tensors: dict):
         self.ns = dict(base)
@@ -310,7 +327,7 @@ def build(
     first_error = None
     candidate = 0
     for _ in range(_MAX_PASSES + len(candidates)):
-        run = _Pass(sites, dict(guesses), candidates[candidate])
+        run = _Pass(sites, dict(guesses), candidates[candidate], declared)
         tensors = {n: keras.Input(shape, name=n) for n, shape in inputs}
         tensors.update({n: keras.Input(shape, name=n) for n, shape in constants})
         try:

@@ -11,11 +11,20 @@ from __future__ import annotations
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, magic_arguments
+from IPython.core.magic_arguments import parse_argstring as _parse_argstring
 from IPython.display import display
 
 from fbexplorer.dsl import FbModelError, build, one_line
 from fbexplorer.engine import FeedbackModel
+
+
+def parse_argstring(magic, line: str):
+    """IPython's flag parsing, with unbalanced quotes as a UsageError too."""
+    try:
+        return _parse_argstring(magic, line)
+    except ValueError as exc:
+        raise UsageError(f"%{magic.__name__} {line}: {exc}") from None
 
 
 def _shape_flag(text: str, flag: str) -> tuple[str, tuple]:

@@ -93,6 +93,14 @@ def test_prev_with_steps_two(ip):
     assert [(s.name, s.delay) for s in model.graph.specs] == [("s_prev2", 2)]
 
 
+def test_prev_of_an_input_is_a_forward_delay(ip):
+    model = fbmodel(ip, "lag --input x:2 --quiet", "h = Add()([x, prev(x, steps=2)])\n")
+    X = seq(2, 5, 2)
+    want = X.copy()
+    want[:, 2:] += X[:, :-2]
+    np.testing.assert_allclose(model(X), want, atol=1e-6)
+
+
 def test_prev_of_an_earlier_line(ip):
     body = "a = Dense(3, use_bias=False)(x)\nb = Add()([a, prev(a)])\n"
     model = fbmodel(ip, "diff --input x:4 --quiet", body)
@@ -169,6 +177,9 @@ def test_help_text_has_an_example(ip, capsys):
         ("import math\n", "the cell assigns no variable"),
         ("h = Add()([x, prev(h)])\nh2 = Dense(3)(h)\nh = h2\n", "Inputs have incompatible"),
         ("a = Dense(5)(prev(a, steps=0))\n", "steps must be an int >= 1"),
+        ("h = LSTMCell(3)(x)\n", "as in cell(LSTMCell(8))(x)"),
+        ("return x\n", "line 2: invalid Python: 'return' outside function"),
+        ("h = \x00\n", "line 2: invalid Python"),
     ],
 )
 def test_cell_mistakes_are_one_line(ip, capsys, body, expected):
@@ -196,6 +207,7 @@ def test_cell_mistakes_are_one_line(ip, capsys, body, expected):
         ("net --input x:5 --output 'y z'", "--output"),
         ("net --input x:5 --output q", "--output q: the cell assigns no variable 'q'"),
         ("net --input x:5 --input x:3", "input and constant names must differ"),
+        ("net --input 'x:5", "No closing quotation"),
     ],
 )
 def test_bad_flags(ip, capsys, line, expected):
