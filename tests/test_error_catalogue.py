@@ -262,7 +262,71 @@ def generate_unknown_output():
     base().generate(np.zeros((1, 3, 5)), steps=2, feed={"x": "out"})
 
 
+# ------------------------------------------------------ the notebook layer
+def cell_magic(body, line="net --input x:5 --quiet"):
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "fbexplorer")
+    return shell.run_cell_magic("fbmodel", line, body)
+
+
+def fbmodel_invalid_python():
+    cell_magic("h1 = Dense(5)(x\n")
+
+
+def fbmodel_unknown_name():
+    cell_magic("h1 = Dnese(5)(x)\n")
+
+
+def fbmodel_cycle_without_delay():
+    cell_magic(
+        "h1 = Dense(5)(Concatenate()([x, h3]))\nh2 = Dense(5)(h1)\nh3 = Dense(5)(h2)\n"
+    )
+
+
+def fbmodel_prev_not_a_name():
+    cell_magic("h1 = Dense(5)(prev(x + 1))\n")
+
+
+def fbmodel_prev_unassigned():
+    cell_magic("h1 = Dense(5)(Concatenate()([x, prev(h9)]))\n")
+
+
+def fbmodel_shape_mismatch():
+    cell_magic("h1 = Add()([x, prev(h3)])\nh3 = Dense(3)(h1)\n")
+
+
+def fbmodel_bare_cell():
+    cell_magic("h = LSTMCell(8)(x)\n")
+
+
+def fbmodel_not_a_tensor():
+    cell_magic("h = Dense(5)(x)\ny = 3\n")
+
+
+def fbmodel_nothing_assigned():
+    cell_magic("Dense(5)(x)\n")
+
+
+def fbmodel_bad_input_flag():
+    cell_magic("h = Dense(5)(x)\n", line="net --input x")
+
+
+def fbmodel_unknown_model():
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "fbexplorer")
+    shell.user_ns["X"] = seq()
+    shell.run_line_magic("fbtrace", "nothere X")
+
+
 MISUSES = {f.__name__.replace("_", "-"): f for f in [
+    fbmodel_invalid_python, fbmodel_unknown_name, fbmodel_cycle_without_delay,
+    fbmodel_prev_not_a_name, fbmodel_prev_unassigned, fbmodel_shape_mismatch,
+    fbmodel_bare_cell, fbmodel_not_a_tensor, fbmodel_nothing_assigned,
+    fbmodel_bad_input_flag, fbmodel_unknown_model,
     wrong_rank, wrong_feature_size, string_input, not_numeric_input, zero_steps,
     different_lengths, wrong_number_of_inputs, unknown_input, mask_wrong_rank,
     mask_wrong_length, initial_state_unknown, initial_state_wrong_shape,
