@@ -280,9 +280,7 @@ def fbmodel_unknown_name():
 
 
 def fbmodel_cycle_without_delay():
-    cell_magic(
-        "h1 = Dense(5)(Concatenate()([x, h3]))\nh2 = Dense(5)(h1)\nh3 = Dense(5)(h2)\n"
-    )
+    cell_magic("h1 = Dense(5)(Concatenate()([x, h3]))\nh2 = Dense(5)(h1)\nh3 = Dense(5)(h2)\n")
 
 
 def fbmodel_prev_not_a_name():
