@@ -18,6 +18,7 @@ from fbexplorer.plots import plot_comparison, plot_trace
 from fbexplorer.saving import load_model
 from fbexplorer.step_cell import StepCell
 from fbexplorer.trace import chunk_summary, compare, compare_stateful, trace, wide
+from fbexplorer.widgets import Explorer, explore
 
 __version__ = "0.1.0"
 
@@ -30,6 +31,7 @@ def load_ipython_extension(ipython):
 
 
 __all__ = [
+    "Explorer",
     "Feedback",
     "FeedbackModel",
     "FeedbackSpec",
@@ -41,6 +43,7 @@ __all__ = [
     "compare_stateful",
     "delayed",
     "draw",
+    "explore",
     "load_model",
     "plot_comparison",
     "plot_trace",
