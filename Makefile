@@ -1,6 +1,9 @@
 # fbexplorer: the few commands people need.
-#   make test   set up .venv (and graphviz) and run the whole test suite
+#   make test   set up .venv (and graphviz) and run the test suite (all but tests/browser)
 #   make lab    the same setup, then JupyterLab on notebooks/
+#   make test-browser  runs a notebook in JupyterLab in headless Chromium (apt) and
+#               plays its explorer (tests/browser); FBX_BROWSER_NOTEBOOK=path picks
+#               the notebook, screenshot in build/explorer.png
 #   make lint   ruff
 #   make bench  the benchmarks (benchmarks/README.md); BENCH_ARGS=--quick for a smoke run
 #
@@ -16,7 +19,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Jupyter refuses to run as root without this flag (containers often run as root).
 LAB_FLAGS ?= $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
-.PHONY: setup graphviz test lab lint bench
+.PHONY: setup graphviz chromium test test-browser lab lint bench
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,8 +32,21 @@ graphviz:
 
 setup: $(STAMP) graphviz
 
+BROWSER_STAMP := $(VENV)/.installed-browser-$(TF_EXTRA)
+
+$(BROWSER_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e ".[test,$(TF_EXTRA),browser]"
+	@touch $@
+
+# Debian's Chromium; `playwright install` would download a browser.
+chromium:
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; }
+
 test: setup
 	$(PY) -m pytest -q
+
+test-browser: setup chromium $(BROWSER_STAMP)
+	$(PY) -m pytest -q tests/browser
 
 lab: setup
 	$(PY) -m pip install -q "jupyterlab>=4"
