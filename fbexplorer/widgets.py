@@ -71,7 +71,9 @@ class Explorer(widgets.VBox):
             tooltips=self._mode_tooltips(),
         )
         self.play = widgets.Play(min=0, max=length - 1, interval=200, description="play")
-        self.step = widgets.IntSlider(min=0, max=length - 1, description="t")
+        self.step = widgets.IntSlider(
+            min=0, max=length - 1, description="t", layout=widgets.Layout(width="420px")
+        )
         self.links = [widgets.jslink((self.play, "value"), (self.step, "value"))]
         self.figure = go.FigureWidget(
             layout={
@@ -228,7 +230,7 @@ class Explorer(widgets.VBox):
             columns.append("difference")
         data = [self.values(node, c)[row, t] for c in columns]
         units = data[0].shape[0]
-        head = "".join(f"<th>{'value' if c == 'value' else c}</th>" for c in columns)
+        head = "".join(f"<th>{c}</th>" for c in columns)
         body = "".join(
             f"<tr><td>{u}</td>" + "".join(f"<td>{d[u]:.6g}</td>" for d in data) + "</tr>"
             for u in range(min(units, _READOUT_UNITS))
@@ -236,7 +238,8 @@ class Explorer(widgets.VBox):
         more = f"<p>... {units - _READOUT_UNITS} more units</p>" if units > _READOUT_UNITS else ""
         self.readout.value = (
             f"<b>{html.escape(node)}</b> at t={t}, sample {self.sample.value}"
-            f"<table><tr><th>unit</th>{head}</tr>{body}</table>{more}"
+            f'<table style="line-height:1.3;font-size:12px">'
+            f"<tr><th>unit</th>{head}</tr>{body}</table>{more}"
         )
 
     # ------------------------------------------------------------- observers
