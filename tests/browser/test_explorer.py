@@ -207,8 +207,8 @@ _DESCRIBE_JS = """() => {
   return {
     status: text(document.querySelector('#jp-main-statusbar') || document.body).slice(0, 200),
     prompts: all('.jp-CodeCell .jp-InputPrompt').map(text),
-    errors: all('[data-mime-type="application/vnd.jupyter.error"], .jp-OutputArea-output.jp-mod-error, [data-mime-type="application/vnd.jupyter.stderr"]')
-      .map((e) => text(e).slice(-800)),
+    tracebacks: all('.jp-OutputArea-output')
+      .map(text).filter((t) => /Traceback|Error/.test(t)).map((t) => t.slice(-800)),
     graph_nodes: all('.jp-OutputArea-output svg g.node').length,
     sliders: all('.jp-OutputArea-output .widget-slider').length,
     play_buttons: all('.jp-OutputArea-output .widget-play').length,
@@ -218,16 +218,21 @@ _DESCRIBE_JS = """() => {
   };
 }"""
 
-# Done: kernel idle and no cell waiting; every code cell numbered, or an error shown.
+# Done: the kernel idle and no cell waiting (Run All marks every cell `[*]` at once;
+# an error clears the marks of the cells after it).
 _DONE_JS = """() => {
   const bar = document.querySelector('#jp-main-statusbar');
   if (!bar || !/\\|\\s*Idle/.test(bar.innerText)) return false;
-  const prompts = Array.from(document.querySelectorAll('.jp-CodeCell .jp-InputPrompt'))
-    .map((e) => e.innerText);
-  if (prompts.some((p) => p.includes('*'))) return false;
-  if (document.querySelector('[data-mime-type="application/vnd.jupyter.error"]')) return true;
-  return prompts.length > 0 && prompts.every((p) => /\\[\\d+\\]/.test(p));
+  return !Array.from(document.querySelectorAll('.jp-CodeCell .jp-InputPrompt'))
+    .some((e) => e.innerText.includes('*'));
 }"""
+
+# Each code cell: its prompt, whether its source is empty, and its outputs' text.
+_CELLS_JS = """() => Array.from(document.querySelectorAll('.jp-Notebook .jp-CodeCell')).map((c) => ({
+  prompt: (c.querySelector('.jp-InputPrompt') || {}).innerText || '',
+  empty: !((c.querySelector('.jp-InputArea-editor') || {}).innerText || '').trim(),
+  outputs: Array.from(c.querySelectorAll('.jp-OutputArea-output')).map((o) => o.innerText).join('\\n'),
+}))"""
 
 _STARTED_JS = """() => Array.from(document.querySelectorAll('.jp-CodeCell .jp-InputPrompt'))
   .some((e) => /\\[(\\*|\\d+)\\]/.test(e.innerText))"""
@@ -263,14 +268,14 @@ class Steps:
             found = f"(page unreadable: {e})"
         shot = self.screenshot()
         console = "\n".join(self.console[-10:]) or "(none)"
-        pytest.fail(
+        raise pytest.fail.Exception(
             f"Step '{name}' failed for {self.lab.notebook}: {error}\n"
             f"Found on the page: {found}\n"
             f"Browser console errors: {console}\n"
             f"Screenshot: {shot}\n"
             f"Server log (last lines):\n{_tail(self.lab.log)}",
             pytrace=False,
-        )
+        ) from None
 
 
 @pytest.fixture
@@ -340,21 +345,27 @@ def test_explorer_plays_in_a_real_browser(lab, page):
 
     with step("wait for every cell to run"):
         page.wait_for_function(_DONE_JS, timeout=deadline.ms(TIMEOUT), polling=500)
-        errors = page.locator('[data-mime-type="application/vnd.jupyter.error"]')
-        if errors.count():
-            raise AssertionError(f"a cell raised:\n{errors.first.inner_text()[-2000:]}")
+        cells = page.evaluate(_CELLS_JS)
+        ran = [bool(re.search(r"\[\d+\]", c["prompt"])) for c in cells]
+        if not all(r or c["empty"] for r, c in zip(ran, cells)):
+            # Run All stops at the first error: the last cell that ran raised it.
+            failed = max(i for i, r in enumerate(ran) if r) if any(ran) else 0
+            raise AssertionError(
+                f"code cell {failed + 1} of {len(cells)} failed; the cells after it did not run. "
+                f"Its output:\n{cells[failed]['outputs'][-2000:]}"
+            )
 
     # The explorer: the last output that holds a Play button.
     outputs = page.locator(".jp-OutputArea-output")
     explorer = outputs.filter(has=page.locator(".widget-play")).last
 
-    with step("the graph's SVG renders"):
-        outputs.locator("svg g.node").first.wait_for(timeout=deadline.ms(60))
-
     with step("the slider and the Play button render"):
         explorer.wait_for(timeout=deadline.ms(60))
         explorer.locator(".widget-slider").first.wait_for(timeout=deadline.ms(30))
         explorer.scroll_into_view_if_needed(timeout=deadline.ms(10))
+
+    with step("the graph's SVG renders in the explorer"):
+        explorer.locator("svg g.node").first.wait_for(timeout=deadline.ms(60))
 
     with step("the plotly figure renders with its time marker"):
         explorer.locator(".js-plotly-plot").first.wait_for(timeout=deadline.ms(60))
