@@ -124,6 +124,14 @@ class FeedbackModel(keras.Model):
             given is always used.
         steps: the number of steps when the model has no per-step inputs (all
             constants); `steps=` at call overrides it.
+        hoist: run the parts of the step that depend on no delayed value or
+            cell state (input projections, encoders of the inputs or the
+            constants) once over all timesteps, outside the loop, as one
+            batched computation; the loop keeps the rest. The results are
+            those of the plain loop (up to float rounding; a hoisted Dropout
+            draws other, equally distributed masks). Turn it off for a step
+            with layers that mix the samples of a batch in a way the engine
+            cannot see (see docs/engine.md for what stays in the loop).
         name: the model's name.
 
     Call arguments:
@@ -163,6 +171,7 @@ class FeedbackModel(keras.Model):
         unroll: bool = False,
         teacher_forcing: float = 1.0,
         steps: int | None = None,
+        hoist: bool = True,
         name: str | None = None,
         step_graph=None,
         **kwargs,
@@ -212,6 +221,8 @@ class FeedbackModel(keras.Model):
             )
         self._seed_generator = keras.random.SeedGenerator(name="teacher_forcing_seed")
         self._store = _StateStore()
+        self.hoist = bool(hoist)
+        self._plans = _Holder({})  # id(model) -> (model, its HoistPlan or None)
         self._tf_run = None
         self._cell = None
         self.built = True
@@ -266,6 +277,21 @@ class FeedbackModel(keras.Model):
             return result, self._slots_to_dict(final)
         return result
 
+    def _hoist_plan(self, model=None):
+        """The hoisting plan of the step model (or of a probe on its inputs),
+        None when hoisting is off or nothing can be hoisted."""
+        if not self.hoist:
+            return None
+        model = self.step_model if model is None else model
+        plans = self._plans.value
+        if id(model) not in plans:
+            from fbexplorer._hoist import HoistPlan
+
+            g = self._graph
+            plan = HoistPlan(model, len(g.input_names), len(g.constant_names))
+            plans[id(model)] = (model, plan if plan.hoisted else None)
+        return plans[id(model)][1]
+
     def _compiled_run(self):
         if self._tf_run is None:
             import tensorflow as tf
@@ -319,11 +345,20 @@ class FeedbackModel(keras.Model):
 
         # Sequences, time-major: inputs, truths, coin flips, mask.
         time_major = [ops.moveaxis(s, 1, 0) for s in seqs]
+        # The hoisted part runs here, once over all steps: the loop then reads
+        # its per-step values in place of the inputs, and its constants.
+        plan = None if feed else self._hoist_plan(model)
+        if plan is not None:
+            time_major, loop_consts = plan.precompute(time_major, consts, training)
+            n_seq_in = len(time_major)
+        else:
+            loop_consts = list(consts)
+            n_seq_in = len(seqs)
         teacher_names = [s.name for s in specs if s.name in teachers]
         time_major += [ops.moveaxis(teachers[n], 1, 0) for n in teacher_names]
         use_coins = bool(teacher_names) and bool(training) and self.teacher_forcing < 1.0
         if use_coins:
-            t_shape = ops.shape(time_major[len(seqs)])[:2]
+            t_shape = ops.shape(time_major[n_seq_in])[:2]
             coins = keras.random.uniform(t_shape, seed=self._seed_generator)
             time_major.append(coins < self.teacher_forcing)
         if mask is not None:
@@ -340,7 +375,6 @@ class FeedbackModel(keras.Model):
                 last0 = [ops.zeros((batch,) + s, d) for s, d in zip(out_shapes, out_dtypes)]
         else:
             last0 = []
-        n_seq_in = len(seqs)
         n_last = len(last0)
         # JAX traces the loop body as a pure function: variables the step
         # changes (dropout seeds, BatchNormalization statistics) ride in the
@@ -349,10 +383,25 @@ class FeedbackModel(keras.Model):
         nt_vars = model.non_trainable_variables if thread else []
         tr_values = [v.value for v in model.trainable_variables] if thread else []
 
+        def apply(feeds):
+            if plan is None:
+                return model(feeds, training=training)
+            n = len(loop_consts)
+            return plan.step(
+                feeds[:n_seq_in], feeds[n_seq_in : n_seq_in + n], feeds[n_seq_in + n :], training
+            )
+
         def call_step(feeds, nt_values):
             if not thread:
-                return model(feeds, training=training), []
-            return model.stateless_call(tr_values, nt_values, feeds, training=training)
+                return apply(feeds), []
+            if plan is None:
+                return model.stateless_call(tr_values, nt_values, feeds, training=training)
+            mapping = list(zip(model.trainable_variables, tr_values)) + list(
+                zip(nt_vars, nt_values)
+            )
+            with keras.StatelessScope(state_mapping=mapping) as scope:
+                outs = apply(feeds)
+            return outs, [scope.get_current_value(v) for v in nt_vars]
 
         def step(xs, carry):
             bufs, last = carry[:n_slots], carry[n_slots : n_slots + n_last]
@@ -370,7 +419,7 @@ class FeedbackModel(keras.Model):
                 seq_vals = [
                     last[feed[i]] if i in feed else next(it) for i in range(len(g.input_names))
                 ]
-            feeds = list(seq_vals) + list(consts) + g.oldest(bufs)
+            feeds = list(seq_vals) + list(loop_consts) + g.oldest(bufs)
             outs, nt_values = call_step(feeds, nt_values)
             outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
             ys, sources, extras = outs[:n_out], list(outs[n_out:n_main]), outs[n_main:]
@@ -945,6 +994,7 @@ class FeedbackModel(keras.Model):
             "unroll": self.unroll,
             "teacher_forcing": self.teacher_forcing,
             "steps": self.steps,
+            "hoist": self.hoist,
         }
 
     @classmethod

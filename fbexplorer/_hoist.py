@@ -1,0 +1,340 @@
+"""Hoisting: the parts of the step graph that need no loop run once, outside it.
+
+Every tensor of the step model is one of three kinds:
+
+- *const*: depends on constants only (an image's encoder): computed once,
+  on `(batch, ...)`, and handed to every step;
+- *seq*: depends on per-step inputs (and constants), not on a delayed value or
+  a cell state (an input projection): computed once over all timesteps, on the
+  inputs reshaped from `(time, batch, ...)` to `(time * batch, ...)`, and fed
+  to the loop as a per-step sequence;
+- *loop*: depends on a delayed value or a cell state, or comes from a layer
+  that must see one step at a time (a cell, BatchNormalization, whose
+  statistics are per step): computed in the loop.
+
+One rewrite splits a `Dense` over a `Concatenate` of hoisted and loop parts
+(`Dense(Concatenate([x, prev_h]))`): `x @ W_x + b` is hoisted, the loop computes
+only `prev_h @ W_h`, with the same kernel variable, sliced.
+
+The plan replays the step model's own nodes (its layers and `keras.ops`
+calls, with their weights), so nothing is copied and saving is unchanged.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+SEQ, CONST, LOOP = "seq", "const", "loop"
+
+
+def _call(op, args, kwargs, training):
+    """Calls a node's operation, passing `training` as Keras's functional models do."""
+    if training is not None and "training" in getattr(op, "_call_context_args", {}):
+        kwargs = dict(kwargs, training=training)
+    return op(*args, **kwargs)
+
+
+def _touches_batch_axis(op, rank) -> bool:
+    """Whether a `keras.ops` operation reduces, scans or reshapes over the batch axis."""
+    for name in ("axis", "axes"):
+        axis = getattr(op, name, None)
+        axes = [axis] if isinstance(axis, int) else axis
+        if isinstance(axes, (tuple, list)) and any(
+            isinstance(a, int) and (a == 0 or (rank and a == -rank)) for a in axes
+        ):
+            return True
+    newshape = getattr(op, "newshape", None)
+    if isinstance(newshape, (tuple, list)) and newshape and newshape[0] not in (-1, None):
+        return True
+    return False
+
+
+def _keeps_batch_axis(node) -> bool:
+    """Whether every tensor of the node has the (unknown) batch size first."""
+    tensors = list(node.input_tensors) + list(node.outputs)
+    return all(len(t.shape) >= 1 and t.shape[0] is None for t in tensors)
+
+
+def hoistable(node) -> bool:
+    """Whether running `node` once on `(time * batch, ...)` equals running it per step.
+
+    Not hoisted: RNN cells and layers (their states), BatchNormalization (its
+    statistics are taken per step), stateful layers, nested models holding
+    any of these, layers marked `_fbx_hoist = False`, and operations whose
+    inputs or outputs do not keep the batch axis first, or that work along it
+    (`keras.ops.mean(x, axis=0)`, `keras.ops.cumsum(x, axis=0)`).
+    """
+    op = node.operation
+    if not _keeps_batch_axis(node):
+        return False
+    if not isinstance(op, keras.layers.Layer):
+        rank = len(node.input_tensors[0].shape) if node.input_tensors else 0
+        return not _touches_batch_axis(op, rank)
+    for layer in [op, *op._flatten_layers(include_self=False, recursive=True)]:
+        if (
+            isinstance(layer, (keras.layers.BatchNormalization, keras.layers.RNN))
+            or hasattr(layer, "state_size")
+            or getattr(layer, "stateful", False)
+            or getattr(layer, "_fbx_hoist", True) is False
+            or type(layer).__name__ == "FeedbackModel"
+        ):
+            return False
+    return True
+
+
+def _producer(tensor):
+    op, node_index, _ = tensor._keras_history
+    return op._inbound_nodes[node_index]
+
+
+def _split_dense(node, kind, nodes_in_model):
+    """For `Dense(Concatenate([...]))` mixing hoisted and loop parts: the parts.
+
+    Returns `[(tensor, first row, last row)]` for the Concatenate's inputs, or
+    None when the rewrite does not apply.
+    """
+    dense = node.operation
+    if type(dense) is not keras.layers.Dense or len(node.input_tensors) != 1:
+        return None
+    if getattr(dense, "_fbx_hoist", True) is False or getattr(dense, "lora_enabled", False):
+        return None
+    if dense.quantization_mode is not None:
+        return None
+    if dense.dtype_policy.compute_dtype != dense.dtype_policy.variable_dtype:
+        return None
+    if node.arguments.kwargs or len(node.input_tensors[0].shape) != 2:
+        return None
+    cat = _producer(node.input_tensors[0])
+    if id(cat) not in nodes_in_model or type(cat.operation) is not keras.layers.Concatenate:
+        return None
+    if cat.operation.axis not in (-1, 1) or cat.arguments.kwargs:
+        return None
+    parts = cat.input_tensors
+    kinds = {kind[id(t)] for t in parts}
+    if LOOP not in kinds or kinds == {LOOP}:
+        return None
+    if any(len(t.shape) != 2 or t.shape[-1] is None for t in parts):
+        return None
+    out, start = [], 0
+    for t in parts:
+        out.append((t, start, start + int(t.shape[-1])))
+        start += int(t.shape[-1])
+    return out
+
+
+class _Split:
+    """A Dense over a Concatenate, cut into its hoisted and loop halves."""
+
+    def __init__(self, node, parts, kind):
+        self.node = node
+        self.dense = node.operation
+        self.hoisted = [p for p in parts if kind[id(p[0])] != LOOP]
+        self.looped = [p for p in parts if kind[id(p[0])] == LOOP]
+        self.kind = SEQ if any(kind[id(p[0])] == SEQ for p in self.hoisted) else CONST
+        # The hoisted half's value: a tensor of its own, keyed by this object.
+        self.key = id(self)
+
+    def partial(self, values):
+        """`sum(part @ W[rows]) + b` over the hoisted parts."""
+        kernel = self.dense.kernel
+        z = None
+        for t, a, b in self.hoisted:
+            x = ops.cast(values[id(t)], self.dense.compute_dtype)
+            term = ops.matmul(x, kernel[a:b])
+            z = term if z is None else z + term
+        if self.dense.use_bias:
+            z = z + self.dense.bias
+        return z
+
+    def loop_kernels(self):
+        """The kernel's rows for the loop parts, sliced once outside the loop."""
+        kernel = self.dense.kernel
+        return [kernel[a:b] for _, a, b in self.looped]
+
+    def finish(self, partial, kernels, values):
+        """The Dense's output from the hoisted half and the loop parts."""
+        z = partial
+        for (t, _, _), w in zip(self.looped, kernels):
+            x = ops.cast(values[id(t)], self.dense.compute_dtype)
+            z = z + ops.matmul(x, w)
+        if self.dense.activation is not None:
+            z = self.dense.activation(z)
+        return z
+
+
+class HoistPlan:
+    """How one step model splits into a hoisted part and a loop part.
+
+    Args:
+        model: the step model (inputs: per-step inputs, constants,
+            placeholders; any outputs).
+        n_inputs: the number of per-step inputs.
+        n_constants: the number of constants.
+
+    Attributes:
+        hoisted: the layer and op names computed outside the loop (empty when
+            nothing can be hoisted; the engine then runs the step model as is).
+    """
+
+    def __init__(self, model, n_inputs: int, n_constants: int):
+        self.model = model
+        inputs = model.inputs
+        self.seq_inputs = inputs[:n_inputs]
+        self.const_inputs = inputs[n_inputs : n_inputs + n_constants]
+        self.placeholders = inputs[n_inputs + n_constants :]
+        kind = {}
+        for i, t in enumerate(inputs):
+            kind[id(t)] = SEQ if i < n_inputs else CONST if i < n_inputs + n_constants else LOOP
+        nodes = []
+        for depth in sorted(model._nodes_by_depth, reverse=True):
+            nodes += [n for n in model._nodes_by_depth[depth] if n.operation and not n.is_input]
+        in_model = {id(n) for n in nodes}
+        pre, loop, splits = [], [], {}
+        for node in nodes:
+            ks = {kind[id(t)] for t in node.input_tensors}
+            if LOOP in ks or not hoistable(node):
+                k = LOOP
+                parts = _split_dense(node, kind, in_model)
+                if parts is not None:
+                    splits[id(node)] = _Split(node, parts, kind)
+            else:
+                k = SEQ if SEQ in ks else CONST
+            for t in node.outputs:
+                kind[id(t)] = k
+            (loop if k == LOOP else pre).append(node)
+        self.kind = kind
+
+        # The loop nodes needed, walking back from the outputs.
+        producer = {id(t): n for n in loop for t in n.outputs}
+        needed, stack = set(), [producer[id(t)] for t in model.outputs if id(t) in producer]
+        while stack:
+            node = stack.pop()
+            if id(node) in needed:
+                continue
+            needed.add(id(node))
+            split = splits.get(id(node))
+            deps = [p[0] for p in split.looped] if split else node.input_tensors
+            stack += [producer[id(t)] for t in deps if id(t) in producer]
+        self.loop_nodes = [n for n in loop if id(n) in needed]
+        self.splits = [splits[id(n)] for n in self.loop_nodes if id(n) in splits]
+        self.split_of = {id(s.node): s for s in self.splits}
+        self.pre_nodes = pre
+
+        # Boundaries: hoisted values that the loop reads or that are outputs.
+        read = []
+        for node in self.loop_nodes:
+            split = self.split_of.get(id(node))
+            read += [p[0] for p in split.looped] if split else node.input_tensors
+        read += list(model.outputs)
+        seen, self.seq_bounds, self.const_bounds = set(), [], []
+        for t in read:
+            if id(t) in seen or kind[id(t)] == LOOP:
+                continue
+            seen.add(id(t))
+            (self.seq_bounds if kind[id(t)] == SEQ else self.const_bounds).append(t)
+        self.seq_splits = [s for s in self.splits if s.kind == SEQ]
+        self.const_splits = [s for s in self.splits if s.kind == CONST]
+        # Constants that hoisted per-step work reads: tiled over time.
+        tiled = set()
+        for node in pre:
+            if kind[id(node.outputs[0])] == SEQ:
+                tiled |= {id(t) for t in node.input_tensors if kind[id(t)] == CONST}
+        for s in self.seq_splits:
+            tiled |= {id(p[0]) for p in s.hoisted if kind[id(p[0])] == CONST}
+        self.tiled = tiled
+        self.hoisted = [n.operation.name for n in pre] + [s.dense.name for s in self.splits]
+
+    # ----------------------------------------------------------- outside
+    def precompute(self, seqs, consts, training):
+        """The hoisted part, run once.
+
+        Args:
+            seqs: the per-step inputs, time-major `(time, batch, ...)`.
+            consts: the constants `(batch, ...)`.
+            training: the training flag.
+
+        Returns:
+            `(sequences, constants)`: the per-step values the loop reads,
+            time-major, and the constant values it reads (then the kernel
+            rows of each split Dense's loop parts).
+        """
+        kind = self.kind
+        const_vals = {id(t): v for t, v in zip(self.const_inputs, consts)}
+        seq_vals = {}
+        length = batch = None
+        for t, v in zip(self.seq_inputs, seqs):
+            if length is None:
+                shape = ops.shape(v)
+                length, batch = shape[0], shape[1]
+            seq_vals[id(t)] = ops.reshape(v, (-1,) + tuple(ops.shape(v)[2:]))
+
+        def tile(key):
+            if key not in seq_vals:
+                v = const_vals[key]
+                reps = (length,) + (1,) * (len(v.shape) - 1)
+                seq_vals[key] = ops.tile(v, reps)
+            return seq_vals[key]
+
+        for node in self.pre_nodes:
+            if kind[id(node.outputs[0])] == CONST:
+                values = const_vals
+            else:
+                for t in node.input_tensors:
+                    if id(t) in self.tiled:
+                        tile(id(t))
+                values = seq_vals
+            args, kwargs = node.arguments.fill_in(values)
+            out = _call(node.operation, args, kwargs, training)
+            for t, v in zip(node.outputs, keras.tree.flatten(out)):
+                values[id(t)] = v
+        for s in self.const_splits:
+            const_vals[s.key] = s.partial(const_vals)
+        for s in self.seq_splits:
+            for t, _, _ in s.hoisted:
+                if id(t) in self.tiled:
+                    tile(id(t))
+            seq_vals[s.key] = s.partial(seq_vals)
+
+        def unflatten(v):
+            return ops.reshape(v, (length, batch) + tuple(ops.shape(v)[1:]))
+
+        seq_out = [unflatten(seq_vals[id(t)]) for t in self.seq_bounds]
+        seq_out += [unflatten(seq_vals[s.key]) for s in self.seq_splits]
+        const_out = [const_vals[id(t)] for t in self.const_bounds]
+        const_out += [const_vals[s.key] for s in self.const_splits]
+        for s in self.splits:
+            const_out += s.loop_kernels()
+        return seq_out, const_out
+
+    # -------------------------------------------------------------- inside
+    def step(self, seq_vals, const_vals, placeholders, training):
+        """One step of the loop part: the step model's outputs, as a list."""
+        values = {}
+        n = len(self.seq_bounds)
+        for t, v in zip(self.seq_bounds, seq_vals[:n]):
+            values[id(t)] = v
+        for s, v in zip(self.seq_splits, seq_vals[n:]):
+            values[s.key] = v
+        n = len(self.const_bounds)
+        for t, v in zip(self.const_bounds, const_vals[:n]):
+            values[id(t)] = v
+        n_splits = len(self.const_splits)
+        for s, v in zip(self.const_splits, const_vals[n : n + n_splits]):
+            values[s.key] = v
+        kernels, pos = {}, n + n_splits
+        for s in self.splits:
+            kernels[id(s)] = const_vals[pos : pos + len(s.looped)]
+            pos += len(s.looped)
+        for t, v in zip(self.placeholders, placeholders):
+            values[id(t)] = v
+        for node in self.loop_nodes:
+            split = self.split_of.get(id(node))
+            if split is not None:
+                out = split.finish(values[split.key], kernels[id(split)], values)
+            else:
+                args, kwargs = node.arguments.fill_in(values)
+                out = _call(node.operation, args, kwargs, training)
+            for t, v in zip(node.outputs, keras.tree.flatten(out)):
+                values[id(t)] = v
+        return [values[id(t)] for t in self.model.outputs]
