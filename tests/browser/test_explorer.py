@@ -1,10 +1,11 @@
-"""A real browser runs a notebook in JupyterLab and plays its explorer.
+"""A real browser runs a notebook in JupyterLab 4 and Notebook 7 and plays its explorer.
 
 `make test-browser` installs what this needs (Debian's Chromium, JupyterLab,
-playwright) and runs it; plain `make test` leaves this folder out. The test
-starts JupyterLab on a free loopback port with a fixed token, over a temporary
-copy of the notebook's folder (the repository's notebooks are never executed or
-saved), opens the notebook in headless Chromium, runs all cells, and checks
+Notebook 7, playwright) and runs it; plain `make test` leaves this folder out.
+For each front end (`ui`: "lab" or "notebook") the test starts its server on a
+free loopback port with a fixed token, over a temporary copy of the notebook's
+folder (the repository's notebooks are never executed or saved), opens the
+notebook in headless Chromium, runs all cells, and checks
 that the graph's SVG, an ipywidgets slider and a plotly figure render, and that
 pressing Play moves the figure's time marker (a plotly layout shape: a `path`
 in the figure's `.shapelayer`) and advances the slider.
@@ -17,8 +18,9 @@ Environment:
     FBX_BROWSER_TIMEOUT   seconds for the whole test (default 420).
     FBX_CHROMIUM          the browser executable (default: chromium on PATH).
 
-The last screenshot goes to build/explorer.png, also when a step fails; the
-failure message names the step and what the page showed.
+The last screenshot goes to build/explorer.png (JupyterLab) and
+build/explorer-notebook7.png (Notebook 7), also when a step fails; the failure
+message names the front end, the step and what the page showed.
 """
 
 from __future__ import annotations
@@ -43,7 +45,6 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 FIXTURE = pathlib.Path(__file__).with_name("fixture.ipynb")
 NOTEBOOK = REPO / os.environ.get("FBX_BROWSER_NOTEBOOK", "notebooks/01_quickstart.ipynb")
 TIMEOUT = float(os.environ.get("FBX_BROWSER_TIMEOUT", "420"))
-SCREENSHOT = REPO / "build" / "explorer.png"
 TOKEN = "fbx-browser-test"
 
 # Headless Chromium as root, with nothing reaching out of the machine.
@@ -67,6 +68,39 @@ LAB_SETTINGS = {
         "checkForUpdates": False,
     },
     "@jupyterlab/notebook-extension/tracker": {"windowingMode": "none"},
+}
+
+
+# What differs between the two front ends; everything else is shared.
+#   label       its name in failure messages
+#   app         the module that starts the server (`python -m app`)
+#   path        the notebook's page, from its name and the token
+#   idle        a JS expression, true when the page shows the kernel idle
+#   status      a JS expression, the page's kernel status as text (for failure messages)
+#   screenshot  where the last screenshot goes (README shows a copy of the lab one)
+# Notebook 7 has no status bar: its toolbar's execution indicator carries the kernel
+# state in `data-status`. It reads "idle" before the kernel has connected too, so
+# readiness also asks the server (and Run All is retried until a cell starts).
+UIS = {
+    "lab": {
+        "label": "JupyterLab",
+        "app": "jupyterlab",
+        "path": "/lab/tree/{name}?reset&token={token}",
+        "idle": r"/\|\s*Idle/.test((document.querySelector('#jp-main-statusbar') || {}).innerText || '')",
+        "status": "(document.querySelector('#jp-main-statusbar') || {}).innerText || '(no status bar)'",
+        "screenshot": REPO / "build" / "explorer.png",
+    },
+    "notebook": {
+        "label": "Notebook 7",
+        "app": "notebook",
+        "path": "/notebooks/{name}?token={token}",
+        "idle": "(document.querySelector('.jp-Notebook-ExecutionIndicator') || {dataset: {}})"
+        ".dataset.status === 'idle'",
+        "status": "'kernel ' + ((document.querySelector('.jp-Notebook-ExecutionIndicator') || "
+        "{dataset: {}}).dataset.status || '(no indicator)') + ' ' + "
+        "((document.querySelector('.jp-NotebookKernelStatus') || {}).innerText || '')",
+        "screenshot": REPO / "build" / "explorer-notebook7.png",
+    },
 }
 
 
@@ -110,9 +144,10 @@ def _chromium() -> str:
 # -- the server ------------------------------------------------------------------------------
 
 
-class Lab:
-    def __init__(self, url: str, notebook: str, log: pathlib.Path):
-        self.url, self.notebook, self.log = url, notebook, log
+class Server:
+    def __init__(self, ui: str, url: str, notebook: str, log: pathlib.Path):
+        self.ui, self.url, self.notebook, self.log = ui, url, notebook, log
+        self.label = UIS[ui]["label"]
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -131,14 +166,16 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait(10)
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
+@pytest.fixture(scope="module", params=list(UIS))
+def server(request, tmp_path_factory):
+    ui = request.param
+    label = UIS[ui]["label"]
     if not NOTEBOOK.is_file():
         pytest.fail(
             f"{NOTEBOOK} does not exist. Set FBX_BROWSER_NOTEBOOK to a notebook path "
             "relative to the repository root, e.g. tests/browser/fixture.ipynb."
         )
-    work = tmp_path_factory.mktemp("lab")
+    work = tmp_path_factory.mktemp(ui)
     root = work / "root"
     shutil.copytree(
         NOTEBOOK.parent,
@@ -163,7 +200,7 @@ def lab(tmp_path_factory):
     cmd = [
         sys.executable,
         "-m",
-        "jupyterlab",
+        UIS[ui]["app"],
         "--no-browser",
         "--ServerApp.ip=127.0.0.1",
         f"--ServerApp.port={port}",
@@ -177,13 +214,18 @@ def lab(tmp_path_factory):
     url = f"http://127.0.0.1:{port}"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            cmd,
+            stdin=subprocess.DEVNULL,  # no "Shutdown this Jupyter server?" prompt on SIGINT
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
         )
     try:
         end = time.monotonic() + 90
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"JupyterLab exited with {proc.returncode}:\n{_tail(log)}")
+                pytest.fail(f"{label} exited with {proc.returncode}:\n{_tail(log)}")
             try:
                 with urllib.request.urlopen(f"{url}/api/status?token={TOKEN}", timeout=2) as r:
                     if r.status == 200:
@@ -191,21 +233,21 @@ def lab(tmp_path_factory):
             except OSError:
                 pass
             if time.monotonic() > end:
-                pytest.fail(f"JupyterLab did not answer on {url} within 90 s:\n{_tail(log)}")
+                pytest.fail(f"{label} did not answer on {url} within 90 s:\n{_tail(log)}")
             time.sleep(0.5)
-        yield Lab(url, NOTEBOOK.name, log)
+        yield Server(ui, url, NOTEBOOK.name, log)
     finally:
         _stop(proc)
 
 
 # -- the page --------------------------------------------------------------------------------
 
-# What the page shows, gathered in one go for failure messages.
+# What the page shows, gathered in one go for failure messages (UI_STATUS: the UI's `status`).
 _DESCRIBE_JS = """() => {
   const all = (s) => Array.from(document.querySelectorAll(s));
   const text = (e) => (e.innerText || e.textContent || '').trim();
   return {
-    status: text(document.querySelector('#jp-main-statusbar') || document.body).slice(0, 200),
+    status: String(UI_STATUS).trim().slice(0, 200),
     prompts: all('.jp-CodeCell .jp-InputPrompt').map(text),
     tracebacks: all('.jp-OutputArea-output')
       .map(text).filter((t) => /Traceback|Error/.test(t)).map((t) => t.slice(-800)),
@@ -218,11 +260,10 @@ _DESCRIBE_JS = """() => {
   };
 }"""
 
-# Done: the kernel idle and no cell waiting (Run All marks every cell `[*]` at once;
-# an error clears the marks of the cells after it).
+# Done: the kernel idle (UI_IDLE: the UI's `idle`) and no cell waiting (Run All marks
+# every cell `[*]` at once; an error clears the marks of the cells after it).
 _DONE_JS = """() => {
-  const bar = document.querySelector('#jp-main-statusbar');
-  if (!bar || !/\\|\\s*Idle/.test(bar.innerText)) return false;
+  if (!(UI_IDLE)) return false;
   return !Array.from(document.querySelectorAll('.jp-CodeCell .jp-InputPrompt'))
     .some((e) => e.innerText.includes('*'));
 }"""
@@ -244,14 +285,15 @@ _MARKER_JS = """(root) => Array.from(root.querySelectorAll('.js-plotly-plot .sha
 class Steps:
     """Names each step; a failing one fails the test with what the page showed."""
 
-    def __init__(self, page, lab: Lab, console: list[str]):
-        self.page, self.lab, self.console = page, lab, console
+    def __init__(self, page, server: Server, console: list[str]):
+        self.page, self.server, self.console = page, server, console
 
     def screenshot(self) -> str:
-        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        path = UIS[self.server.ui]["screenshot"]
+        path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.page.screenshot(path=str(SCREENSHOT))
-            return str(SCREENSHOT)
+            self.page.screenshot(path=str(path))
+            return str(path)
         except Exception as e:  # the page may be gone
             return f"(no screenshot: {e})"
 
@@ -263,17 +305,18 @@ class Steps:
         except Exception as e:
             error = f"{type(e).__name__}: {e}"
         try:
-            found = json.dumps(self.page.evaluate(_DESCRIBE_JS), indent=1)
+            describe = _DESCRIBE_JS.replace("UI_STATUS", UIS[self.server.ui]["status"])
+            found = json.dumps(self.page.evaluate(describe), indent=1)
         except Exception as e:
             found = f"(page unreadable: {e})"
         shot = self.screenshot()
         console = "\n".join(self.console[-10:]) or "(none)"
         raise pytest.fail.Exception(
-            f"Step '{name}' failed for {self.lab.notebook}: {error}\n"
+            f"Step '{name}' failed in {self.server.label} for {self.server.notebook}: {error}\n"
             f"Found on the page: {found}\n"
             f"Browser console errors: {console}\n"
             f"Screenshot: {shot}\n"
-            f"Server log (last lines):\n{_tail(self.lab.log)}",
+            f"Server log (last lines):\n{_tail(self.server.log)}",
             pytrace=False,
         ) from None
 
@@ -296,6 +339,33 @@ def page(tmp_path):
             context.close()
 
 
+def _wait_for_kernel_idle(server: Server, seconds: float) -> None:
+    """Wait until the server reports the notebook's kernel idle (started, not busy)."""
+    end = time.monotonic() + seconds
+    seen = "no session yet"
+    while True:
+        try:
+            url = f"{server.url}/api/sessions?token={TOKEN}"
+            with urllib.request.urlopen(url, timeout=5) as r:
+                sessions = json.load(r)
+            states = [
+                (s.get("kernel") or {}).get("execution_state")
+                for s in sessions
+                if s.get("path", "").endswith(server.notebook)
+            ]
+            if "idle" in states:
+                return
+            seen = f"kernel states {states}" if states else f"no session among {len(sessions)}"
+        except OSError as e:
+            seen = f"{type(e).__name__}: {e}"
+        if time.monotonic() > end:
+            raise AssertionError(
+                f"the server never reported {server.notebook}'s kernel idle in {seconds:g} s "
+                f"(last seen: {seen})"
+            )
+        time.sleep(0.5)
+
+
 def _readout(explorer) -> int:
     text = explorer.locator(".widget-slider .widget-readout").first.inner_text().strip()
     return int(text)
@@ -311,21 +381,21 @@ def test_fixture_is_stored_without_outputs():
     assert not dirty, f"{FIXTURE.name}: cells {dirty} have outputs; strip them before committing"
 
 
-def test_explorer_plays_in_a_real_browser(lab, page):
+def test_explorer_plays_in_a_real_browser(server, page):
     deadline = Deadline(TIMEOUT)
     console: list[str] = []
     page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
     page.on("console", lambda m: m.type == "error" and console.append(f"console: {m.text}"))
-    step = Steps(page, lab, console)
+    step = Steps(page, server, console)
+    ui = UIS[server.ui]
 
     with step("open the notebook"):
-        page.goto(f"{lab.url}/lab/tree/{lab.notebook}?reset&token={TOKEN}")
+        page.goto(server.url + ui["path"].format(name=server.notebook, token=TOKEN))
         page.locator(".jp-Notebook .jp-CodeCell").first.wait_for(timeout=deadline.ms(90))
 
     with step("wait for the kernel to be idle"):
-        page.locator("#jp-main-statusbar").get_by_text(re.compile(r"\|\s*Idle")).wait_for(
-            timeout=deadline.ms(90)
-        )
+        _wait_for_kernel_idle(server, deadline.ms(90) / 1000)
+        page.wait_for_function(f"() => {ui['idle']}", timeout=deadline.ms(60), polling=250)
 
     with step("run all cells"):
         for _attempt in range(4):
@@ -344,7 +414,8 @@ def test_explorer_plays_in_a_real_browser(lab, page):
             raise AssertionError("no cell got an execution count after 4 clicks on Run All")
 
     with step("wait for every cell to run"):
-        page.wait_for_function(_DONE_JS, timeout=deadline.ms(TIMEOUT), polling=500)
+        done = _DONE_JS.replace("UI_IDLE", ui["idle"])
+        page.wait_for_function(done, timeout=deadline.ms(TIMEOUT), polling=500)
         cells = page.evaluate(_CELLS_JS)
         ran = [bool(re.search(r"\[\d+\]", c["prompt"])) for c in cells]
         if not all(r or c["empty"] for r, c in zip(ran, cells)):
