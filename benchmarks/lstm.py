@@ -1,8 +1,14 @@
 """An LSTM six ways: as a feedback graph, and as the alternatives users have.
 
 Contenders (all the same LSTM: batch 64, T=100, 32 inputs, 128 units):
-  LSTM as Dense + Feedback   fbexplorer: the gates written with Dense layers,
-                             h and c fed back
+  LSTM as Dense + Feedback   fbexplorer: the gates written with Dense layers
+                             (Dense(x) + Dense(h)), h and c fed back; x's
+                             projection hoisted out of the loop
+  LSTM as Dense(Concatenate) + Feedback
+                             the same with one Dense over [x, h]: the engine
+                             splits its kernel and hoists x's half
+  ..., hoist=False           both again with everything in the loop, to show
+                             what hoisting gains
   fbx.cell(LSTMCell)         fbexplorer: Keras's LSTMCell inside the step graph
   keras.layers.LSTM          Keras's own layer
   RNN(hand-written cell)     keras.layers.RNN over a small Layer with a kernel,
@@ -32,7 +38,12 @@ import fbexplorer as fbx
 
 SIZES = {"B": 64, "T": 100, "D": 32, "U": 128}
 QUICK = {"B": 4, "T": 6, "D": 3, "U": 5}
-FBX = ("LSTM as Dense + Feedback", "fbx.cell(LSTMCell)")
+FBX = (
+    "LSTM as Dense + Feedback",
+    "LSTM as Dense(Concatenate) + Feedback",
+    "fbx.cell(LSTMCell)",
+)
+UNHOISTED = {name: f"{name}, hoist=False" for name in FBX[:2]}
 KERAS_LSTM, HAND, STATIC, EAGER = (
     "keras.layers.LSTM",
     "RNN(hand-written cell)",
@@ -95,13 +106,24 @@ def contenders(s) -> list[common.Contender]:
     """The contenders for sizes `s` (a dict with B, T, D, U)."""
     T, D, U = s["T"], s["D"], s["U"]
 
-    def fbx_graph():
+    def fbx_graph(hoist=True):
         x = keras.Input((D,), name="x")
         h_prev = fbx.Feedback((U,), name="h")
         c_prev = fbx.Feedback((U,), name="c")
         dx, dh = _projections(s)
         h, c = lstm_update(dx(x) + dh(h_prev), c_prev)
-        return common.keras_forward(fbx.FeedbackModel(x, h, feedback={"h": h, "c": c}))
+        return common.keras_forward(fbx.FeedbackModel(x, h, feedback={"h": h, "c": c}, hoist=hoist))
+
+    def fbx_concat(hoist=True):
+        x = keras.Input((D,), name="x")
+        h_prev = fbx.Feedback((U,), name="h")
+        c_prev = fbx.Feedback((U,), name="c")
+        dx, dh = _projections(s)  # the same initial weights, stacked into one kernel
+        gates = keras.layers.Dense(4 * U, name="gates")
+        gates.build((None, D + U))
+        gates.set_weights([ops.concatenate([dx.kernel, dh.kernel], 0), dx.bias])
+        h, c = lstm_update(gates(keras.layers.Concatenate()([x, h_prev])), c_prev)
+        return common.keras_forward(fbx.FeedbackModel(x, h, feedback={"h": h, "c": c}, hoist=hoist))
 
     def fbx_cell():
         x = keras.Input((D,), name="x")
@@ -144,7 +166,10 @@ def contenders(s) -> list[common.Contender]:
 
     return [
         common.Contender(FBX[0], fbx_graph),
-        common.Contender(FBX[1], fbx_cell),
+        common.Contender(UNHOISTED[FBX[0]], lambda: fbx_graph(hoist=False)),
+        common.Contender(FBX[1], fbx_concat),
+        common.Contender(UNHOISTED[FBX[1]], lambda: fbx_concat(hoist=False)),
+        common.Contender(FBX[2], fbx_cell),
         common.Contender(KERAS_LSTM, keras_lstm),
         common.Contender(HAND, hand_cell),
         common.Contender(STATIC, static_unroll),
@@ -174,6 +199,9 @@ def add_ratios(rows) -> None:
             r[f"train_x_{tag}"] = common.ratio(r["train_s"], ref_row.get("train_s"))
             r[f"infer_x_{tag}"] = common.ratio(r["infer_s"], ref_row.get("infer_s"))
         r["speedup_vs_eager"] = common.ratio(eager.get("train_s"), r["train_s"])
+        plain = by.get((UNHOISTED.get(r["contender"]), r["jit"]), {})
+        r["train_x_unhoisted"] = common.ratio(r["train_s"], plain.get("train_s"))
+        r["infer_x_unhoisted"] = common.ratio(r["infer_s"], plain.get("infer_s"))
 
 
 def goals(rows, T) -> list[dict]:
@@ -234,8 +262,10 @@ COLUMNS = [
     ("x LSTM", "train_x_keras", ".2f"),
     ("x hand", "train_x_hand", ".2f"),
     ("vs eager", "speedup_vs_eager", ".1f"),
+    ("x unhoisted", "train_x_unhoisted", ".2f"),
     ("infer ms", "infer_ms", ".2f"),
     ("x LSTM", "infer_x_keras", ".2f"),
+    ("x unhoisted", "infer_x_unhoisted", ".2f"),
     ("build s", "build_s", ".2f"),
     ("1st step s", "first_step_s", ".2f"),
     ("1st fit s", "first_fit_s", ".2f"),
@@ -260,7 +290,7 @@ def main(argv=None):
         f"LSTM, batch {s['B']}, T={s['T']}, {s['D']} inputs, {s['U']} units; TensorFlow CPU; "
         f"median of {args.rounds} rounds x {args.reps} calls. x LSTM / x hand: time relative "
         f"to keras.layers.LSTM / the hand-written cell (lower is faster); vs eager: speed-up "
-        f"over the eager loop"
+        f"over the eager loop; x unhoisted: time relative to the same model with hoist=False"
     )
     common.print_table(title, COLUMNS, common.for_table(rows))
     checks = goals(rows, s["T"])

@@ -128,7 +128,7 @@ def test_lstm_contenders_compute_the_same_lstm():
     # The Dense-based contenders share their initial weights.
     ref = out[lstm.EAGER][0]
     assert ref.shape == (s["B"], s["T"], s["U"])
-    for name in (lstm.FBX[0], lstm.STATIC):
+    for name in (lstm.FBX[0], lstm.FBX[1], *lstm.UNHOISTED.values(), lstm.STATIC):
         np.testing.assert_allclose(out[name][0], ref, atol=1e-5)
     # The hand-written cell given Keras's LSTM weights (same layout, same gate order).
     got = _hand_lstm(out[lstm.KERAS_LSTM][1], s, x)
