@@ -10,7 +10,10 @@ Two networks:
                          every step (batch 32, 16x16x3 images, 8 and 16 channels)
 
 Contenders, each built from the same step function and the same kind of layers:
-  FeedbackModel            fbexplorer
+  FeedbackModel            fbexplorer (hoist="auto", the default: the conv
+                           net's encoder of its constant image runs once)
+  FeedbackModel, hoist=False
+                           the same with everything in the loop
   RNN(hand-written cell)   keras.layers.RNN over a Layer that owns the layers
                            and runs one step (the image repeated over time)
   static unroll            a functional model applying the layers T times
@@ -77,11 +80,11 @@ class LoopNet:
         h3 = L["d3"](L["d2"](L["d1"](ops.concatenate([x, loop], axis=-1))))
         return L["out"](h3), h3
 
-    def feedback_model(self, L):
+    def feedback_model(self, L, hoist="auto"):
         x = keras.Input((self.s["D"],), name="x")
         loop = fbx.Feedback(self.state_shape, name="loop")
         y, h3 = self.step(L, x, loop)
-        return fbx.FeedbackModel(x, y, feedback={"loop": h3})
+        return fbx.FeedbackModel(x, y, feedback={"loop": h3}, hoist=hoist)
 
     def sequence_input(self):
         return keras.Input((self.s["T"], self.s["D"]))
@@ -144,12 +147,14 @@ class ConvNet:
         c2 = L["conv2"](c1)
         return L["head"](ops.mean(c2, axis=(1, 2))), c2
 
-    def feedback_model(self, L):
+    def feedback_model(self, L, hoist="auto"):
         s = self.s
         img = keras.Input((s["H"], s["H"], s["C"]), name="img")
         top = fbx.Feedback(self.state_shape, name="top")
         y, c2 = self.step(L, img, top)
-        return fbx.FeedbackModel([], y, constants=[img], feedback={"top": c2}, steps=s["T"])
+        return fbx.FeedbackModel(
+            [], y, constants=[img], feedback={"top": c2}, steps=s["T"], hoist=hoist
+        )
 
     def sequence_input(self):
         s = self.s
@@ -204,14 +209,14 @@ class StepFnCell(keras.layers.Layer):
 
 
 def contenders(net) -> list[common.Contender]:
-    """The four contenders for one net."""
+    """The five contenders for one net."""
     T = net.s["T"]
 
     def variables(L):
         return [v for layer in L.values() for v in layer.trainable_variables]
 
-    def fbx_model():
-        return common.keras_forward(net.feedback_model(net.layers()))
+    def fbx_model(hoist="auto"):
+        return common.keras_forward(net.feedback_model(net.layers(), hoist=hoist))
 
     def hand_cell():
         L = net.layers()
@@ -247,6 +252,7 @@ def contenders(net) -> list[common.Contender]:
 
     return [
         common.Contender(FBX, fbx_model),
+        common.Contender(f"{FBX}, hoist=False", lambda: fbx_model(hoist=False)),
         common.Contender(HAND, hand_cell),
         common.Contender(STATIC, static_unroll),
         common.Contender(EAGER, eager_loop, eager=True),

@@ -2,13 +2,15 @@
 
 Contenders (all the same LSTM: batch 64, T=100, 32 inputs, 128 units):
   LSTM as Dense + Feedback   fbexplorer: the gates written with Dense layers
-                             (Dense(x) + Dense(h)), h and c fed back; x's
-                             projection hoisted out of the loop
+                             (Dense(x) + Dense(h)), h and c fed back;
+                             hoist=True: x's projection hoisted out of the loop
   LSTM as Dense(Concatenate) + Feedback
                              the same with one Dense over [x, h]: the engine
                              splits its kernel and hoists x's half
   ..., hoist=False           both again with everything in the loop, to show
-                             what hoisting gains
+                             what hoisting gains; for these models the same as
+                             the default hoist="auto" (the projection widens
+                             what the loop reads, so auto keeps it there)
   fbx.cell(LSTMCell)         fbexplorer: Keras's LSTMCell inside the step graph
   keras.layers.LSTM          Keras's own layer
   RNN(hand-written cell)     keras.layers.RNN over a small Layer with a kernel,

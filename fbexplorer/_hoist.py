@@ -23,6 +23,7 @@ calls, with their weights), so nothing is copied and saving is unchanged.
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import ops
 
 SEQ, CONST, LOOP = "seq", "const", "loop"
@@ -177,7 +178,7 @@ class HoistPlan:
             nothing can be hoisted; the engine then runs the step model as is).
     """
 
-    def __init__(self, model, n_inputs: int, n_constants: int):
+    def __init__(self, model, n_inputs: int, n_constants: int, per_step: bool = True):
         self.model = model
         inputs = model.inputs
         self.seq_inputs = inputs[:n_inputs]
@@ -193,11 +194,13 @@ class HoistPlan:
         pre, loop, splits = [], [], {}
         for node in nodes:
             ks = {kind[id(t)] for t in node.input_tensors}
-            if LOOP in ks or not hoistable(node):
+            if LOOP in ks or (SEQ in ks and not per_step) or not hoistable(node):
                 k = LOOP
-                parts = _split_dense(node, kind, in_model)
+                # Without per-step hoisting, a split hoists only constant parts.
+                seen = kind if per_step else {i: LOOP if v == SEQ else v for i, v in kind.items()}
+                parts = _split_dense(node, seen, in_model)
                 if parts is not None:
-                    splits[id(node)] = _Split(node, parts, kind)
+                    splits[id(node)] = _Split(node, parts, seen)
             else:
                 k = SEQ if SEQ in ks else CONST
             for t in node.outputs:
@@ -244,6 +247,20 @@ class HoistPlan:
             tiled |= {id(p[0]) for p in s.hoisted if kind[id(p[0])] == CONST}
         self.tiled = tiled
         self.hoisted = [n.operation.name for n in pre] + [s.dense.name for s in self.splits]
+
+    def widens(self) -> bool:
+        """Whether the loop reads more numbers per step from the hoisted
+        per-step part than the raw inputs hold (an input projection to 4 * units
+        gates does): batching such a part saves no work, and the wider loop
+        input costs more than it saves (measured: XLA inference 1.7x slower for
+        an LSTM, benchmarks/lstm.py)."""
+
+        def width(t):
+            return int(np.prod([d or 1 for d in t.shape[1:]]))
+
+        read = sum(width(t) for t in self.seq_bounds)
+        read += sum(int(s.dense.units) for s in self.seq_splits)
+        return read > sum(width(t) for t in self.seq_inputs)
 
     # ----------------------------------------------------------- outside
     def precompute(self, seqs, consts, training):

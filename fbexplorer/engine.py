@@ -125,13 +125,18 @@ class FeedbackModel(keras.Model):
         steps: the number of steps when the model has no per-step inputs (all
             constants); `steps=` at call overrides it.
         hoist: run the parts of the step that depend on no delayed value or
-            cell state (input projections, encoders of the inputs or the
-            constants) once over all timesteps, outside the loop, as one
-            batched computation; the loop keeps the rest. The results are
-            those of the plain loop (up to float rounding; a hoisted Dropout
-            draws other, equally distributed masks). Turn it off for a step
-            with layers that mix the samples of a batch in a way the engine
-            cannot see (see docs/engine.md for what stays in the loop).
+            cell state outside the loop, once per call, as one batched
+            computation; the loop keeps the rest. `True`: everything that can
+            be (encoders of the constants, computed once; input projections
+            and per-step encoders, computed once over all timesteps).
+            `"auto"` (default): the constants' part always, the per-step part
+            only where it does not widen what the loop reads per step (an
+            input projection to an LSTM's 4 * units gates does, and measured
+            slower). `False`: the plain loop. The results are those of the
+            plain loop (up to float rounding; a hoisted Dropout draws other,
+            equally distributed masks). Turn it off for a step with layers
+            that mix the samples of a batch in a way the engine cannot see
+            (see docs/engine.md for what stays in the loop).
         name: the model's name.
 
     Call arguments:
@@ -171,7 +176,7 @@ class FeedbackModel(keras.Model):
         unroll: bool = False,
         teacher_forcing: float = 1.0,
         steps: int | None = None,
-        hoist: bool = True,
+        hoist: bool | str = "auto",
         name: str | None = None,
         step_graph=None,
         **kwargs,
@@ -221,7 +226,12 @@ class FeedbackModel(keras.Model):
             )
         self._seed_generator = keras.random.SeedGenerator(name="teacher_forcing_seed")
         self._store = _StateStore()
-        self.hoist = bool(hoist)
+        if hoist not in (True, False, "auto"):
+            raise ValueError(
+                f"FeedbackModel '{self.name}': hoist must be True, False or 'auto'. "
+                f"Received: hoist={hoist!r}"
+            )
+        self.hoist = hoist if hoist == "auto" else bool(hoist)
         self._plans = _Holder({})  # id(model) -> (model, its HoistPlan or None)
         self._tf_run = None
         self._cell = None
@@ -288,7 +298,11 @@ class FeedbackModel(keras.Model):
             from fbexplorer._hoist import HoistPlan
 
             g = self._graph
-            plan = HoistPlan(model, len(g.input_names), len(g.constant_names))
+            n = (len(g.input_names), len(g.constant_names))
+            if "per_step" not in plans:  # decided on the step model, kept for probes
+                auto = self.hoist == "auto"
+                plans["per_step"] = not (auto and HoistPlan(self.step_model, *n).widens())
+            plan = HoistPlan(model, *n, per_step=plans["per_step"])
             plans[id(model)] = (model, plan if plan.hoisted else None)
         return plans[id(model)][1]
 

@@ -72,6 +72,7 @@ def test_feedback_nets_quick_run(quick_runs):
         rows = res["nets"][key]["results"]
         assert {r["contender"] for r in rows} == {
             feedback_nets.FBX,
+            f"{feedback_nets.FBX}, hoist=False",
             feedback_nets.HAND,
             feedback_nets.STATIC,
             feedback_nets.EAGER,

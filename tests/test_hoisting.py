@@ -7,6 +7,7 @@ against numpy and a step-by-step oracle elsewhere (test_engine.py,
 test_properties.py); here it is the reference.
 """
 
+import functools
 import os
 import subprocess
 import sys
@@ -23,6 +24,11 @@ from hypothesis import strategies as st
 import fbexplorer as fbx
 
 ATOL = 1e-5
+
+
+# Everything that can be hoisted is: the default ("auto") keeps a widening
+# per-step part in the loop (tested below).
+hoisted_model = functools.partial(fbx.FeedbackModel, hoist=True)
 
 
 def twin(net, **overrides):
@@ -79,7 +85,7 @@ def seed_network(**kw):
     h2 = keras.layers.Dense(8, activation="tanh", name="d2")(h1)
     h3 = keras.layers.Dense(8, activation="tanh", name="d3")(h2)
     y = keras.layers.Dense(1, name="out")(h3)
-    return fbx.FeedbackModel(x, y, feedback={"loop": h3}, **kw)
+    return hoisted_model(x, y, feedback={"loop": h3}, **kw)
 
 
 def lstm_dense_feedback(d=3, u=5, concat=False, **kw):
@@ -95,14 +101,14 @@ def lstm_dense_feedback(d=3, u=5, concat=False, **kw):
     i, f, g, o = keras.ops.split(z, 4, axis=-1)
     c = keras.ops.sigmoid(f) * c_prev + keras.ops.sigmoid(i) * keras.ops.tanh(g)
     h = keras.ops.sigmoid(o) * keras.ops.tanh(c)
-    return fbx.FeedbackModel(x, h, feedback={"h": h, "c": c}, **kw)
+    return hoisted_model(x, h, feedback={"h": h, "c": c}, **kw)
 
 
 def cell_model(cell, **kw):
     x = keras.Input((3,), name="x")
     e = keras.layers.Dense(6, activation="relu", name="enc")(x)
     y = fbx.cell(cell)(e)
-    return fbx.FeedbackModel(x, keras.layers.Dense(2, name="head")(y), **kw)
+    return hoisted_model(x, keras.layers.Dense(2, name="head")(y), **kw)
 
 
 def conv_top_down(**kw):
@@ -114,9 +120,7 @@ def conv_top_down(**kw):
         keras.layers.Add()([c1, back])
     )
     y = keras.layers.Dense(3, name="head")(keras.layers.GlobalAveragePooling2D()(c2))
-    return fbx.FeedbackModel(
-        inputs=[], outputs=y, constants=img, feedback={"top": c2}, steps=4, **kw
-    )
+    return hoisted_model(inputs=[], outputs=y, constants=img, feedback={"top": c2}, steps=4, **kw)
 
 
 def several_ios(**kw):
@@ -134,7 +138,7 @@ def several_ios(**kw):
     late = fbx.delayed(mix, steps=1, name="late")
     y = keras.layers.Dense(2, name="y")(keras.layers.Concatenate()([h, late]))
     echo = keras.layers.Dense(3, name="echo")(x1)
-    return fbx.FeedbackModel(
+    return hoisted_model(
         [x1, x2],
         {"y": y, "echo": echo, "h": h},
         constants=[ctx],
@@ -219,7 +223,7 @@ def test_batch_normalization_stays_in_the_loop(rng):
     bn = keras.layers.BatchNormalization(momentum=0.5, name="bn")
     n = keras.layers.Dense(4, name="after_bn")(bn(p))
     h = keras.layers.Add()([n, prev])
-    net = fbx.FeedbackModel(x, h, feedback={"prev": h})
+    net = hoisted_model(x, h, feedback={"prev": h})
     assert net._hoist_plan().hoisted == ["proj"]
     X = seq(rng, 3, batch=8) + 2.0
     start = bn.get_weights()
@@ -241,7 +245,7 @@ def test_dropout_hoisted_draws_fresh_masks_per_step(rng):
     prev = fbx.Feedback((16,), name="prev")
     dropped = keras.layers.Dropout(0.5, name="drop")(keras.layers.Dense(16, name="p")(x))
     h = keras.layers.Add()([dropped, keras.layers.Dense(16, use_bias=False, name="r")(prev)])
-    net = fbx.FeedbackModel(x, [dropped, h], feedback={"prev": h})
+    net = hoisted_model(x, [dropped, h], feedback={"prev": h})
     assert net._hoist_plan().hoisted == ["p", "drop"]
     X = np.abs(seq(rng, 4, batch=64, steps=6)) + 0.1
     check(net, X)  # inference: no dropout, identical
@@ -295,7 +299,7 @@ def test_hoisted_layer_runs_once_per_call_on_all_steps(rng):
     h = keras.layers.Dense(4, activation="tanh", name="rec")(
         keras.layers.Add()([Counted(4, name="proj")(x), prev])
     )
-    net = fbx.FeedbackModel(x, h, feedback={"prev": h}, unroll=True)
+    net = hoisted_model(x, h, feedback={"prev": h}, unroll=True)
     assert net._hoist_plan().hoisted == ["proj"]
     X = keras.ops.convert_to_tensor(seq(rng, 3, batch=2, steps=5))
 
@@ -310,6 +314,48 @@ def test_hoisted_layer_runs_once_per_call_on_all_steps(rng):
     ref = run(twin(net))
     assert calls == [(2, 3)] * 5
     assert_same(out, ref)
+
+
+def test_auto_keeps_a_widening_projection_in_the_loop(rng):
+    """The default hoists per-step work only where the loop then reads no more
+    numbers per step than the inputs hold: not an LSTM's 4 * units gates."""
+    for net in [
+        seed_network(hoist="auto"),
+        lstm_dense_feedback(hoist="auto"),
+        lstm_dense_feedback(concat=True, hoist="auto"),
+    ]:
+        assert net.hoist == "auto" and net._hoist_plan() is None
+
+
+def test_auto_hoists_constants_and_narrowing_encoders(rng):
+    x = keras.Input((16,), name="x")
+    ctx = keras.Input((6,), name="ctx")
+    loop = fbx.Feedback((4,), name="loop")
+    enc = keras.layers.Dense(3, activation="relu", name="enc")(x)  # 16 -> 3: narrows
+    cenc = keras.layers.Dense(5, name="cenc")(ctx)  # a constant's encoder
+    h = keras.layers.Dense(4, activation="tanh", name="h")(
+        keras.layers.Concatenate()([enc, cenc, loop])
+    )
+    net = fbx.FeedbackModel(x, h, constants=ctx, feedback={"loop": h})
+    assert net.hoist == "auto"
+    assert set(net._hoist_plan().hoisted) == {"enc", "cenc", "h"}  # h: its kernel split
+    check(net, [rng.normal(size=(3, 6, 16)).astype("float32"), rng.normal(size=(3, 6))])
+
+    # The loop reads `wide` (40 numbers a step for 16 inputs): per-step work
+    # stays in the loop; the constant's encoder and rows are still hoisted.
+    wide = keras.layers.Dense(40, name="wide")(x)
+    m = keras.layers.Multiply()([wide, keras.layers.Dense(40, name="r")(loop)])
+    g = keras.layers.Dense(4, name="g")(keras.layers.Concatenate()([m, cenc]))
+    net = fbx.FeedbackModel(x, g, constants=ctx, feedback={"loop": g})
+    assert net._hoist_plan().hoisted == ["cenc", "g"]  # g: only the constant's rows
+    check(net, [rng.normal(size=(3, 6, 16)).astype("float32"), rng.normal(size=(3, 6))])
+
+
+def test_hoist_must_be_true_false_or_auto():
+    with pytest.raises(
+        ValueError, match="hoist must be True, False or 'auto'. Received: hoist='yes'"
+    ):
+        seed_network(hoist="yes")
 
 
 def test_hoist_option_saved_and_loaded(rng, tmp_path):
@@ -349,7 +395,7 @@ def test_what_mixes_the_batch_stays_in_the_loop(rng, mixer):
     if mixer == "marked":
         layer._fbx_hoist = False
     h = keras.layers.Add()([op(layer(x)), prev])
-    net = fbx.FeedbackModel(x, h, feedback={"prev": h})
+    net = hoisted_model(x, h, feedback={"prev": h})
     plan = net._hoist_plan()
     assert plan is None if mixer == "marked" else plan.hoisted == ["proj"]
     X = seq(rng, 3)
@@ -372,7 +418,7 @@ def test_what_mixes_the_batch_stays_in_the_loop(rng, mixer):
 def test_random_graphs_hoisted_equal_plain(recipe, masked, backwards):
     keras.backend.clear_session()
     keras.utils.set_random_seed(0)
-    net = random_graphs.build(recipe, go_backwards=backwards)
+    net = random_graphs.build(recipe, go_backwards=backwards, hoist=True)
     rng = np.random.default_rng(0)
     xs = [rng.normal(size=(2, 5, d)).astype("float32") for d in recipe["inputs"]]
     cs = [rng.normal(size=(2, d)).astype("float32") for d in recipe["constants"]]
@@ -399,7 +445,7 @@ JAX_SCRIPT = textwrap.dedent(
     z = keras.layers.Dense(4, activation="tanh", name="gates")(
         keras.layers.Concatenate()([drop, enc, h_prev]))
     bn = keras.layers.BatchNormalization(name="bn")(z)
-    net = fbx.FeedbackModel(x, bn, constants=ctx, feedback={"h": z})
+    net = fbx.FeedbackModel(x, bn, constants=ctx, feedback={"h": z}, hoist=True)
     assert set(net._hoist_plan().hoisted) == {"enc", "p", "drop", "gates"}
     cfg = net.get_config(); cfg.pop("step_graph"); cfg.pop("name")
     plain = fbx.FeedbackModel(step_graph=net.graph, **dict(cfg, hoist=False))
