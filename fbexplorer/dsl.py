@@ -67,18 +67,6 @@ def namespace() -> dict:
 
 
 @dataclass
-class _Prev:
-    """One `prev(var, steps, initial)` call site, by its rewritten index."""
-
-    var: str
-    line: int
-    steps: int = 1
-    initial: object = "zeros"
-    shape: tuple | None = None
-    dtype: str | None = None
-
-
-@dataclass
 class _Source:
     """A cell body parsed once: the code to run and what it assigns."""
 
@@ -147,7 +135,7 @@ def parse(body: str, first_line: int = 2, layer_names: set = frozenset(), reserv
             source.order.append(var)
             counts[var] = counts.get(var, 0) + 1
 
-    sites: list[_Prev] = []
+    sites: list[str] = []  # the variable of each prev() call, by its index
     for node in ast.walk(tree):
         if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
             continue
@@ -165,7 +153,7 @@ def parse(body: str, first_line: int = 2, layer_names: set = frozenset(), reserv
                 f"line {node.lineno}: prev({var}): '{var}' is never assigned in this cell; "
                 "prev() feeds back a variable the cell assigns"
             )
-        sites.append(_Prev(var=var, line=node.lineno))
+        sites.append(var)
         node.args[0] = ast.Constant(len(sites) - 1)
 
     single = {var for var, n in counts.items() if n == 1} - set(reserved)
@@ -215,8 +203,7 @@ class _Pass:
         self.ns: dict = {}
 
     def prev(self, index, steps=1, initial="zeros", shape=None, dtype=None):
-        site = self.sites[index]
-        var = site.var
+        var = self.sites[index]
         if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
             raise ValueError(f"prev({var}, steps={steps!r}): steps must be an int >= 1")
         key = (var, steps, repr(initial))
