@@ -232,7 +232,8 @@ class FeedbackModel(keras.Model):
                 f"Received: hoist={hoist!r}"
             )
         self.hoist = hoist if hoist == "auto" else bool(hoist)
-        self._plans = _Holder({})  # id(model) -> (model, its HoistPlan or None)
+        self._plans = _Holder({})  # id(model) -> (model, its HoistPlan)
+        self._per_step = None  # hoist per-step work too; decided on the step model
         self._tf_run = None
         self._cell = None
         self.built = True
@@ -299,12 +300,15 @@ class FeedbackModel(keras.Model):
 
             g = self._graph
             n = (len(g.input_names), len(g.constant_names))
-            if "per_step" not in plans:  # decided on the step model, kept for probes
-                auto = self.hoist == "auto"
-                plans["per_step"] = not (auto and HoistPlan(self.step_model, *n).widens())
-            plan = HoistPlan(model, *n, per_step=plans["per_step"])
-            plans[id(model)] = (model, plan if plan.hoisted else None)
-        return plans[id(model)][1]
+            if self._per_step is None:  # decided on the step model, kept for probes
+                full = HoistPlan(self.step_model, *n)
+                self._per_step = self.hoist is True or not full.widens()
+                if self._per_step:
+                    plans[id(self.step_model)] = (self.step_model, full)
+            if id(model) not in plans:
+                plans[id(model)] = (model, HoistPlan(model, *n, per_step=self._per_step))
+        plan = plans[id(model)][1]
+        return plan if plan.hoisted else None
 
     def _compiled_run(self):
         if self._tf_run is None:
