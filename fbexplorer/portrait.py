@@ -87,7 +87,7 @@ def _concatenate(arrays, nodes, shapes, what: str) -> np.ndarray:
 
 def _check_dims(dims, what: str):
     if isinstance(dims, bool) or dims not in (2, 3):
-        raise ValueError(f"fbx.{what}: dims is 2 or 3. Received: dims={dims!r}")
+        raise ValueError(f"fbx.{what}: expected dims=2 or dims=3. Received: dims={dims!r}")
 
 
 def pca_project(
@@ -149,8 +149,7 @@ def _fit(arrays, dims, nodes, what):
     if units < dims:
         raise ValueError(
             f"fbx.{what}: the nodes {nodes} have {units} unit{'s' * (units != 1)} in all, "
-            f"fewer than dims={dims}. Add nodes, or use dims={max(2, min(units, 3))}"
-            + (" with more units." if units < 2 else ".")
+            f"fewer than dims={dims}. Add nodes" + (", or use dims=2." if units == 2 else ".")
         )
     flat = data.reshape(-1, units)
     if len(flat) < dims + 1:
