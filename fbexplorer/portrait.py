@@ -130,11 +130,12 @@ def _fit(arrays, dims, nodes, what):
             f"fbx.trace(..., as_arrays=True) returns. Received: {type(arrays).__name__}"
         )
     nodes = list(arrays) if nodes is None else [nodes] if isinstance(nodes, str) else list(nodes)
+    if not nodes:
+        raise ValueError(f"fbx.{what}: `nodes` is empty. Name at least one node, or pass None.")
     missing = [n for n in nodes if n not in arrays]
-    if missing or not nodes:
+    if missing:
         raise ValueError(
-            f"fbx.{what}: no node '{missing[0] if missing else ''}' in the arrays. "
-            f"Nodes: {list(arrays)}."
+            f"fbx.{what}: no node '{missing[0]}' in the arrays. Nodes: {list(arrays)}."
         )
     shapes = []
     for n in nodes:
