@@ -54,6 +54,22 @@ def _names(text: str | None, flag: str) -> list[str] | None:
     return names
 
 
+def _node_names(text: str | None, flag: str = "--nodes") -> list[str] | None:
+    """`--nodes d1,lstm/h,loop`: node names as `fbx.trace` takes them (layers,
+    `d1#1`, `lstm/h`, feedback names), separated by commas; the public API
+    checks them against the model."""
+    if text is None:
+        return None
+    if len(text) > 1 and text[0] == text[-1] and text[0] in "'\"":  # IPython keeps quotes
+        text = text[1:-1]
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise UsageError(
+            f"{flag} {text!r}: give node names separated by commas, as in {flag} d1,lstm/h"
+        )
+    return names
+
+
 @magics_class
 class FeedbackMagics(Magics):
     """The fbexplorer magics, registered by `%load_ext fbexplorer`."""
@@ -202,21 +218,27 @@ class FeedbackMagics(Magics):
     @magic_arguments()
     @argument("name", help="a FeedbackModel in the notebook")
     @argument("data", help="an expression for the input sequences, as in X[:4]")
-    @argument("--nodes", metavar="A,B", help="the nodes to record (default: every node)")
+    @argument(
+        "--nodes",
+        metavar="A,B",
+        help="the nodes to record, by the names fbx.trace takes: layers (d1, d1#1 for "
+        "a second call), inputs, feedback names (h3_prev), cell states (lstm/h); "
+        "default: every node",
+    )
     @argument("-o", dest="out", metavar="VAR", help="also bind the DataFrame to VAR")
     @line_magic
     def fbtrace(self, line):
         """Record every node's value at every timestep, as a tidy DataFrame
         (fbx.trace).
 
-        Example: %fbtrace net X[:4] --nodes d1,h3_prev -o df
+        Example: %fbtrace net X[:4] --nodes d1,h3_prev,lstm/h -o df
         """
         from fbexplorer.trace import trace
 
         args = parse_argstring(self.fbtrace, line)
         model = self._model(args.name, "fbtrace")
         data = self._data(args.data, "fbtrace")
-        nodes = _names(args.nodes, "--nodes")
+        nodes = _node_names(args.nodes)
         df = self._call("fbtrace", trace, model, data, nodes=nodes)
         self._store(args.out, df)
         return df
@@ -225,20 +247,26 @@ class FeedbackMagics(Magics):
     @argument("name", help="a FeedbackModel in the notebook")
     @argument("data", help="an expression for the input sequences, as in X[:4]")
     @argument("--chunks", type=int, required=True, metavar="K", help="split time into K chunks")
+    @argument(
+        "--nodes",
+        metavar="A,B",
+        help="the nodes to compare, named as for %%fbtrace (default: every node)",
+    )
     @argument("-o", dest="out", metavar="VAR", help="also bind the DataFrame to VAR")
     @line_magic
     def fbcompare(self, line):
         """Run the data in K chunks, stateless and stateful, side by side
         (fbx.compare_stateful).
 
-        Example: %fbcompare net X[:4] --chunks 4 -o cmp
+        Example: %fbcompare net X[:4] --chunks 4 --nodes d3,lstm/c -o cmp
         """
         from fbexplorer.trace import compare_stateful
 
         args = parse_argstring(self.fbcompare, line)
         model = self._model(args.name, "fbcompare")
         data = self._data(args.data, "fbcompare")
-        df = self._call("fbcompare", compare_stateful, model, data, chunks=args.chunks)
+        nodes = _node_names(args.nodes)
+        df = self._call("fbcompare", compare_stateful, model, data, chunks=args.chunks, nodes=nodes)
         self._store(args.out, df)
         return df
 

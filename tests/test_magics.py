@@ -247,6 +247,32 @@ def test_fbtrace_matches_trace_and_binds(ip, traced):
     assert ip.user_ns["df"] is df
 
 
+NODES_CELL = """
+d = Dense(3, activation="tanh", name="d")
+a = d(Concatenate()([x, prev(b)]))
+b = d(Concatenate()([cell(LSTMCell(3))(ops.tanh(a)), x]))
+y = Add()([b, prev(x, steps=2)])
+"""
+
+
+def test_fbtrace_nodes_takes_every_name_trace_takes(ip):
+    model = fbmodel(ip, "every --input x:3 --quiet", NODES_CELL)
+    X = ip.user_ns["X3"] = seq(2, 4, 3)
+    every = list(fbx.trace(model, X)["node"].cat.categories)
+    states = [s.name for s in model.graph.specs if s.kind == "cell"]
+    assert len(states) == 2 and all("/" in s for s in states)
+    assert {"d#1", "b_prev", "x_prev2", *states} <= set(every)
+    for node in every:
+        df = ip.run_line_magic("fbtrace", f"every X3 --nodes {node}")
+        pd.testing.assert_frame_equal(df, fbx.trace(model, X, nodes=[node]))
+    df = ip.run_line_magic("fbtrace", f"every X3 --nodes '{', '.join(every)}'")
+    pd.testing.assert_frame_equal(df, fbx.trace(model, X, nodes=every))
+    df = ip.run_line_magic("fbcompare", "every X3 --chunks 2 --nodes lstm_cell/c,d#1")
+    pd.testing.assert_frame_equal(
+        df, fbx.compare_stateful(model, X, chunks=2, nodes=["lstm_cell/c", "d#1"])
+    )
+
+
 def test_fbcompare_matches_compare_stateful(ip, traced):
     df = ip.run_line_magic("fbcompare", "tnet X --chunks 3 -o cmp")
     pd.testing.assert_frame_equal(df, fbx.compare_stateful(traced, ip.user_ns["X"], chunks=3))
@@ -260,6 +286,9 @@ def test_fbcompare_matches_compare_stateful(ip, traced):
         ("fbdraw", "X", UsageError, "'X' is a ndarray, not a FeedbackModel"),
         ("fbtrace", "tnet Y", UsageError, "DATA 'Y' could not be evaluated"),
         ("fbtrace", "tnet X --nodes zz", FbModelError, "zz"),
+        ("fbtrace", "tnet X --nodes h1/h", FbModelError, "has no node 'h1/h'. Known nodes"),
+        ("fbtrace", "tnet X --nodes ,", UsageError, "--nodes ',': give node names"),
+        ("fbcompare", "tnet X --chunks 2 --nodes zz", FbModelError, "no node 'zz'"),
         ("fbcompare", "tnet X", UsageError, "--chunks"),
         ("fbexplore", "tnet", UsageError, "data"),
     ],
