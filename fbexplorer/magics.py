@@ -130,6 +130,13 @@ class FeedbackMagics(Magics):
         metavar="VAR[,VAR...]",
         help="the output variables (default: the last variable the cell assigns)",
     )
+    @argument(
+        "--steps",
+        type=int,
+        metavar="N",
+        help="the number of steps of a model with only --constant inputs (a call's "
+        "steps= overrides it)",
+    )
     @argument("--stateful", action="store_true", help="carry the state across calls")
     @argument("--unroll", type=int, metavar="N", help="draw the time expansion over N steps")
     @argument("--quiet", action="store_true", help="draw nothing")
@@ -147,12 +154,22 @@ class FeedbackMagics(Magics):
               assigned anywhere in the cell, later lines included; its shape
               is inferred. initial: "zeros", "learned" or a Keras initializer.
 
-        The outputs are the last variable assigned (or --output). The model
-        (a fbx.FeedbackModel) is bound to NAME, returned, and drawn (cyclic,
-        or unrolled with --unroll N). A layer assigned to a variable once is
-        named after it. Using a variable before its line without prev() is a
-        cycle without a delay, and an error. On any error NAME keeps its old
-        value. Line numbers count the %%fbmodel line as line 1.
+        These names of the language win over notebook variables of the same
+        name. The outputs are the last variable assigned (or --output). A
+        model with only --constant inputs needs --steps N. The model (a
+        fbx.FeedbackModel) is bound to NAME, returned, and drawn (cyclic, or
+        unrolled with --unroll N).
+
+        A layer created on a line that assigns it to a variable once is named
+        after it: h = Dense(5)(x) is the layer h, lstm = LSTMCell(8) the
+        layer lstm, and h = cell(LSTMCell(8))(x) the cell h, whose states are
+        h/h and h/c. Other layers get Keras's names (dense, dense_1, ...),
+        counted for this cell alone: running the cell again gives the same
+        names, so names in nodes=[...] and initial_state={...} stay valid.
+
+        Using a variable before its line without prev() is a cycle without a
+        delay, and an error. On any error NAME keeps its old value. Line
+        numbers count the %%fbmodel line as line 1.
 
         Example:
 
@@ -175,12 +192,25 @@ class FeedbackMagics(Magics):
             )
         if args.unroll is not None and args.unroll < 1:
             raise UsageError(f"%%fbmodel: --unroll {args.unroll}: give a number of steps >= 1")
+        if args.steps is not None and args.steps < 1:
+            raise UsageError(f"%%fbmodel: --steps {args.steps}: give a number of steps >= 1")
         inputs = [_shape_flag(t, "--input") for t in args.input]
         constants = [_shape_flag(t, "--constant") for t in args.constant]
         if not inputs and not constants:
             raise UsageError(
                 "%%fbmodel: declare the inputs of one timestep, as in "
                 f"%%fbmodel {args.name} --input x:5"
+            )
+        if inputs and args.steps is not None:
+            raise UsageError(
+                f"%%fbmodel: --steps {args.steps} is for a model with only --constant inputs; "
+                "with --input, the number of steps is the length of the sequences"
+            )
+        if not inputs and args.steps is None:
+            raise UsageError(
+                "%%fbmodel: a model with only --constant inputs has no sequence to take "
+                f"the number of steps from; give --steps N, as in %%fbmodel {args.name} "
+                f"{' '.join('--constant ' + t for t in args.constant)} --steps 10"
             )
         model = build(
             cell,
@@ -189,6 +219,7 @@ class FeedbackMagics(Magics):
             constants=constants,
             outputs=_names(args.output, "--output"),
             stateful=args.stateful,
+            steps=args.steps,
             user_ns=self.shell.user_ns,
         )
         self.shell.user_ns[args.name] = model
