@@ -275,7 +275,7 @@ def _cell_names(taken: set):
     finally:
         global_state.set_global_attribute(key, outer)
         for prefix, n in uids.items():
-            outer[prefix] = max(outer[prefix], n)
+            outer[prefix] = max(outer.get(prefix, 0), n)
 
 
 def _graph_names(tensors) -> collections.Counter:
