@@ -35,6 +35,7 @@ from __future__ import annotations
 import ast
 import collections
 import contextlib
+import itertools
 import re
 import traceback
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ from dataclasses import dataclass, field
 import keras
 from keras.src.backend.common import global_state
 
+from fbexplorer import graph
 from fbexplorer.engine import FeedbackModel
 from fbexplorer.graph import Feedback, cell, delayed
 
@@ -278,6 +280,23 @@ def _cell_names(taken: set):
             outer[prefix] = max(outer.get(prefix, 0), n)
 
 
+@contextlib.contextmanager
+def _delay_names():
+    """`fbx.delayed`'s default names (`h_delay1`, then `h_delay1_<n>`), kept
+    unique in a process-wide set and counter, counted afresh for one run of
+    the body (as `_cell_names` does for Keras's); afterwards the set holds
+    them and the counter has moved past them."""
+    outer_names, outer_uid = graph._used_names, graph._uid
+    graph._used_names, graph._uid = set(), itertools.count(1)
+    try:
+        yield
+    finally:
+        outer_names |= graph._used_names
+        handed_out = next(graph._uid) - 1  # the body's names end in _1 ... _n
+        graph._used_names = outer_names
+        graph._uid = itertools.count(next(outer_uid) + handed_out)
+
+
 def _graph_names(tensors) -> collections.Counter:
     """How many distinct operations of the graph behind `tensors` (delayed
     sources included) carry each name."""
@@ -365,7 +384,7 @@ class _Pass:
         self.ns = dict(base)
         self.ns.update(tensors)
         self.ns.update(prev=self.prev, cell=self.cell)
-        with _cell_names(taken) as uids:
+        with _cell_names(taken) as uids, _delay_names():
             try:
                 exec(code, self.ns)  # noqa: S102 - the user's own cell, like any notebook cell
             finally:

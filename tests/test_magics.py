@@ -206,6 +206,19 @@ def test_rerunning_a_cell_gives_the_same_names(ip):
     pd.testing.assert_frame_equal(fbx.trace(second, X, nodes=["gru_cell", "lstm_cell/c"]), want)
 
 
+def test_delayed_default_names_are_stable_on_reruns(ip, monkeypatch):
+    monkeypatch.setitem(ip.user_ns, "fbx", fbx)
+    body = "h = Dense(2)(x)\ny = Add()([fbx.delayed(h), fbx.delayed(h, steps=1)])\n"
+    for _ in range(2):
+        model = fbmodel(ip, "dl --input x:2 --quiet", body)
+        assert [s.name for s in model.graph.specs] == ["h_delay1", "h_delay1_1"]
+    # Outside the cell, default names stay unique process-wide, as before.
+    x = keras.Input((2,), name="x")
+    h = keras.layers.Dense(2, name="h")(x)
+    api = fbx.FeedbackModel(x, keras.layers.Add()([h, fbx.delayed(h)]))
+    assert api.graph.specs[0].name not in {"h_delay1", "h_delay1_1"}
+
+
 def test_a_notebook_cell_layer_keeps_its_state_names_on_reruns(ip):
     ip.user_ns["shared"] = keras.layers.GRUCell(3, name="shared")
     for _ in range(2):
