@@ -311,6 +311,14 @@ def fbmodel_bad_input_flag():
     cell_magic("h = Dense(5)(x)\n", line="net --input x")
 
 
+def fbmodel_constants_without_steps():
+    cell_magic("h = Dense(5)(Concatenate()([c, prev(h)]))\n", line="net --constant c:5")
+
+
+def fbmodel_input_hides_language_name():
+    cell_magic("h = Dense(5)(cell)\n", line="net --input cell:5")
+
+
 def fbmodel_unknown_model():
     from IPython.core.interactiveshell import InteractiveShell
 
@@ -356,7 +364,8 @@ MISUSES = {f.__name__.replace("_", "-"): f for f in [
     fbmodel_invalid_python, fbmodel_unknown_name, fbmodel_cycle_without_delay,
     fbmodel_prev_not_a_name, fbmodel_prev_unassigned, fbmodel_shape_mismatch,
     fbmodel_bare_cell, fbmodel_not_a_tensor, fbmodel_nothing_assigned,
-    fbmodel_bad_input_flag, fbmodel_unknown_model,
+    fbmodel_bad_input_flag, fbmodel_unknown_model, fbmodel_constants_without_steps,
+    fbmodel_input_hides_language_name,
     wrong_rank, wrong_feature_size, string_input, not_numeric_input, zero_steps,
     different_lengths, wrong_number_of_inputs, unknown_input, mask_wrong_rank,
     mask_wrong_length, initial_state_unknown, initial_state_wrong_shape,
