@@ -12,6 +12,13 @@ net = fbx.FeedbackModel(inputs=x, outputs=h3, feedback={"loop": h3})
 
 from fbexplorer import zoo  # registers the zoo's layers for load_model
 from fbexplorer.draw import draw
+from fbexplorer.dynamics import (
+    FixedPoints,
+    fixed_points,
+    gradient_flow,
+    gradient_norms,
+    plot_gradient_norms,
+)
 from fbexplorer.engine import FeedbackModel
 from fbexplorer.graph import Feedback, FeedbackSpec, StepGraph, cell, delayed
 from fbexplorer.plots import plot_comparison, plot_trace
@@ -35,6 +42,7 @@ __all__ = [
     "Feedback",
     "FeedbackModel",
     "FeedbackSpec",
+    "FixedPoints",
     "StepCell",
     "StepGraph",
     "cell",
@@ -44,8 +52,12 @@ __all__ = [
     "delayed",
     "draw",
     "explore",
+    "fixed_points",
+    "gradient_flow",
+    "gradient_norms",
     "load_model",
     "plot_comparison",
+    "plot_gradient_norms",
     "plot_trace",
     "trace",
     "wide",

@@ -21,6 +21,7 @@ for every node `fbx.trace` knows, in one compiled backward pass.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -53,7 +54,7 @@ def _compile(fn):
     if _backend() == "tensorflow":
         import tensorflow as tf
 
-        return tf.function(fn)
+        return tf.function(fn, autograph=False)
     if _backend() == "jax":
         import jax
 
@@ -560,3 +561,225 @@ def fixed_points(
     names = model.graph.input_names + model.graph.constant_names
     held_np = {n: ops.convert_to_numpy(v) for n, v in zip(names, held)}
     return FixedPoints(flat, q, jac, layout, held_np, settings, n_starts, n_converged)
+
+
+# --------------------------------------------------------- gradient flow
+def _perturbed_step(sm, targets: dict, training=False):
+    """The step model's graph, replayed with `perturbation[i]` added to the
+    tensor `targets[i]` (by id): the same layers, so the same weights."""
+    from fbexplorer._hoist import _call
+
+    depths = sorted(sm._nodes_by_depth, reverse=True)
+
+    def call(feeds, perturbations):
+        values = {}
+
+        def put(tensor, value):
+            i = targets.get(id(tensor))
+            values[id(tensor)] = value if i is None else value + perturbations[i]
+
+        for tensor, value in zip(sm.inputs, feeds):
+            put(tensor, value)
+        for depth in depths:
+            for node in sm._nodes_by_depth[depth]:
+                if node.is_input or any(id(x) not in values for x in node.input_tensors):
+                    continue
+                args, kwargs = node.arguments.fill_in(values)
+                out = _call(node.operation, args, kwargs, training)
+                for tensor, value in zip(node.outputs, keras.tree.flatten(out)):
+                    put(tensor, value)
+        return [values[id(t)] for t in sm.outputs]
+
+    return call
+
+
+def _loss_fn(model, targets, loss):
+    """`L(y_pred)`, a scalar: the compiled loss, `loss=`, or the last step's sum."""
+    if loss is not None:
+        fn = keras.losses.get(loss) if isinstance(loss, str) else loss
+        if targets is None:
+            return lambda y: ops.sum(fn(y))
+        return lambda y: ops.mean(fn(targets, y))
+    if targets is not None:
+        compiled = getattr(model, "_compile_loss", None)
+        if compiled is None:
+            raise ValueError(
+                f"fbx.gradient_flow: targets were given, but model '{model.name}' is not "
+                f"compiled with a loss. Call model.compile(loss=...) first, or pass loss=."
+            )
+        return lambda y: compiled(targets, y)
+    return None  # the sum of the outputs at the last step
+
+
+def gradient_flow(
+    model,
+    inputs,
+    targets=None,
+    *,
+    loss=None,
+    nodes: str | Sequence[str] | None = None,
+    samples: int | Sequence[int] | None = None,
+) -> pd.DataFrame:
+    """How much a loss depends on each node at each step: `dL/d(node at t)`.
+
+    The model runs over `inputs` from its initial values (inference mode),
+    with a zero perturbation added to every chosen node at every step; one
+    compiled backward pass gives the gradient of `L` with respect to all the
+    perturbations at once, which is `dL/d(node at step t)`. How those shrink
+    or grow as `t` moves back from the end shows vanishing or exploding
+    gradients (`fbx.gradient_norms`, `fbx.plot_gradient_norms`).
+
+    Args:
+        model: a `FeedbackModel`.
+        inputs: the inputs as for a call (no ground truth for teacher forcing).
+        targets: what the outputs should be, as for `fit`: `L` is then the
+            model's compiled loss (or `loss`).
+        loss: a loss (a Keras loss name or `loss(y_true, y_pred)`), in place
+            of the compiled one; without targets, a function `loss(y_pred)`
+            returning the value to differentiate.
+        nodes: node names as for `fbx.trace` (default: every per-step input,
+            delayed value, layer and cell state of a float dtype).
+        samples: as for `fbx.trace`: the loss is then over these samples.
+
+    With neither targets nor loss, `L` is the sum of every output at the last
+    step (over the samples too, so each sample's gradients are its own).
+
+    Returns:
+        A DataFrame with columns `sample, t, node, unit, gradient`, laid out
+        as `fbx.trace`'s (`unit` flattens a node's features in C order).
+
+    Example:
+        >>> g = fbx.gradient_flow(net, X[:8], Y[:8])
+        >>> fbx.plot_gradient_norms(fbx.gradient_norms(g))
+    """
+    _check_model(model, "gradient_flow")
+    names = _resolve_nodes(model, nodes, "gradient_flow")
+    catalog = _catalog(model)
+    if nodes is None:
+        names = [n for n in names if "float" in str(catalog[n][1].dtype)]
+    else:
+        bad = [n for n in names if "float" not in str(catalog[n][1].dtype)]
+        if bad:
+            raise ValueError(
+                f"fbx.gradient_flow: node '{bad[0]}' has dtype {catalog[bad[0]][1].dtype}; "
+                f"gradients exist for float nodes only."
+            )
+    prep = _Prepared(model, inputs, samples, None, None, None, False, "gradient_flow")
+    if prep.teachers:
+        raise ValueError(
+            f"fbx.gradient_flow: inputs hold ground truth for {list(prep.teachers)}; "
+            f"gradient flow follows the model's own feedback. Leave it out."
+        )
+    if targets is not None and samples is not None:
+        index = _batch_index(
+            samples, len(ops.convert_to_numpy(keras.tree.flatten(targets)[0])), "gradient_flow"
+        )
+        targets = keras.tree.map_structure(lambda v: np.asarray(v)[index], targets)
+    loss_of = _loss_fn(model, targets, loss)
+    g = model.graph
+    sm = model.step_model
+    n_in, n_out = len(g.input_names), g.n_outputs
+    batch, length = prep.batch, prep.length
+    replay = _perturbed_step(sm, {id(catalog[n][1]): i for i, n in enumerate(names)})
+    shapes = [tuple(catalog[n][1].shape[1:]) for n in names]
+    dtypes = [catalog[n][1].dtype for n in names]
+    out_specs = [(t.dtype, (None,) + tuple(t.shape[1:])) for t in sm.outputs[:n_out]]
+    starts = [
+        ops.stack([model._initial_value(spec, batch)] * spec.delay, axis=1) for spec in g.specs
+    ]
+
+    def forward(seqs, consts, perturbations):
+        time_major = [ops.moveaxis(s, 1, 0) for s in seqs]
+        if model.go_backwards:
+            time_major = [ops.flip(s, axis=0) for s in time_major]
+
+        def step(xs, carry):
+            feeds = list(xs[:n_in]) + list(consts) + [h[:, 0] for h in carry]
+            outs = replay(feeds, list(xs[n_in:]))
+            new = [
+                ops.concatenate([h[:, 1:], ops.cast(src, h.dtype)[:, None]], axis=1)
+                for h, src in zip(carry, outs[n_out:])
+            ]
+            return outs[:n_out], new
+
+        ys, _ = time_loop(step, time_major + list(perturbations), starts, length, out_specs)
+        ys = [ops.moveaxis(y, 0, 1) for y in ys]
+        if loss_of is None:
+            return sum(ops.sum(ops.cast(y[:, -1], "float32")) for y in ys)
+        pred = ys if model.return_sequences else [y[:, -1] for y in ys]
+        return loss_of(pack(pred, g.output_structure))
+
+    zeros = [ops.zeros((length, batch) + s, d) for s, d in zip(shapes, dtypes)]
+    if keras.backend.backend() == "jax":
+        import jax
+
+        grads = jax.jit(jax.grad(lambda p, s, c: forward(s, c, p)))(zeros, prep.seqs, prep.consts)
+    else:
+        import tensorflow as tf
+
+        @functools.partial(tf.function, autograph=False)
+        def run(seqs, consts, perturbations):
+            with tf.GradientTape() as tape:
+                tape.watch(perturbations)
+                value = forward(seqs, consts, perturbations)
+            return tape.gradient(
+                value, perturbations, unconnected_gradients=tf.UnconnectedGradients.ZERO
+            )
+
+        grads = run(list(prep.seqs), list(prep.consts), zeros)
+    arrays = [np.moveaxis(ops.convert_to_numpy(gr), 0, 1) for gr in grads]
+    return _tidy(names, [[a] for a in arrays], prep.index, columns=("gradient",))
+
+
+def gradient_norms(df: pd.DataFrame) -> pd.DataFrame:
+    """The size of the gradient at each step: one row per node and `t`.
+
+    Args:
+        df: a frame from `fbx.gradient_flow`.
+
+    Returns:
+        A DataFrame with columns `node, t, norm`: the Euclidean norm of
+        `dL/d(node at t)` over the node's units, averaged over the samples.
+        Against `t`, it shrinks geometrically back from the loss where
+        gradients vanish, and grows where they explode.
+    """
+    missing = [c for c in ("sample", "t", "node", "gradient") if c not in df.columns]
+    if missing:
+        raise ValueError(
+            f"fbx.gradient_norms expects a frame from fbx.gradient_flow; column "
+            f"'{missing[0]}' is missing. Columns: {list(df.columns)}."
+        )
+    sq = df.assign(sq=np.square(df["gradient"].astype("float64")))
+    per = np.sqrt(sq.groupby(["node", "sample", "t"], observed=True, sort=False)["sq"].sum())
+    out = per.groupby(level=["node", "t"], observed=True, sort=False).mean()
+    out = out.rename("norm").reset_index().sort_values(["node", "t"], kind="stable")
+    return out.reset_index(drop=True)
+
+
+def plot_gradient_norms(df: pd.DataFrame, *, title: str | None = None):
+    """The gradient norm per step, one line per node, on a log scale.
+
+    Args:
+        df: a frame from `fbx.gradient_flow`, or its `fbx.gradient_norms`.
+        title: the figure title.
+
+    Returns:
+        A `plotly.graph_objects.Figure`: x is the step `t`, y the norm (log).
+    """
+    import plotly.graph_objects as go
+
+    norms = df if "norm" in df.columns else gradient_norms(df)
+    fig = go.Figure()
+    for node in pd.unique(norms["node"].astype(str)):
+        rows = norms[norms["node"].astype(str) == node]
+        fig.add_trace(
+            go.Scatter(x=rows["t"].to_numpy(), y=rows["norm"].to_numpy(), mode="lines", name=node)
+        )
+    fig.update_layout(
+        title=title or "gradient norm per step",
+        xaxis_title="t",
+        yaxis_title="|dL/d node|",
+        yaxis_type="log",
+        template="plotly_white",
+    )
+    return fig
