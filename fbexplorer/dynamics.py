@@ -161,12 +161,13 @@ def _layout(net) -> _Layout:
     )
 
 
-def _state_map(net, layout: _Layout, held: list):
-    """`F` on flat states `(P, D)`, the inputs and constants `held` (unbatched)."""
+def _state_map(net, layout: _Layout):
+    """`F(flat, held)` on flat states `(P, D)`, the inputs and constants `held`
+    (unbatched, in model order)."""
     sm = net.step_model
     n_out = net.graph.n_outputs
 
-    def step(flat):
+    def step(flat, held):
         points = ops.shape(flat)[0]
         hists = layout.split(flat)
         feeds = [ops.broadcast_to(v[None], (points,) + tuple(v.shape)) for v in held]
@@ -181,6 +182,86 @@ def _state_map(net, layout: _Layout, held: list):
         return layout.join(new)
 
     return step
+
+
+class _Search:
+    """The compiled pieces of the search for one model: `q`, the Jacobian, a
+    chunk of Levenberg-Marquardt or Adam steps. The held inputs are
+    arguments, so a second search (other inputs, other starts) reuses them.
+    """
+
+    LM_CHUNK, ADAM_CHUNK = 10, 100
+
+    def __init__(self, net, layout):
+        self.step = _state_map(net, layout)
+        self._fns = {}
+
+    def q(self, s, held):
+        r = self.step(s, held) - s
+        return 0.5 * ops.sum(r * r, axis=1)
+
+    def fn(self, name):
+        if name not in self._fns:
+            self._fns[name] = _compile(getattr(self, f"_{name}"))
+        return self._fns[name]
+
+    def _q(self, s, held):
+        return self.q(s, held)
+
+    def _jacobian(self, s, held):
+        return _jacobian_fn(lambda x: self.step(x, held))(s)[1]
+
+    def _newton(self, s, lam, held):
+        """Levenberg-Marquardt steps, each point with its own damping: Newton's
+        method on `F(s) - s` near a fixed point (quadratic convergence),
+        gradient descent on `q` far from one."""
+        jac = _jacobian_fn(lambda x: self.step(x, held))
+        eye = ops.eye(ops.shape(s)[1], dtype=s.dtype)
+
+        def body(i, carry):
+            s, lam = carry
+            f, j = jac(s)
+            r = f - s
+            a = j - eye[None]
+            at = ops.transpose(a, (0, 2, 1))
+            h = ops.matmul(at, a) + lam[:, None, None] * eye[None]
+            g = ops.matmul(at, r[:, :, None])
+            new = s - ops.solve(h, g)[:, :, 0]
+            better = self.q(new, held) < 0.5 * ops.sum(r * r, axis=1)
+            s = ops.where(better[:, None], new, s)
+            lam = ops.where(better, ops.maximum(lam / 3.0, 1e-12), ops.minimum(lam * 4.0, 1e12))
+            return s, lam
+
+        return ops.fori_loop(0, self.LM_CHUNK, body, (s, lam))
+
+    def _adam(self, s, m, v, t0, learning_rate, held):
+        grad = _grad(lambda x: ops.sum(self.q(x, held)))
+        b1, b2, eps = 0.9, 0.999, 1e-8
+
+        def body(i, carry):
+            s, m, v = carry
+            g = grad(s)
+            t = ops.cast(t0 + i + 1, s.dtype)
+            m = b1 * m + (1 - b1) * g
+            v = b2 * v + (1 - b2) * g * g
+            m_hat = m / (1 - b1**t)
+            v_hat = v / (1 - b2**t)
+            return s - learning_rate * m_hat / (ops.sqrt(v_hat) + eps), m, v
+
+        return ops.fori_loop(0, self.ADAM_CHUNK, body, (s, m, v))
+
+
+def _search(net, layout) -> _Search:
+    """The model's `_Search`, kept on the model on TensorFlow (whose compiled
+    functions read the weights when they run; JAX's would keep the weights
+    they were traced with)."""
+    if _backend() != "tensorflow":
+        return _Search(net, layout)
+    cache = net.__dict__.get("_fbx_search")
+    if cache is None:
+        cache = _Search(net, layout)
+        object.__setattr__(net, "_fbx_search", cache)
+    return cache
 
 
 # ------------------------------------------------------------ the inputs
@@ -355,62 +436,6 @@ def _visited_states(net, initial, layout: _Layout) -> np.ndarray:
     return np.concatenate(parts, axis=1).astype("float32")
 
 
-def _adam(q_total, learning_rate, chunk):
-    """A compiled function running `chunk` Adam steps on a batch of states."""
-    grad = _grad(q_total)
-    b1, b2, eps = 0.9, 0.999, 1e-8
-
-    def run(s, m, v, t0):
-        def body(i, carry):
-            s, m, v = carry
-            g = grad(s)
-            t = ops.cast(t0 + i + 1, s.dtype)
-            m = b1 * m + (1 - b1) * g
-            v = b2 * v + (1 - b2) * g * g
-            m_hat = m / (1 - b1**t)
-            v_hat = v / (1 - b2**t)
-            return s - learning_rate * m_hat / (ops.sqrt(v_hat) + eps), m, v
-
-        return ops.fori_loop(0, chunk, body, (s, m, v))
-
-    return _compile(run)
-
-
-def _levenberg_marquardt(step, chunk):
-    """A compiled function running `chunk` Levenberg-Marquardt steps on a batch
-    of states, each point with its own damping: Newton's method on
-    `F(s) - s` near a fixed point (quadratic convergence), gradient descent
-    on `q` far from one."""
-    jac = _jacobian_fn(step)
-
-    def q_of(s):
-        r = step(s) - s
-        return 0.5 * ops.sum(r * r, axis=1)
-
-    def run(s, lam):
-        eye = ops.eye(ops.shape(s)[1], dtype=s.dtype)
-
-        def body(i, carry):
-            s, lam = carry
-            f, j = jac(s)
-            r = f - s
-            a = j - eye[None]
-            at = ops.transpose(a, (0, 2, 1))
-            h = ops.matmul(at, a) + lam[:, None, None] * eye[None]
-            g = ops.matmul(at, r[:, :, None])
-            new = s - ops.solve(h, g)[:, :, 0]
-            q_old = 0.5 * ops.sum(r * r, axis=1)
-            q_new = q_of(new)
-            better = q_new < q_old
-            s = ops.where(better[:, None], new, s)
-            lam = ops.where(better, ops.maximum(lam / 3.0, 1e-12), ops.minimum(lam * 4.0, 1e12))
-            return s, lam
-
-        return ops.fori_loop(0, chunk, body, (s, lam))
-
-    return _compile(run)
-
-
 def _dedupe(flat, q, tol):
     """Indices of distinct points, lowest q first among near ones."""
     keep = []
@@ -503,31 +528,25 @@ def fixed_points(
         starts = rng.uniform(-1.0, 1.0, (n_starts, layout.size)).astype("float32")
     starts = starts + rng.normal(0.0, noise, starts.shape).astype("float32")
 
-    step = _state_map(model, layout, held)
-
-    def q_of(s):
-        r = step(s) - s
-        return 0.5 * ops.sum(r * r, axis=1)
-
-    q_fn = _compile(q_of)
+    search = _search(model, layout)
+    q_fn = search.fn("q")
     s = ops.convert_to_tensor(starts)
-    q_prev = ops.convert_to_numpy(q_fn(s)).astype("float64")
+    q_prev = ops.convert_to_numpy(q_fn(s, held)).astype("float64")
     if method == "newton":
-        chunk = 10
-        run = _levenberg_marquardt(step, chunk)
-        carry = (ops.full((n_starts,), 1e-2, "float32"),)
+        chunk, run = search.LM_CHUNK, search.fn("newton")
+        carry = [ops.full((n_starts,), 1e-2, "float32")]
     else:
-        chunk = 100
-        run = _adam(lambda s: ops.sum(q_of(s)), learning_rate, chunk)
-        carry = (ops.zeros_like(s), ops.zeros_like(s))
+        chunk, run = search.ADAM_CHUNK, search.fn("adam")
+        carry = [ops.zeros_like(s), ops.zeros_like(s)]
     done = 0
     while done < iterations:
         if method == "newton":
-            s, *carry = run(s, *carry)
+            s, *carry = run(s, *carry, held)
         else:
-            s, *carry = run(s, *carry, ops.convert_to_tensor(done, "int32"))
+            t0 = ops.convert_to_tensor(done, "int32")
+            s, *carry = run(s, *carry, t0, ops.convert_to_tensor(learning_rate, s.dtype), held)
         done += chunk
-        q = ops.convert_to_numpy(q_fn(s)).astype("float64")
+        q = ops.convert_to_numpy(q_fn(s, held)).astype("float64")
         moving = (q < q_prev * (1 - 1e-3)) & (q >= tolerance)
         q_prev = q
         if not np.any(moving):
@@ -541,8 +560,7 @@ def fixed_points(
     idx = idx[_dedupe(flat[idx], q[idx], dedupe_tolerance)] if idx.size else idx
     flat, q = flat[idx], q[idx]
     if len(flat):
-        _, jac = _compile(_jacobian_fn(step))(ops.convert_to_tensor(flat))
-        jac = ops.convert_to_numpy(jac)
+        jac = ops.convert_to_numpy(search.fn("jacobian")(ops.convert_to_tensor(flat), held))
     else:
         jac = np.zeros((0, layout.size, layout.size), "float32")
     settings = {
