@@ -3,8 +3,9 @@
 Run with `make bench` (or `python benchmarks/run.py [--quick]`). The scripts,
 in order: lstm.py (an LSTM six ways), feedback_nets.py (feedback networks
 that only some contenders express), scaling.py (time and memory against T
-and the number of feedback edges) and roofline.py (FLOP rates against the
-machine's matmul rate). Options given here (`--quick`, `--rounds N`,
+and the number of feedback edges), roofline.py (FLOP rates against the
+machine's matmul rate) and fixed_points.py (the fixed-point search of a
+64-unit network from 256 starts). Options given here (`--quick`, `--rounds N`,
 `--reps N`, `--out DIR`) are passed to each; results go to
 benchmarks/results/<script>.json. See benchmarks/README.md.
 """
@@ -15,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-SCRIPTS = ("lstm.py", "feedback_nets.py", "scaling.py", "roofline.py")
+SCRIPTS = ("lstm.py", "feedback_nets.py", "scaling.py", "roofline.py", "fixed_points.py")
 
 
 def main(argv=None) -> int:

@@ -12,6 +12,13 @@ net = fbx.FeedbackModel(inputs=x, outputs=h3, feedback={"loop": h3})
 
 from fbexplorer import zoo  # registers the zoo's layers for load_model
 from fbexplorer.draw import draw
+from fbexplorer.dynamics import (
+    FixedPoints,
+    fixed_points,
+    gradient_flow,
+    gradient_norms,
+    plot_gradient_norms,
+)
 from fbexplorer.engine import FeedbackModel
 from fbexplorer.graph import Feedback, FeedbackSpec, StepGraph, cell, delayed
 from fbexplorer.plots import plot_comparison, plot_heatmap, plot_trace, similarity_order
@@ -36,6 +43,7 @@ __all__ = [
     "Feedback",
     "FeedbackModel",
     "FeedbackSpec",
+    "FixedPoints",
     "Projection",
     "StepCell",
     "StepGraph",
@@ -46,9 +54,13 @@ __all__ = [
     "delayed",
     "draw",
     "explore",
+    "fixed_points",
+    "gradient_flow",
+    "gradient_norms",
     "load_model",
     "pca_project",
     "plot_comparison",
+    "plot_gradient_norms",
     "plot_heatmap",
     "plot_trace",
     "portrait",

@@ -1,9 +1,10 @@
 """IPython magics: `%%fbmodel` and the line magics `%fbdraw`, `%fbtrace`,
-`%fbcompare`, `%fbexplore`. Load them with `%load_ext fbexplorer`.
+`%fbcompare`, `%fbexplore`, `%fbfixed`, `%fbgrad`. Load them with
+`%load_ext fbexplorer`.
 
 The magics parse flags and show results; the cell language is `dsl.py`, the
 rest is the public API (`fbx.draw`, `fbx.trace`, `fbx.compare_stateful`,
-`fbx.explore`). Bad flags raise `UsageError`; mistakes in a cell or in the
+`fbx.explore`, `fbx.fixed_points`, `fbx.gradient_flow`). Bad flags raise `UsageError`; mistakes in a cell or in the
 data raise `FbModelError`; both show as one line, without a traceback.
 """
 
@@ -317,6 +318,68 @@ class FeedbackMagics(Magics):
         model = self._model(args.name, "fbexplore")
         data = self._data(args.data, "fbexplore")
         return self._call("fbexplore", explore, model, data)
+
+    @magic_arguments()
+    @argument("name", help="a FeedbackModel in the notebook")
+    @argument(
+        "data",
+        help="an expression for the inputs held at every step: one timestep, without batch "
+        "or time axes, as in {'x': X[0, 0]}",
+    )
+    @argument(
+        "--initial",
+        metavar="EXPR",
+        help="sequences to start from the states the model visits on them, as in X[:8]",
+    )
+    @argument("-o", dest="out", metavar="VAR", help="also bind the FixedPoints to VAR")
+    @line_magic
+    def fbfixed(self, line):
+        """Find the fixed points of a model with its inputs held, and their
+        stability (fbx.fixed_points); shows one row per point.
+
+        Example: %fbfixed net X[0,0] --initial X[:8] -o fp  (DATA without spaces)
+        """
+        from fbexplorer.dynamics import fixed_points
+
+        args = parse_argstring(self.fbfixed, line)
+        model = self._model(args.name, "fbfixed")
+        data = self._data(args.data, "fbfixed")
+        initial = None if args.initial is None else self._data(args.initial, "fbfixed")
+        fp = self._call("fbfixed", fixed_points, model, data, initial=initial)
+        self._store(args.out, fp)
+        return fp
+
+    @magic_arguments()
+    @argument("name", help="a FeedbackModel in the notebook")
+    @argument("data", help="an expression for the input sequences, as in X[:4]")
+    @argument(
+        "targets",
+        nargs="?",
+        help="an expression for the targets (the loss is then the compiled one; default: "
+        "the sum of the outputs at the last step)",
+    )
+    @argument("--nodes", metavar="A,B", help="the nodes to differentiate (default: every node)")
+    @argument("--plot", action="store_true", help="show the gradient norm per step (log scale)")
+    @argument("-o", dest="out", metavar="VAR", help="also bind the DataFrame to VAR")
+    @line_magic
+    def fbgrad(self, line):
+        """The gradient of the loss with respect to every node at every step,
+        as a tidy DataFrame (fbx.gradient_flow).
+
+        Example: %fbgrad net X[:4] Y[:4] --nodes h1,h3 --plot -o g
+        """
+        from fbexplorer.dynamics import gradient_flow, plot_gradient_norms
+
+        args = parse_argstring(self.fbgrad, line)
+        model = self._model(args.name, "fbgrad")
+        data = self._data(args.data, "fbgrad")
+        targets = None if args.targets is None else self._data(args.targets, "fbgrad")
+        nodes = _node_names(args.nodes)
+        df = self._call("fbgrad", gradient_flow, model, data, targets, nodes=nodes)
+        self._store(args.out, df)
+        if args.plot:
+            display(plot_gradient_norms(df))
+        return df
 
 
 def load_ipython_extension(ipython):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-SCRIPTS = ("lstm", "feedback_nets", "scaling", "roofline")
+SCRIPTS = ("lstm", "feedback_nets", "scaling", "roofline", "fixed_points")
 # Import the scripts as modules, then take their folder off the path again: it
 # holds a trace.py that would shadow the standard library's `trace`.
 sys.path.insert(0, str(BENCH))
@@ -106,6 +106,16 @@ def test_roofline_quick_run(quick_runs):
     assert matmul["flops"] == 2 * res["matmul_n"] ** 3
     for r in res["results"]:
         assert r["gflops"] == pytest.approx(r["flops"] / r["median_s"] / 1e9)
+
+
+def test_fixed_points_quick_run(quick_runs):
+    stdout, res = _load(quick_runs, "fixed_points")
+    rows = {r["contender"]: r for r in res["results"]}
+    assert set(rows) == {"newton", "adam"}
+    newton = rows["newton"]
+    assert newton["starts"] == res["sizes"]["starts"]
+    assert 1 <= newton["points"] <= newton["converged"] <= newton["starts"]
+    assert newton["median_s"] > 0 and "converge in seconds" in stdout
 
 
 def test_lstm_flops_by_hand():

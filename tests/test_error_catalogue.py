@@ -262,6 +262,28 @@ def generate_unknown_output():
     base().generate(np.zeros((1, 3, 5)), steps=2, feed={"x": "out"})
 
 
+def fixed_points_unknown_input():
+    fbx.fixed_points(base(), {"y": np.zeros(5)})
+
+
+def fixed_points_wrong_shape():
+    fbx.fixed_points(base(), {"x": np.zeros((2, 5))})
+
+
+def fixed_points_no_state():
+    x = keras.Input((5,), name="x")
+    plain = fbx.FeedbackModel(x, keras.layers.Dense(5)(x), name="plain")
+    fbx.fixed_points(plain, {"x": np.zeros(5)})
+
+
+def gradient_flow_unknown_node():
+    fbx.gradient_flow(base(), np.zeros((2, 3, 5)), nodes=["hh"])
+
+
+def gradient_flow_not_compiled():
+    fbx.gradient_flow(base(), np.zeros((2, 3, 5)), np.zeros((2, 3, 5)))
+
+
 # ------------------------------------------------------ the notebook layer
 def cell_magic(body, line="net --input x:5 --quiet"):
     from IPython.core.interactiveshell import InteractiveShell
@@ -379,6 +401,8 @@ MISUSES = {f.__name__.replace("_", "-"): f for f in [
     not_stateful, generate_unfed_input, generate_unknown_output,
     portrait_unknown_node, portrait_node_without_fixed_point, portrait_bad_dims,
     portrait_too_few_units, heatmap_bad_order,
+    fixed_points_unknown_input, fixed_points_wrong_shape, fixed_points_no_state,
+    gradient_flow_unknown_node, gradient_flow_not_compiled,
 ]}  # fmt: skip
 
 

@@ -80,6 +80,28 @@ SCRIPT = textwrap.dedent(
     assert np.abs(a - b).max() > 1e-3  # fresh masks each call
     lnet.compile("adam", "mse")
     assert np.isfinite(lnet.fit(Xb, np.zeros((16, 5, 4)), verbose=0).history["loss"][0])
+
+    # Dynamics: x_t = A x_{t-3} + u has its fixed point (I - A)^-1 u in every slot,
+    # spectral radius rho(A)^(1/3); for h_t = w h_{t-1} + x_t, dh_T/dx_t = w^(T-1-t).
+    u = keras.Input((2,), name="u")
+    lag = fbx.Feedback((2,), name="lag", delay=3)
+    A = keras.layers.Dense(2, use_bias=False)
+    lin = keras.layers.Add()([A(lag), u])
+    lnet = fbx.FeedbackModel(u, lin, feedback={"lag": lin})
+    a = np.array([[0.5, 0.2], [0.0, -0.3]], "float32")
+    A.kernel.assign(a.T)
+    fp = fbx.fixed_points(lnet, {"u": np.ones(2, "float32")}, n_starts=4)
+    star = np.linalg.solve(np.eye(2) - a, np.ones(2))
+    np.testing.assert_allclose(fp.states["lag"][0], np.tile(star, (3, 1)), atol=1e-4)
+    assert len(fp) == 1 and abs(fp.frame["spectral_radius"][0] - 0.5 ** (1 / 3)) < 1e-5
+    w = keras.layers.Dense(1, use_bias=False)
+    sx = keras.Input((1,), name="x")
+    sl = fbx.Feedback((1,), name="s")
+    sh = keras.layers.Add()([w(sl), sx])
+    snet = fbx.FeedbackModel(sx, sh, feedback={"s": sh})
+    w.kernel.assign([[0.5]])
+    g = fbx.gradient_flow(snet, np.ones((1, 5, 1), "float32"), nodes="x")
+    np.testing.assert_allclose(g["gradient"], 0.5 ** np.arange(4, -1, -1), rtol=1e-6)
     print("JAX OK")
     """
 )

@@ -48,7 +48,7 @@ def test_loading_twice_is_harmless(ip):
     ip.run_line_magic("load_ext", "fbexplorer")
     ip.run_line_magic("reload_ext", "fbexplorer")
     assert ip.find_cell_magic("fbmodel") is not None
-    for magic in ("fbdraw", "fbtrace", "fbcompare", "fbexplore"):
+    for magic in ("fbdraw", "fbtrace", "fbcompare", "fbexplore", "fbfixed", "fbgrad"):
         assert ip.find_line_magic(magic) is not None
 
 
@@ -395,9 +395,35 @@ def test_fbcompare_matches_compare_stateful(ip, traced):
     assert ip.user_ns["cmp"] is df
 
 
+def test_fbfixed_matches_fixed_points_and_binds(ip, traced):
+    ip.user_ns["held"] = {"x": np.full(5, 0.2, "float32")}
+    fp = ip.run_line_magic("fbfixed", "tnet held --initial X -o fp")
+    want = fbx.fixed_points(traced, ip.user_ns["held"], initial=ip.user_ns["X"])
+    assert ip.user_ns["fp"] is fp and len(fp) == len(want) >= 1
+    pd.testing.assert_frame_equal(fp.frame, want.frame)
+    np.testing.assert_array_equal(fp.flat, want.flat)
+
+
+def test_fbgrad_matches_gradient_flow_and_binds(ip, traced, monkeypatch):
+    import fbexplorer.magics
+
+    shown = []
+    monkeypatch.setattr(fbexplorer.magics, "display", shown.append)
+    monkeypatch.setitem(ip.user_ns, "target", seq(2, 6, 5, seed=1))
+    traced.compile(loss="mse")
+    df = ip.run_line_magic("fbgrad", "tnet X target --nodes h1,h3_prev --plot -o g")
+    want = fbx.gradient_flow(traced, ip.user_ns["X"], ip.user_ns["target"], nodes=["h1", "h3_prev"])
+    pd.testing.assert_frame_equal(df, want)
+    assert ip.user_ns["g"] is df
+    assert len(shown) == 1 and shown[0].layout.yaxis.type == "log"
+
+
 @pytest.mark.parametrize(
     "magic, line, error, expected",
     [
+        ("fbfixed", "tnet {'y':0}", FbModelError, "has no input 'y'"),
+        ("fbgrad", "tnet X --nodes zz", FbModelError, "has no node 'zz'"),
+        ("fbgrad", "tnet Q", UsageError, "DATA 'Q' could not be evaluated"),
         ("fbdraw", "nothere", UsageError, "no model named 'nothere'"),
         ("fbdraw", "X", UsageError, "'X' is a ndarray, not a FeedbackModel"),
         ("fbtrace", "tnet Y", UsageError, "DATA 'Y' could not be evaluated"),
