@@ -265,7 +265,9 @@ class Explorer(widgets.VBox):
             "range": [0.0 if by == "norm" else -top, top],
         }
         edges = [n for n, t in self.view.graph.get("targets", {}).items() if t["kind"] == "edge"]
-        edges += [n for n, _, kind, _ in self.view.unrolled_graph.get("targets", []) if kind == "edge"]
+        edges += [
+            n for n, _, kind, _ in self.view.unrolled_graph.get("targets", []) if kind == "edge"
+        ]
         norms = self._node_stats(row, "norm")
         picked = [names.index(n) for n in set(edges) if n in names]
         size = None
@@ -365,7 +367,9 @@ class Explorer(widgets.VBox):
             )
         node, sample = self.node.value, self.sample.value
         row, t = self._samples.index(sample), self.view.t
-        figure = go.Figure(layout={"template": "plotly_white", "title": {"text": f"{node}, sample {sample}"}})
+        figure = go.Figure(
+            layout={"template": "plotly_white", "title": {"text": f"{node}, sample {sample}"}}
+        )
         if panel == "heatmap":
             data = self.values(node, self._runs()[0][0])[row]
             top = float(np.abs(data).max()) or 1.0
