@@ -248,7 +248,8 @@ function render({ model, el }) {
       if (view.t >= view.T - 1) setT(0);
       play.textContent = "\u275A\u275A pause";
       playing = setInterval(() => {
-        if (view.t >= view.T - 1) stop(); else setT(view.t + 1);
+        setT(view.t + 1);
+        if (view.t >= view.T - 1) stop();  // stops at the last step, as ipywidgets' Play
       }, 100);
     };
     const stop = () => { clearInterval(playing); playing = null; play.textContent = "\u25B6 play"; };
