@@ -303,6 +303,23 @@ _LOOK_JS = """(root) => {
 }"""
 
 
+# Looks at an explorer every 20 ms while Play runs, in the page (a look from Python
+# takes longer than a step), until t has not changed for 1.5 s.
+_WATCH_JS = (
+    """(root) => new Promise((resolve) => {
+  const look = LOOK;
+  const looks = [];
+  let last = null, since = performance.now();
+  const timer = setInterval(() => {
+    const now = look(root);
+    if (!last || now.view !== last.view) { looks.push(now); since = performance.now(); }
+    last = now;
+    if (performance.now() - since > 1500) { clearInterval(timer); resolve(looks); }
+  }, 20);
+})"""
+).replace("LOOK", _LOOK_JS)
+
+
 class Steps:
     """Names each step; a failing one fails the test with what the page showed."""
 
@@ -467,11 +484,7 @@ def test_explorer_plays_in_a_real_browser(server, page):
         first = explorer.evaluate(_LOOK_JS)
         assert first["slider"] == first["view"] == first["marker"] == 0, first
         explorer.locator(".widget-play button:has(.fa-play)").first.click(timeout=deadline.ms(10))
-        looks = []
-        end = time.monotonic() + 15
-        while time.monotonic() < end and len({look["view"] for look in looks}) < 5:
-            looks.append(explorer.evaluate(_LOOK_JS))
-            time.sleep(0.13)
+        looks = explorer.evaluate(_WATCH_JS)
         seen = [(look["slider"], look["view"], look["marker"]) for look in looks]
         assert len({v for _, v, _ in seen}) >= 5, f"Play did not advance t: {seen}"
         out_of_step = [s for s in seen if len(set(s)) != 1]
