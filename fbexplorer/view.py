@@ -193,13 +193,18 @@ mod.render({{ model, el: document.getElementById("fbx-root") }});
 """
 
 
-def standalone_html(view: ExplorerView, title: str = "fbexplorer") -> str:
-    """One HTML page that shows `view` with its own controls, offline, with no kernel."""
+def standalone_html(view: ExplorerView, title: str = "fbexplorer", t: int | None = None) -> str:
+    """One HTML page that shows `view` with its own controls, offline, with no kernel.
+
+    `t` is the step it opens on (default: the view's).
+    """
     state = {
         name: getattr(view, name)
         for name in ("t", "epoch", "panel", "unrolled", "graph", "unrolled_graph", "data")
     }
     state["controls"] = True
+    if t is not None:
+        state["t"] = int(t)
     text = json.dumps(state).replace("</", "<\\/")  # no `</script>` inside the JSON
     esm = (_HERE / "explorer.js").read_text().replace("</script", "<\\/script")
     css = (_HERE / "explorer.css").read_text()

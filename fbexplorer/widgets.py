@@ -366,7 +366,7 @@ class Explorer(widgets.VBox):
                 f"Explorer.figure: panel is one of {list(_PANELS)}. Received: panel={panel!r}"
             )
         node, sample = self.node.value, self.sample.value
-        row, t = self._samples.index(sample), self.view.t
+        row, t = self._samples.index(sample), self.step.value
         figure = go.Figure(
             layout={"template": "plotly_white", "title": {"text": f"{node}, sample {sample}"}}
         )
@@ -403,7 +403,7 @@ class Explorer(widgets.VBox):
         path = os.fspath(path)
         title = f"{self.model.name}: {self.node.value}, sample {self.sample.value}"
         with open(path, "w", encoding="utf-8") as f:
-            f.write(standalone_html(self.view, title=title))
+            f.write(standalone_html(self.view, title=title, t=self.step.value))
         return path
 
     # ------------------------------------------------------------- observers

@@ -351,6 +351,7 @@ def test_explore_callback_adds_an_epoch_slider():
 def test_save_html_holds_everything_to_play_offline(ex, tmp_path):
     ex.node.value = "d1"
     ex.colour.value = "norm"
+    ex.step.value = 4
     path = ex.save_html(tmp_path / "ex.html")
     page = pathlib.Path(path).read_text()
     assert "<script src" not in page and "<link" not in page  # nothing fetched
@@ -360,6 +361,7 @@ def test_save_html_holds_everything_to_play_offline(ex, tmp_path):
         .replace("<\\/", "</")
     )
     assert state["controls"] is True and state["data"] == ex.view.data
+    assert state["t"] == 4  # opens where the slider is
     assert state["unrolled_graph"]["svg"].startswith("<?xml")  # drawn for the page
     close(decode(state["data"]["runs"][0]["values"], (1, T, 4))[0], reference("d1"))
     assert "export default" in page and "function render" in page
@@ -370,6 +372,8 @@ def test_figure_for_papers(ex):
     fig = ex.figure()
     assert isinstance(fig, go.Figure) and not isinstance(fig, go.FigureWidget)
     close(np.stack([np.asarray(d.y) for d in fig.data], axis=1), reference("d2"))
+    ex.step.value = 2
+    assert ex.figure().layout.shapes[0].x0 == 2  # the marker at the slider's step
     heat = ex.figure("heatmap")
     close(np.asarray(heat.data[0].z), reference("d2").T)
 
@@ -401,11 +405,23 @@ ex
     nbformat.write(nb, path)
     state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
     views = [
-        m for m in state.values() if m["state"].get("_anywidget_id", "").endswith("ExplorerView")
+        {"model_id": k, **m}
+        for k, m in state.items()
+        if m["state"].get("_anywidget_id", "").endswith("ExplorerView")
     ]
     assert len(views) == 1 and views[0]["state"]["data"]["units"] == 8  # the state was saved
     size = path.stat().st_size
     assert size < 1_000_000, f"a saved notebook with one explorer takes {size} bytes"
+    # An HTML export keeps the widget state, frames included, for a page with no kernel.
+    from nbconvert import HTMLExporter
+
+    page, _ = HTMLExporter().from_notebook_node(nb)
+    saved = re.search(
+        r'<script type="application/vnd.jupyter.widget-state\+json">(.*?)</script>', page, re.S
+    )
+    exported = json.loads(saved.group(1))["state"]
+    assert exported[views[0]["model_id"]]["state"]["data"] == views[0]["state"]["data"]
+    assert "application/vnd.jupyter.widget-view+json" in page
 
 
 # --------------------------------------------------------------------- errors
