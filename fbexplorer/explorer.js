@@ -20,9 +20,11 @@
 //     panels {name: anything}  data of further panels (see PANELS).
 //
 // A panel is one entry of PANELS: {label, available(data), build(box, view)}; build
-// returns {epoch(e), step(t)}. `view` has data, decoded runs, t and epoch.
-// A new panel (say a phase portrait fed with precomputed coordinates in
-// data.panels.portrait) is one more entry here and one more key in data.panels.
+// draws into `box` and returns {epoch(e), step(t)}, called when the epoch or the
+// step changes. `view` has data, the decoded runs, T, U, E, t and epoch.
+// A new panel (say a phase portrait fed with precomputed coordinates) is one more
+// entry here, with available: (d) => !!(d.panels && d.panels.portrait), reading
+// data.panels.portrait, which Explorer._panel_data fills on the Python side.
 
 const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
   "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];

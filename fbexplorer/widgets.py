@@ -73,7 +73,8 @@ class Explorer(widgets.VBox):
     `unit` (the unit for "unit"), `mode` (ToggleButtons), `play` (Play),
     `step` (IntSlider), `epoch` (IntSlider, or None without a
     `TraceCallback`), and `view` (the `ExplorerView` that draws in the
-    browser: graph, legend, tabs, readout). `links` holds the browser-side
+    browser: graph, legend, tabs, readout); `note` and `graph_view` show
+    the drawing where Graphviz's `dot` is missing. `links` holds the browser-side
     links (Play to `step`, `step` to `view.t`, `epoch` to `view.epoch`).
     `frame` is the trace, `comparison` the `compare_stateful` frame
     (computed when the stateful view is first opened; None where it is off).
@@ -290,8 +291,17 @@ class Explorer(widgets.VBox):
             else [],
             "colour": colour,
             "size": size,
-            "panels": {},
+            "panels": self._panel_data(node, row),
         }
+
+    def _panel_data(self, node: str, row: int) -> dict:
+        """Data of the panels beyond trajectories and heatmap: `{panel name: JSON}`.
+
+        Each key is a panel of `explorer.js`'s `PANELS` table, which shows its
+        tab only when its data is here (a phase portrait would send its
+        precomputed 2-D or 3-D coordinates, `encode`d, under "portrait").
+        """
+        return {}
 
     def _send(self):
         self.view.data = self._payload()
