@@ -15,7 +15,8 @@ from fbexplorer.callbacks import TraceCallback
 from fbexplorer.draw import draw
 from fbexplorer.engine import FeedbackModel
 from fbexplorer.graph import Feedback, FeedbackSpec, StepGraph, cell, delayed
-from fbexplorer.plots import plot_comparison, plot_trace
+from fbexplorer.plots import plot_comparison, plot_heatmap, plot_trace, similarity_order
+from fbexplorer.portrait import Projection, pca_project, portrait
 from fbexplorer.saving import load_model
 from fbexplorer.step_cell import StepCell
 from fbexplorer.trace import chunk_summary, compare, compare_stateful, trace, wide
@@ -36,6 +37,7 @@ __all__ = [
     "Feedback",
     "FeedbackModel",
     "FeedbackSpec",
+    "Projection",
     "StepCell",
     "StepGraph",
     "TraceCallback",
@@ -47,8 +49,12 @@ __all__ = [
     "draw",
     "explore",
     "load_model",
+    "pca_project",
     "plot_comparison",
+    "plot_heatmap",
     "plot_trace",
+    "portrait",
+    "similarity_order",
     "trace",
     "wide",
     "zoo",

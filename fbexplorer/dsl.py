@@ -17,6 +17,14 @@ guesses are corrected from what the variables turn out to be, and the body is
 run again until they agree (two runs for most cells). `prev(h3, shape=(8,))`
 skips the guess.
 
+Names are stable: a layer created inline and assigned to a variable is named
+after it (`h = cell(LSTMCell(8))(x)` is the cell `h`, its states `h/h` and
+`h/c`), and every other layer the body creates gets Keras's automatic name
+counted afresh for the cell (`dense`, `dense_1`, ...), skipping the names
+already in the model, so running the same cell again gives the same names.
+The language's own names (`prev`, `cell`, `ops`, `keras`, the Keras layers)
+win over the notebook's; the notebook's other names are visible.
+
 `build()` is the whole language; the IPython magics in `magics.py` only parse
 flags and show the result. Every mistake is raised as `FbModelError`, one line
 that names the cell line and the offending name.
@@ -25,12 +33,17 @@ that names the cell line and the offending name.
 from __future__ import annotations
 
 import ast
+import collections
+import contextlib
+import itertools
 import re
 import traceback
 from dataclasses import dataclass, field
 
 import keras
+from keras.src.backend.common import global_state
 
+from fbexplorer import graph
 from fbexplorer.engine import FeedbackModel
 from fbexplorer.graph import Feedback, cell, delayed
 
@@ -55,8 +68,8 @@ def one_line(exc: BaseException) -> str:
 
 
 def namespace() -> dict:
-    """The names a cell body sees before the notebook's own: every Keras layer
-    class, `ops`, `keras`, `cell`."""
+    """The cell language's own names, which win over the notebook's: every
+    Keras layer class, `ops`, `keras`, `cell` (and `prev`, added per run)."""
     names = {
         name: obj
         for name, obj in vars(keras.layers).items()
@@ -73,6 +86,7 @@ class _Source:
     code: object
     assigned: dict = field(default_factory=dict)  # var -> last top-level line
     order: list = field(default_factory=list)  # top-level assignment order
+    names: set = field(default_factory=set)  # constant name="..." given to layers
 
 
 def _targets(node) -> list[str]:
@@ -88,27 +102,49 @@ def _targets(node) -> list[str]:
 
 
 class _NameLayers(ast.NodeTransformer):
-    """`h1 = Dense(5)(...)` -> `Dense(5, name="h1")(...)`, for readable graphs:
-    only for names assigned once, by a Keras layer class given no name."""
+    """Name a layer created inline after the variable it is assigned to, for
+    readable graphs and stable names: `h1 = Dense(5)(...)`, `lstm =
+    LSTMCell(8)`, `h = cell(LSTMCell(8))(...)` and `f = cell(GRUCell(4))`
+    give the layer `name="h1"`, `"lstm"`, `"h"`, `"f"`. Only for names
+    assigned once, and layers given no name."""
 
-    def __init__(self, single: set, layer_names: set):
+    def __init__(self, single: set, layer_names: set, cell_name: str | None = "cell"):
         self.single = single
         self.layer_names = layer_names
+        self.cell_name = cell_name
+
+    def _is_layer(self, node) -> bool:
+        return (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in self.layer_names
+        )
+
+    def _is_cell(self, node) -> bool:
+        return (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == self.cell_name
+            and bool(node.args)
+            and self._is_layer(node.args[0])
+        )
+
+    def _made_layer(self, value):
+        """The layer constructor call whose result `value` is or applies."""
+        for made in (value, value.func if isinstance(value, ast.Call) else None):
+            # lstm = LSTMCell(8); f = cell(LSTMCell(8)); then each applied to (x)
+            if self._is_layer(made):
+                return made
+            if self._is_cell(made):
+                return made.args[0]
+        return None
 
     def visit_Assign(self, node):
         if len(node.targets) != 1 or not isinstance(node.targets[0], ast.Name):
             return node
         var = node.targets[0].id
-        call = node.value
-        if var not in self.single or not isinstance(call, ast.Call):
-            return node
-        maker = call.func
-        if (
-            isinstance(maker, ast.Call)
-            and isinstance(maker.func, ast.Name)
-            and maker.func.id in self.layer_names
-            and not any(k.arg == "name" for k in maker.keywords)
-        ):
+        maker = self._made_layer(node.value) if var in self.single else None
+        if maker is not None and not any(k.arg == "name" for k in maker.keywords):
             maker.keywords.append(ast.keyword(arg="name", value=ast.Constant(var)))
         return node
 
@@ -157,7 +193,17 @@ def parse(body: str, first_line: int = 2, layer_names: set = frozenset(), reserv
         node.args[0] = ast.Constant(len(sites) - 1)
 
     single = {var for var, n in counts.items() if n == 1} - set(reserved)
-    tree = ast.fix_missing_locations(_NameLayers(single, set(layer_names)).visit(tree))
+    own = set(source.assigned) | set(reserved)  # names the body itself rebinds
+    namer = _NameLayers(single, set(layer_names) - own, None if "cell" in own else "cell")
+    tree = ast.fix_missing_locations(namer.visit(tree))
+    source.names = {
+        node.value.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.keyword)
+        and node.arg == "name"
+        and isinstance(node.value, ast.Constant)
+        and isinstance(node.value.value, str)
+    }
     try:  # what the parser accepts but the compiler refuses, as `return` at top level
         source.code = compile(tree, FILENAME, "exec")
     except SyntaxError as exc:
@@ -188,10 +234,93 @@ def _explain(exc: BaseException, source: _Source) -> str:
     return f"line {line}: {message}" if line is not None else message
 
 
+def _auto_name(prefix: str, k: int) -> str:
+    """Keras's k-th automatic name for `prefix` (`dense`, `dense_1`, ...)."""
+    return prefix if k == 0 else f"{prefix}_{k}"
+
+
+class _CellUids(collections.defaultdict):
+    """Keras's counters of automatic names, for one run of a cell body:
+    counted from zero, so that a re-run gives the same names, and skipping
+    the `taken` names, so that a name cannot clash in the model."""
+
+    def __init__(self, taken: set):
+        super().__init__(int)
+        self.taken = taken
+
+    def __contains__(self, prefix):  # Keras asks this before it names
+        while _auto_name(prefix, self[prefix]) in self.taken:
+            self[prefix] += 1
+        return self[prefix] > 0
+
+    def generated(self) -> set:
+        return {_auto_name(p, k) for p, n in self.items() for k in range(n)} - self.taken
+
+
+@contextlib.contextmanager
+def _cell_names(taken: set):
+    """Name what the body creates unnamed from fresh counters (`_CellUids`).
+
+    Keras counts automatic names process-wide (`keras.backend.get_uid`), so
+    the same cell run twice would name its layers `gru_cell`, then
+    `gru_cell_1`. Afterwards the process-wide counters move past the names
+    used here, so that layers made outside stay clear of them.
+    """
+    key = "object_name_uids"
+    outer = global_state.get_global_attribute(
+        key, default=collections.defaultdict(int), set_to_default=True
+    )
+    uids = _CellUids(taken)
+    global_state.set_global_attribute(key, uids)
+    try:
+        yield uids
+    finally:
+        global_state.set_global_attribute(key, outer)
+        for prefix, n in uids.items():
+            outer[prefix] = max(outer.get(prefix, 0), n)
+
+
+@contextlib.contextmanager
+def _delay_names():
+    """`fbx.delayed`'s default names (`h_delay1`, then `h_delay1_<n>`), kept
+    unique in a process-wide set and counter, counted afresh for one run of
+    the body (as `_cell_names` does for Keras's); afterwards the set holds
+    them and the counter has moved past them."""
+    outer_names, outer_uid = graph._used_names, graph._uid
+    graph._used_names, graph._uid = set(), itertools.count(1)
+    try:
+        yield
+    finally:
+        outer_names |= graph._used_names
+        handed_out = next(graph._uid) - 1  # the body's names end in _1 ... _n
+        graph._used_names = outer_names
+        graph._uid = itertools.count(next(outer_uid) + handed_out)
+
+
+def _graph_names(tensors) -> collections.Counter:
+    """How many distinct operations of the graph behind `tensors` (delayed
+    sources included) carry each name."""
+    ops, seen, stack = {}, set(), list(tensors)
+    while stack:
+        history = getattr(stack.pop(), "_keras_history", None)
+        if history is None:
+            continue
+        op, node_index, _ = history
+        node = op._inbound_nodes[node_index]
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        ops[id(op)] = op
+        stack.extend(node.input_tensors)
+        if getattr(op, "_fbx_source", None) is not None:
+            stack.append(op._fbx_source)
+    return collections.Counter(op.name for op in ops.values())
+
+
 class _Pass:
     """One symbolic run of the body with given shape guesses."""
 
-    def __init__(self, sites, guesses, default, declared=()):
+    def __init__(self, sites, guesses, default, declared=(), calls=None):
         self.sites = sites
         self.declared = set(declared)
         self.guesses = guesses  # var -> (shape, dtype)
@@ -201,6 +330,17 @@ class _Pass:
         self.names: set = set()  # names given to delayed values
         self.assumed: dict = {}  # var -> shape guessed without evidence
         self.ns: dict = {}
+        # id -> (cell layer, its fbx.cell call count before the build): every
+        # run numbers a cell's uses from the same count, so names stay stable.
+        self.calls = {} if calls is None else calls
+        self.generated: set = set()  # automatic names given in this run
+
+    def cell(self, layer, **kwargs):
+        """`fbx.cell`, for the body."""
+        target = layer.as_cell() if hasattr(layer, "as_cell") else layer
+        if hasattr(target, "state_size") and callable(target):
+            self.calls.setdefault(id(target), (target, getattr(target, "_fbx_calls", 0)))
+        return cell(target, **kwargs)
 
     def prev(self, index, steps=1, initial="zeros", shape=None, dtype=None):
         var = self.sites[index]
@@ -240,11 +380,27 @@ class _Pass:
         self.names.add(name)
         return name
 
-    def run(self, code, base: dict, tensors: dict):
+    def run(self, code, base: dict, tensors: dict, taken: set):
         self.ns = dict(base)
         self.ns.update(tensors)
-        self.ns["prev"] = self.prev
-        exec(code, self.ns)  # noqa: S102 - the user's own cell, like any notebook cell
+        self.ns.update(prev=self.prev, cell=self.cell)
+        with _cell_names(taken) as uids, _delay_names():
+            try:
+                exec(code, self.ns)  # noqa: S102 - the user's own cell, like any notebook cell
+            finally:
+                self.generated = uids.generated()
+                for target, count in self.calls.values():
+                    target._fbx_calls = count
+
+    def clashes(self, tensors) -> set:
+        """If an automatic name of this run is also another operation's (a
+        layer from the notebook, or one named on a later line), every name of
+        the graph that is not automatic, for the next run to avoid; else
+        nothing."""
+        counts = _graph_names(tensors)
+        if not any(c > 1 and n in self.generated for n, c in counts.items()):
+            return set()
+        return {n for n, c in counts.items() if c > 1 or n not in self.generated}
 
 
 def _is_tensor(value) -> bool:
@@ -263,6 +419,7 @@ def build(
     constants: list = (),
     outputs: list | None = None,
     stateful: bool = False,
+    steps: int | None = None,
     user_ns: dict | None = None,
     first_line: int = 2,
 ) -> FeedbackModel:
@@ -276,8 +433,9 @@ def build(
         outputs: variable names of the outputs; default: the last variable
             the cell assigns.
         stateful: build a stateful model.
-        user_ns: the notebook's names, visible to the body (Keras layer
-            names fill in what it lacks).
+        steps: the number of steps of a model without per-step inputs.
+        user_ns: the notebook's names, visible to the body where the
+            language has no name of its own.
         first_line: the cell line of the body's first line.
 
     Raises:
@@ -285,10 +443,14 @@ def build(
     """
     names = namespace()
     layer_names = {n for n, obj in names.items() if isinstance(obj, type)}
-    user_ns = dict(user_ns or {})
-    shadowed = {n for n in layer_names if n in user_ns and user_ns[n] is not names[n]}
     declared = [n for n, _ in list(inputs) + list(constants)]
-    source, sites = parse(body, first_line, layer_names - shadowed, reserved=declared)
+    hidden = [n for n in declared if n in names or n == "prev"]
+    if hidden:
+        raise FbModelError(
+            f"input '{hidden[0]}' would hide the cell language's own '{hidden[0]}'; "
+            "give the input another name"
+        )
+    source, sites = parse(body, first_line, layer_names, reserved=declared)
     if not source.order:
         raise FbModelError(
             "the cell assigns no variable; write one timestep, as in y = Dense(1)(x), "
@@ -303,7 +465,8 @@ def build(
                 f"--output {out}: the cell assigns no variable '{out}'; "
                 f"it assigns {', '.join(dict.fromkeys(source.order))}"
             )
-    base = {"__builtins__": __builtins__, **names, **user_ns}
+    # The language's own names win over the notebook's (prev and cell come per run).
+    base = {"__builtins__": __builtins__, **(user_ns or {}), **names}
 
     # Candidate shapes for a prev() whose variable is not assigned yet.
     candidates = list(dict.fromkeys([tuple(s) for _, s in list(inputs) + list(constants)]))
@@ -313,12 +476,16 @@ def build(
     wrong: dict = {}
     first_error = None
     candidate = 0
-    for _ in range(_MAX_PASSES + len(candidates)):
-        run = _Pass(sites, dict(guesses), candidates[candidate], declared)
+    taken = set(declared) | source.names  # names automatic ones must avoid
+    calls: dict = {}  # fbx.cell call counts, as before the build
+    passes = _MAX_PASSES + len(candidates)
+    while passes > 0:
+        passes -= 1
+        run = _Pass(sites, dict(guesses), candidates[candidate], declared, calls)
         tensors = {n: keras.Input(shape, name=n) for n, shape in inputs}
         tensors.update({n: keras.Input(shape, name=n) for n, shape in constants})
         try:
-            run.run(source.code, base, tensors)
+            run.run(source.code, base, tensors, taken)
         except Exception as exc:  # the user's code: any error becomes one line
             message = _explain(exc, source)
             if run.assumed and not isinstance(exc, (NameError, SyntaxError)):
@@ -346,9 +513,15 @@ def build(
             for var, spec in actual.items()
             if tuple(run.guesses[var][0]) != spec[0] or (run.guesses[var][1] or spec[1]) != spec[1]
         }
-        if not wrong:
-            return _assemble(run, tensors, inputs, constants, outputs, stateful, name)
-        guesses = {**run.guesses, **wrong}
+        if wrong:
+            guesses = {**run.guesses, **wrong}
+            continue
+        avoid = run.clashes([values[v] for v in values])
+        if avoid - taken:  # run again, the automatic names clear of the others
+            taken |= avoid
+            passes += 1
+            continue
+        return _assemble(run, tensors, inputs, constants, outputs, stateful, steps, name)
     raise FbModelError(
         "could not infer the shapes of "
         + ", ".join(f"prev({v})" for v in wrong)
@@ -356,7 +529,7 @@ def build(
     )
 
 
-def _assemble(run, tensors, inputs, constants, outputs, stateful, name) -> FeedbackModel:
+def _assemble(run, tensors, inputs, constants, outputs, stateful, steps, name) -> FeedbackModel:
     feedback = {fb: run.ns[var] for fb, var in run.bindings.items()}
     ins = [tensors[n] for n, _ in inputs]
     consts = [tensors[n] for n, _ in constants]
@@ -368,6 +541,7 @@ def _assemble(run, tensors, inputs, constants, outputs, stateful, name) -> Feedb
             feedback=feedback,
             constants=consts or None,
             stateful=stateful,
+            steps=steps,
             name=name,
         )
     except Exception as exc:  # graph validation: the engine's message, on one line

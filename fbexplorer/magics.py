@@ -54,6 +54,22 @@ def _names(text: str | None, flag: str) -> list[str] | None:
     return names
 
 
+def _node_names(text: str | None, flag: str = "--nodes") -> list[str] | None:
+    """`--nodes d1,lstm/h,loop`: node names as `fbx.trace` takes them (layers,
+    `d1#1`, `lstm/h`, feedback names), separated by commas; the public API
+    checks them against the model."""
+    if text is None:
+        return None
+    if len(text) > 1 and text[0] == text[-1] and text[0] in "'\"":  # IPython keeps quotes
+        text = text[1:-1]
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise UsageError(
+            f"{flag} {text!r}: give node names separated by commas, as in {flag} d1,lstm/h"
+        )
+    return names
+
+
 @magics_class
 class FeedbackMagics(Magics):
     """The fbexplorer magics, registered by `%load_ext fbexplorer`."""
@@ -114,6 +130,13 @@ class FeedbackMagics(Magics):
         metavar="VAR[,VAR...]",
         help="the output variables (default: the last variable the cell assigns)",
     )
+    @argument(
+        "--steps",
+        type=int,
+        metavar="N",
+        help="the number of steps of a model with only --constant inputs (a call's "
+        "steps= overrides it)",
+    )
     @argument("--stateful", action="store_true", help="carry the state across calls")
     @argument("--unroll", type=int, metavar="N", help="draw the time expansion over N steps")
     @argument("--quiet", action="store_true", help="draw nothing")
@@ -131,12 +154,22 @@ class FeedbackMagics(Magics):
               assigned anywhere in the cell, later lines included; its shape
               is inferred. initial: "zeros", "learned" or a Keras initializer.
 
-        The outputs are the last variable assigned (or --output). The model
-        (a fbx.FeedbackModel) is bound to NAME, returned, and drawn (cyclic,
-        or unrolled with --unroll N). A layer assigned to a variable once is
-        named after it. Using a variable before its line without prev() is a
-        cycle without a delay, and an error. On any error NAME keeps its old
-        value. Line numbers count the %%fbmodel line as line 1.
+        These names of the language win over notebook variables of the same
+        name. The outputs are the last variable assigned (or --output). A
+        model with only --constant inputs needs --steps N. The model (a
+        fbx.FeedbackModel) is bound to NAME, returned, and drawn (cyclic, or
+        unrolled with --unroll N).
+
+        A layer created on a line that assigns it to a variable once is named
+        after it: h = Dense(5)(x) is the layer h, lstm = LSTMCell(8) the
+        layer lstm, and h = cell(LSTMCell(8))(x) the cell h, whose states are
+        h/h and h/c. Other layers get Keras's names (dense, dense_1, ...),
+        counted for this cell alone: running the cell again gives the same
+        names, so names in nodes=[...] and initial_state={...} stay valid.
+
+        Using a variable before its line without prev() is a cycle without a
+        delay, and an error. On any error NAME keeps its old value. Line
+        numbers count the %%fbmodel line as line 1.
 
         Example:
 
@@ -159,12 +192,25 @@ class FeedbackMagics(Magics):
             )
         if args.unroll is not None and args.unroll < 1:
             raise UsageError(f"%%fbmodel: --unroll {args.unroll}: give a number of steps >= 1")
+        if args.steps is not None and args.steps < 1:
+            raise UsageError(f"%%fbmodel: --steps {args.steps}: give a number of steps >= 1")
         inputs = [_shape_flag(t, "--input") for t in args.input]
         constants = [_shape_flag(t, "--constant") for t in args.constant]
         if not inputs and not constants:
             raise UsageError(
                 "%%fbmodel: declare the inputs of one timestep, as in "
                 f"%%fbmodel {args.name} --input x:5"
+            )
+        if inputs and args.steps is not None:
+            raise UsageError(
+                f"%%fbmodel: --steps {args.steps} is for a model with only --constant inputs; "
+                "with --input, the number of steps is the length of the sequences"
+            )
+        if not inputs and args.steps is None:
+            raise UsageError(
+                "%%fbmodel: a model with only --constant inputs has no sequence to take "
+                f"the number of steps from; give --steps N, as in %%fbmodel {args.name} "
+                f"{' '.join('--constant ' + t for t in args.constant)} --steps 10"
             )
         model = build(
             cell,
@@ -173,6 +219,7 @@ class FeedbackMagics(Magics):
             constants=constants,
             outputs=_names(args.output, "--output"),
             stateful=args.stateful,
+            steps=args.steps,
             user_ns=self.shell.user_ns,
         )
         self.shell.user_ns[args.name] = model
@@ -202,21 +249,27 @@ class FeedbackMagics(Magics):
     @magic_arguments()
     @argument("name", help="a FeedbackModel in the notebook")
     @argument("data", help="an expression for the input sequences, as in X[:4]")
-    @argument("--nodes", metavar="A,B", help="the nodes to record (default: every node)")
+    @argument(
+        "--nodes",
+        metavar="A,B",
+        help="the nodes to record, by the names fbx.trace takes: layers (d1, d1#1 for "
+        "a second call), inputs, feedback names (h3_prev), cell states (lstm/h); "
+        "default: every node",
+    )
     @argument("-o", dest="out", metavar="VAR", help="also bind the DataFrame to VAR")
     @line_magic
     def fbtrace(self, line):
         """Record every node's value at every timestep, as a tidy DataFrame
         (fbx.trace).
 
-        Example: %fbtrace net X[:4] --nodes d1,h3_prev -o df
+        Example: %fbtrace net X[:4] --nodes d1,h3_prev,lstm/h -o df
         """
         from fbexplorer.trace import trace
 
         args = parse_argstring(self.fbtrace, line)
         model = self._model(args.name, "fbtrace")
         data = self._data(args.data, "fbtrace")
-        nodes = _names(args.nodes, "--nodes")
+        nodes = _node_names(args.nodes)
         df = self._call("fbtrace", trace, model, data, nodes=nodes)
         self._store(args.out, df)
         return df
@@ -225,20 +278,26 @@ class FeedbackMagics(Magics):
     @argument("name", help="a FeedbackModel in the notebook")
     @argument("data", help="an expression for the input sequences, as in X[:4]")
     @argument("--chunks", type=int, required=True, metavar="K", help="split time into K chunks")
+    @argument(
+        "--nodes",
+        metavar="A,B",
+        help="the nodes to compare, named as for %%fbtrace (default: every node)",
+    )
     @argument("-o", dest="out", metavar="VAR", help="also bind the DataFrame to VAR")
     @line_magic
     def fbcompare(self, line):
         """Run the data in K chunks, stateless and stateful, side by side
         (fbx.compare_stateful).
 
-        Example: %fbcompare net X[:4] --chunks 4 -o cmp
+        Example: %fbcompare net X[:4] --chunks 4 --nodes d3,lstm/c -o cmp
         """
         from fbexplorer.trace import compare_stateful
 
         args = parse_argstring(self.fbcompare, line)
         model = self._model(args.name, "fbcompare")
         data = self._data(args.data, "fbcompare")
-        df = self._call("fbcompare", compare_stateful, model, data, chunks=args.chunks)
+        nodes = _node_names(args.nodes)
+        df = self._call("fbcompare", compare_stateful, model, data, chunks=args.chunks, nodes=nodes)
         self._store(args.out, df)
         return df
 

@@ -1,13 +1,14 @@
-"""Plotly figures of trajectories: one node over time, stateful against stateless."""
+"""Plotly figures of trajectories: one node over time, stateful against stateless,
+units against time as a heatmap."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["plot_comparison", "plot_trace"]
+__all__ = ["plot_comparison", "plot_heatmap", "plot_trace", "similarity_order"]
 
 BOUNDARY_STYLE = {"color": "rgba(80, 80, 80, 0.6)", "width": 1, "dash": "dot"}
 
@@ -203,4 +204,202 @@ def plot_comparison(
         template="plotly_white",
     )
     fig.update_xaxes(title_text="t", row=2, col=1)
+    return fig
+
+
+# ----------------------------------------------------------------- heatmaps
+def _trace_nodes(trace, what: str) -> list[str]:
+    """The node names of a trace frame or of a `trace(..., as_arrays=True)` dict."""
+    if isinstance(trace, Mapping):
+        return [str(n) for n in trace]
+    if isinstance(trace, pd.DataFrame):
+        _check_columns(trace, ["sample", "t", "node", "unit", "value"], what, "trace")
+        return [str(n) for n in pd.unique(trace["node"].astype(str))]
+    raise ValueError(
+        f"fbx.{what} expects a trace: a frame from fbx.trace or its as_arrays=True dict "
+        f"{{node: array (samples, T, ...)}}. Received: {type(trace).__name__}"
+    )
+
+
+def _node_arrays(trace, nodes: Sequence[str], what: str) -> tuple[dict, np.ndarray]:
+    """`({node: array (samples, T, *shape)}, sample ids)` from a trace frame or dict.
+
+    A dict's arrays are taken as they are (sample ids 0, 1, ...; checked to
+    share the sample and time axes); a frame's rows become arrays
+    `(samples, T, units)`, samples in increasing id order.
+    """
+    known = _trace_nodes(trace, what)
+    missing = [n for n in nodes if n not in known]
+    if missing:
+        raise ValueError(f"fbx.{what}: no node '{missing[0]}' in the trace. Nodes: {known}.")
+    out = {}
+    if isinstance(trace, Mapping):
+        for n in nodes:
+            a = np.asarray(trace[n])
+            if a.ndim < 2:
+                raise ValueError(
+                    f"fbx.{what}: the trace's array for node '{n}' must be (samples, T, ...), "
+                    f"as fbx.trace(..., as_arrays=True) returns. Received shape {a.shape}."
+                )
+            out[n] = a
+        ids = np.arange(next(iter(out.values())).shape[0]) if out else np.arange(0)
+    else:
+        ids = None
+        for n in nodes:
+            sub = trace[trace["node"].astype(str) == n].sort_values(["sample", "t", "unit"])
+            sample_ids = np.unique(sub["sample"].to_numpy())
+            s, t, u = len(sample_ids), sub["t"].nunique(), sub["unit"].nunique()
+            if len(sub) != s * t * u:
+                raise ValueError(
+                    f"fbx.{what}: node '{n}' does not have every (sample, t, unit) of the "
+                    f"trace once. Pass a frame from fbx.trace."
+                )
+            if ids is not None and not np.array_equal(ids, sample_ids):
+                raise ValueError(f"fbx.{what}: the nodes {list(nodes)} have other samples.")
+            ids = sample_ids
+            out[n] = sub["value"].to_numpy().reshape(s, t, u)
+    lead = {a.shape[:2] for a in out.values()}
+    if len(lead) > 1:
+        raise ValueError(
+            f"fbx.{what}: the nodes {list(nodes)} have other (samples, T): {sorted(lead)}. "
+            f"Trace them together."
+        )
+    return out, ids
+
+
+def similarity_order(values) -> np.ndarray:
+    """An order of units that puts similar time courses next to each other.
+
+    A greedy chain on the correlation of the units' time courses: it starts
+    at the unit least correlated with the others in total and then
+    repeatedly appends the unplaced unit most correlated with the last one
+    placed. Identical (or perfectly correlated) units therefore end up side
+    by side. Units that never change (no correlation defined) come last, in
+    index order. Numpy only; memory grows as units squared.
+
+    Args:
+        values: an array `(units, T)`: one time course per row.
+
+    Returns:
+        The unit indices, int64, in display order.
+
+    Example:
+        >>> fbx.similarity_order(np.stack([a, b, a]))  # units 0 and 2 adjacent
+    """
+    z = np.asarray(values, dtype=np.float64)
+    if z.ndim != 2:
+        raise ValueError(
+            f"fbx.similarity_order expects an array (units, T). Received shape {z.shape}."
+        )
+    z = z - z.mean(axis=1, keepdims=True)
+    norm = np.linalg.norm(z, axis=1)
+    moving = np.flatnonzero(norm > 1e-12 * max(1.0, float(norm.max(initial=0.0))))
+    still = np.setdiff1d(np.arange(len(z)), moving)
+    if len(moving) <= 2:
+        return np.concatenate([moving, still]).astype(np.int64)
+    unit = z[moving] / norm[moving, None]
+    corr = unit @ unit.T
+    np.fill_diagonal(corr, -np.inf)
+    total = np.where(np.isinf(corr), 0.0, corr).sum(axis=1)
+    current = int(np.argmin(total))
+    placed = np.zeros(len(moving), bool)
+    chain = [current]
+    placed[current] = True
+    for _ in range(len(moving) - 1):
+        row = np.where(placed, -np.inf, corr[current])
+        current = int(np.argmax(row))
+        placed[current] = True
+        chain.append(current)
+    return np.concatenate([moving[chain], still]).astype(np.int64)
+
+
+def plot_heatmap(
+    trace,
+    node: str | None = None,
+    sample: int | None = None,
+    *,
+    order: str | Sequence[int] | None = "similarity",
+    title: str | None = None,
+):
+    """One node of a trace as a heatmap: units (rows) against time (columns).
+
+    Args:
+        trace: a frame from `fbx.trace`, or its `as_arrays=True` dict.
+        node: the node to show (default: the first in the trace).
+        sample: the sample to show (default: the first). For a frame, a
+            value of its `sample` column; for a dict, a row of the arrays.
+        order: the rows' order: `"similarity"` (default; units with similar
+            time courses side by side, see `fbx.similarity_order`),
+            `"index"` or None (unit 0 at the top), or a list of unit indices
+            (shown in that order; a subset shows only those).
+        title: the figure title (default: the node and sample).
+
+    Returns:
+        A `plotly.graph_objects.Figure` with one `Heatmap`: `z` is
+        `(units, T)` in the chosen order, `y` the unit indices (flattened in
+        C order for spatial maps, as in a trace frame) as labels, `x` the
+        step; the colours are centred on 0. `fig.data[0].meta["order"]` is
+        the order of the units.
+
+    Example:
+        >>> fbx.plot_heatmap(fbx.trace(net, seq), node="d3", sample=0)
+    """
+    import plotly.graph_objects as go
+
+    nodes = _trace_nodes(trace, "plot_heatmap")
+    if not nodes:
+        raise ValueError("fbx.plot_heatmap: the trace is empty.")
+    node = nodes[0] if node is None else node
+    arrays, ids = _node_arrays(trace, [node], "plot_heatmap")
+    values = arrays[node]
+    if sample is None:
+        row = 0
+    else:
+        hits = np.flatnonzero(ids == sample) if np.isscalar(sample) else []
+        if isinstance(sample, bool) or len(hits) != 1:
+            raise ValueError(
+                f"fbx.plot_heatmap: sample {sample!r} is not in the trace. Samples: "
+                f"{[int(i) for i in ids]}."
+            )
+        row = int(hits[0])
+    matrix = values[row].reshape(values.shape[1], -1).T  # (units, T)
+    n_units = matrix.shape[0]
+    if isinstance(order, str) and order == "similarity":
+        chosen = similarity_order(matrix)
+    elif order is None or (isinstance(order, str) and order == "index"):
+        chosen = np.arange(n_units)
+    elif not isinstance(order, str) and np.ndim(order) == 1 and len(order) > 0:
+        chosen = np.asarray(order)
+        bad = [u for u in chosen.tolist() if not isinstance(u, int) or not 0 <= u < n_units]
+        if bad or len(set(chosen.tolist())) != len(chosen):
+            raise ValueError(
+                f"fbx.plot_heatmap: order lists unit indices 0 to {n_units - 1} of node "
+                f"'{node}', each at most once. Received: order={list(order)!r}"
+            )
+    else:
+        raise ValueError(
+            f"fbx.plot_heatmap: order is 'similarity', 'index', None or a list of unit "
+            f"indices. Received: order={order!r}"
+        )
+    chosen = np.asarray(chosen, dtype=np.int64)
+    sample_id = int(ids[row])
+    fig = go.Figure(
+        go.Heatmap(
+            z=matrix[chosen],
+            x=np.arange(matrix.shape[1]),
+            y=[str(u) for u in chosen],
+            colorscale="RdBu",
+            reversescale=True,
+            zmid=0,
+            colorbar={"title": {"text": "value"}},
+            hovertemplate="t=%{x}<br>unit %{y}<br>%{z:.4g}<extra></extra>",
+            meta={"node": node, "sample": sample_id, "order": chosen.tolist()},
+        )
+    )
+    fig.update_layout(
+        title=title or f"{node} (sample {sample_id})",
+        xaxis_title="t",
+        yaxis={"title": {"text": "unit"}, "type": "category", "autorange": "reversed"},
+        template="plotly_white",
+    )
     return fig

@@ -324,7 +324,8 @@ def trace(
     mask=None,
     steps: int | None = None,
     progress: bool | None = None,
-) -> pd.DataFrame:
+    as_arrays: bool = False,
+) -> pd.DataFrame | dict[str, np.ndarray]:
     """Record chosen nodes of a FeedbackModel at every timestep.
 
     The model runs its own compiled loop once over the sequence (long
@@ -355,6 +356,7 @@ def trace(
         steps: the number of steps for a model without per-step inputs.
         progress: show a progress bar (default: when the sequence is longer
             than `CHUNK_STEPS`).
+        as_arrays: return `{node: array}` instead of the tidy frame.
 
     Returns:
         A DataFrame with columns `sample, t, node, unit, value`, one row per
@@ -364,15 +366,23 @@ def trace(
         and `unit` are int32, `value` keeps the node's dtype. `fbx.wide(df)`
         pivots the units into columns.
 
+        With `as_arrays=True`, a dict `{node: numpy array (samples, T,
+        *shape)}` in the order the nodes were asked for: spatial maps keep
+        their shape (a `(4, 4, 2)` map gives `(samples, T, 4, 4, 2)`). Row
+        `i` is the `i`-th traced sample (`samples[i]` for a list).
+
     Example:
         >>> df = fbx.trace(net, seq, nodes=["d1", "loop"], samples=2)
         >>> df[df.node == "loop"].groupby("t").value.mean()
+        >>> fbx.trace(net, seq, nodes="loop", as_arrays=True)["loop"].shape  # (batch, T, 5)
     """
     _check_model(model)
     names = _resolve_nodes(model, nodes)
     prep = _Prepared(model, inputs, samples, initial_state, mask, steps, True, "trace")
     bounds = _bounds(prep.length, CHUNK_STEPS)
     arrays, _ = _run_windows(model, prep, names, bounds, prep.slots, progress)
+    if as_arrays:
+        return dict(zip(names, arrays))
     return _tidy(names, [[a] for a in arrays], prep.index)
 
 

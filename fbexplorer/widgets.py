@@ -27,6 +27,7 @@ import pandas as pd
 from fbexplorer.callbacks import TraceCallback
 from fbexplorer.draw import draw
 from fbexplorer.engine import FeedbackModel
+from fbexplorer.plots import plot_heatmap
 from fbexplorer.trace import _chunk_bounds, compare_stateful, trace
 from fbexplorer.view import ExplorerView, encode, graph_targets, standalone_html, unrolled_targets
 
@@ -380,11 +381,16 @@ class Explorer(widgets.VBox):
         figure = go.Figure(
             layout={"template": "plotly_white", "title": {"text": f"{node}, sample {sample}"}}
         )
-        if panel == "heatmap":
-            data = self.values(node, self._runs()[0][0])[row]
-            top = float(np.abs(data).max()) or 1.0
-            figure.add_heatmap(z=data.T, colorscale="RdBu_r", zmin=-top, zmax=top)
-            figure.update_layout(xaxis_title="t", yaxis_title="unit")
+        if panel == "heatmap":  # fbx.plot_heatmap, units in index order as the tab shows them
+            column = self._runs()[0][0]
+            figure = plot_heatmap(
+                {node: self.values(node, column)},
+                node,
+                sample=row,
+                order="index",
+                title=f"{node}, sample {sample}" + ("" if column == "value" else f", {column}"),
+            )
+            figure.update_layout(template="plotly_white", xaxis_title="t", yaxis_title="unit")
         else:
             for column, dashed in self._runs():
                 data = self.values(node, column)[row]

@@ -311,6 +311,14 @@ def fbmodel_bad_input_flag():
     cell_magic("h = Dense(5)(x)\n", line="net --input x")
 
 
+def fbmodel_constants_without_steps():
+    cell_magic("h = Dense(5)(Concatenate()([c, prev(h)]))\n", line="net --constant c:5")
+
+
+def fbmodel_input_hides_language_name():
+    cell_magic("h = Dense(5)(cell)\n", line="net --input cell:5")
+
+
 def fbmodel_unknown_model():
     from IPython.core.interactiveshell import InteractiveShell
 
@@ -332,12 +340,45 @@ def trace_callback_unused():
     fbx.explore(fbx.TraceCallback(seq()))
 
 
+# ------------------------------------------------------ portraits and heatmaps
+def fixed_points_of_loop():
+    """Fixed points of the state `loop` only, as `fbx.fixed_points` returns them."""
+    import types
+
+    import pandas as pd
+
+    return types.SimpleNamespace(
+        states={"loop": np.zeros((1, 5), "float32")}, frame=pd.DataFrame({"stable": [True]})
+    )
+
+
+def portrait_unknown_node():
+    fbx.portrait(base(), seq(), nodes=["lop"])
+
+
+def portrait_node_without_fixed_point():
+    fbx.portrait(base(), seq(), nodes=["h"], fixed_points=fixed_points_of_loop())
+
+
+def portrait_bad_dims():
+    fbx.portrait(base(), seq(), dims=4)
+
+
+def portrait_too_few_units():
+    fbx.pca_project({"v": np.zeros((2, 10, 1))}, dims=2)
+
+
+def heatmap_bad_order():
+    fbx.plot_heatmap(fbx.trace(base(), seq()), "h", order="size")
+
+
 MISUSES = {f.__name__.replace("_", "-"): f for f in [
     explore_not_a_model, trace_callback_every, trace_callback_unused,
     fbmodel_invalid_python, fbmodel_unknown_name, fbmodel_cycle_without_delay,
     fbmodel_prev_not_a_name, fbmodel_prev_unassigned, fbmodel_shape_mismatch,
     fbmodel_bare_cell, fbmodel_not_a_tensor, fbmodel_nothing_assigned,
-    fbmodel_bad_input_flag, fbmodel_unknown_model,
+    fbmodel_bad_input_flag, fbmodel_unknown_model, fbmodel_constants_without_steps,
+    fbmodel_input_hides_language_name,
     wrong_rank, wrong_feature_size, string_input, not_numeric_input, zero_steps,
     different_lengths, wrong_number_of_inputs, unknown_input, mask_wrong_rank,
     mask_wrong_length, initial_state_unknown, initial_state_wrong_shape,
@@ -349,6 +390,8 @@ MISUSES = {f.__name__.replace("_", "-"): f for f in [
     teacher_forcing_out_of_range, not_a_cell, delayed_not_a_tensor, missing_input,
     one_tensor_for_several_inputs, truth_wrong_shape, constants_only_without_steps,
     not_stateful, generate_unfed_input, generate_unknown_output,
+    portrait_unknown_node, portrait_node_without_fixed_point, portrait_bad_dims,
+    portrait_too_few_units, heatmap_bad_order,
 ]}  # fmt: skip
 
 

@@ -145,6 +145,115 @@ def test_outputs_default_to_the_last_variable_assigned(ip):
     assert model(seq(1, 2, 3)).shape == (1, 2, 6)
 
 
+def test_steps_for_a_constants_only_model(ip):
+    body = "h = Dense(3, activation='tanh')(Concatenate()([c, prev(h)]))\n"
+    model = fbmodel(ip, "cnet --constant c:2 --steps 4 --quiet", body)
+    C = seq(2, 2)
+    layer = model.graph.model.get_layer("h")
+    kernel, bias = (np.asarray(w) for w in layer.get_weights())
+    h, want = np.zeros((2, 3), "float32"), []
+    for _ in range(6):  # numpy loop: h_t = tanh([c, h_{t-1}] W + b)
+        h = np.tanh(np.concatenate([C, h], axis=1) @ kernel + bias)
+        want.append(h)
+    want = np.stack(want, axis=1)
+    np.testing.assert_allclose(model(C), want[:, :4], atol=1e-5)
+    np.testing.assert_allclose(model(C, steps=6), want, atol=1e-5)
+
+
+def test_inline_layers_and_cells_are_named_after_their_variables(ip):
+    body = (
+        "h = cell(LSTMCell(4))(Concatenate()([x, prev(g)]))\ngru = GRUCell(2)\ng = cell(gru)(h)\n"
+    )
+    model = fbmodel(ip, "named --input x:3 --quiet", body)
+    assert [s.name for s in model.graph.specs] == ["g_prev", "h/h", "h/c", "gru/h"]
+    assert isinstance(model.graph.model.get_layer("h"), keras.layers.LSTMCell)
+    assert isinstance(model.graph.model.get_layer("gru"), keras.layers.GRUCell)
+
+    # The same states as fbx.cell gives a cell of that name in Python.
+    x = keras.Input((3,), name="x")
+    h = fbx.cell(keras.layers.LSTMCell(4, name="h"))(x)
+    api = fbx.FeedbackModel(x, h)
+    assert [s.name for s in api.graph.specs] == ["h/h", "h/c"]
+
+
+RERUN_CELL = """
+h = Dense(4, activation="tanh")(Concatenate()([x, prev(y)]))
+z = ops.tanh(cell(GRUCell(3))(Dense(3)(h)))
+y = Dense(2)(cell(LSTMCell(2))(Concatenate()([z, prev(x, steps=2)])))
+"""
+
+
+def test_rerunning_a_cell_gives_the_same_names(ip):
+    def names(model):
+        return [op.name for op in model.graph.model.operations], [s.name for s in model.graph.specs]
+
+    first = fbmodel(ip, "again --input x:3 --quiet", RERUN_CELL)
+    keras.layers.GRUCell(3), keras.layers.Dense(3), keras.layers.LSTMCell(2)  # made outside
+    second = fbmodel(ip, "again --input x:3 --quiet", RERUN_CELL)
+    assert names(second) == names(first)
+    layers, states = names(first)
+    assert {"gru_cell", "lstm_cell", "dense", "concatenate", "tanh"} <= set(layers)
+    assert set(states) == {"y_prev", "x_prev2", "gru_cell/h", "lstm_cell/h", "lstm_cell/c"}
+
+    # Names taken from the first model still work on the second.
+    X = seq(2, 5, 3)
+    start = {"gru_cell/h": seq(2, 3, seed=1), "lstm_cell/c": seq(2, 2, seed=2)}
+    second.set_weights(first.get_weights())
+    np.testing.assert_allclose(
+        second(X, initial_state=start), first(X, initial_state=start), atol=1e-6
+    )
+    want = fbx.trace(first, X, nodes=["gru_cell", "lstm_cell/c"])
+    pd.testing.assert_frame_equal(fbx.trace(second, X, nodes=["gru_cell", "lstm_cell/c"]), want)
+
+
+def test_delayed_default_names_are_stable_on_reruns(ip, monkeypatch):
+    monkeypatch.setitem(ip.user_ns, "fbx", fbx)
+    body = "h = Dense(2)(x)\ny = Add()([fbx.delayed(h), fbx.delayed(h, steps=1)])\n"
+    for _ in range(2):
+        model = fbmodel(ip, "dl --input x:2 --quiet", body)
+        assert [s.name for s in model.graph.specs] == ["h_delay1", "h_delay1_1"]
+    # Outside the cell, default names stay unique process-wide, as before.
+    x = keras.Input((2,), name="x")
+    h = keras.layers.Dense(2, name="h")(x)
+    api = fbx.FeedbackModel(x, keras.layers.Add()([h, fbx.delayed(h)]))
+    assert api.graph.specs[0].name not in {"h_delay1", "h_delay1_1"}
+
+
+def test_a_notebook_cell_layer_keeps_its_state_names_on_reruns(ip):
+    ip.user_ns["shared"] = keras.layers.GRUCell(3, name="shared")
+    for _ in range(2):
+        model = fbmodel(ip, "usesh --input x:3 --quiet", "h = cell(shared)(x)\n")
+        assert [s.name for s in model.graph.specs] == ["shared/h"]
+
+
+def test_automatic_names_do_not_clash_with_other_layers(ip):
+    # A notebook layer and a layer named on a later line hold the names that
+    # the cell's unnamed layers would get first.
+    ip.user_ns["enc"] = keras.layers.Dense(3, name="dense")
+    body = (
+        "a = ops.tanh(Dense(3)(enc(x)))\n"
+        "concatenate = Dense(3)(Concatenate()([a, x]))\n"
+        "b = Dense(2)(concatenate)\n"
+    )
+    for _ in range(2):
+        model = fbmodel(ip, "clash --input x:3 --quiet", body)
+        names = [layer.name for layer in model.graph.model.layers]
+        assert len(names) == len(set(names)), names
+        assert {"dense", "dense_1", "concatenate", "concatenate_1"} <= set(names)
+        assert model.graph.model.get_layer("dense") is ip.user_ns["enc"]
+
+
+def test_the_languages_names_win_over_the_notebooks(ip, monkeypatch):
+    notebook = dict(cell="a notebook value", prev=None, ops=0, Dense=1, units=4)
+    for name, value in notebook.items():
+        monkeypatch.setitem(ip.user_ns, name, value)
+    body = "h = cell(LSTMCell(units))(x)\ny = Dense(2)(ops.tanh(Add()([h, prev(h)])))\n"
+    model = fbmodel(ip, "shadow --input x:3 --quiet", body)
+    assert [s.name for s in model.graph.specs] == ["h_prev", "h/h", "h/c"]
+    assert model(seq(2, 4, 3)).shape == (2, 4, 2)
+    assert ip.user_ns["cell"] == "a notebook value" and ip.user_ns["Dense"] == 1
+
+
 def test_fbmodel_draws_the_model(ip, monkeypatch):
     shown = []
     monkeypatch.setattr("fbexplorer.magics.display", shown.append)
@@ -160,6 +269,9 @@ def test_help_text_has_an_example(ip, capsys):
     ip.run_cell("%%fbmodel?")
     out = capsys.readouterr().out
     assert "prev(var, steps=1" in out and "Example" in out and "--input" in out
+    text = " ".join(out.split())
+    assert "--steps N" in text and "states are h/h and h/c" in text
+    assert "running the cell again gives the same names" in text
 
 
 # -- errors ---------------------------------------------------------------------
@@ -208,6 +320,10 @@ def test_cell_mistakes_are_one_line(ip, capsys, body, expected):
         ("net --input x:5 --output q", "--output q: the cell assigns no variable 'q'"),
         ("net --input x:5 --input x:3", "input and constant names must differ"),
         ("net --input 'x:5", "No closing quotation"),
+        ("net --constant c:5", "give --steps N, as in %%fbmodel net --constant c:5 --steps"),
+        ("net --constant c:5 --steps 0", "--steps 0: give a number of steps >= 1"),
+        ("net --input x:5 --steps 3", "--steps 3 is for a model with only --constant"),
+        ("net --input cell:5", "input 'cell' would hide the cell language's own 'cell'"),
     ],
 )
 def test_bad_flags(ip, capsys, line, expected):
@@ -247,6 +363,32 @@ def test_fbtrace_matches_trace_and_binds(ip, traced):
     assert ip.user_ns["df"] is df
 
 
+NODES_CELL = """
+d = Dense(3, activation="tanh", name="d")
+a = d(Concatenate()([x, prev(b)]))
+b = d(Concatenate()([cell(LSTMCell(3))(ops.tanh(a)), x]))
+y = Add()([b, prev(x, steps=2)])
+"""
+
+
+def test_fbtrace_nodes_takes_every_name_trace_takes(ip):
+    model = fbmodel(ip, "every --input x:3 --quiet", NODES_CELL)
+    X = ip.user_ns["X3"] = seq(2, 4, 3)
+    every = list(fbx.trace(model, X)["node"].cat.categories)
+    states = [s.name for s in model.graph.specs if s.kind == "cell"]
+    assert len(states) == 2 and all("/" in s for s in states)
+    assert {"d#1", "b_prev", "x_prev2", *states} <= set(every)
+    for node in every:
+        df = ip.run_line_magic("fbtrace", f"every X3 --nodes {node}")
+        pd.testing.assert_frame_equal(df, fbx.trace(model, X, nodes=[node]))
+    df = ip.run_line_magic("fbtrace", f"every X3 --nodes '{', '.join(every)}'")
+    pd.testing.assert_frame_equal(df, fbx.trace(model, X, nodes=every))
+    df = ip.run_line_magic("fbcompare", "every X3 --chunks 2 --nodes lstm_cell/c,d#1")
+    pd.testing.assert_frame_equal(
+        df, fbx.compare_stateful(model, X, chunks=2, nodes=["lstm_cell/c", "d#1"])
+    )
+
+
 def test_fbcompare_matches_compare_stateful(ip, traced):
     df = ip.run_line_magic("fbcompare", "tnet X --chunks 3 -o cmp")
     pd.testing.assert_frame_equal(df, fbx.compare_stateful(traced, ip.user_ns["X"], chunks=3))
@@ -260,6 +402,9 @@ def test_fbcompare_matches_compare_stateful(ip, traced):
         ("fbdraw", "X", UsageError, "'X' is a ndarray, not a FeedbackModel"),
         ("fbtrace", "tnet Y", UsageError, "DATA 'Y' could not be evaluated"),
         ("fbtrace", "tnet X --nodes zz", FbModelError, "zz"),
+        ("fbtrace", "tnet X --nodes h1/h", FbModelError, "has no node 'h1/h'. Known nodes"),
+        ("fbtrace", "tnet X --nodes ,", UsageError, "--nodes ',': give node names"),
+        ("fbcompare", "tnet X --chunks 2 --nodes zz", FbModelError, "no node 'zz'"),
         ("fbcompare", "tnet X", UsageError, "--chunks"),
         ("fbexplore", "tnet", UsageError, "data"),
     ],

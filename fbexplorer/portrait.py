@@ -1,0 +1,451 @@
+"""Phase portraits: trajectories of a network's state on its principal components.
+
+`pca_project` fits principal components to the chosen nodes' values, all
+nodes of one step concatenated into one vector, over every sample and step;
+it returns the coordinates and a `Projection` that projects more points (a
+fixed point, another run) into the same space. `portrait` draws the result:
+one line per sample, coloured by time, with fixed points on top (stable
+filled, unstable hollow). Numpy's SVD does the work; nothing else is needed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from fbexplorer.plots import _node_arrays, _trace_nodes
+
+__all__ = ["Projection", "pca_project", "portrait"]
+
+COLORSCALE = "Viridis"
+FIXED_POINT_COLOR = "#d62728"
+
+
+@dataclass(frozen=True)
+class Projection:
+    """Principal components of some nodes' values, and the means they are taken from.
+
+    Attributes:
+        nodes: the node names, in the order their units are concatenated.
+        shapes: each node's per-step shape (what follows `(samples, T)`).
+        mean: `(units,)`, the mean of the concatenated vector.
+        components: `(dims, units)`, orthonormal rows, by decreasing
+            variance; each row's largest entry (in absolute value) is
+            positive.
+        explained_variance: `(dims,)`, the variance along each component
+            (divided by the number of points minus one, as scikit-learn's
+            `PCA.explained_variance_`).
+        explained_variance_ratio: `(dims,)`, each component's share of the
+            total variance.
+    """
+
+    nodes: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...]
+    mean: np.ndarray
+    components: np.ndarray
+    explained_variance: np.ndarray
+    explained_variance_ratio: np.ndarray
+
+    @property
+    def dims(self) -> int:
+        return len(self.components)
+
+    def transform(self, arrays: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Project values of the same nodes: `{node: array (..., *shape)}`.
+
+        Every node's array has the same leading axes (e.g. `(samples, T)`,
+        or `(points,)` for fixed points); the result is `(..., dims)`.
+        """
+        data = _concatenate(arrays, self.nodes, self.shapes, "Projection.transform")
+        return (data - self.mean) @ self.components.T
+
+
+def _concatenate(arrays, nodes, shapes, what: str) -> np.ndarray:
+    """`(..., units)`: each node's values flattened and joined along the last axis."""
+    missing = [n for n in nodes if n not in arrays]
+    if missing:
+        raise ValueError(
+            f"fbx.{what}: no values for node '{missing[0]}'. Expected every node of "
+            f"{list(nodes)}. Received: {list(arrays)}."
+        )
+    parts, lead = [], None
+    for n, shape in zip(nodes, shapes):
+        a = np.asarray(arrays[n], dtype=np.float64)
+        k = a.ndim - len(shape)
+        if k < 0 or a.shape[k:] != tuple(shape) or (lead is not None and a.shape[:k] != lead):
+            expected = ("(..., " + ", ".join(map(str, shape)) + ")") if shape else "(...)"
+            raise ValueError(
+                f"fbx.{what}: node '{n}' must have shape {expected}, with the same leading "
+                f"axes as the other nodes. Received shape {a.shape}."
+            )
+        lead = a.shape[:k]
+        parts.append(a.reshape(lead + (-1,)))
+    return np.concatenate(parts, axis=-1)
+
+
+def _check_dims(dims, what: str):
+    if isinstance(dims, bool) or dims not in (2, 3):
+        raise ValueError(f"fbx.{what}: expected dims=2 or dims=3. Received: dims={dims!r}")
+
+
+def pca_project(
+    arrays: Mapping[str, np.ndarray],
+    dims: int = 2,
+    *,
+    nodes: Sequence[str] | None = None,
+) -> tuple[np.ndarray, Projection]:
+    """Principal components of chosen nodes' values over every sample and step.
+
+    Each step's values of all `nodes` are flattened and concatenated into
+    one vector; the components are fitted to those vectors over every
+    sample and step (numpy SVD of the centred data, as scikit-learn's `PCA`
+    computes them, with a fixed sign per component).
+
+    Args:
+        arrays: `{node: array (samples, T, *shape)}`, as
+            `fbx.trace(..., as_arrays=True)` returns.
+        dims: the number of components, 2 or 3.
+        nodes: the nodes to use, in order (default: every node of `arrays`).
+
+    Returns:
+        `(coords, projection)`: `coords` is `(samples, T, dims)`;
+        `projection` a `Projection`, whose `transform` projects more values
+        of the same nodes (a fixed point, another run) into the same space.
+
+    Example:
+        >>> arrays = fbx.trace(net, seq, nodes=["loop"], as_arrays=True)
+        >>> coords, pca = fbx.pca_project(arrays, dims=2)
+        >>> pca.explained_variance_ratio
+    """
+    return _fit(arrays, dims, nodes, "pca_project")
+
+
+def _fit(arrays, dims, nodes, what):
+    _check_dims(dims, what)
+    if not isinstance(arrays, Mapping) or not arrays:
+        raise ValueError(
+            f"fbx.{what} expects a dict {{node: array (samples, T, ...)}}, as "
+            f"fbx.trace(..., as_arrays=True) returns. Received: {type(arrays).__name__}"
+        )
+    nodes = list(arrays) if nodes is None else [nodes] if isinstance(nodes, str) else list(nodes)
+    if not nodes:
+        raise ValueError(f"fbx.{what}: `nodes` is empty. Name at least one node, or pass None.")
+    missing = [n for n in nodes if n not in arrays]
+    if missing:
+        raise ValueError(
+            f"fbx.{what}: no node '{missing[0]}' in the arrays. Nodes: {list(arrays)}."
+        )
+    shapes = []
+    for n in nodes:
+        a = np.asarray(arrays[n])
+        if a.ndim < 2:
+            raise ValueError(
+                f"fbx.{what}: node '{n}' must be (samples, T, ...). Received shape {a.shape}."
+            )
+        shapes.append(tuple(a.shape[2:]))
+    data = _concatenate(arrays, nodes, shapes, what)
+    samples, steps, units = data.shape
+    if units < dims:
+        raise ValueError(
+            f"fbx.{what}: the nodes {nodes} have {units} unit{'s' * (units != 1)} in all, "
+            f"fewer than dims={dims}. Add nodes" + (", or use dims=2." if units == 2 else ".")
+        )
+    flat = data.reshape(-1, units)
+    if len(flat) < dims + 1:
+        raise ValueError(
+            f"fbx.{what}: {len(flat)} points (samples x steps) cannot fit {dims} "
+            f"components; trace at least {dims + 1} steps."
+        )
+    mean = flat.mean(axis=0)
+    _, s, vt = np.linalg.svd(flat - mean, full_matrices=False)
+    vt = vt[:dims]
+    biggest = np.argmax(np.abs(vt), axis=1)
+    vt = vt * np.sign(vt[np.arange(dims), biggest])[:, None]
+    variance = s**2 / (len(flat) - 1)
+    total = variance.sum()
+    ratio = variance[:dims] / total if total > 0 else np.zeros(dims)
+    projection = Projection(
+        nodes=tuple(nodes),
+        shapes=tuple(shapes),
+        mean=mean,
+        components=vt,
+        explained_variance=variance[:dims],
+        explained_variance_ratio=ratio,
+    )
+    coords = (flat - mean) @ vt.T
+    return coords.reshape(samples, steps, dims), projection
+
+
+# ------------------------------------------------------------ fixed points
+def _fixed_point_values(fixed_points, nodes, shapes, what: str):
+    """`({node: (points, *shape)}, stable (points,))` from a fixed-points result.
+
+    Reads `fixed_points.states` (`{state name: (points, *shape)}`, or
+    `(points, k, *shape)` for a delay-k edge, whose newest entry is taken)
+    and `fixed_points.frame["stable"]`.
+    """
+    states = getattr(fixed_points, "states", None)
+    frame = getattr(fixed_points, "frame", None)
+    if not isinstance(states, Mapping) or frame is None or "stable" not in frame:
+        raise ValueError(
+            f"fbx.{what}: fixed_points must be a result of fbx.fixed_points (with `.states` "
+            f"and `.frame['stable']`). Received: {type(fixed_points).__name__}"
+        )
+    stable = np.asarray(frame["stable"], dtype=bool)
+    values = {}
+    for n, shape in zip(nodes, shapes):
+        if n not in states:
+            raise ValueError(
+                f"fbx.{what}: node '{n}' has no state in the fixed points. States: "
+                f"{list(states)}. Choose nodes among the states (feedback names such as "
+                f"'loop', cell states such as 'lstm/h'), or leave fixed_points out."
+            )
+        a = np.asarray(states[n])
+        if a.shape[1:] == tuple(shape):
+            values[n] = a
+        elif a.ndim == len(shape) + 2 and a.shape[2:] == tuple(shape):
+            values[n] = a[:, -1]  # a delay-k history, oldest first: all equal at a fixed point
+        else:
+            raise ValueError(
+                f"fbx.{what}: the fixed points' state '{n}' has shape {a.shape}, but the "
+                f"trace's '{n}' is {tuple(shape)} per step. Expected (points, "
+                f"{', '.join(map(str, shape))}) or (points, k, ...) for a delay-k edge."
+            )
+        if len(values[n]) != len(stable):
+            raise ValueError(
+                f"fbx.{what}: the fixed points' state '{n}' has {len(values[n])} points, "
+                f"but .frame has {len(stable)} rows."
+            )
+    return values, stable
+
+
+# ------------------------------------------------------------------ public
+def _is_model(obj) -> bool:
+    return hasattr(obj, "step_model") and hasattr(obj, "graph")
+
+
+def portrait(
+    trace_or_model,
+    inputs=None,
+    *,
+    nodes: str | Sequence[str] | None = None,
+    dims: int = 2,
+    fixed_points=None,
+    samples: int | Sequence[int] | None = None,
+    projection: Projection | None = None,
+    title: str | None = None,
+):
+    """The trajectories of chosen nodes on their principal components.
+
+    Each step's values of the chosen nodes, concatenated, are one point of
+    the state space; `pca_project` finds the `dims` principal components of
+    those points over every sample and step, and each sample becomes one
+    line through them, coloured by time. Fixed points, when given, are
+    projected into the same space: stable ones as filled circles, unstable
+    ones hollow.
+
+    Args:
+        trace_or_model: a `FeedbackModel` (traced on `inputs`), a frame from
+            `fbx.trace`, or its `as_arrays=True` dict.
+        inputs: the model's inputs, as for a call (with a model only).
+        nodes: a node name or a list of them. Default: with a model, its
+            state names (`model.feedback_names`: feedbacks such as `"loop"`,
+            cell states such as `"lstm/h"`); with a trace, the fixed points'
+            state names if given, else every node of the trace. With fixed
+            points, every node must be one of their states.
+        dims: 2 or 3.
+        fixed_points: a result of `fbx.fixed_points` (any object with
+            `.states`, `{state name: (points, *shape)}` or `(points, k,
+            *shape)` for a delay-k edge, and `.frame["stable"]`, one row per
+            point). A delay-k edge's point is its newest history entry (all
+            k are equal at a fixed point).
+        samples: with a model, as for `fbx.trace`; with a trace, the samples
+            to use (a count of leading samples, or a list: `sample` values
+            of a frame, rows of a dict). The components are fitted to these.
+        projection: a `Projection` of the same nodes to draw in (e.g. one
+            fitted to another run, to compare two portraits on the same
+            axes); default: one fitted here.
+        title: the figure title.
+
+    Returns:
+        A `plotly.graph_objects.Figure`: one line per sample (named `sample
+        i`, `meta` holding the sample and its time steps), coloured by `t`
+        with a colour bar (markers in 2-D, the line itself in 3-D); then,
+        with fixed points, a trace `stable fixed points` (symbol `circle`)
+        and one `unstable fixed points` (`circle-open`), each point's row of
+        `fixed_points.frame` in `customdata`. Axes are `PC1 (x% of
+        variance)`. `fbx.pca_project` gives the projection itself.
+
+    Example:
+        >>> fbx.portrait(net, seq, nodes=["loop"], dims=3)
+        >>> fbx.portrait(fbx.trace(net, seq, as_arrays=True), nodes="loop", fixed_points=fps)
+    """
+    import plotly.graph_objects as go
+
+    what = "portrait"
+    _check_dims(dims, what)
+    if isinstance(nodes, str):
+        nodes = [nodes]
+    if _is_model(trace_or_model):
+        from fbexplorer.trace import _resolve_nodes, trace
+
+        model = trace_or_model
+        if inputs is None and not model.graph.constant_names:
+            raise ValueError(
+                f"fbx.{what}: traces model '{model.name}' on `inputs`; pass them, as for a "
+                f"call. Received: inputs=None"
+            )
+        chosen = _resolve_nodes(model, nodes if nodes is not None else model.feedback_names, what)
+        arrays = trace(model, inputs, chosen, samples=samples, as_arrays=True)
+        ids = _sample_ids(samples, len(next(iter(arrays.values()))))
+    else:
+        if inputs is not None:
+            raise ValueError(
+                f"fbx.{what}: `inputs` is for a model; a trace is already traced. "
+                f"Received: inputs of type {type(inputs).__name__}"
+            )
+        known = _trace_nodes(trace_or_model, what)
+        if nodes is None:
+            states = getattr(fixed_points, "states", None)
+            nodes = list(states) if isinstance(states, Mapping) else known
+        chosen = list(dict.fromkeys(nodes))
+        if not chosen:
+            raise ValueError(f"fbx.{what}: `nodes` is empty. Name at least one node.")
+        arrays, ids = _node_arrays(trace_or_model, chosen, what)
+        if samples is not None:
+            rows = _select(ids, samples, what)
+            arrays = {n: a[rows] for n, a in arrays.items()}
+            ids = ids[rows]
+    if projection is None:
+        coords, projection = _fit(arrays, dims, chosen, what)
+    else:
+        if list(projection.nodes) != chosen or projection.dims != dims:
+            raise ValueError(
+                f"fbx.{what}: the projection is of nodes {list(projection.nodes)} in "
+                f"{projection.dims} dims; this portrait asks for {chosen} in {dims}. "
+                f"Pass the same nodes and dims, or leave projection out."
+            )
+        coords = projection.transform(arrays)
+    fig = go.Figure()
+    steps = coords.shape[1]
+    t = np.arange(steps)
+    scale = {"colorscale": COLORSCALE, "cmin": 0, "cmax": max(steps - 1, 1)}
+    for i, sample in enumerate(ids):
+        c = coords[i]
+        bar = {"showscale": True, "colorbar": {"title": {"text": "t"}}} if i == 0 else {}
+        common = {
+            "mode": "lines+markers" if dims == 2 else "lines",
+            "name": f"sample {int(sample)}",
+            "text": [f"sample {int(sample)}, t={k}" for k in t],
+            "hoverinfo": "text",
+            "meta": {"sample": int(sample), "t": t.tolist()},
+        }
+        if dims == 2:
+            fig.add_trace(
+                go.Scatter(
+                    x=c[:, 0],
+                    y=c[:, 1],
+                    line={"color": "rgba(120, 120, 120, 0.35)", "width": 1},
+                    marker={"color": t, "size": 5, **scale, **bar},
+                    **common,
+                )
+            )
+        else:
+            fig.add_trace(
+                go.Scatter3d(
+                    x=c[:, 0],
+                    y=c[:, 1],
+                    z=c[:, 2],
+                    line={"color": t, "width": 4, **scale, **bar},
+                    **common,
+                )
+            )
+    if fixed_points is not None:
+        shapes = [projection.shapes[projection.nodes.index(n)] for n in chosen]
+        values, stable = _fixed_point_values(fixed_points, chosen, shapes, what)
+        points = projection.transform(values) if len(stable) else np.zeros((0, dims))
+        for label, keep, symbol in (
+            ("stable fixed points", stable, "circle"),
+            ("unstable fixed points", ~stable, "circle-open"),
+        ):
+            rows = np.flatnonzero(keep)
+            if not len(rows):
+                continue
+            p = points[rows]
+            marker = {
+                "symbol": symbol,
+                "size": 11 if dims == 2 else 6,
+                "color": FIXED_POINT_COLOR,
+                "line": {"color": FIXED_POINT_COLOR, "width": 2},
+            }
+            xyz = {"x": p[:, 0], "y": p[:, 1]}
+            cls = go.Scatter
+            if dims == 3:
+                xyz["z"] = p[:, 2]
+                cls = go.Scatter3d
+            fig.add_trace(
+                cls(
+                    mode="markers",
+                    name=label,
+                    marker=marker,
+                    customdata=rows,
+                    hovertext=[f"fixed point {r}" for r in rows],
+                    hoverinfo="text",
+                    **xyz,
+                )
+            )
+    labels = [
+        f"PC{k + 1} ({100 * r:.1f}% of variance)"
+        for k, r in enumerate(projection.explained_variance_ratio)
+    ]
+    head = title or f"Portrait of {', '.join(chosen)}"
+    if dims == 2:
+        fig.update_layout(xaxis_title=labels[0], yaxis_title=labels[1])
+    else:
+        fig.update_layout(
+            scene={"xaxis_title": labels[0], "yaxis_title": labels[1], "zaxis_title": labels[2]}
+        )
+    fig.update_layout(
+        title=head,
+        template="plotly_white",
+        legend={"orientation": "h", "y": -0.15},
+        meta={
+            "nodes": chosen,
+            "explained_variance_ratio": projection.explained_variance_ratio.tolist(),
+        },
+    )
+    return fig
+
+
+def _sample_ids(samples, n: int) -> np.ndarray:
+    """The sample indices a model trace used (as `fbx.trace`'s `samples=`)."""
+    if samples is None or (
+        isinstance(samples, (int, np.integer)) and not isinstance(samples, bool)
+    ):
+        return np.arange(n)
+    return np.asarray(samples)
+
+
+def _select(ids: np.ndarray, samples, what: str) -> np.ndarray:
+    """Rows of a trace for `samples`: a count of leading samples, or a list of ids."""
+    if isinstance(samples, (int, np.integer)) and not isinstance(samples, bool):
+        if not 1 <= samples <= len(ids):
+            raise ValueError(
+                f"fbx.{what}: samples={samples} asks for the first {samples} samples, but the "
+                f"trace has {len(ids)}. Give 1 to {len(ids)}, or a list of samples."
+            )
+        return np.arange(int(samples))
+    wanted = [samples] if isinstance(samples, str) or np.ndim(samples) == 0 else list(samples)
+    if not wanted:
+        raise ValueError(f"fbx.{what}: `samples` is empty. Name at least one sample.")
+    rows = []
+    for s in wanted:
+        hit = np.flatnonzero(ids == s)
+        if len(hit) != 1:
+            raise ValueError(
+                f"fbx.{what}: sample {s!r} is not in the trace. Samples: {[int(i) for i in ids]}."
+            )
+        rows.append(int(hit[0]))
+    return np.asarray(rows)
