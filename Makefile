@@ -2,8 +2,9 @@
 #   make test   set up .venv (and graphviz) and run the test suite (all but tests/browser)
 #   make lab    the same setup, then JupyterLab on notebooks/
 #   make test-browser  runs a notebook in JupyterLab 4 and in Notebook 7 in headless
-#               Chromium (apt) and plays its explorer (tests/browser); FBX_BROWSER_NOTEBOOK=path
-#               picks the notebook; screenshots in build/explorer.png, build/explorer-notebook7.png
+#               Chromium (apt) and plays its explorers, opens a saved explorer page from
+#               disk offline, and exports figures through kaleido (tests/browser);
+#               FBX_BROWSER_NOTEBOOK=path picks the notebook; screenshots in build/
 #   make lint   ruff
 #   make bench  the benchmarks (benchmarks/README.md); BENCH_ARGS=--quick for a smoke run
 #

@@ -11,6 +11,7 @@ net = fbx.FeedbackModel(inputs=x, outputs=h3, feedback={"loop": h3})
 """
 
 from fbexplorer import zoo  # registers the zoo's layers for load_model
+from fbexplorer.callbacks import TraceCallback
 from fbexplorer.draw import draw
 from fbexplorer.dynamics import (
     FixedPoints,
@@ -47,6 +48,7 @@ __all__ = [
     "Projection",
     "StepCell",
     "StepGraph",
+    "TraceCallback",
     "cell",
     "chunk_summary",
     "compare",

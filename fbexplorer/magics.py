@@ -307,8 +307,9 @@ class FeedbackMagics(Magics):
     @argument("data", help="an expression for the input sequences, as in X[:4]")
     @line_magic
     def fbexplore(self, line):
-        """Scrub through a model's states: graph, node and sample pickers, Play,
-        a time slider and the trajectories (fbx.explore).
+        """Scrub through a model's states: the graph lit by each node's value at
+        step t, node and sample pickers, Play and a time slider that run in the
+        browser, the trajectories and a heatmap (fbx.explore).
 
         Example: %fbexplore net X[:4]
         """

@@ -1,62 +1,112 @@
-"""The explorer: a feedback model's graph, a time scrubber and its trajectories.
+"""The explorer: a feedback model's graph lit by its values, played over time.
 
 `explore(model, inputs)` traces the model once (`fbx.trace`) and shows, in
-one widget: the cyclic graph with the chosen node highlighted (`fbx.draw`), a
-node and a sample picker, a Play button linked in the browser to a step
-slider, a plotly figure of the node's units over time with a marker at the
-current step, and the values at that step. Every frame is computed up front,
-so scrubbing only moves the marker and rewrites the readout.
+one widget: node, sample and colour pickers, a Play button and a step slider,
+and the browser-side view (`fbexplorer.view.ExplorerView`): the cyclic graph
+with every node's box filled by its value at step t and every delayed edge as
+wide as the value it carries, a colour legend, an unrolled window of steps
+around t, the chosen node's trajectories and a units x time heatmap as tabs,
+and a table of its values at t. All frames of the chosen node and sample go
+to the browser once; Play and the slider are linked to the view in the
+browser, so playback needs no kernel. `explore(callback)` shows what a
+`TraceCallback` recorded during training, with an epoch slider.
 """
 
 from __future__ import annotations
 
 import html
+import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import graphviz
 import ipywidgets as widgets
 import numpy as np
 import pandas as pd
-import plotly.colors
-import plotly.graph_objects as go
 
+from fbexplorer.callbacks import TraceCallback
 from fbexplorer.draw import draw
 from fbexplorer.engine import FeedbackModel
-from fbexplorer.plots import BOUNDARY_STYLE
-from fbexplorer.trace import compare_stateful, trace, wide
+from fbexplorer.plots import plot_heatmap
+from fbexplorer.trace import _chunk_bounds, compare_stateful, trace
+from fbexplorer.view import ExplorerView, encode, graph_targets, standalone_html, unrolled_targets
 
 __all__ = ["Explorer", "explore"]
 
-_MARKER = {"color": "#d95f02", "width": 2}
-_READOUT_UNITS = 32  # units listed in the readout; the figure shows them all
+_COLOUR_BY = ("mean", "norm", "unit")
+_PANELS = ("trajectories", "heatmap")
+
+
+def _blocks(frame: pd.DataFrame, columns, samples) -> tuple[list, dict]:
+    """(epochs, {column: {node: array (epoch, sample, t, unit)}}) from a tidy frame."""
+    codes = frame["node"].cat.codes.to_numpy().astype(np.int64)
+    names = list(frame["node"].cat.categories)
+    if "epoch" in frame:
+        epochs = sorted(int(e) for e in pd.unique(frame["epoch"]))
+        e = np.searchsorted(epochs, frame["epoch"].to_numpy()).astype(np.int64)
+    else:
+        epochs, e = [], np.zeros(len(frame), np.int64)
+    s = np.searchsorted(samples, frame["sample"].to_numpy()).astype(np.int64)
+    t = frame["t"].to_numpy().astype(np.int64)
+    u = frame["unit"].to_numpy().astype(np.int64)
+    n_e, n_s, n_t, n_u = max(len(epochs), 1), len(samples), int(t.max()) + 1, int(u.max()) + 1
+    key = (((codes * n_e + e) * n_s + s) * n_t + t) * n_u + u
+    order = None if np.all(key[1:] > key[:-1]) else np.argsort(key, kind="stable")
+    counts = np.bincount(codes, minlength=len(names))
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    out = {}
+    for column in columns:
+        flat = frame[column].to_numpy()
+        flat = flat if order is None else flat[order]
+        out[column] = {
+            name: flat[starts[i] : starts[i + 1]].reshape(n_e, n_s, n_t, -1)
+            for i, name in enumerate(names)
+            if counts[i]
+        }
+    return epochs, out
 
 
 class Explorer(widgets.VBox):
     """The widget `fbx.explore` returns; see `explore` for what it shows.
 
-    Its parts are public, so code can drive it as a user would:
-    `graph` (HTML holding the drawing's SVG), `node`, `sample` (Dropdowns),
-    `play` (Play), `step` (IntSlider), `mode` (ToggleButtons), `figure`
-    (a plotly `FigureWidget`; `layout.shapes[0]` is the time marker),
-    `readout` (HTML). `links` holds the browser-side link from `play` to
-    `step`; `frame` is the trace, `comparison` the `compare_stateful` frame
-    (None where the stateful view is off).
+    Its parts are public, so code can drive it as a user would: `node`,
+    `sample` (Dropdowns), `colour` (Dropdown: "mean", "norm" or "unit") and
+    `unit` (the unit for "unit"), `mode` (ToggleButtons), `play` (Play),
+    `step` (IntSlider), `epoch` (IntSlider, or None without a
+    `TraceCallback`), and `view` (the `ExplorerView` that draws in the
+    browser: graph, legend, tabs, readout); `note` and `graph_view` show
+    the drawing where Graphviz's `dot` is missing. `links` holds the browser-side
+    links (Play to `step`, `step` to `view.t`, `epoch` to `view.epoch`).
+    `frame` is the trace, `comparison` the `compare_stateful` frame
+    (computed when the stateful view is first opened; None where it is off).
     """
 
-    def __init__(self, model, frame: pd.DataFrame, comparison: pd.DataFrame | None, chunks):
+    def __init__(
+        self,
+        model,
+        frame: pd.DataFrame,
+        comparison: pd.DataFrame | Callable | None,
+        chunks,
+        *,
+        window: int = 5,
+        off_reason: str | None = None,
+    ):
         self.model = model
         self.frame = frame
-        self.comparison = comparison
         self.chunks = chunks
-        self._arrays = {}  # (node, column) -> array (sample, t, unit)
-        self._svg = True  # False once `dot` turned out to be missing
-        nodes = list(frame["node"].cat.categories)
+        self._comparison = comparison
+        self._off_reason = off_reason
         self._samples = sorted(int(s) for s in pd.unique(frame["sample"]))
+        self._epochs, blocks = _blocks(frame, ["value"], self._samples)
+        self._arrays = {"value": blocks["value"]}
+        self._stats = {}
+        nodes = list(blocks["value"])
         length = int(frame["t"].max()) + 1
+        self.window = max(1, min(int(window), length))
 
-        self.graph = widgets.HTML(layout=widgets.Layout(overflow="auto"))
+        self.note = widgets.HTML()
         self.graph_view = None  # graphviz-anywidget, where `dot` is missing
+        self._svg = True  # False once `dot` turned out to be missing
         fed_back = [n for n in model.feedback_names if n in nodes]  # the loop's own signal
         self.node = widgets.Dropdown(
             options=nodes, value=(fed_back or nodes)[0], description="node"
@@ -70,65 +120,105 @@ class Explorer(widgets.VBox):
             disabled=comparison is None,
             tooltips=self._mode_tooltips(),
         )
-        self.play = widgets.Play(min=0, max=length - 1, interval=200, description="play")
+        self.colour = widgets.Dropdown(
+            options=list(_COLOUR_BY), value="mean", description="fill by"
+        )
+        self.unit = widgets.BoundedIntText(
+            value=0,
+            min=0,
+            max=max(a.shape[-1] for a in blocks["value"].values()) - 1,
+            description="unit",
+            disabled=True,
+            layout=widgets.Layout(width="140px"),
+        )
+        self.play = widgets.Play(min=0, max=length - 1, interval=100, description="play")
         self.step = widgets.IntSlider(
             min=0, max=length - 1, description="t", layout=widgets.Layout(width="420px")
         )
-        self.links = [widgets.jslink((self.play, "value"), (self.step, "value"))]
-        self.figure = go.FigureWidget(
-            layout={
-                "template": "plotly_white",
-                "height": 340,
-                "margin": {"t": 40, "b": 40, "l": 50, "r": 20},
-                "xaxis": {"title": {"text": "t"}},
-                "yaxis": {"title": {"text": "value"}},
-            }
-        )
-        self.readout = widgets.HTML()
+        self.epoch = None
+        if self._epochs:
+            self.epoch = widgets.SelectionSlider(
+                options=[(str(e), i) for i, e in enumerate(self._epochs)],
+                value=len(self._epochs) - 1,
+                description="epoch",
+                layout=widgets.Layout(width="320px"),
+            )
+        self.view = ExplorerView(epoch=self.epoch.index if self.epoch is not None else 0)
+        self.links = [
+            widgets.jslink((self.play, "value"), (self.step, "value")),
+            widgets.jslink((self.step, "value"), (self.view, "t")),
+        ]
+        if self.epoch is not None:
+            self.links.append(widgets.jslink((self.epoch, "index"), (self.view, "epoch")))
 
         self._show_graph()
-        self._show_figure()
+        self._send()
         for widget, handler in (
             (self.node, self._on_node),
             (self.sample, self._on_data),
             (self.mode, self._on_data),
-            (self.step, self._on_step),
+            (self.colour, self._on_colour),
+            (self.unit, self._on_data),
         ):
             widget.observe(handler, "value")
-        graph_parts = [self.graph] + ([self.graph_view] if self.graph_view is not None else [])
+        self.view.observe(self._on_unrolled, "unrolled")
+        time_row = [self.play, self.step] + ([self.epoch] if self.epoch is not None else [])
+        graph_parts = [self.note] + ([self.graph_view] if self.graph_view is not None else [])
         super().__init__(
             [
-                *graph_parts,
                 widgets.HBox([self.node, self.sample, self.mode]),
-                widgets.HBox([self.play, self.step]),
-                self.figure,
-                self.readout,
+                widgets.HBox([self.colour, self.unit]),
+                widgets.HBox(time_row),
+                *graph_parts,
+                self.view,
             ]
         )
 
     # ---------------------------------------------------------------- data
-    def values(self, node: str, column: str = "value") -> np.ndarray:
+    @property
+    def comparison(self) -> pd.DataFrame | None:
+        """The `compare_stateful` frame (None where the stateful view is off)."""
+        if callable(self._comparison):
+            self._comparison = self._comparison()
+        return self._comparison
+
+    def values(self, node: str, column: str = "value", epoch: int | None = None) -> np.ndarray:
         """One node's values as an array (sample, t, unit), samples in `sample`'s order.
 
         `column` is `"value"` (the trace), or `"stateful"` / `"stateless"` /
         `"difference"` (the comparison, where the stateful view is on).
+        `epoch` is an epoch number a `TraceCallback` recorded (default: the
+        epoch slider's).
         """
-        key = (node, column)
-        if key not in self._arrays:
-            source = self.frame if column == "value" else self.comparison
-            table = wide(source, node=node, values=column)
-            self._arrays[key] = table.to_numpy().reshape(len(self._samples), -1, table.shape[1])
-        return self._arrays[key]
+        if column not in self._arrays:
+            _, blocks = _blocks(self.comparison, ["stateful", "stateless"], self._samples)
+            self._arrays.update(blocks)
+            self._arrays["difference"] = {
+                n: blocks["stateful"][n] - blocks["stateless"][n] for n in blocks["stateful"]
+            }
+        return self._arrays[column][node][self._epoch_index(epoch)]
 
-    def _runs(self) -> list[tuple[str, str]]:
-        """(column, dash) of the lines the current mode shows."""
+    def _epoch_index(self, epoch) -> int:
+        if epoch is None:
+            return self.epoch.index if self.epoch is not None else 0
+        if epoch not in self._epochs:
+            raise ValueError(
+                f"Explorer.values: no epoch {epoch!r} was traced. Expected one of "
+                f"{self._epochs or 'none (this explorer has no epochs)'}. Received: epoch={epoch!r}"
+            )
+        return self._epochs.index(epoch)
+
+    def _runs(self) -> list[tuple[str, bool]]:
+        """(column, dashed) of the lines the current mode shows."""
         if self.mode.value == "stateful":
-            return [("stateful", "solid"), ("stateless", "dash")]
-        return [("value", "solid")]
+            return [("stateful", False), ("stateless", True)]
+        return [("value", False)]
 
     def _mode_tooltips(self) -> list[str]:
-        if self.comparison is None:
-            why = "a model without feedback" if not self.model.feedback_names else "one chunk"
+        if self._comparison is None:
+            why = self._off_reason or (
+                "a model without feedback" if not self.model.feedback_names else "one chunk"
+            )
             off = f"Off: with {why}, stateful and stateless runs agree."
             return [off, off]
         return [
@@ -137,12 +227,94 @@ class Explorer(widgets.VBox):
             "against each chunk started afresh (dashed) (fbx.compare_stateful).",
         ]
 
+    def _node_stats(self, row: int, by: str) -> np.ndarray:
+        """(epoch, node, t): what fills each node's box, for one sample."""
+        key = (row, by, self.unit.value if by == "unit" else None)
+        if key not in self._stats:
+            rows = []
+            for data in self._arrays["value"].values():
+                data = data[:, row].astype(np.float32)
+                if by == "mean":
+                    rows.append(data.mean(-1))
+                elif by == "norm":
+                    rows.append(np.sqrt((data**2).sum(-1)))
+                elif self.unit.value < data.shape[-1]:
+                    rows.append(data[..., self.unit.value])
+                else:  # a node with fewer units is left unfilled
+                    rows.append(np.full(data.shape[:2], np.nan, np.float32))
+            self._stats[key] = np.stack(rows, axis=1)
+        return self._stats[key]
+
+    def _payload(self) -> dict:
+        node, sample = self.node.value, self.sample.value
+        row = self._samples.index(sample)
+        names = list(self._arrays["value"])
+        runs = []
+        for column, dashed in self._runs():
+            if column not in self._arrays:
+                self.values(node, column)  # computes the comparison's arrays
+            data = self._arrays[column][node][:, row]
+            runs.append({"name": column, "dash": dashed, "values": encode(data)})
+        by = self.colour.value
+        fill = self._node_stats(row, by)
+        finite = fill[np.isfinite(fill)]
+        top = float(np.abs(finite).max()) if finite.size else 1.0
+        label = f"unit {self.unit.value}" if by == "unit" else f"{by} of the units"
+        colour = {
+            "by": label,
+            "names": names,
+            "values": encode(fill),
+            "range": [0.0 if by == "norm" else -top, top],
+        }
+        edges = [n for n, t in self.view.graph.get("targets", {}).items() if t["kind"] == "edge"]
+        edges += [
+            n for n, _, kind, _ in self.view.unrolled_graph.get("targets", []) if kind == "edge"
+        ]
+        norms = self._node_stats(row, "norm")
+        picked = [names.index(n) for n in set(edges) if n in names]
+        size = None
+        if picked:
+            size = {"values": encode(norms), "max": float(np.nanmax(norms[:, picked]) or 1.0)}
+        title = f"{node}, sample {sample}"
+        if self.mode.value == "stateful":
+            title += f": {self.chunks} chunks, stateful (solid) and stateless (dashed)"
+        return {
+            "length": int(self.step.max) + 1,
+            "epochs": list(self._epochs),
+            "node": node,
+            "sample": sample,
+            "units": int(self._arrays["value"][node].shape[-1]),
+            "title": title,
+            "runs": runs,
+            "difference": self.mode.value == "stateful",
+            "boundaries": list(self.comparison.attrs["boundaries"])
+            if self.mode.value == "stateful"
+            else [],
+            "colour": colour,
+            "size": size,
+            "panels": self._panel_data(node, row),
+        }
+
+    def _panel_data(self, node: str, row: int) -> dict:
+        """Data of the panels beyond trajectories and heatmap: `{panel name: JSON}`.
+
+        Each key is a panel of `explorer.js`'s `PANELS` table, which shows its
+        tab only when its data is here (a phase portrait would send its
+        precomputed 2-D or 3-D coordinates, `encode`d, under "portrait").
+        """
+        return {}
+
+    def _send(self):
+        self.view.data = self._payload()
+
     # -------------------------------------------------------------- drawing
     def _show_graph(self):
         diagram = self._diagram(self.node.value)
+        names = list(self._arrays["value"])
         if self._svg:
             try:
-                self.graph.value = diagram.pipe(format="svg", encoding="utf-8")
+                svg = diagram.pipe(format="svg", encoding="utf-8")
+                self.view.graph = {"svg": svg, "targets": graph_targets(svg, names)}
                 return
             except graphviz.ExecutableNotFound:  # no `dot`: render in the browser
                 self._svg = False
@@ -152,14 +324,15 @@ class Explorer(widgets.VBox):
                     self.graph_view = None
         note = (
             "Graphviz's <code>dot</code> program is not installed, so the drawing is "
-            "{where}. For SVG here, install Graphviz (<code>apt-get install graphviz</code>, "
+            "{where}, without the values. For the graph lit by the values, install "
+            "Graphviz (<code>apt-get install graphviz</code>, "
             "<code>brew install graphviz</code> or <code>conda install graphviz</code>)."
         )
         if self.graph_view is not None:
             self.graph_view.dot_source = diagram.source
-            self.graph.value = "<p>" + note.format(where="rendered in the browser below") + "</p>"
+            self.note.value = "<p>" + note.format(where="rendered in the browser below") + "</p>"
         else:
-            self.graph.value = (
+            self.note.value = (
                 "<p>" + note.format(where="shown as DOT text") + "</p>"
                 f"<pre>{html.escape(diagram.source)}</pre>"
             )
@@ -174,107 +347,124 @@ class Explorer(widgets.VBox):
                 continue
         return draw(self.model)
 
-    # --------------------------------------------------------------- figure
-    def _show_figure(self):
+    def _show_unrolled(self):
+        """The unrolled drawing of `window` steps, once (the view shifts its labels)."""
+        if self.view.unrolled_graph or not self._svg:
+            return
+        try:
+            svg = draw(self.model, unroll=self.window).pipe(format="svg", encoding="utf-8")
+        except graphviz.ExecutableNotFound:
+            return
+        names = list(self._arrays["value"])
+        self.view.unrolled_graph = {"svg": svg, **unrolled_targets(svg, names, self.window)}
+        self._send()  # the delayed edges it adds get their widths
+
+    def figure(self, panel: str | None = None):
+        """A static plotly figure of a panel at the current node, sample and step.
+
+        For papers: `ex.figure().write_image("d3.svg")` (PNG, SVG, PDF through
+        kaleido and a Chrome or Chromium). `panel` is "trajectories" or
+        "heatmap" (default: the open tab).
+
+        Returns:
+            A `plotly.graph_objects.Figure`.
+        """
+        import plotly.graph_objects as go
+
+        panel = panel or self.view.panel
+        if panel not in _PANELS:
+            raise ValueError(
+                f"Explorer.figure: panel is one of {list(_PANELS)}. Received: panel={panel!r}"
+            )
         node, sample = self.node.value, self.sample.value
-        row = self._samples.index(sample)
-        colours = plotly.colors.qualitative.Plotly
-        lines = []
-        for column, dash in self._runs():
-            data = self.values(node, column)[row]
-            for u in range(data.shape[1]):
-                lines.append(
-                    go.Scatter(
-                        x=np.arange(data.shape[0]),
+        row, t = self._samples.index(sample), self.step.value
+        figure = go.Figure(
+            layout={"template": "plotly_white", "title": {"text": f"{node}, sample {sample}"}}
+        )
+        if panel == "heatmap":  # fbx.plot_heatmap, units in index order as the tab shows them
+            column = self._runs()[0][0]
+            figure = plot_heatmap(
+                {node: self.values(node, column)},
+                node,
+                sample=row,
+                order="index",
+                title=f"{node}, sample {sample}" + ("" if column == "value" else f", {column}"),
+            )
+            figure.update_layout(template="plotly_white", xaxis_title="t", yaxis_title="unit")
+        else:
+            for column, dashed in self._runs():
+                data = self.values(node, column)[row]
+                for u in range(data.shape[1]):
+                    figure.add_scatter(
                         y=data[:, u],
                         mode="lines",
                         name=f"unit {u}" + ("" if column == "value" else f" {column}"),
-                        legendgroup=f"unit {u}",
-                        line={"color": colours[u % len(colours)], "dash": dash},
-                        meta={"node": node, "sample": sample, "unit": u, "run": column},
+                        line={"dash": "dash" if dashed else "solid"},
                     )
-                )
-        shapes = [self._marker()]
-        if self.mode.value == "stateful":
-            for start in self.comparison.attrs["boundaries"]:
-                shapes.append(
-                    dict(
-                        type="line",
-                        x0=start - 0.5,
-                        x1=start - 0.5,
-                        y0=0,
-                        y1=1,
-                        yref="paper",
-                        line=BOUNDARY_STYLE,
-                    )
-                )
-        title = f"{node}, sample {sample}"
-        if self.mode.value == "stateful":
-            title += f": {self.chunks} chunks, stateful (solid) and stateless (dashed)"
-        self.figure.data = ()
-        self.figure.add_traces(lines)
-        with self.figure.batch_update():  # assigned, not merged into the old shapes
-            self.figure.layout.shapes = shapes
-            self.figure.layout.title.text = title
-        self._show_readout()
+            figure.update_layout(xaxis_title="t", yaxis_title="value")
+        figure.add_vline(x=t, line={"color": "#d95f02", "width": 2})
+        return figure
 
-    def _marker(self) -> dict:
-        t = self.step.value
-        return dict(type="line", x0=t, x1=t, y0=0, y1=1, yref="paper", line=_MARKER)
+    def save_html(self, path) -> str:
+        """Write the view to one HTML file that plays and scrubs offline, with no kernel.
 
-    def _show_readout(self):
-        node, t = self.node.value, self.step.value
-        row = self._samples.index(self.sample.value)
-        columns = [c for c, _ in self._runs()]
-        if columns == ["stateful", "stateless"]:
-            columns.append("difference")
-        data = [self.values(node, c)[row, t] for c in columns]
-        units = data[0].shape[0]
-        head = "".join(f"<th>{c}</th>" for c in columns)
-        body = "".join(
-            f"<tr><td>{u}</td>" + "".join(f"<td>{d[u]:.6g}</td>" for d in data) + "</tr>"
-            for u in range(min(units, _READOUT_UNITS))
-        )
-        more = f"<p>... {units - _READOUT_UNITS} more units</p>" if units > _READOUT_UNITS else ""
-        self.readout.value = (
-            f"<b>{html.escape(node)}</b> at t={t}, sample {self.sample.value}"
-            f'<table style="line-height:1.3;font-size:12px">'
-            f"<tr><th>unit</th>{head}</tr>{body}</table>{more}"
-        )
+        The file holds the current node, sample, mode and colouring (every
+        epoch, every step), the drawings (cyclic and unrolled), the script and
+        its own Play button and sliders; it needs no server and no network.
+
+        Returns:
+            The path written.
+        """
+        self._show_unrolled()
+        path = os.fspath(path)
+        title = f"{self.model.name}: {self.node.value}, sample {self.sample.value}"
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(standalone_html(self.view, title=title, t=self.step.value))
+        return path
 
     # ------------------------------------------------------------- observers
     def _on_node(self, change):
         self._show_graph()
-        self._show_figure()
+        self._send()
 
     def _on_data(self, change):
-        self._show_figure()
+        self._send()
 
-    def _on_step(self, change):
-        with self.figure.batch_update():
-            self.figure.layout.shapes[0].update(x0=change.new, x1=change.new)
-        self._show_readout()
+    def _on_colour(self, change):
+        self.unit.disabled = change.new != "unit"
+        self._send()
+
+    def _on_unrolled(self, change):
+        if change.new:
+            self._show_unrolled()
 
 
 def explore(
     model,
-    inputs,
+    inputs=None,
     *,
     nodes: str | Sequence[str] | None = None,
     samples: int | Sequence[int] | None = None,
     initial_state: Mapping | None = None,
     chunks: int | None = None,
+    window: int = 5,
 ) -> Explorer:
     """An interactive view of a feedback model's trajectories, for Jupyter.
 
     The model is traced once (`fbx.trace`); the widget then shows the cyclic
-    graph with the chosen node highlighted, a node picker (layers, per-step
-    inputs, delayed values, cell states, named as `fbx.trace` names them), a
-    sample picker, a Play button and a step slider linked in the browser
-    (Play needs no kernel round trip), a plotly figure with one line per
-    unit of the node over time and a vertical marker at the current step,
-    and a table of the node's values at that step. It opens on the first
-    fed-back value (the loop's own signal).
+    graph with every node's box filled, on a diverging scale, by its value
+    at step t (the mean of its units, their norm, or one unit: `fill by`),
+    each delayed edge as wide as the norm of the value it carries, and a
+    legend. Below: a node picker (layers, per-step inputs, delayed values,
+    cell states, named as `fbx.trace` names them; the chosen node is
+    outlined), a sample picker, a Play button and a step slider, and tabs
+    with the chosen node's trajectories (one line per unit, a marker at t)
+    and a units x time heatmap, and a table of its values at t. The
+    "unrolled" box swaps the graph for `window` steps around t drawn
+    unrolled (`fbx.draw(..., unroll=window)`), the current step framed. All
+    frames of the chosen node and sample go to the browser once: Play, the
+    slider and the epoch slider redraw there, with no kernel round trip.
+    It opens on the first fed-back value (the loop's own signal).
 
     The `stateless` / `stateful` toggle: "stateless" shows the trace, the
     whole sequence in one call. "stateful" shows `fbx.compare_stateful` with
@@ -288,9 +478,13 @@ def explore(
     state, which the trace does start from. The toggle is off when the two
     runs must agree: a model without feedback, or a single chunk.
 
+    `explore(callback)` shows what a `fbx.TraceCallback` recorded while the
+    model trained, with an epoch slider beside the time slider.
+
     Args:
-        model: a `FeedbackModel`.
-        inputs: the inputs as for a call (an array, a list, or a dict by name).
+        model: a `FeedbackModel`, or a `TraceCallback` that has recorded.
+        inputs: the inputs as for a call (an array, a list, or a dict by name);
+            None with a `TraceCallback`.
         nodes: node names to offer (default: every node `fbx.trace` records).
         samples: the number of leading samples, or a list of sample indices,
             as for `fbx.trace` (default: the whole batch; a large batch makes
@@ -298,20 +492,41 @@ def explore(
         initial_state: `{feedback name: value}`, as for a call.
         chunks: the number of chunks of the stateful view (default: 2 for
             sequences of 2 steps or more; 1 turns the view off).
+        window: the number of steps the unrolled view draws.
 
     Returns:
         An `Explorer` (an `ipywidgets.VBox`): the last expression of a cell
-        displays it.
+        displays it; `.save_html(path)` writes a page that plays offline.
 
     Example:
         >>> ex = fbx.explore(net, X[:4], nodes=["d1", "d3", "loop", "out"])
         >>> ex  # doctest: +SKIP
         >>> ex.node.value = "loop"; ex.step.value = 5   # as if clicked
     """
+    if isinstance(model, TraceCallback):
+        if inputs is not None:
+            raise ValueError(
+                "fbx.explore(callback) shows the inputs the TraceCallback traced; it takes "
+                f"no inputs. Received: inputs of type {type(inputs).__name__}. "
+                "Pass the probe inputs to fbx.TraceCallback(inputs) instead."
+            )
+        frame = model.frame  # says what to do when nothing was recorded
+        return Explorer(
+            model.model, frame, None, 1, window=window, off_reason="traces taken during training"
+        )
     if not isinstance(model, FeedbackModel):
         raise ValueError(
-            f"fbx.explore expects a FeedbackModel. Received: {type(model).__name__}. "
-            f"Build one with fbx.FeedbackModel(inputs, outputs, feedback=...)."
+            f"fbx.explore expects a FeedbackModel or a fbx.TraceCallback. Received: "
+            f"{type(model).__name__}. Build one with fbx.FeedbackModel(inputs, outputs, feedback=...)."
+        )
+    if inputs is None:
+        raise ValueError(
+            "fbx.explore(model, inputs) needs the inputs to trace. Received: inputs=None."
+        )
+    if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 1:
+        raise ValueError(
+            f"fbx.explore: `window` is the number of steps the unrolled view draws, an "
+            f"integer >= 1. Received: window={window!r}"
         )
     if isinstance(samples, np.ndarray) and samples.ndim == 1:
         samples = samples.tolist()
@@ -322,10 +537,13 @@ def explore(
     if chunks is None:
         chunks = 2 if length >= 2 else 1
     comparison = None
-    # compare_stateful checks `chunks` and names it when it is out of range.
     if model.feedback_names and chunks != 1:
+        _chunk_bounds(length, chunks)  # names `chunks` when it is out of range, now
         names = list(frame["node"].cat.categories)
-        comparison = compare_stateful(
-            model, inputs, chunks, names, samples=samples, initial_state=initial_state
-        )
-    return Explorer(model, frame, comparison, chunks)
+
+        def comparison():  # computed when the stateful view first opens
+            return compare_stateful(
+                model, inputs, chunks, names, samples=samples, initial_state=initial_state
+            )
+
+    return Explorer(model, frame, comparison, chunks, window=window)

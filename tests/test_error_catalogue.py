@@ -350,6 +350,18 @@ def fbmodel_unknown_model():
     shell.run_line_magic("fbtrace", "nothere X")
 
 
+def explore_not_a_model():
+    fbx.explore(keras.Sequential([keras.layers.Dense(1)]), seq())
+
+
+def trace_callback_every():
+    fbx.TraceCallback(seq(), every=0)
+
+
+def trace_callback_unused():
+    fbx.explore(fbx.TraceCallback(seq()))
+
+
 # ------------------------------------------------------ portraits and heatmaps
 def fixed_points_of_loop():
     """Fixed points of the state `loop` only, as `fbx.fixed_points` returns them."""
@@ -383,6 +395,7 @@ def heatmap_bad_order():
 
 
 MISUSES = {f.__name__.replace("_", "-"): f for f in [
+    explore_not_a_model, trace_callback_every, trace_callback_unused,
     fbmodel_invalid_python, fbmodel_unknown_name, fbmodel_cycle_without_delay,
     fbmodel_prev_not_a_name, fbmodel_prev_unassigned, fbmodel_shape_mismatch,
     fbmodel_bare_cell, fbmodel_not_a_tensor, fbmodel_nothing_assigned,

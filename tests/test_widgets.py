@@ -1,6 +1,10 @@
-"""The explorer widget, driven headless: observers, data against fbx.trace and
-fbx.compare_stateful, the highlighted drawing, the browser-side link, errors."""
+"""The explorer widget, driven headless: the frames it sends to the browser against
+fbx.trace and fbx.compare_stateful (decoded from the view's base64), the node
+fills against a numpy reference, where the drawing shows each node, the
+browser-side links, TraceCallback, save_html, the saved-notebook size, errors."""
 
+import json
+import pathlib
 import re
 import xml.etree.ElementTree as ET
 
@@ -12,6 +16,7 @@ import pytest
 from ipywidgets.widgets.widget_link import Link
 
 import fbexplorer as fbx
+from fbexplorer.view import ExplorerView, decode
 
 SVG = "{http://www.w3.org/2000/svg}"
 HIGHLIGHT = "#c2185b"  # draw.py's colour for what `highlight` marks
@@ -46,17 +51,32 @@ def reference(node, sample=0, **kwargs):
     return fbx.wide(fbx.trace(NET, X, nodes=node, **kwargs), node=node).loc[sample].to_numpy()
 
 
-def lines(figure, run="value"):
-    """The figure's y-data as (t, unit), for the lines of one run."""
-    picked = [d for d in figure.data if d.meta["run"] == run]
-    picked.sort(key=lambda d: d.meta["unit"])
-    return np.stack([np.asarray(d.y) for d in picked], axis=1)
+def runs(ex):
+    """{run name: (epoch, t, unit)} as the browser receives them."""
+    data = ex.view.data
+    epochs = max(1, len(data["epochs"]))
+    return {
+        r["name"]: decode(r["values"], (epochs, data["length"], data["units"]))
+        for r in data["runs"]
+    }
 
 
-def readout(ex):
-    """The readout table: {unit: [values...]}."""
-    rows = re.findall(r"<tr><td>(\d+)</td>(.*?)</tr>", ex.readout.value)
-    return {int(u): [float(v) for v in re.findall(r"<td>([^<]*)</td>", rest)] for u, rest in rows}
+def fills(ex):
+    """{node: (epoch, t)}: what fills each node's box, as the browser receives it."""
+    data, colour = ex.view.data, ex.view.data["colour"]
+    shape = (max(1, len(data["epochs"])), len(colour["names"]), data["length"])
+    values = decode(colour["values"], shape)
+    return {name: values[:, i] for i, name in enumerate(colour["names"])}
+
+
+def titles(svg: str) -> dict:
+    """{element id: title} of the drawing's nodes, edges and clusters."""
+    root = ET.fromstring(re.sub(r"^.*?(<svg)", r"\1", svg, flags=re.S))
+    return {
+        g.get("id"): g.find(f"{SVG}title").text
+        for g in root.iter(f"{SVG}g")
+        if g.get("class") in ("node", "edge", "cluster")
+    }
 
 
 def highlighted(svg: str) -> tuple[set, set]:
@@ -80,60 +100,124 @@ def walk(widget):
         yield from walk(child)
 
 
+def close(a, b):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 # ---------------------------------------------------------------- the parts
 def test_parts_and_layout(ex):
     assert isinstance(ex, widgets.VBox)
-    assert isinstance(ex.figure, go.FigureWidget)
+    assert isinstance(ex.view, ExplorerView)
     shown = list(walk(ex))
-    for part in (ex.graph, ex.node, ex.sample, ex.play, ex.step, ex.mode, ex.figure, ex.readout):
+    for part in (ex.node, ex.sample, ex.play, ex.step, ex.mode, ex.colour, ex.unit, ex.view):
         assert any(w is part for w in shown)
-    assert isinstance(ex.graph, widgets.HTML) and "<svg" in ex.graph.value
+    assert ex.epoch is None  # no TraceCallback, no epoch slider
+    assert "<svg" in ex.view.graph["svg"] and ex.note.value == ""
     assert isinstance(ex.play, widgets.Play) and isinstance(ex.step, widgets.IntSlider)
     assert (ex.step.min, ex.step.max, ex.play.min, ex.play.max) == (0, T - 1, 0, T - 1)
     # Every node fbx.trace records, named as it names them; the fed-back value first shown.
     assert list(ex.node.options) == list(fbx.trace(NET, X[:1])["node"].cat.categories)
     assert ex.node.value == "loop"
     assert [v for _, v in ex.sample.options] == [0, 1, 2]
+    assert ex.view.data["length"] == T and ex.view.data["epochs"] == []
 
 
-def test_play_is_linked_to_the_slider_in_the_browser(ex):
-    (link,) = ex.links
-    assert type(link) is Link  # two-way, in the front end (jslink), not a dlink
-    assert link.source == (ex.play, "value") and link.target == (ex.step, "value")
+def test_play_and_slider_drive_the_view_in_the_browser(ex):
+    play_step, step_view = ex.links
+    for link in ex.links:
+        assert type(link) is Link  # two-way, in the front end (jslink), not a dlink
+    assert play_step.source == (ex.play, "value") and play_step.target == (ex.step, "value")
+    assert step_view.source == (ex.step, "value") and step_view.target == (ex.view, "t")
+    # Nothing in the kernel listens to the step: playback is the browser's.
+    assert not ex.step._trait_notifiers.get("value", {}).get("change")
 
 
-# ------------------------------------------------------------ observers fire
-def test_step_moves_the_marker_and_updates_the_readout(ex):
-    ex.node.value = "d1"
-    marker = ex.figure.layout.shapes[0]
-    assert (marker.type, marker.x0, marker.x1, marker.yref) == ("line", 0, 0, "paper")
-    ex.step.value = 3
-    assert (ex.figure.layout.shapes[0].x0, ex.figure.layout.shapes[0].x1) == (3, 3)
-    assert "t=3" in ex.readout.value
-    expected = reference("d1")[3]
-    got = readout(ex)
-    assert sorted(got) == list(range(4))
-    np.testing.assert_allclose([got[u][0] for u in range(4)], expected, rtol=1e-5, atol=1e-6)
+def test_the_module_beside_the_class_is_the_widget_code():
+    here = pathlib.Path(fbx.__file__).parent
+    assert ExplorerView()._esm == (here / "explorer.js").read_text()
+    assert "export default" in ExplorerView()._esm
 
 
-def test_node_change_redraws_the_figure(ex):
-    before = lines(ex.figure)
+# ------------------------------------------------------- frames for the browser
+def test_frames_sent_are_the_trace(ex):
+    close(runs(ex)["value"][0], reference("loop"))
     ex.node.value = "d2"
-    assert {d.meta["node"] for d in ex.figure.data} == {"d2"}
-    np.testing.assert_allclose(lines(ex.figure), reference("d2"), rtol=1e-5, atol=1e-6)
-    assert not np.allclose(lines(ex.figure), before)
+    assert ex.view.data["node"] == "d2" and ex.view.data["units"] == 4
+    close(runs(ex)["value"][0], reference("d2"))
     ex.node.value = "out"
-    assert len(ex.figure.data) == 1
-    np.testing.assert_allclose(lines(ex.figure), reference("out"), rtol=1e-5, atol=1e-6)
+    close(runs(ex)["value"][0], reference("out"))
+
+
+def test_sample_picker_changes_the_frames(ex):
+    ex.node.value = "d3"
+    first = runs(ex)["value"][0]
+    ex.sample.value = 2
+    assert ex.view.data["sample"] == 2
+    close(runs(ex)["value"][0], reference("d3", sample=2))
+    assert not np.allclose(runs(ex)["value"][0], first)
+
+
+def test_samples_and_initial_state_reach_the_trace():
+    start = np.full((4,), 0.5, "float32")
+    ex = fbx.explore(NET, X, nodes=["loop", "d1"], samples=[2, 0], initial_state={"loop": start})
+    assert list(ex.node.options) == ["loop", "d1"]
+    assert [v for _, v in ex.sample.options] == [0, 2]
+    ex.sample.value = 2
+    expected = reference("loop", sample=2, initial_state={"loop": start})
+    close(runs(ex)["value"][0], expected)
+    close(runs(ex)["value"][0, 0], start)
+    close(ex.values("loop")[1], expected)  # Explorer.values: samples in the picker's order
+
+
+def test_node_fills_are_mean_norm_or_a_unit_of_each_node(ex):
+    ex.sample.value = 1
+    full = fbx.trace(NET, X)
+    names = list(full["node"].cat.categories)
+    per_node = {n: fbx.wide(full, node=n).loc[1].to_numpy() for n in names}
+    assert ex.view.data["colour"]["names"] == names
+    got = fills(ex)
+    for n in names:  # numpy reference, loop by loop
+        close(got[n][0], [np.mean(row) for row in per_node[n]])
+    lo, hi = ex.view.data["colour"]["range"]
+    assert hi == pytest.approx(max(np.abs(np.mean(v, axis=1)).max() for v in per_node.values()))
+    assert lo == -hi  # diverging, centred on 0
+    ex.colour.value = "norm"
+    got = fills(ex)
+    for n in names:
+        close(got[n][0], [np.sqrt(sum(x * x for x in row)) for row in per_node[n]])
+    assert ex.view.data["colour"]["range"][0] == 0
+    ex.colour.value = "unit"
+    assert not ex.unit.disabled
+    ex.unit.value = 3
+    got = fills(ex)
+    assert ex.view.data["colour"]["by"] == "unit 3"
+    close(got["d1"][0], per_node["d1"][:, 3])
+    assert np.isnan(got["out"]).all() and np.isnan(got["x"]).all()  # one unit only: unfilled
+    # Delayed edges are sized by the norm of what they carry.
+    size = ex.view.data["size"]
+    norms = decode(size["values"], (1, len(names), T))[0, names.index("loop")]
+    close(norms, np.linalg.norm(per_node["loop"], axis=1))
+    assert size["max"] == pytest.approx(norms.max())
+
+
+# -------------------------------------------------------------------- drawings
+def test_drawing_targets_name_the_drawn_elements(ex):
+    graph = ex.view.graph
+    drawn = titles(graph["svg"])
+    for name in ("x", "cat", "d1", "d2", "d3", "out"):
+        target = graph["targets"][name]
+        assert target["kind"] == "node" and [drawn[i] for i in target["ids"]] == [name]
+    loop = graph["targets"]["loop"]
+    assert loop["kind"] == "edge" and [drawn[i] for i in loop["ids"]] == ["d3->cat"]
 
 
 def test_node_change_highlights_it_in_the_drawing(ex):
     # "loop" is the delayed edge d3 -> cat: the edge is marked, no box.
-    assert highlighted(ex.graph.value) == (set(), {"d3->cat"})
+    assert highlighted(ex.view.graph["svg"]) == (set(), {"d3->cat"})
     ex.node.value = "d1"
-    assert highlighted(ex.graph.value) == ({"d1"}, set())
+    assert highlighted(ex.view.graph["svg"]) == ({"d1"}, set())
     ex.node.value = "d2"
-    assert highlighted(ex.graph.value) == ({"d2"}, set())
+    assert highlighted(ex.view.graph["svg"]) == ({"d2"}, set())
 
 
 def test_layer_called_twice_highlights_the_layer():
@@ -144,31 +228,31 @@ def test_layer_called_twice_highlights_the_layer():
     net = fbx.FeedbackModel(x, h, feedback={"loop": h})
     ex = fbx.explore(net, np.ones((1, 3, 2), "float32"), nodes=["shared", "shared#1"])
     ex.node.value = "shared#1"  # fbx.trace's name for the second call
-    assert highlighted(ex.graph.value) == ({"shared"}, set())
+    assert highlighted(ex.view.graph["svg"]) == ({"shared"}, set())
+    # The box shows the layer's first call; the second has no box of its own.
+    assert list(ex.view.graph["targets"]) == ["shared"]
 
 
-def test_sample_picker_changes_the_data(ex):
-    ex.node.value = "d3"
-    first = lines(ex.figure)
-    ex.sample.value = 2
-    assert {d.meta["sample"] for d in ex.figure.data} == {2}
-    np.testing.assert_allclose(lines(ex.figure), reference("d3", sample=2), rtol=1e-5, atol=1e-6)
-    assert not np.allclose(lines(ex.figure), first)
-    ex.step.value = 4
-    np.testing.assert_allclose(
-        [v[0] for v in readout(ex).values()], reference("d3", sample=2)[4], rtol=1e-5, atol=1e-6
-    )
-
-
-def test_samples_and_initial_state_reach_the_trace():
-    start = np.full((4,), 0.5, "float32")
-    ex = fbx.explore(NET, X, nodes=["loop", "d1"], samples=[2, 0], initial_state={"loop": start})
-    assert list(ex.node.options) == ["loop", "d1"]
-    assert [v for _, v in ex.sample.options] == [0, 2]
-    ex.sample.value = 2
-    expected = reference("loop", sample=2, initial_state={"loop": start})
-    np.testing.assert_allclose(lines(ex.figure), expected, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(lines(ex.figure)[0], start)
+def test_unrolled_window_is_drawn_when_asked(ex):
+    assert ex.view.unrolled_graph == {}  # drawn on first use only
+    ex.view.unrolled = True  # the toggle in the browser
+    g = ex.view.unrolled_graph
+    assert g["window"] == 5
+    drawn = titles(g["svg"])
+    assert [drawn[i] for _, i in g["clusters"]] == [f"cluster_t{k}" for k in range(5)]
+    seen = set()
+    for name, k, kind, gid in g["targets"]:
+        seen.add((name, k, kind))
+        if kind == "node":
+            assert drawn[gid] == f"{name}@t{k}"
+        elif kind == "initial":
+            assert drawn[gid] == f"{name}@init{k}"
+        else:
+            assert drawn[gid].endswith(f"@t{k}") and name == "loop"
+    assert {("d1", k, "node") for k in range(5)} <= seen
+    assert ("loop", 0, "initial") in seen and ("loop", 3, "edge") in seen
+    narrow = fbx.explore(NET, X[:, :3], window=9)
+    assert narrow.window == 3  # never more steps than the sequence has
 
 
 # --------------------------------------------------------------------- mode
@@ -176,22 +260,19 @@ def test_stateful_view_shows_compare_stateful(ex):
     assert not ex.mode.disabled and ex.chunks == 2
     ex.node.value = "d1"
     ex.sample.value = 1
-    ex.step.value = 4
     ex.mode.value = "stateful"
     cmp = fbx.compare_stateful(NET, X, chunks=2, nodes=["d1"])
+    got = runs(ex)
+    assert [r["dash"] for r in ex.view.data["runs"]] == [False, True]
     for run in ("stateful", "stateless"):
         expected = fbx.wide(cmp, node="d1", values=run).loc[1].to_numpy()
-        np.testing.assert_allclose(lines(ex.figure, run), expected, rtol=1e-5, atol=1e-6)
+        close(got[run][0], expected)
     # The view shows something the trace does not: chunk 2 restarted from zeros.
-    assert not np.allclose(lines(ex.figure, "stateless")[3:], lines(ex.figure, "stateful")[3:])
-    marker, boundary = ex.figure.layout.shapes
-    assert (marker.x0, marker.x1) == (4, 4)
-    assert boundary.x0 == boundary.x1 == 2.5  # between steps 2 and 3
-    row = fbx.wide(cmp, node="d1", values="difference").loc[1].to_numpy()[4]
-    np.testing.assert_allclose([v[2] for v in readout(ex).values()], row, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(got["stateless"][0, 3:], got["stateful"][0, 3:])
+    assert ex.view.data["boundaries"] == [3] and ex.view.data["difference"]
+    close(ex.values("d1", "difference")[1], fbx.wide(cmp, node="d1", values="difference").loc[1])
     ex.mode.value = "stateless"
-    assert len(ex.figure.layout.shapes) == 1
-    np.testing.assert_allclose(lines(ex.figure), reference("d1", sample=1), rtol=1e-5, atol=1e-6)
+    assert ex.view.data["boundaries"] == [] and list(runs(ex)) == ["value"]
 
 
 def test_stateful_view_off_where_it_cannot_differ():
@@ -203,12 +284,151 @@ def test_stateful_view_off_where_it_cannot_differ():
     assert ex.mode.disabled and ex.comparison is None
     ex = fbx.explore(NET, X, chunks=3)
     ex.mode.value = "stateful"
-    assert [s.x0 for s in ex.figure.layout.shapes[1:]] == [1.5, 3.5]
+    assert ex.view.data["boundaries"] == [2, 4]
+
+
+# ------------------------------------------------------------ training, watched
+def small_net(seed=1):
+    keras.utils.set_random_seed(seed)
+    x = keras.Input((1,), name="x")
+    loop = fbx.Feedback((3,), name="loop")
+    h = keras.layers.Dense(3, activation="tanh", name="h")(
+        keras.layers.Concatenate(name="cat")([x, loop])
+    )
+    y = keras.layers.Dense(1, name="y")(h)
+    net = fbx.FeedbackModel(x, y, feedback={"loop": h})
+    net.compile(keras.optimizers.SGD(0.1), "mse")
+    return net
+
+
+def test_trace_callback_traces_each_epoch():
+    net = small_net()
+    rng = np.random.default_rng(1)
+    x = rng.uniform(-1, 1, (16, 5, 1)).astype("float32")
+    y = np.cumsum(x, axis=1)
+    probe = x[:2]
+    before = fbx.trace(net, probe, nodes=["h", "loop"])
+    watch = fbx.TraceCallback(probe, every=2, nodes=["h", "loop"])
+    net.fit(x, y, epochs=3, batch_size=8, verbose=0, callbacks=[watch])
+    assert list(watch.frames) == [0, 2, 3]  # untrained, every 2nd epoch, and the last
+    close(watch.frames[0]["value"], before["value"])
+    after = fbx.trace(net, probe, nodes=["h", "loop"])
+    close(watch.frames[3]["value"], after["value"])
+    assert not np.allclose(watch.frames[0]["value"], watch.frames[3]["value"])
+    frame = watch.frame
+    assert list(frame.columns[:2]) == ["epoch", "sample"] and frame["epoch"].dtype == np.int32
+    assert sorted(frame["epoch"].unique()) == [0, 2, 3] and len(frame) == 3 * len(before)
+    # A second fit goes on counting epochs.
+    net.fit(x, y, epochs=1, batch_size=8, verbose=0, callbacks=[watch])
+    assert list(watch.frames) == [0, 2, 3, 4]
+
+
+def test_explore_callback_adds_an_epoch_slider():
+    net = small_net()
+    x = np.random.default_rng(2).uniform(-1, 1, (8, 4, 1)).astype("float32")
+    watch = fbx.TraceCallback(x[:2])
+    net.fit(x, np.cumsum(x, axis=1), epochs=2, batch_size=8, verbose=0, callbacks=[watch])
+    ex = fbx.explore(watch)
+    assert isinstance(ex.epoch, widgets.SelectionSlider)
+    assert [label for label, _ in ex.epoch.options] == ["0", "1", "2"]
+    assert ex.epoch.index == 2 and ex.view.epoch == 2  # opens on the last epoch
+    assert any(w is ex.epoch for w in walk(ex))
+    link = ex.links[-1]
+    assert type(link) is Link and link.source == (ex.epoch, "index")
+    assert link.target == (ex.view, "epoch")
+    assert ex.view.data["epochs"] == [0, 1, 2] and ex.mode.disabled
+    ex.node.value = "h"
+    got = runs(ex)["value"]  # (epoch, t, unit): every epoch sent at once
+    for i, epoch in enumerate([0, 1, 2]):
+        expected = fbx.wide(watch.frames[epoch], node="h").loc[0].to_numpy()
+        close(got[i], expected)
+        close(fills(ex)["h"][i], expected.mean(axis=1))
+        close(ex.values("h", epoch=epoch)[0], expected)
+    assert not np.allclose(got[0], got[2])
+
+
+# -------------------------------------------------------------------- export
+def test_save_html_holds_everything_to_play_offline(ex, tmp_path):
+    ex.node.value = "d1"
+    ex.colour.value = "norm"
+    ex.step.value = 4
+    path = ex.save_html(tmp_path / "ex.html")
+    page = pathlib.Path(path).read_text()
+    assert "<script src" not in page and "<link" not in page  # nothing fetched
+    state = json.loads(
+        re.search(r'<script id="fbx-state" type="application/json">(.*?)</script>', page, re.S)
+        .group(1)
+        .replace("<\\/", "</")
+    )
+    assert state["controls"] is True and state["data"] == ex.view.data
+    assert state["t"] == 4  # opens where the slider is
+    assert state["unrolled_graph"]["svg"].startswith("<?xml")  # drawn for the page
+    close(decode(state["data"]["runs"][0]["values"], (1, T, 4))[0], reference("d1"))
+    assert "export default" in page and "function render" in page
+
+
+def test_figure_for_papers(ex):
+    ex.node.value = "d2"
+    fig = ex.figure()
+    assert isinstance(fig, go.Figure) and not isinstance(fig, go.FigureWidget)
+    close(np.stack([np.asarray(d.y) for d in fig.data], axis=1), reference("d2"))
+    ex.step.value = 2
+    assert ex.figure().layout.shapes[0].x0 == 2  # the marker at the slider's step
+    heat = ex.figure("heatmap")
+    close(np.asarray(heat.data[0].z), reference("d2").T)
+
+
+def test_saved_notebook_with_an_explorer_stays_under_a_megabyte(tmp_path):
+    import nbformat
+    from nbclient import NotebookClient
+
+    code = """
+import os
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+import numpy as np, keras
+import fbexplorer as fbx
+keras.utils.set_random_seed(0)
+x = keras.Input((1,), name="x")
+loop = fbx.Feedback((8,), name="loop")
+h1 = keras.layers.Dense(8, activation="tanh", name="d1")(keras.layers.Concatenate()([x, loop]))
+h2 = keras.layers.Dense(8, activation="tanh", name="d2")(h1)
+h3 = keras.layers.Dense(8, activation="tanh", name="d3")(h2)
+net = fbx.FeedbackModel(x, keras.layers.Dense(1, name="out")(h3), feedback={"loop": h3})
+X = np.random.default_rng(0).uniform(-1, 1, (4, 100, 1)).astype("float32")
+ex = fbx.explore(net, X)
+ex.mode.value = "stateful"
+ex
+"""
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
+    NotebookClient(nb, timeout=240, kernel_name="python3", store_widget_state=True).execute()
+    path = tmp_path / "one_explorer.ipynb"
+    nbformat.write(nb, path)
+    state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    views = [
+        {"model_id": k, **m}
+        for k, m in state.items()
+        if m["state"].get("_anywidget_id", "").endswith("ExplorerView")
+    ]
+    assert len(views) == 1 and views[0]["state"]["data"]["units"] == 8  # the state was saved
+    size = path.stat().st_size
+    assert size < 1_000_000, f"a saved notebook with one explorer takes {size} bytes"
+    # An HTML export keeps the widget state, frames included, for a page with no kernel.
+    from nbconvert import HTMLExporter
+
+    page, _ = HTMLExporter().from_notebook_node(nb)
+    saved = re.search(
+        r'<script type="application/vnd.jupyter.widget-state\+json">(.*?)</script>', page, re.S
+    )
+    exported = json.loads(saved.group(1))["state"]
+    assert exported[views[0]["model_id"]]["state"]["data"] == views[0]["state"]["data"]
+    assert "application/vnd.jupyter.widget-view+json" in page
 
 
 # --------------------------------------------------------------------- errors
 def test_bad_inputs_name_the_problem():
-    with pytest.raises(ValueError, match="fbx.explore expects a FeedbackModel.*Sequential"):
+    with pytest.raises(
+        ValueError, match="fbx.explore expects a FeedbackModel or a fbx.TraceCallback.*Sequential"
+    ):
         fbx.explore(keras.Sequential([keras.layers.Dense(1)]), X)
     with pytest.raises(ValueError, match="no node 'nope'. Known nodes"):
         fbx.explore(NET, X, nodes=["d1", "nope"])
@@ -218,12 +438,32 @@ def test_bad_inputs_name_the_problem():
         fbx.explore(NET, X, samples=4)
     with pytest.raises(ValueError, match="chunks=9, but the sequence has 6 steps"):
         fbx.explore(NET, X, chunks=9)
+    with pytest.raises(ValueError, match="needs the inputs to trace. Received: inputs=None"):
+        fbx.explore(NET)
+    with pytest.raises(ValueError, match="`window` is the number of steps.*Received: window=0"):
+        fbx.explore(NET, X, window=0)
+    with pytest.raises(ValueError, match="`every` is a number of epochs.*Received: every=0"):
+        fbx.TraceCallback(X, every=0)
+    watch = fbx.TraceCallback(X)
+    with pytest.raises(ValueError, match="recorded nothing yet.*callbacks=\\[callback\\]"):
+        fbx.explore(watch)
+    with pytest.raises(ValueError, match="takes no inputs. Received: inputs of type ndarray"):
+        fbx.explore(watch, X)
+    plain = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    plain.compile("sgd", "mse")
+    with pytest.raises(ValueError, match="traces a FeedbackModel. Received: a Sequential in fit"):
+        plain.fit(np.ones((2, 1)), np.ones((2, 1)), epochs=1, verbose=0, callbacks=[watch])
+    with pytest.raises(ValueError, match="Explorer.figure: panel is one of"):
+        fbx.explore(NET, X).figure("nope")
+    with pytest.raises(ValueError, match="no epoch 3 was traced"):
+        fbx.explore(NET, X).values("d1", epoch=3)
 
 
 def test_without_dot_the_drawing_renders_in_the_browser(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))  # no `dot` on PATH
     ex = fbx.explore(NET, X)
-    assert "dot</code> program is not installed" in ex.graph.value
+    assert "dot</code> program is not installed" in ex.note.value
+    assert ex.view.graph == {}  # nothing to light up; the frames still play
     view = ex.graph_view
     assert type(view).__name__ == "GraphvizAnyWidget" and any(w is view for w in walk(ex))
     assert re.search(r"^\td3 -> cat \[.*penwidth=3", view.dot_source, re.M)  # "loop"

@@ -1,26 +1,33 @@
-"""A real browser runs a notebook in JupyterLab 4 and Notebook 7 and plays its explorer.
+"""A real browser runs a notebook in JupyterLab 4 and Notebook 7 and plays its explorers.
 
 `make test-browser` installs what this needs (Debian's Chromium, JupyterLab,
 Notebook 7, playwright) and runs it; plain `make test` leaves this folder out.
 For each front end (`ui`: "lab" or "notebook") the test starts its server on a
 free loopback port with a fixed token, over a temporary copy of the notebook's
 folder (the repository's notebooks are never executed or saved), opens the
-notebook in headless Chromium, runs all cells, and checks
-that the graph's SVG, an ipywidgets slider and a plotly figure render, and that
-pressing Play moves the figure's time marker (a plotly layout shape: a `path`
-in the figure's `.shapelayer`) and advances the slider.
+notebook in headless Chromium, and runs all cells. The notebook holds two
+explorers: `fbx.explore(net, X)` first and `fbx.explore(watch)` (a
+`TraceCallback`, with an epoch slider) last. On the first, pressing Play must
+change the graph's node fills and move the trajectories' marker in step with
+the slider: sampled while it plays, the slider, the view and the marker show
+the same t every time. On the last, moving the epoch slider must change the
+trajectories. A second test writes `Explorer.save_html` to a file, opens it
+from disk with every network request refused, and plays and scrubs it.
 
 Environment:
     FBX_BROWSER_NOTEBOOK  the notebook to run, relative to the repository root
                           or absolute (default notebooks/01_quickstart.ipynb;
-                          tests/browser/fixture.ipynb is the harness's own
-                          stand-in).
+                          tests/browser/fixture.ipynb is the harness's own,
+                          quicker stand-in).
     FBX_BROWSER_TIMEOUT   seconds for the whole test (default 420).
     FBX_CHROMIUM          the browser executable (default: chromium on PATH).
 
-The last screenshot goes to build/explorer.png (JupyterLab) and
-build/explorer-notebook7.png (Notebook 7), also when a step fails; the failure
-message names the front end, the step and what the page showed.
+Screenshots go to build/: explorer.png (the first explorer after Play, in
+JupyterLab; the README shows a copy as docs/explorer.png),
+explorer-epochs.png (the epoch slider moved), explorer-offline.png (the
+saved page), and the same with -notebook7 for Notebook 7; on a failing step
+the page's screenshot goes to explorer.png (or explorer-notebook7.png) and
+the failure message names the front end, the step and what the page showed.
 """
 
 from __future__ import annotations
@@ -254,8 +261,8 @@ _DESCRIBE_JS = """() => {
     graph_nodes: all('.jp-OutputArea-output svg g.node').length,
     sliders: all('.jp-OutputArea-output .widget-slider').length,
     play_buttons: all('.jp-OutputArea-output .widget-play').length,
-    plotly: all('.jp-OutputArea-output .js-plotly-plot').length,
-    markers: all('.js-plotly-plot .shapelayer path').map((p) => p.getAttribute('d')),
+    views: all('.jp-OutputArea-output .fbx').map((v) => ({t: v.dataset.t, epoch: v.dataset.epoch})),
+    markers: all('.fbx-lines .fbx-marker').map((m) => m.dataset.t),
     readouts: all('.jp-OutputArea-output .widget-slider .widget-readout').map(text),
   };
 }"""
@@ -278,8 +285,39 @@ _CELLS_JS = """() => Array.from(document.querySelectorAll('.jp-Notebook .jp-Code
 _STARTED_JS = """() => Array.from(document.querySelectorAll('.jp-CodeCell .jp-InputPrompt'))
   .some((e) => /\\[(\\*|\\d+)\\]/.test(e.innerText))"""
 
-_MARKER_JS = """(root) => Array.from(root.querySelectorAll('.js-plotly-plot .shapelayer path'))
-  .map((p) => p.getAttribute('d'))"""
+# One look at an explorer: the time slider's readout, the view's t and epoch, the
+# trajectories' marker, every graph box's fill, and the lines' points.
+_LOOK_JS = """(root) => {
+  const view = root.querySelector('.fbx');
+  const marker = view.querySelector('.fbx-lines .fbx-marker');
+  const readout = root.querySelector('.widget-slider .widget-readout');
+  const fill = (g) => { const s = g.querySelector('path, polygon, ellipse'); return s && s.getAttribute('fill'); };
+  return {
+    slider: readout ? parseInt(readout.innerText, 10) : null,
+    view: parseInt(view.dataset.t, 10),
+    epoch: parseInt(view.dataset.epoch, 10),
+    marker: marker ? parseInt(marker.dataset.t, 10) : null,
+    fills: Array.from(view.querySelectorAll('.fbx-graph g.node')).map(fill),
+    lines: Array.from(view.querySelectorAll('.fbx-lines polyline')).map((p) => p.getAttribute('points')),
+  };
+}"""
+
+
+# Looks at an explorer every 20 ms while Play runs, in the page (a look from Python
+# takes longer than a step), until t has not changed for 1.5 s.
+_WATCH_JS = (
+    """(root) => new Promise((resolve) => {
+  const look = LOOK;
+  const looks = [];
+  let last = null, since = performance.now();
+  const timer = setInterval(() => {
+    const now = look(root);
+    if (!last || now.view !== last.view) { looks.push(now); since = performance.now(); }
+    last = now;
+    if (performance.now() - since > 1500) { clearInterval(timer); resolve(looks); }
+  }, 20);
+})"""
+).replace("LOOK", _LOOK_JS)
 
 
 class Steps:
@@ -426,40 +464,125 @@ def test_explorer_plays_in_a_real_browser(server, page):
                 f"Its output:\n{cells[failed]['outputs'][-2000:]}"
             )
 
-    # The explorer: the last output that holds a Play button.
+    # The explorers: the outputs that hold a Play button; fbx.explore(watch) is the last.
     outputs = page.locator(".jp-OutputArea-output")
-    explorer = outputs.filter(has=page.locator(".widget-play")).last
+    explorer = outputs.filter(has=page.locator(".widget-play")).first
+    learning = outputs.filter(has=page.locator(".widget-play")).last
 
-    with step("the slider and the Play button render"):
+    with step("the slider, the Play button and the view render"):
         explorer.wait_for(timeout=deadline.ms(60))
         explorer.locator(".widget-slider").first.wait_for(timeout=deadline.ms(30))
         explorer.scroll_into_view_if_needed(timeout=deadline.ms(10))
 
-    with step("the graph's SVG renders in the explorer"):
-        explorer.locator("svg g.node").first.wait_for(timeout=deadline.ms(60))
-
-    with step("the plotly figure renders with its time marker"):
-        explorer.locator(".js-plotly-plot").first.wait_for(timeout=deadline.ms(60))
-        explorer.locator(".js-plotly-plot .shapelayer path").first.wait_for(
+    with step("the graph's SVG and the trajectories render in the explorer"):
+        explorer.locator(".fbx-graph svg g.node").first.wait_for(timeout=deadline.ms(60))
+        explorer.locator(".fbx-lines .fbx-marker").first.wait_for(
             state="attached", timeout=deadline.ms(30)
         )
 
-    with step("pressing Play moves the marker and the slider"):
-        before = explorer.evaluate(_MARKER_JS)
-        start = _readout(explorer)
+    with step("pressing Play lights the graph and moves the marker with the slider"):
+        first = explorer.evaluate(_LOOK_JS)
+        assert first["slider"] == first["view"] == first["marker"] == 0, first
         explorer.locator(".widget-play button:has(.fa-play)").first.click(timeout=deadline.ms(10))
+        looks = explorer.evaluate(_WATCH_JS)
+        seen = [(look["slider"], look["view"], look["marker"]) for look in looks]
+        assert len({v for _, v, _ in seen}) >= 5, f"Play did not advance t: {seen}"
+        out_of_step = [s for s in seen if len(set(s)) != 1]
+        assert not out_of_step, f"(slider, view, marker) differ while playing: {out_of_step}"
+        by_t = {look["view"]: tuple(look["fills"]) for look in looks}
+        assert len(set(by_t.values())) >= 3, f"the graph's fills did not change with t: {by_t}"
+        assert tuple(first["fills"]) != by_t[max(by_t)]
+    shot = UIS[server.ui]["screenshot"]
+    explorer.screenshot(path=str(shot))
+
+    with step("the epoch slider changes the trajectories"):
+        learning.scroll_into_view_if_needed(timeout=deadline.ms(10))
+        learning.locator(".fbx-lines polyline").first.wait_for(timeout=deadline.ms(30))
+        before = learning.evaluate(_LOOK_JS)
+        epoch = learning.locator(".widget-slider", has_text="epoch")
+        epoch.locator(".noUi-handle").first.focus(timeout=deadline.ms(10))
+        page.keyboard.press("Home")
         page.wait_for_function(
-            """([root, before, start]) => {
-              const now = Array.from(root.querySelectorAll('.js-plotly-plot .shapelayer path'))
-                .map((p) => p.getAttribute('d'));
-              const readout = parseInt(root.querySelector('.widget-slider .widget-readout').innerText, 10);
-              return JSON.stringify(now) !== JSON.stringify(before) && readout > start;
-            }""",
-            arg=[explorer.element_handle(), before, start],
-            timeout=deadline.ms(30),
+            """(root) => root.querySelector('.fbx').dataset.epoch === '0'""",
+            arg=learning.element_handle(),
+            timeout=deadline.ms(20),
             polling=200,
         )
-        after = explorer.evaluate(_MARKER_JS)
-        assert after != before and _readout(explorer) > start
+        after = learning.evaluate(_LOOK_JS)
+        assert before["epoch"] > 0 and after["epoch"] == 0, (before["epoch"], after["epoch"])
+        assert after["lines"] != before["lines"], "the trajectories did not change with the epoch"
+        assert epoch.locator(".widget-readout").inner_text().strip() == "0"
+    learning.screenshot(
+        path=str(shot.with_name(shot.stem.replace("explorer", "explorer-epochs") + ".png"))
+    )
 
-    step.screenshot()
+
+def test_saved_page_plays_offline(page, tmp_path):
+    """Explorer.save_html, opened from disk with the network refused, plays and scrubs."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import keras
+    import numpy as np
+
+    sys.path.insert(0, str(REPO))
+    import fbexplorer as fbx
+
+    keras.utils.set_random_seed(0)
+    x = keras.Input((1,), name="x")
+    loop = fbx.Feedback((4,), name="loop")
+    h = keras.layers.Dense(4, activation="tanh", name="d1")(keras.layers.Concatenate()([x, loop]))
+    net = fbx.FeedbackModel(x, keras.layers.Dense(1, name="out")(h), feedback={"loop": h})
+    X = np.random.default_rng(0).uniform(-1, 1, size=(2, 12, 1)).astype("float32")
+    ex = fbx.explore(net, X)
+    ex.node.value = "d1"
+    path = pathlib.Path(ex.save_html(tmp_path / "explorer.html"))
+
+    asked = []
+
+    def refuse(route):
+        if route.request.url.startswith("file:") or route.request.url.startswith("blob:"):
+            route.continue_()
+        else:
+            asked.append(route.request.url)
+            route.abort()
+
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.route("**/*", refuse)
+    page.goto(path.as_uri())
+    view = page.locator(".fbx")
+    look = """(v) => ({
+      t: parseInt(v.dataset.t, 10),
+      label: v.querySelector('.fbx-t-label').textContent,
+      marker: parseInt(v.querySelector('.fbx-lines .fbx-marker').dataset.t, 10),
+      readout: v.querySelector('.fbx-readout-t').textContent,
+      fills: Array.from(v.querySelectorAll('.fbx-graph g.node')).map(
+        (g) => g.querySelector('path, polygon').getAttribute('fill')),
+    })"""
+    view.locator(".fbx-graph svg g.node").first.wait_for(timeout=20_000)
+    start = view.evaluate(look)
+    assert start["t"] == start["marker"] == 0 and start["label"] == "t=0", (start, errors)
+    page.click(".fbx-play")
+    page.wait_for_function("() => +document.querySelector('.fbx').dataset.t >= 4", timeout=10_000)
+    playing = view.evaluate(look)
+    t = playing["t"]
+    assert playing["marker"] == t and playing["label"] == playing["readout"] == f"t={t}"
+    assert playing["fills"] != start["fills"]
+    page.wait_for_function(
+        "() => document.querySelector('.fbx-play').textContent.includes('play')", timeout=10_000
+    )  # stopped at the last step
+    assert view.evaluate(look)["t"] == 11
+    page.focus(".fbx-t")  # scrub with the keyboard
+    page.keyboard.press("Home")
+    back = view.evaluate(look)
+    assert back["t"] == back["marker"] == 0 and back["fills"] == start["fills"]
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("ArrowRight")
+    assert view.evaluate(look)["t"] == 2
+    page.click(".fbx-toggle input")  # the unrolled window around t
+    page.wait_for_selector(".fbx-graph[data-view=unrolled] .fbx-now", timeout=5_000)
+    now = page.text_content(".fbx-graph .fbx-now text")
+    assert now == "t=2", now
+    assert not asked and not errors, (asked, errors)
+    out = REPO / "build" / "explorer-offline.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(out), full_page=True)

@@ -1,0 +1,446 @@
+// The explorer's browser side (fbexplorer/view.py's ExplorerView): it draws one
+// node's trace and plays it with no round trip to the kernel.
+//
+// Traits read from the model:
+//   t, epoch        the step shown, and an index into data.epochs
+//   panel           the open tab: a key of PANELS
+//   unrolled        show unrolled_graph (a window of steps around t) instead of graph
+//   controls        draw a Play button and sliders here (a standalone page)
+//   graph           {svg, targets: {node: {kind: "node" | "edge", ids: [svg ids]}}}
+//   unrolled_graph  {svg, window, clusters: [[k, id]], targets: [[node, k, kind, id]]}
+//   data            the frames; arrays are base64 float32, C order; E epochs (1
+//                   without a TraceCallback), T steps, U units, N coloured nodes:
+//     length T, epochs [E epoch numbers] or [], node, sample, units U, title,
+//     runs [{name, dash, values (E, T, U)}]  lines of the chosen node (one run, or
+//                                            stateful and stateless),
+//     difference      the readout adds runs[0] - runs[1],
+//     boundaries      steps where a chunk starts (dotted lines),
+//     colour {by, names [N], values (E, N, T), range [lo, hi]}  box fills,
+//     size {names [N], values (E, N, T), max}  widths of the delayed edges,
+//     panels {name: anything}  data of further panels (see PANELS).
+//
+// A panel is one entry of PANELS: {label, available(data), build(box, view)}; build
+// draws into `box` and returns {epoch(e), step(t)}, called when the epoch or the
+// step changes. `view` has data, the decoded runs, T, U, E, t and epoch.
+// A new panel (say a phase portrait fed with precomputed coordinates) is one more
+// entry here, with available: (d) => !!(d.panels && d.panels.portrait), reading
+// data.panels.portrait, which Explorer._panel_data fills on the Python side.
+
+const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+  "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
+const MARK = "#d95f02";
+const SVGNS = "http://www.w3.org/2000/svg";
+
+function floats(text) {
+  const bin = atob(text);
+  const bytes = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+  return new Float32Array(bytes.buffer);
+}
+
+// A diverging scale, blue (low) - near white (0) - red (high); lo >= 0 uses the red half.
+const BLUE = [33, 102, 172], WHITE = [247, 247, 247], RED = [178, 24, 43];
+function mix(a, b, f) {
+  return `rgb(${a.map((x, i) => Math.round(x + (b[i] - x) * f)).join(",")})`;
+}
+export function colour(v, lo, hi) {
+  if (!Number.isFinite(v)) return null;
+  if (lo >= 0) return mix(WHITE, RED, hi > lo ? Math.min(1, Math.max(0, (v - lo) / (hi - lo))) : 0);
+  const m = Math.max(Math.abs(lo), Math.abs(hi)) || 1;
+  const f = Math.max(-1, Math.min(1, v / m));
+  return f >= 0 ? mix(WHITE, RED, f) : mix(WHITE, BLUE, -f);
+}
+
+function svg(tag, attrs = {}, parent = null) {
+  const e = document.createElementNS(SVGNS, tag);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+  if (parent) parent.appendChild(e);
+  return e;
+}
+
+function html(tag, cls, parent, text) {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text !== undefined) e.textContent = text;
+  if (parent) parent.appendChild(e);
+  return e;
+}
+
+function fmt(v) {
+  return Number.isFinite(v) ? Number(v.toPrecision(6)).toString() : "";
+}
+
+// ------------------------------------------------------------------ panels
+function extent(arrays) {
+  let lo = Infinity, hi = -Infinity;
+  for (const a of arrays) for (const v of a) { if (v < lo) lo = v; if (v > hi) hi = v; }
+  if (!(hi > lo)) { lo -= 1; hi += 1; }
+  return [lo, hi];
+}
+
+const PANELS = {
+  trajectories: {
+    label: "trajectories",
+    available: () => true,
+    build(box, view) {
+      const { T, U, runs } = view;
+      const W = 680, H = 250, L = 48, R = 12, TOP = 10, B = 26;
+      const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, class: "fbx-lines", width: W, height: H }, box);
+      const [lo, hi] = extent(runs.map((r) => r.values));
+      const x = (t) => L + (T > 1 ? (t / (T - 1)) * (W - L - R) : (W - L - R) / 2);
+      const y = (v) => TOP + (1 - (v - lo) / (hi - lo)) * (H - TOP - B);
+      svg("rect", { x: L, y: TOP, width: W - L - R, height: H - TOP - B, fill: "none", stroke: "#ccc" }, root);
+      for (const v of [lo, (lo + hi) / 2, hi]) {
+        svg("text", { x: L - 4, y: y(v) + 4, "text-anchor": "end", class: "fbx-tick" }, root).textContent = fmt(v).slice(0, 7);
+      }
+      for (const t of [0, Math.floor((T - 1) / 2), T - 1]) {
+        svg("text", { x: x(t), y: H - 8, "text-anchor": "middle", class: "fbx-tick" }, root).textContent = t;
+      }
+      if (lo < 0 && hi > 0) svg("line", { x1: L, x2: W - R, y1: y(0), y2: y(0), stroke: "#e5e5e5" }, root);
+      for (const b of view.data.boundaries || []) {
+        svg("line", { x1: x(b - 0.5), x2: x(b - 0.5), y1: TOP, y2: H - B, stroke: "#888", "stroke-dasharray": "2,3", class: "fbx-boundary" }, root);
+      }
+      const lines = svg("g", {}, root);
+      const marker = svg("line", { y1: TOP, y2: H - B, stroke: MARK, "stroke-width": 2, class: "fbx-marker" }, root);
+      return {
+        epoch(e) {
+          lines.replaceChildren();
+          runs.forEach((run) => {
+            for (let u = 0; u < U; u++) {
+              const pts = new Array(T);
+              const off = e * T * U + u;
+              for (let t = 0; t < T; t++) pts[t] = `${x(t).toFixed(1)},${y(run.values[off + t * U]).toFixed(1)}`;
+              svg("polyline", {
+                points: pts.join(" "), fill: "none", stroke: PALETTE[u % PALETTE.length],
+                "stroke-width": 1.3, "stroke-dasharray": run.dash ? "5,3" : "none",
+                "data-unit": u, "data-run": run.name,
+              }, lines);
+            }
+          });
+        },
+        step(t) {
+          marker.setAttribute("x1", x(t));
+          marker.setAttribute("x2", x(t));
+          marker.dataset.t = t;
+        },
+      };
+    },
+  },
+  heatmap: {
+    label: "heatmap",
+    available: () => true,
+    build(box, view) {
+      const { T, U, runs } = view;
+      const run = runs[0];
+      const wrap = html("div", "fbx-heat", box);
+      html("div", "fbx-heat-label", wrap, `units (rows) x t (columns), ${run.name}`);
+      const area = html("div", "fbx-heat-area", wrap);
+      const canvas = html("canvas", "", area);
+      canvas.width = T; canvas.height = U;
+      canvas.style.height = `${Math.max(60, Math.min(260, U * 10))}px`;
+      const marker = html("div", "fbx-heat-marker fbx-marker", area);
+      const [lo, hi] = extent([run.values]);
+      const m = Math.max(Math.abs(lo), Math.abs(hi));
+      html("div", "fbx-heat-label", wrap, `colour: -${fmt(m)} (blue) to ${fmt(m)} (red)`);
+      const ctx = canvas.getContext("2d");
+      return {
+        epoch(e) {
+          const img = ctx.createImageData(T, U);
+          for (let u = 0; u < U; u++) {
+            for (let t = 0; t < T; t++) {
+              const c = colour(run.values[e * T * U + t * U + u], -m, m).match(/\d+/g);
+              const i = 4 * (u * T + t);
+              img.data[i] = +c[0]; img.data[i + 1] = +c[1]; img.data[i + 2] = +c[2]; img.data[i + 3] = 255;
+            }
+          }
+          ctx.putImageData(img, 0, 0);
+        },
+        step(t) {
+          marker.style.left = `${(100 * (t + 0.5)) / T}%`;
+          marker.dataset.t = t;
+        },
+      };
+    },
+  },
+};
+
+// ------------------------------------------------------------------- graph
+function shapesOf(group) {
+  return Array.from(group.querySelectorAll("path, polygon, ellipse"))
+    .filter((s) => s.getAttribute("fill") && s.getAttribute("fill") !== "none");
+}
+
+function paintBox(shapes, fill) {
+  for (const s of shapes) {
+    if (s.dataset.fill === undefined) s.dataset.fill = s.getAttribute("fill");
+    s.setAttribute("fill", fill || s.dataset.fill);
+  }
+}
+
+function sizeEdge(group, w) {
+  for (const p of group.querySelectorAll("path")) {
+    if (p.dataset.width === undefined) p.dataset.width = p.getAttribute("stroke-width") || "1";
+    p.setAttribute("stroke-width", w === null ? p.dataset.width : w.toFixed(2));
+  }
+}
+
+function render({ model, el }) {
+  el.classList.add("fbx");
+  el.replaceChildren();
+  const top = html("div", "fbx-top", el);
+  const graphBox = html("div", "fbx-graph", top);
+  const side = html("div", "fbx-side", top);
+  const legend = html("div", "fbx-legend", side);
+  const toggleLabel = html("label", "fbx-toggle", side);
+  const toggle = html("input", "", toggleLabel);
+  toggle.type = "checkbox";
+  toggleLabel.append(" unrolled steps around t");
+  const controls = html("div", "fbx-controls", el);
+  const tabs = html("div", "fbx-tabs", el);
+  const panelBox = html("div", "fbx-panel", el);
+  const readout = html("div", "fbx-readout", el);
+
+  const view = { data: null, runs: [], T: 1, U: 1, E: 1, t: 0, epoch: 0 };
+  let colourValues = null, sizeValues = null, names = [], panel = null;
+  let cyclic = [], unrolled = { targets: [], clusters: [], window: 1 };
+  let playing = null, tInput = null, tLabel = null, eInput = null, eLabel = null;
+
+  function clampT(t) { return Math.max(0, Math.min(view.T - 1, t | 0)); }
+  function clampE(e) { return Math.max(0, Math.min(view.E - 1, e | 0)); }
+
+  function loadData() {
+    const d = model.get("data") || {};
+    view.data = d;
+    view.T = d.length || 1;
+    view.U = d.units || 1;
+    view.E = Math.max(1, (d.epochs || []).length);
+    view.runs = (d.runs || []).map((r) => ({ ...r, values: floats(r.values) }));
+    names = d.colour ? d.colour.names : [];
+    colourValues = d.colour ? floats(d.colour.values) : null;
+    sizeValues = d.size ? floats(d.size.values) : null;
+    drawLegend();
+    drawControls();
+    drawTabs();
+  }
+
+  function drawLegend() {
+    const c = view.data.colour;
+    legend.replaceChildren();
+    if (!c) return;
+    const [lo, hi] = c.range;
+    const root = svg("svg", { width: 180, height: 44 }, legend);
+    const grad = svg("linearGradient", { id: `fbx-grad-${Math.random().toString(36).slice(2)}` }, svg("defs", {}, root));
+    for (let i = 0; i <= 10; i++) {
+      svg("stop", { offset: `${i * 10}%`, "stop-color": colour(lo + ((hi - lo) * i) / 10, lo, hi) }, grad);
+    }
+    svg("rect", { x: 10, y: 4, width: 160, height: 12, fill: `url(#${grad.id})`, stroke: "#999" }, root);
+    svg("text", { x: 10, y: 30, class: "fbx-tick" }, root).textContent = fmt(lo);
+    svg("text", { x: 170, y: 30, "text-anchor": "end", class: "fbx-tick" }, root).textContent = fmt(hi);
+    if (lo < 0) svg("text", { x: 90, y: 30, "text-anchor": "middle", class: "fbx-tick" }, root).textContent = "0";
+    html("div", "fbx-legend-text", legend, `box fill: ${c.by} at t`);
+    if (view.data.size) html("div", "fbx-legend-text", legend, "delayed edge width: norm of the carried value");
+  }
+
+  function drawControls() {
+    controls.replaceChildren();
+    if (!model.get("controls")) return;
+    const play = html("button", "fbx-play", controls, "\u25B6 play");
+    play.onclick = () => {
+      if (playing) { stop(); return; }
+      if (view.t >= view.T - 1) setT(0);
+      play.textContent = "\u275A\u275A pause";
+      playing = setInterval(() => {
+        setT(view.t + 1);
+        if (view.t >= view.T - 1) stop();  // stops at the last step, as ipywidgets' Play
+      }, 100);
+    };
+    const stop = () => { clearInterval(playing); playing = null; play.textContent = "\u25B6 play"; };
+    tInput = html("input", "fbx-t", controls);
+    Object.assign(tInput, { type: "range", min: 0, max: view.T - 1, step: 1, value: view.t });
+    tInput.oninput = () => setT(+tInput.value);
+    tLabel = html("span", "fbx-t-label", controls);
+    if (view.E > 1) {
+      eInput = html("input", "fbx-epoch", controls);
+      Object.assign(eInput, { type: "range", min: 0, max: view.E - 1, step: 1, value: view.epoch });
+      eInput.oninput = () => { model.set("epoch", +eInput.value); model.save_changes(); };
+      eLabel = html("span", "fbx-epoch-label", controls);
+    } else {
+      eInput = eLabel = null;
+    }
+  }
+
+  function setT(t) {
+    model.set("t", clampT(t));
+    model.save_changes();
+  }
+
+  function drawTabs() {
+    tabs.replaceChildren();
+    for (const [name, p] of Object.entries(PANELS)) {
+      if (!p.available(view.data)) continue;
+      const b = html("button", "fbx-tab", tabs, p.label);
+      b.dataset.panel = name;
+      b.onclick = () => { model.set("panel", name); model.save_changes(); };
+    }
+    openPanel();
+  }
+
+  function openPanel() {
+    let name = model.get("panel");
+    if (!PANELS[name] || !PANELS[name].available(view.data)) name = "trajectories";
+    for (const b of tabs.children) b.classList.toggle("fbx-active", b.dataset.panel === name);
+    panelBox.replaceChildren();
+    panelBox.dataset.panel = name;
+    html("div", "fbx-title", panelBox, view.data.title || "");
+    panel = view.runs.length ? PANELS[name].build(panelBox, view) : null;
+    if (panel) panel.epoch(view.epoch);
+  }
+
+  function drawGraph() {
+    const useUnrolled = model.get("unrolled") && (model.get("unrolled_graph") || {}).svg;
+    const g = useUnrolled ? model.get("unrolled_graph") : model.get("graph") || {};
+    toggle.checked = !!model.get("unrolled");
+    graphBox.innerHTML = g.svg || "";
+    graphBox.dataset.view = useUnrolled ? "unrolled" : "cyclic";
+    const find = (id) => graphBox.querySelector(`[id="${id}"]`);
+    cyclic = [];
+    unrolled = { targets: [], clusters: [], window: 1 };
+    if (useUnrolled) {
+      unrolled.window = g.window;
+      unrolled.clusters = g.clusters.map(([k, id]) => {
+        const el = find(id);
+        const label = el && el.querySelector("text");
+        return { k, el, label, frame: el && el.querySelector("path, polygon") };
+      });
+      for (const [name, k, kind, id] of g.targets) {
+        const el = find(id);
+        const i = names.indexOf(name);
+        if (!el || i < 0) continue;
+        const texts = Array.from(el.querySelectorAll("text"));
+        unrolled.targets.push({ i, k, kind, el, shapes: shapesOf(el), texts, orig: texts.map((x) => x.textContent) });
+      }
+    } else {
+      for (const [name, target] of Object.entries(g.targets || {})) {
+        const i = names.indexOf(name);
+        if (i < 0) continue;
+        for (const id of target.ids) {
+          const el = find(id);
+          if (el) cyclic.push({ i, kind: target.kind, el, shapes: shapesOf(el) });
+        }
+      }
+    }
+    paint();
+  }
+
+  function value(arr, i, t) {
+    return arr[(view.epoch * names.length + i) * view.T + t];
+  }
+
+  function styleTarget(target, t) {
+    if (target.kind === "edge") {
+      const max = (view.data.size || {}).max || 0;
+      const v = sizeValues && t >= 0 && t < view.T ? value(sizeValues, target.i, t) : NaN;
+      sizeEdge(target.el, Number.isFinite(v) && max > 0 ? 1 + (5 * v) / max : null);
+      target.el.dataset.value = fmt(v);
+    } else {
+      const [lo, hi] = view.data.colour.range;
+      const v = t >= 0 && t < view.T ? value(colourValues, target.i, t) : NaN;
+      paintBox(target.shapes, colour(v, lo, hi));
+      target.el.dataset.value = fmt(v);
+    }
+  }
+
+  function paint() {
+    if (!colourValues) return;
+    const t = view.t;
+    if (graphBox.dataset.view === "unrolled") {
+      const W = unrolled.window;
+      const s = Math.max(0, Math.min(view.T - W, t - Math.floor(W / 2)));
+      graphBox.dataset.start = s;
+      for (const c of unrolled.clusters) {
+        if (c.label) c.label.textContent = `t=${s + c.k}`;
+        if (c.frame) {
+          const now = s + c.k === t;
+          c.frame.setAttribute("stroke", now ? MARK : "#bbbbbb");
+          c.frame.setAttribute("stroke-width", now ? 3 : 1);
+          c.el.classList.toggle("fbx-now", now);
+        }
+      }
+      for (const target of unrolled.targets) {
+        styleTarget(target, s + target.k);
+        if (target.kind === "initial" && target.texts.length > 1) {
+          // "loop / t=-1 / zeros": past the first step the box holds the carried value.
+          const back = parseInt(target.orig[1].replace("t=", ""), 10);
+          target.texts[1].textContent = `t=${s + back}`;
+          for (const x of target.texts.slice(2, 3)) x.textContent = s > 0 ? "carried" : target.orig[2];
+        }
+      }
+    } else {
+      for (const target of cyclic) styleTarget(target, t);
+    }
+  }
+
+  function drawReadout() {
+    const d = view.data;
+    if (!view.runs.length) { readout.replaceChildren(); return; }
+    const { t, T, U } = view;
+    const off = view.epoch * T * U + t * U;
+    const cols = view.runs.map((r) => r.name);
+    if (d.difference) cols.push("difference");
+    const shown = Math.min(U, 32);
+    const rows = [];
+    for (let u = 0; u < shown; u++) {
+      const vals = view.runs.map((r) => r.values[off + u]);
+      if (d.difference) vals.push(vals[0] - vals[1]);
+      rows.push(`<tr><td>${u}</td>${vals.map((v) => `<td>${fmt(v)}</td>`).join("")}</tr>`);
+    }
+    const epoch = view.E > 1 ? `, epoch ${d.epochs[view.epoch]}` : "";
+    const esc = (s) => String(s).replace(/&/g, "&amp;").replace(/</g, "&lt;");
+    readout.innerHTML =
+      `<b>${esc(d.node)}</b> at <span class="fbx-readout-t">t=${t}</span>, sample ${d.sample}${epoch}` +
+      `<table><tr><th>unit</th>${cols.map((c) => `<th>${c}</th>`).join("")}</tr>${rows.join("")}</table>` +
+      (U > shown ? `<p>... ${U - shown} more units</p>` : "");
+  }
+
+  function step() {
+    const started = performance.now();
+    view.t = clampT(model.get("t"));
+    el.dataset.t = view.t;
+    if (tInput) { tInput.value = view.t; tLabel.textContent = `t=${view.t}`; }
+    paint();
+    if (panel) panel.step(view.t);
+    drawReadout();
+    el.dataset.renderMs = (performance.now() - started).toFixed(2);
+  }
+
+  function epoch() {
+    view.epoch = clampE(model.get("epoch"));
+    el.dataset.epoch = view.epoch;
+    if (eInput) { eInput.value = view.epoch; eLabel.textContent = `epoch ${view.data.epochs[view.epoch]}`; }
+    if (panel) panel.epoch(view.epoch);
+    step();
+  }
+
+  toggle.onchange = () => { model.set("unrolled", toggle.checked); model.save_changes(); };
+
+  function all() {
+    loadData();
+    drawGraph();
+    epoch();
+  }
+  const handlers = [
+    ["change:t", step],
+    ["change:epoch", epoch],
+    ["change:data", all],
+    ["change:panel", () => { openPanel(); step(); }],
+    ["change:graph change:unrolled change:unrolled_graph", drawGraph],
+  ];
+  for (const [event, f] of handlers) model.on(event, f);
+  all();
+  return () => {
+    if (playing) clearInterval(playing);
+    for (const [event, f] of handlers) model.off(event, f);
+  };
+}
+
+export default { render };
