@@ -53,9 +53,11 @@ SIZES = {
     "small": {"B": 64, "T": 100, "D": 1, "W": 8, "batches": 32},
     "lstm": {"B": 64, "T": 100, "D": 32, "U": 128, "batches": 32},
 }
+# --quick: tiny sizes, and only the default FeedbackModel among TensorFlow's
+# contenders (each costs seconds to build and trace).
 QUICK = {
-    "small": {"B": 4, "T": 5, "D": 1, "W": 4, "batches": 2},
-    "lstm": {"B": 4, "T": 5, "D": 3, "U": 5, "batches": 2},
+    "small": {"B": 4, "T": 5, "D": 1, "W": 4, "batches": 2, "quick": True},
+    "lstm": {"B": 4, "T": 5, "D": 3, "U": 5, "batches": 2, "quick": True},
 }
 LR = 1e-3
 SCAN = "JAX lax.scan (hand-written)"
@@ -131,7 +133,12 @@ def keras_contenders(workload, s, w, backend):
         out = keras.layers.Dense(D, name="out")
         h3 = d3(d2(d1(keras.layers.Concatenate()([inp, loop]))))
         net = fbx.FeedbackModel(inp, out(h3), feedback={"loop": h3}, **kw)
-        for layer, k, b in ((d1, "d1", "b1"), (d2, "d2", "b2"), (d3, "d3", "b3"), (out, "out", "bo")):
+        for layer, k, b in (
+            (d1, "d1", "b1"),
+            (d2, "d2", "b2"),
+            (d3, "d3", "b3"),
+            (out, "out", "bo"),
+        ):
             layer.set_weights([w[k], w[b]])
         return net
 
@@ -167,7 +174,7 @@ def keras_contenders(workload, s, w, backend):
 
     build = small_fbx if workload == "small" else lstm_dense
     models = {"FeedbackModel (defaults)": (build, {}, {})}
-    if backend == "tensorflow":
+    if backend == "tensorflow" and not s.get("quick"):
         models["FeedbackModel, loop_jit=False"] = (build, {"loop_jit": False}, {})
         models["FeedbackModel, loop_jit=True"] = (build, {"loop_jit": True}, {})
         models["FeedbackModel, compile(jit_compile=True)"] = (
@@ -183,7 +190,7 @@ def keras_contenders(workload, s, w, backend):
         if workload == "lstm":
             models["fbx.cell(LSTMCell)"] = (lambda **kw: lstm_cell(), {}, {})
             models["keras.layers.LSTM"] = (lambda **kw: keras_lstm(), {}, {})
-    else:
+    elif backend != "tensorflow":
         models = {"FeedbackModel on JAX (defaults)": models["FeedbackModel (defaults)"]}
 
     out = {}
@@ -348,7 +355,10 @@ def torch_contenders(workload, s, w):
     if workload == "small":
         models = {"PyTorch eager loop": SmallNet()}
     else:
-        models = {"PyTorch eager loop (nn.LSTMCell)": CellLoop(), "PyTorch nn.LSTM (fused)": Fused()}
+        models = {
+            "PyTorch eager loop (nn.LSTMCell)": CellLoop(),
+            "PyTorch nn.LSTM (fused)": Fused(),
+        }
 
     out = {}
     for name, model in models.items():
@@ -421,7 +431,9 @@ def worker(framework: str, workload: str, sizes: dict, threads: int) -> None:
         ready[name] = {"first_fit_s": time.perf_counter() - t0}
         predict()
         ready[name]["fns"] = {FIT: fit, PREDICT: predict}
-    info = {n: {"first_fit_s": r["first_fit_s"], "first_predict": first[n]} for n, r in ready.items()}
+    info = {
+        n: {"first_fit_s": r["first_fit_s"], "first_predict": first[n]} for n, r in ready.items()
+    }
     print(json.dumps({"ready": info}), file=out, flush=True)
     for line in sys.stdin:
         cmd = json.loads(line)
@@ -485,7 +497,12 @@ def run_workload(workload, sizes, frameworks, args):
         for fw in frameworks:
             print(f"  {workload}: building the {fw} contenders", flush=True)
             workers[fw] = Worker(fw, workload, sizes, args.threads)
-        keys = [(fw, name, call) for fw, wk in workers.items() for name in wk.info for call in (FIT, PREDICT)]
+        keys = [
+            (fw, name, call)
+            for fw, wk in workers.items()
+            for name in wk.info
+            for call in (FIT, PREDICT)
+        ]
         samples = {k: [] for k in keys}
         for k in keys:  # one untimed call each
             workers[k[0]].time(k[1], k[2], 1)
@@ -578,13 +595,20 @@ def machine_info(threads: int) -> dict:
                 break
     except OSError:
         pass
-    info = {"cpu": cpu, "cores": os.cpu_count(), "threads": threads, "python": platform.python_version()}
+    info = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "threads": threads,
+        "python": platform.python_version(),
+    }
     for pkg in ("tensorflow", "keras", "jax", "torch", "numpy"):
         if available(pkg):
             from importlib.metadata import PackageNotFoundError, version
 
             try:
-                info[pkg] = version(pkg if pkg != "tensorflow" or _has_dist("tensorflow") else "tensorflow-cpu")
+                info[pkg] = version(
+                    pkg if pkg != "tensorflow" or _has_dist("tensorflow") else "tensorflow-cpu"
+                )
             except PackageNotFoundError:
                 info[pkg] = "?"
     return info
@@ -606,8 +630,12 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="tiny sizes and one round (a smoke test)")
     p.add_argument("--rounds", type=int, default=None, help="rounds (default 7)")
-    p.add_argument("--reps", type=int, default=None, help="calls per contender per round (default 2)")
-    p.add_argument("--threads", type=int, default=None, help="cores for every framework (default all)")
+    p.add_argument(
+        "--reps", type=int, default=None, help="calls per contender per round (default 2)"
+    )
+    p.add_argument(
+        "--threads", type=int, default=None, help="cores for every framework (default all)"
+    )
     p.add_argument("--frameworks", default=",".join(FRAMEWORKS), help="comma-separated subset")
     p.add_argument("--workloads", default="small,lstm", help="comma-separated subset")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
@@ -638,7 +666,9 @@ def main(argv=None):
             raise ValueError(f"--workloads: expected some of {list(sizes)}. Received: {workload!r}")
         s = sizes[workload]
         rows = run_workload(workload, s, frameworks, args)
-        table = [{**r, "fit_ms": 1000 * r["fit_s"], "predict_ms": 1000 * r["predict_s"]} for r in rows]
+        table = [
+            {**r, "fit_ms": 1000 * r["fit_s"], "predict_ms": 1000 * r["predict_s"]} for r in rows
+        ]
         title = (
             f"{workload}: {s}; {args.threads} threads each; fit/predict = {s['batches']} batches "
             f"a call; median of {args.rounds} rounds x {args.reps} calls; x scan: time relative "
@@ -674,7 +704,8 @@ def print_table(title, rows):
 
     def line(vals):
         return " ".join(
-            v.ljust(w) if spec == "" else v.rjust(w) for v, w, (_, _, spec) in zip(vals, widths, COLUMNS)
+            v.ljust(w) if spec == "" else v.rjust(w)
+            for v, w, (_, _, spec) in zip(vals, widths, COLUMNS)
         ).rstrip()
 
     print(title)

@@ -1,7 +1,8 @@
 """Runs every benchmark, each in its own process.
 
 Run with `make bench` (or `python benchmarks/run.py [--quick]`). The scripts,
-in order: lstm.py (an LSTM six ways), feedback_nets.py (feedback networks
+in order: fit_predict.py (the small net and an LSTM through fit/predict,
+against a hand-written JAX scan and PyTorch), lstm.py (an LSTM six ways), feedback_nets.py (feedback networks
 that only some contenders express), scaling.py (time and memory against T
 and the number of feedback edges) and roofline.py (FLOP rates against the
 machine's matmul rate). Options given here (`--quick`, `--rounds N`,
@@ -15,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-SCRIPTS = ("lstm.py", "feedback_nets.py", "scaling.py", "roofline.py")
+SCRIPTS = ("fit_predict.py", "lstm.py", "feedback_nets.py", "scaling.py", "roofline.py")
 
 
 def main(argv=None) -> int:

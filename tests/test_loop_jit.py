@@ -48,9 +48,7 @@ def small_net(**kwargs):
         keras.layers.Dense(4, activation="tanh", name="d2")(h1)
     )
     y = keras.layers.Dense(1, name="out")(h3)
-    return fbx.FeedbackModel(
-        x, y, constants=[c], feedback={"loop": h3, "old": h1}, **kwargs
-    )
+    return fbx.FeedbackModel(x, y, constants=[c], feedback={"loop": h3, "old": h1}, **kwargs)
 
 
 def cell_net(**kwargs):
