@@ -294,8 +294,9 @@ def torch_contenders(workload, s, w):
 
     x, y = data(workload, s)
     B, nb = s["B"], s["batches"]
-    xs = [torch.from_numpy(x[i * B : (i + 1) * B]) for i in range(nb)]
-    ys = [torch.from_numpy(y[i * B : (i + 1) * B]) for i in range(nb)]
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    xs = [torch.from_numpy(x[i * B : (i + 1) * B]).to(device) for i in range(nb)]
+    ys = [torch.from_numpy(y[i * B : (i + 1) * B]).to(device) for i in range(nb)]
     t_ = torch.from_numpy
 
     def linear(kernel, bias):
@@ -362,6 +363,7 @@ def torch_contenders(workload, s, w):
 
     out = {}
     for name, model in models.items():
+        model.to(device)
         opt = torch.optim.Adam(model.parameters(), lr=LR, eps=1e-7)
 
         def fit(model=model, opt=opt):
@@ -370,10 +372,12 @@ def torch_contenders(workload, s, w):
                 loss = torch.mean(torch.square(model(xb) - yb))
                 loss.backward()
                 opt.step()
+            if device == "cuda":
+                torch.cuda.synchronize()
 
         def predict(model=model):
             with torch.no_grad():
-                return np.concatenate([model(xb).numpy() for xb in xs])
+                return np.concatenate([model(xb).cpu().numpy() for xb in xs])
 
         out[name] = (fit, predict)
     return out
@@ -601,6 +605,16 @@ def machine_info(threads: int) -> dict:
         "threads": threads,
         "python": platform.python_version(),
     }
+    try:  # the GPUs, where there are any
+        smi = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        info["gpus"] = [g.strip() for g in smi.stdout.splitlines() if g.strip()]
+    except (OSError, subprocess.TimeoutExpired):
+        info["gpus"] = []
     for pkg in ("tensorflow", "keras", "jax", "torch", "numpy"):
         if available(pkg):
             from importlib.metadata import PackageNotFoundError, version
