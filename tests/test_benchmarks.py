@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -35,6 +36,7 @@ def quick_runs(tmp_path_factory):
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            start_new_session=True,
         )
         for name in SCRIPTS
     }
@@ -47,12 +49,19 @@ def quick_runs(tmp_path_factory):
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=True,
     )
     runs = {}
-    for name, proc in procs.items():
-        stdout, _ = proc.communicate(timeout=300)
-        json_name = "gpu/fit_predict" if name == "gpu" else name
-        runs[name] = (proc.returncode, stdout, out / f"{json_name}.json")
+    try:
+        for name, proc in procs.items():
+            stdout, _ = proc.communicate(timeout=600)
+            json_name = "gpu/fit_predict" if name == "gpu" else name
+            runs[name] = (proc.returncode, stdout, out / f"{json_name}.json")
+    finally:  # none outlives the tests: each runs in its own process group, killed whole
+        for proc in procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
     return runs
 
 
