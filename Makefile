@@ -7,6 +7,8 @@
 #               FBX_BROWSER_NOTEBOOK=path picks the notebook; screenshots in build/
 #   make lint   ruff
 #   make bench  the benchmarks (benchmarks/README.md); BENCH_ARGS=--quick for a smoke run
+#   make bench-torch  installs PyTorch (the CPU build where its index is reachable, else
+#               PyPI's), the optional contender of benchmarks/fit_predict.py
 #
 # TensorFlow: TF_EXTRA=tf-cpu (default, the CPU-only build) or TF_EXTRA=tf
 # (the `tensorflow` package, with CUDA support where a GPU is present).
@@ -20,7 +22,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Jupyter refuses to run as root without this flag (containers often run as root).
 LAB_FLAGS ?= $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
-.PHONY: setup graphviz chromium test test-browser lab lint bench
+.PHONY: setup graphviz chromium test test-browser lab lint bench bench-torch
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -60,3 +62,7 @@ lint: setup
 bench: setup
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
 	$(PY) benchmarks/trace.py $(BENCH_ARGS)
+
+bench-torch: setup
+	$(PY) -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu \
+		|| $(PY) -m pip install -q -e ".[bench]"

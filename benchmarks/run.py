@@ -1,13 +1,14 @@
 """Runs every benchmark, each in its own process.
 
 Run with `make bench` (or `python benchmarks/run.py [--quick]`). The scripts,
-in order: lstm.py (an LSTM six ways), feedback_nets.py (feedback networks
-that only some contenders express), scaling.py (time and memory against T
-and the number of feedback edges), roofline.py (FLOP rates against the
-machine's matmul rate) and fixed_points.py (the fixed-point search of a
-64-unit network from 256 starts). Options given here (`--quick`, `--rounds N`,
-`--reps N`, `--out DIR`) are passed to each; results go to
-benchmarks/results/<script>.json. See benchmarks/README.md.
+in order: fit_predict.py (the small net and an LSTM through fit/predict,
+against a hand-written JAX scan and PyTorch), lstm.py (an LSTM six ways),
+feedback_nets.py (feedback networks that only some contenders express),
+scaling.py (time and memory against T and the number of feedback edges),
+roofline.py (FLOP rates against the machine's matmul rate) and fixed_points.py
+(the fixed-point search of a 64-unit network from 256 starts). Options given
+here (`--quick`, `--rounds N`, `--reps N`, `--out DIR`) are passed to each;
+results go to benchmarks/results/<script>.json. See benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -16,7 +17,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-SCRIPTS = ("lstm.py", "feedback_nets.py", "scaling.py", "roofline.py", "fixed_points.py")
+SCRIPTS = (
+    "fit_predict.py",
+    "lstm.py",
+    "feedback_nets.py",
+    "scaling.py",
+    "roofline.py",
+    "fixed_points.py",
+)
 
 
 def main(argv=None) -> int:

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from fbexplorer._loop import time_loop
+from fbexplorer._loop import check_loop_jit, loop_jit_for, time_loop
 from fbexplorer.graph import StepGraph, pack
 
 __all__ = ["FeedbackModel"]
@@ -137,6 +137,18 @@ class FeedbackModel(keras.Model):
             equally distributed masks). Turn it off for a step with layers
             that mix the samples of a batch in a way the engine cannot see
             (see docs/engine.md for what stays in the loop).
+        loop_jit: on TensorFlow, compile the time loop (and its gradient)
+            with XLA, nested in Keras's train/predict functions and direct
+            calls, whatever `compile(jit_compile=...)` says. `"auto"`
+            (default): for a small step (at most
+            `fbexplorer._loop.AUTO_JIT_MAX_WEIGHTS` weights in the loop) over
+            at least `AUTO_JIT_MIN_STEPS` steps, where TensorFlow's per-step
+            overhead dominates (a 3 x Dense(8) net measured 1.8x faster to
+            train and 1.9x to infer); an LSTM-sized step stays without (XLA
+            measured slower). `True`: always; `False`:
+            never. Either way the results are the plain loop's; in training,
+            a loop with random draws or statistics updates (Dropout,
+            BatchNormalization) runs without XLA. Other backends ignore it.
         name: the model's name.
 
     Call arguments:
@@ -177,6 +189,7 @@ class FeedbackModel(keras.Model):
         teacher_forcing: float = 1.0,
         steps: int | None = None,
         hoist: bool | str = "auto",
+        loop_jit: bool | str = "auto",
         name: str | None = None,
         step_graph=None,
         **kwargs,
@@ -232,6 +245,7 @@ class FeedbackModel(keras.Model):
                 f"Received: hoist={hoist!r}"
             )
         self.hoist = hoist if hoist == "auto" else bool(hoist)
+        self.loop_jit = check_loop_jit(loop_jit, self._label())
         self._plans = _Holder({})  # id(model) -> (model, its HoistPlan)
         self._per_step = None  # hoist per-step work too; decided on the step model
         self._tf_run = None
@@ -476,6 +490,8 @@ class FeedbackModel(keras.Model):
             length,
             (specs_out if keep_all else []) + extra_specs,
             unroll=self.unroll,
+            jit=loop_jit_for(self.loop_jit, model, plan, training, length),
+            invariants=loop_consts,
         )
         for var, value in zip(nt_vars, final[n_slots + n_last :]):
             var.assign(value)
@@ -1013,6 +1029,7 @@ class FeedbackModel(keras.Model):
             "teacher_forcing": self.teacher_forcing,
             "steps": self.steps,
             "hoist": self.hoist,
+            "loop_jit": self.loop_jit,
         }
 
     @classmethod

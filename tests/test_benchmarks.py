@@ -1,6 +1,8 @@
 """The benchmarks: each script runs with --quick, and the contenders compute the same thing."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -10,13 +12,14 @@ import numpy as np
 import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-SCRIPTS = ("lstm", "feedback_nets", "scaling", "roofline", "fixed_points")
+SCRIPTS = ("fit_predict", "lstm", "feedback_nets", "scaling", "roofline", "fixed_points")
 # Import the scripts as modules, then take their folder off the path again: it
 # holds a trace.py that would shadow the standard library's `trace`.
 sys.path.insert(0, str(BENCH))
 try:
     import common
     import feedback_nets
+    import fit_predict
     import lstm
     import roofline
 finally:
@@ -33,13 +36,32 @@ def quick_runs(tmp_path_factory):
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            start_new_session=True,
         )
         for name in SCRIPTS
     }
+    # benchmarks/gpu.sh on this CPU, as on a GPU machine without TensorFlow:
+    # Keras on JAX, the JAX contenders only.
+    env = dict(os.environ, PYTHON=sys.executable, FRAMEWORKS="jax", OUT=str(out / "gpu"))
+    procs["gpu"] = subprocess.Popen(
+        ["bash", str(BENCH / "gpu.sh"), "--quick", "--workloads", "small"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     runs = {}
-    for name, proc in procs.items():
-        stdout, _ = proc.communicate(timeout=300)
-        runs[name] = (proc.returncode, stdout, out / f"{name}.json")
+    try:
+        for name, proc in procs.items():
+            stdout, _ = proc.communicate(timeout=600)
+            json_name = "gpu/fit_predict" if name == "gpu" else name
+            runs[name] = (proc.returncode, stdout, out / f"{json_name}.json")
+    finally:  # none outlives the tests: each runs in its own process group, killed whole
+        for proc in procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
     return runs
 
 
@@ -47,6 +69,52 @@ def _load(quick_runs, name):
     code, stdout, path = quick_runs[name]
     assert code == 0, stdout[-3000:]
     return stdout, json.loads(path.read_text())
+
+
+def test_fit_predict_quick_run(quick_runs):
+    """Every installed framework's contenders ran, computed the same function
+    from the same weights, and were compared with the hand-written JAX scan."""
+    stdout, res = _load(quick_runs, "fit_predict")
+    installed = {f for f in fit_predict.FRAMEWORKS if fit_predict.available(f)}
+    assert set(res["skipped"]) == set(fit_predict.FRAMEWORKS) - installed
+    for f in res["skipped"]:
+        assert f"skipping the {f} contenders: {f} is not installed" in stdout
+    assert res["machine"]["threads"] >= 1 and res["machine"]["cpu"]
+    for workload in ("small", "lstm"):
+        rows = {r["contender"]: r for r in res["workloads"][workload]["results"]}
+        assert {r["framework"] for r in rows.values()} == installed
+        assert fit_predict.SCAN in rows and "FeedbackModel (defaults)" in rows
+        for r in rows.values():
+            assert r["agree"], r["contender"]
+            assert r["fit_s"] > 0 and r["predict_s"] > 0
+            assert r["fit_x_scan"] == pytest.approx(r["fit_s"] / rows[fit_predict.SCAN]["fit_s"])
+    assert [g["goal"] for g in res["workloads"]["small"]["goals"]] == [
+        "small net, defaults, fit: at most 1.5x the JAX scan",
+        "small net, defaults, predict: at most 2.0x the JAX scan",
+    ]
+    assert "x scan" in stdout
+
+
+def test_gpu_script_runs_the_suite_on_jax_without_tensorflow(quick_runs):
+    stdout, res = _load(quick_runs, "gpu")
+    assert "Keras backend: jax" in stdout and "x scan" in stdout
+    rows = res["workloads"]["small"]["results"]
+    assert {r["contender"] for r in rows} == {"FeedbackModel on JAX (defaults)", fit_predict.SCAN}
+    assert all(r["agree"] for r in rows)
+    assert "tensorflow" not in {r["framework"] for r in rows}
+
+
+def test_fit_predict_contenders_can_disagree():
+    """The agreement check is not vacuous: other weights give other predictions."""
+    s = fit_predict.QUICK["small"]
+    w = fit_predict.weights("small", s)
+    scan = fit_predict.scan_contender("small", s, w)[fit_predict.SCAN][1]
+    ref = scan()
+    w["d1"] = w["d1"] * 0.5
+    other = fit_predict.scan_contender("small", s, w)[fit_predict.SCAN][1]()
+    assert not np.allclose(ref, other, rtol=1e-3, atol=1e-4)
+    x, y = fit_predict.data("small", s)
+    assert ref.shape == y.shape == x.shape  # one output per input step
 
 
 def test_lstm_quick_run(quick_runs):

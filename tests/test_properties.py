@@ -315,3 +315,55 @@ def test_oracle_can_fail():
     other.set_weights(net.get_weights())
     with pytest.raises(AssertionError):
         np.testing.assert_allclose(np.asarray(other(xs)[0]), np.asarray(outs[0]), atol=1e-5)
+
+
+@examples(12)
+@given(
+    recipe=random_graphs.recipes(max_ops=5),
+    batch=st.integers(1, 3),
+    steps=st.integers(1, 5),
+    masked=st.booleans(),
+    backwards=st.booleans(),
+    sequences=st.booleans(),
+)
+def test_loop_under_xla_equals_oracle(recipe, batch, steps, masked, backwards, sequences):
+    """With the time loop forced under XLA (`loop_jit=True`), outputs, final
+    states and gradients equal the oracle's. The tests above run the default,
+    `loop_jit="auto"`, which leaves loops this short without XLA."""
+    fresh()
+    net = random_graphs.build(
+        recipe,
+        go_backwards=backwards,
+        return_sequences=sequences,
+        return_state=True,
+        loop_jit=True,
+    )
+    rng = np.random.default_rng(4)
+    xs, cs = data_for(recipe, batch, steps)
+    mask = rng.random((batch, steps)) < 0.7 if masked else None
+    outs, history = oracle.run(net, xs, cs, mask=mask, go_backwards=backwards)
+    got, got_states = net(xs + cs, mask=mask)
+    assert_close(got, outs if sequences else [o[:, -1] for o in outs], "output", recipe)
+    for name, value in oracle.final_states(net, history).items():
+        assert_close(got_states[name], value, f"state {name}", recipe)
+    if not sequences:
+        return
+    n_out = net.graph.n_outputs
+    shapes = [(batch, steps) + tuple(t.shape[1:]) for t in net.step_model.outputs[:n_out]]
+    weights = [tf.constant(rng.normal(size=s), "float32") for s in shapes]
+
+    def loss(outputs):
+        return sum(tf.reduce_sum(w * tf.cast(o, "float32")) for w, o in zip(weights, outputs))
+
+    variables = net.trainable_variables
+    with tf.GradientTape() as tape:
+        value = loss(as_list(net(xs + cs, mask=mask, training=True)[0]))
+    got = tape.gradient(value, variables)
+    with tf.GradientTape() as tape:
+        ref, _ = oracle.run(net, xs, cs, mask=mask, training=True, go_backwards=backwards)
+        ref_value = loss(ref)
+    expected = tape.gradient(ref_value, variables)
+    for v, g, e in zip(variables, got, expected):
+        g = np.zeros(v.shape) if g is None else np.asarray(g)
+        e = np.zeros(v.shape) if e is None else np.asarray(e)
+        np.testing.assert_allclose(g, e, rtol=1e-3, atol=1e-4, err_msg=f"{v.path}: {recipe}")
