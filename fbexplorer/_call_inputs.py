@@ -208,8 +208,7 @@ def combine_mask(net, mask):
         m = ops.convert_to_tensor(m)
         if len(m.shape) != 2:
             raise ValueError(
-                f"{net._label()}: a mask has shape (batch, time). Received "
-                f"shape {tuple(m.shape)}."
+                f"{net._label()}: a mask has shape (batch, time). Received shape {tuple(m.shape)}."
             )
         m = ops.cast(m, "bool")
         combined = m if combined is None else ops.logical_and(combined, m)

@@ -16,6 +16,7 @@ from keras import ops
 
 from fbexplorer._call_inputs import batch_of
 from fbexplorer._carried_state import executing_eagerly
+from fbexplorer._delay_lines import DelayLines, use_tensor_arrays
 from fbexplorer._loop import time_loop
 
 __all__ = ["compiled", "run"]
@@ -161,13 +162,21 @@ def run(
     if net.go_backwards:
         time_major = [ops.flip(s, axis=0) for s in time_major]
 
-    slots = [h[j] for h, spec in zip(histories, specs) for j in range(spec.delay)]
-    n_slots = g.n_slots
+    if seqs or consts:
+        batch = batch_of(seqs + consts)
+    else:
+        batch = histories[0].shape[1] or ops.shape(histories[0])[1]
+    lines = DelayLines(
+        [s.delay for s in specs],
+        histories,
+        batch,
+        tensor_arrays=use_tensor_arrays(unroll=net.unroll, mask=mask),
+    )
+    n_slots = lines.n_carry  # delayed edges, then write positions
     if carry_last:
         if feed_init is not None:
             last0 = list(feed_init)
         else:
-            batch = ops.shape(slots[0])[0] if slots else batch_of(seqs + consts)
             last0 = [ops.zeros((batch,) + s, d) for s, d in zip(out_shapes, out_dtypes)]
     else:
         last0 = []
@@ -211,7 +220,8 @@ def run(
         if feed:
             it = iter(seq_vals)
             seq_vals = [last[feed[i]] if i in feed else next(it) for i in range(len(g.input_names))]
-        feeds = list(seq_vals) + list(loop_consts) + g.oldest(bufs)
+        delayed = lines.read(bufs)
+        feeds = list(seq_vals) + list(loop_consts) + delayed
         outs, nt_values = call_step(feeds, nt_values)
         outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
         ys, sources, extras = outs[:n_out], list(outs[n_out:n_main]), outs[n_main:]
@@ -221,9 +231,8 @@ def run(
                 truth = ops.cast(truths[spec.name], new.dtype)
                 new = truth if coin is None else ops.where(_expand_to(coin, new), truth, new)
                 sources[i] = new
-        new_bufs = g.shift(bufs, sources)
+        new_bufs = lines.write(bufs, delayed, sources, m)
         if m is not None:
-            new_bufs = [ops.where(_expand_to(m, b), n, b) for n, b in zip(new_bufs, bufs)]
             ys = [ops.where(_expand_to(m, y), y, p) for y, p in zip(ys, last)]
         new_last = list(ys) if carry_last else []
         stacked = (list(ys) if keep_all else []) + list(extras)
@@ -236,7 +245,6 @@ def run(
         cell.reset_dropout_mask()
         cell.reset_recurrent_dropout_mask()
         if training:
-            batch = batch_of((seqs + consts + list(slots))[:1])
             cell.get_dropout_mask(ops.zeros((batch,) + in_shape, cell.compute_dtype))
             cell.get_recurrent_dropout_mask(ops.zeros((batch,) + state_shape, cell.compute_dtype))
 
@@ -244,7 +252,7 @@ def run(
     ys, final = time_loop(
         step,
         time_major,
-        list(slots) + last0 + [v.value for v in nt_vars],
+        lines.initial_carry() + last0 + [v.value for v in nt_vars],
         length,
         (specs_out if keep_all else []) + extra_specs,
         unroll=net.unroll,
@@ -259,5 +267,4 @@ def run(
         last = final[n_slots : n_slots + n_last]
     else:
         last = [y[:, -1] for y in outputs[:n_out]]
-    final_histories = [ops.stack(final[r], axis=0) for r in g.slot_ranges]
-    return outputs, last, final_histories
+    return outputs, last, lines.to_histories(final[:n_slots])
