@@ -179,6 +179,10 @@ class FeedbackModel(keras.Model):
         self._per_step = None  # hoist per-step work too; decided on the step model
         self._tf_run = None
         self._cell = None
+        # As a functional model's: the output layers' names, or the dict keys,
+        # so that compile/fit take losses, metrics and targets by output name.
+        self.output_names = list(step_graph.output_names)
+        self._saving_walk = False
         self.built = True
 
     # ------------------------------------------------------------ properties
@@ -191,6 +195,27 @@ class FeedbackModel(keras.Model):
     def feedback_names(self) -> list[str]:
         """Names of every delayed edge and cell state, in loop order."""
         return [s.name for s in self._graph.specs]
+
+    @property
+    def layers(self) -> list:
+        """The step graph's layers, in the order of a functional model's
+        `layers` (its `keras.Input`s and `Feedback` placeholders included), so
+        `get_layer(name)` finds any of them."""
+        if self._saving_walk:
+            # Keras's saving walks `layers` right after this model's own
+            # variables: there it sees the step model, as files have always
+            # stored it (`layers/functional/...`), so files saved before load.
+            self._saving_walk = False
+            return [self.step_model]
+        return self.step_model.layers
+
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        self._saving_walk = True
+
+    def load_own_variables(self, store):
+        super().load_own_variables(store)
+        self._saving_walk = True
 
     def as_cell(self):
         """This model's step as a Keras RNN cell (`StepCell`), for nesting.
@@ -329,6 +354,38 @@ class FeedbackModel(keras.Model):
         """The step model's layers (one timestep), then the delayed edges."""
         self.step_model.summary(*args, **kwargs)
         (kwargs.get("print_fn") or print)(self._graph.describe())
+
+    def compute_output_shape(self, input_shape):
+        """Output shapes from the inputs' `(batch, time, ...)` (needed by
+        wrappers such as `keras.layers.Bidirectional` on symbolic inputs)."""
+        g = self._graph
+        shapes = input_shape
+        if isinstance(shapes, dict):
+            shapes = [shapes[n] for n in g.input_names + g.constant_names if n in shapes]
+        elif not (
+            isinstance(shapes, (list, tuple)) and shapes and isinstance(shapes[0], (list, tuple))
+        ):
+            shapes = [shapes]
+        first = tuple(shapes[0]) if shapes else (None,)
+        batch = first[0]
+        lead = (batch, first[1] if g.input_names else self.steps)
+        lead = lead if self.return_sequences else (batch,)
+        outs = [lead + tuple(t.shape[1:]) for t in self.step_model.outputs[: g.n_outputs]]
+        result = pack(outs, g.output_structure)
+        if self.return_state:
+            states = {
+                s.name: (batch,) + ((s.delay,) if s.delay > 1 else ()) + s.shape for s in g.specs
+            }
+            return result, states
+        return result
+
+    @property
+    def states(self):
+        """A stateful model's carried histories (variables), else None, as
+        Keras's RNN layers have it (wrappers such as `Bidirectional` read it)."""
+        if not self.stateful or self._store.histories is None:
+            return None
+        return list(self._store.histories)
 
     def compute_mask(self, inputs, mask=None):
         if mask is None or not self.return_sequences:
