@@ -64,12 +64,45 @@ class StateStore:
 
 # ------------------------------------------------------------ one history
 def initial_history(net, spec, batch):
-    """The edge's initial value, repeated over its delay: `(delay, batch, *shape)`."""
+    """The edge's initial value, repeated over its delay: `(delay, batch, *shape)`.
+
+    A cell's state left at `initial="zeros"` starts from the cell's own
+    `get_initial_state`, as in `keras.layers.RNN`.
+    """
     if spec.name in net._initial:
         w = ops.convert_to_tensor(net._initial[spec.name])
     else:
+        start = cell_starts(net).get(spec.name)
+        if start is not None:
+            layer, index = start
+            value = keras.tree.flatten(layer.get_initial_state(batch))[index]
+            return ops.cast(value, spec.dtype)[None]
         w = ops.zeros(spec.shape, spec.dtype)
     return ops.broadcast_to(w[None, None], (spec.delay, batch) + spec.shape)
+
+
+def cell_starts(net) -> dict:
+    """`{state name: (cell, index in its flat states)}` for the cells of the
+    step graph that define `get_initial_state`, read from the cells' calls."""
+    found = net.__dict__.get("_fbx_cell_starts")
+    if found is not None:
+        return found
+    from fbexplorer.graph import _input_layer_name
+
+    by_layer_name = {_input_layer_name(s.name): s.name for s in net.graph.specs if s.kind == "cell"}
+    found = {}
+    for layer in net.step_model.layers:
+        if not (hasattr(layer, "get_initial_state") and hasattr(layer, "state_size")):
+            continue
+        for node in layer._inbound_nodes:
+            args = node.arguments.args
+            states = args[1] if len(args) > 1 else node.arguments.kwargs.get("states")
+            for index, tensor in enumerate(keras.tree.flatten(states)):
+                name = by_layer_name.get(getattr(tensor._keras_history.operation, "name", None))
+                if name is not None:
+                    found[name] = (layer, index)
+    object.__setattr__(net, "_fbx_cell_starts", found)
+    return found
 
 
 def history_from_value(net, spec, value, batch):

@@ -18,6 +18,7 @@ from fbexplorer._call_inputs import batch_of
 from fbexplorer._carried_state import executing_eagerly
 from fbexplorer._delay_lines import DelayLines, use_tensor_arrays
 from fbexplorer._loop import time_loop
+from fbexplorer.graph import _state_shapes
 
 __all__ = ["compiled", "run"]
 
@@ -28,22 +29,43 @@ def _expand_to(m, ref):
 
 
 def dropout_cells(model):
-    """The Keras cells in `model` with dropout of their own.
+    """The Keras cells in `model` with dropout of their own, with the shapes
+    of their dropout masks.
 
     Returns `(cell, input shape, first state shape)` for each, shapes without
-    the batch axis, read from the cell's call in the step graph.
+    the batch axis: for a cell called in the step graph, read from its call;
+    for a cell inside `StackedRNNCells`, the previous cell's output; inside
+    another wrapper (a layer holding `.cell`), the wrapper's input.
     """
     found = []
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+
+    def has_dropout(layer):
         rates = (getattr(layer, "dropout", 0), getattr(layer, "recurrent_dropout", 0))
-        if not hasattr(layer, "get_dropout_mask") or not any(
+        return hasattr(layer, "get_dropout_mask") and any(
             isinstance(r, (int, float)) and r > 0 for r in rates
-        ):
+        )
+
+    def visit(layer, in_shape):
+        if has_dropout(layer):
+            state = _state_shapes(layer)[0][0]
+            found.append((layer, in_shape, tuple(state)))
+        if isinstance(getattr(layer, "cells", None), (list, tuple)):  # StackedRNNCells
+            for inner in layer.cells:
+                visit(inner, in_shape)
+                size = getattr(inner, "output_size", None)
+                size = size if size is not None else _state_shapes(inner)[0][0]
+                in_shape = (size,) if isinstance(size, int) else tuple(size)
+        elif isinstance(getattr(layer, "cell", None), keras.layers.Layer):
+            visit(layer.cell, in_shape)
+
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if not layer._inbound_nodes or not hasattr(layer, "state_size"):
+            continue
+        if not (has_dropout(layer) or hasattr(layer, "cells") or hasattr(layer, "cell")):
             continue
         args = layer._inbound_nodes[0].arguments.args
         inputs = keras.tree.flatten(args[0])[0]
-        state = keras.tree.flatten(args[1])[0]
-        found.append((layer, tuple(inputs.shape[1:]), tuple(state.shape[1:])))
+        visit(layer, tuple(inputs.shape[1:]))
     return found
 
 
