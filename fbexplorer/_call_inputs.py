@@ -51,8 +51,9 @@ def parse_call(net, inputs, mask=None, steps=None) -> CallInputs:
     return CallInputs(seqs, consts, teachers, mask, length, batch)
 
 
-def unpack(net, inputs):
-    """(sequences, constants, truths) from a call's inputs, checked and cast."""
+def split_inputs(net, inputs):
+    """(the inputs and constants in `graph` order, `{feedback name: truth}`)
+    from a list, a dict by name or a single array; checks the structure."""
     g = net.graph
     names = g.input_names + g.constant_names
     fb_names = net.feedback_names
@@ -87,6 +88,15 @@ def unpack(net, inputs):
                 f"or a dict by name. Received a single tensor."
             )
         flat = [inputs]
+    return flat, teachers
+
+
+def unpack(net, inputs):
+    """(sequences, constants, truths) from a call's inputs, checked and cast."""
+    g = net.graph
+    names = g.input_names + g.constant_names
+    label = net._label()
+    flat, teachers = split_inputs(net, inputs)
     model_inputs = net.step_model.inputs
     converted = []
     for i, (name, value) in enumerate(zip(names, flat)):
@@ -103,6 +113,47 @@ def unpack(net, inputs):
         converted.append(ops.cast(value, ref.dtype) if value.dtype != ref.dtype else value)
     n_in = len(g.input_names)
     return converted[:n_in], converted[n_in:], teachers
+
+
+def check_data(net, x, y=None):
+    """Check the data of `fit`, `predict`, `evaluate` (and the `*_on_batch`
+    methods) against the model before Keras traces anything: Keras compiles
+    its step function for loosened shapes, so a later call with another
+    feature size would otherwise fail deep inside the loop."""
+    if x is None or not all(hasattr(v, "shape") for v in keras.tree.flatten(x)):
+        return  # a dataset or a generator: checked by the call itself
+    if isinstance(x, dict) or isinstance(x, (list, tuple)) or hasattr(x, "shape"):
+        flat, _ = split_inputs(net, x)
+    else:
+        return
+    g = net.graph
+    names = g.input_names + g.constant_names
+    for i, (name, value) in enumerate(zip(names, flat)):
+        ref = net.step_model.inputs[i]
+        shape = tuple(value.shape)
+        check_input_shape(net, name, shape, tuple(ref.shape[1:]), i < len(g.input_names))
+        if shape and shape[0] == 0:
+            raise ValueError(empty_batch_message(net, name))
+    if y is None or not net.return_sequences or not g.input_names:
+        return
+    length = tuple(flat[0].shape)[1]
+    for target in keras.tree.flatten(y):
+        t_shape = tuple(getattr(target, "shape", ()))
+        if len(t_shape) >= 2 and t_shape[1] is not None and t_shape[1] != length:
+            raise ValueError(
+                f"{net._label()}: the targets have {t_shape[1]} steps, but the inputs "
+                f"have {length}. The model returns one output per input step "
+                f"(return_sequences=True): give targets of shape (batch, {length}, ...), "
+                f"or build the model with return_sequences=False for one target per "
+                f"sequence."
+            )
+
+
+def empty_batch_message(net, name) -> str:
+    return (
+        f"{net._label()}: input '{name}' holds 0 samples; there is nothing to run. "
+        f"Give at least one sample."
+    )
 
 
 def check_input_shape(net, name, got: tuple, per_sample: tuple, is_seq: bool):
@@ -153,6 +204,9 @@ def length_and_batch(net, seqs, consts, steps):
             )
     if isinstance(length, int) and length < 1:
         raise ValueError(f"{label}: the sequences have {length} timesteps; at least 1 is needed.")
+    tensors = seqs + consts
+    if tensors and tensors[0].shape[0] == 0:
+        raise ValueError(empty_batch_message(net, (g.input_names + g.constant_names)[0]))
     if not seqs and not consts:
         raise ValueError(
             f"{label}: the model has no inputs or constants to take the batch size from."

@@ -14,11 +14,12 @@ The class is the public face; each concern lives in its own module:
 from __future__ import annotations
 
 import contextlib
+import warnings
 
 import keras
 
 from fbexplorer import _carried_state, _generation, _run
-from fbexplorer._call_inputs import combine_mask, parse_call
+from fbexplorer._call_inputs import check_data, combine_mask, parse_call
 from fbexplorer.graph import StepGraph, pack
 
 __all__ = ["FeedbackModel"]
@@ -288,28 +289,46 @@ class FeedbackModel(keras.Model):
         """
         _carried_state.set_states(self, states)
 
-    # ------------------------------------------- Keras's loops (stateful)
+    # ----------------------------------------------------------- Keras's loops
+    # Each checks the data against the model (Keras traces its step function
+    # for loosened shapes, so the call's own checks would not see a new
+    # feature size) and fixes a stateful model's batch size, before Keras.
     def fit(self, x=None, y=None, batch_size=None, *args, **kwargs):
+        check_data(self, x, y)
+        shuffle = args[5] if len(args) > 5 else kwargs.get("shuffle", True)
+        if self.stateful and shuffle and not _carried_state.first_dim(x)[1]:
+            warnings.warn(
+                f"{self._label()} is stateful, and fit shuffles the samples "
+                f"(shuffle=True, the default): each batch then continues the state of "
+                f"other sequences than its own. Pass shuffle=False to carry each "
+                f"sequence's state into its next batch.",
+                stacklevel=2,
+            )
         _carried_state.prepare_batches(self, x, batch_size)
         return super().fit(x, y, batch_size, *args, **kwargs)
 
     def predict(self, x, batch_size=None, *args, **kwargs):
+        check_data(self, x)
         _carried_state.prepare_batches(self, x, batch_size)
         return super().predict(x, batch_size, *args, **kwargs)
 
     def evaluate(self, x=None, y=None, batch_size=None, *args, **kwargs):
+        check_data(self, x, y)
         _carried_state.prepare_batches(self, x, batch_size)
         return super().evaluate(x, y, batch_size, *args, **kwargs)
 
     def train_on_batch(self, x, y=None, *args, **kwargs):
+        check_data(self, x, y)
         _carried_state.prepare_batches(self, x, None, whole=True)
         return super().train_on_batch(x, y, *args, **kwargs)
 
     def test_on_batch(self, x, y=None, *args, **kwargs):
+        check_data(self, x, y)
         _carried_state.prepare_batches(self, x, None, whole=True)
         return super().test_on_batch(x, y, *args, **kwargs)
 
     def predict_on_batch(self, x):
+        check_data(self, x)
         _carried_state.prepare_batches(self, x, None, whole=True)
         return super().predict_on_batch(x)
 
