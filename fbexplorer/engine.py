@@ -97,6 +97,11 @@ class FeedbackModel(keras.Model):
             forcing.
         steps: number of steps for a model whose inputs are all constants.
 
+    Like a functional model, `layers` lists the step graph's layers and
+    `get_layer(name)` finds them; `output_names` are the output layers' names
+    (or the dict keys), for losses and metrics by name.
+    `keras.layers.Bidirectional(net)` wraps a single-output model.
+
     Example:
         >>> x = keras.Input((5,), name="x")
         >>> loop = fbx.Feedback((5,), name="loop")

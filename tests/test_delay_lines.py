@@ -149,3 +149,19 @@ def test_jax_long_delay_equals_numpy():
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0 and "OK" in done.stdout, done.stderr[-3000:]
+
+
+def test_under_xla(rng):
+    """Both buffer kinds compile with XLA (jit_compile=True), as Keras's own loops do."""
+    import tensorflow as tf
+
+    X = data(rng, 3, 25)
+    net = echo(7)
+    net.compile("sgd", "mse", jit_compile=True)
+    np.testing.assert_allclose(net.predict(X, verbose=0), numpy_echo(X, 7)[0], atol=1e-5)
+    mask = np.ones((3, 25), bool)
+    mask[1, 5:9] = False
+    masked = tf.function(lambda a, m: net(a, mask=m), jit_compile=True)
+    np.testing.assert_allclose(
+        np.asarray(masked(X, mask)), numpy_echo(X, 7, mask=mask)[0], atol=1e-5
+    )
