@@ -5,8 +5,9 @@ oldest first (`_carried_state`). Inside, it is one ring buffer and a write
 position: at step t the placeholder reads the slot written k steps ago and
 the step's new source value overwrites it. Reading and writing one slot costs
 the same for any k, and the loop carries one buffer per edge, not k tensors,
-so neither tracing nor a step grows with the delay; the buffer takes
-k x the state's size. A delay of 1 is a plain tensor.
+so neither tracing nor an inference step grows with the delay; the buffer
+takes k x the state's size (training at very long delays still grows: the
+gradient of the buffer's reads). A delay of 1 is a plain tensor.
 
 Two buffer kinds, chosen per run:
 
