@@ -7,6 +7,11 @@ Two sweeps:
           first k layers (k = 1, 2, 4, 8) each take their own output of the
           previous step as an extra input (k feedback edges); the others are
           plain Dense layers
+  delay   one Dense(64, tanh) layer on 32 inputs and its own output from k
+          steps ago, batch 16, T=200, k = 1, 10, 100, 1000, 10000: a delay-k
+          edge is one ring buffer, so inference per step and the first fit
+          should not grow with k; the buffer holds k x the state (16 x 64
+          floats = 4 KiB per step of delay)
 
 Times (training step and inference, medians of interleaved rounds) are taken
 in this one process; at large T a round makes fewer calls (reps * 100 / T, at
@@ -18,8 +23,8 @@ TensorFlow, the data), then builds the model, makes the first training step
 (first fit) and two more, and records the high-water mark again. The
 difference, "MiB over base", is what the model and its training step cost;
 "KiB per step/edge" is how much it grew from the previous point per added
-step (T sweep) or per added edge (edges sweep): constant along the T sweep
-means memory linear in T.
+step (T sweep), per added edge (edges sweep) or per added step of delay
+(delay sweep): constant along the T sweep means memory linear in T.
 
 Run: python benchmarks/scaling.py [--quick] [--jit]
 """
@@ -44,7 +49,12 @@ QUICK_T_SIZES = {"B": 2, "D": 3, "U": 4}
 QUICK_T_VALUES = (4, 8)
 QUICK_EDGE_SIZES = {"B": 2, "T": 4, "D": 3, "W": 4, "L": 2}
 QUICK_EDGE_VALUES = (1, 2)
+DELAY_SIZES = {"B": 16, "T": 200, "D": 32, "W": 64}
+DELAY_VALUES = (1, 10, 100, 1000, 10000)
+QUICK_DELAY_SIZES = {"B": 2, "T": 8, "D": 3, "W": 4}
+QUICK_DELAY_VALUES = (1, 100)
 FBX_LSTM, KERAS_LSTM, EDGES = "LSTM as Dense + Feedback", "keras.layers.LSTM", "k-edge net"
+DELAY = "delay-k net"
 
 
 def edges_contender(s, k) -> common.Contender:
@@ -69,6 +79,29 @@ def edges_contender(s, k) -> common.Contender:
     return common.Contender(EDGES, build)
 
 
+def delay_contender(s, k) -> common.Contender:
+    """One Dense layer fed its own output from `k` steps ago."""
+
+    def build():
+        x = keras.Input((s["D"],), name="x")
+        loop = fbx.Feedback((s["W"],), name="loop", delay=k)
+        h = keras.layers.Dense(s["W"], activation="tanh", name="d")(
+            ops.concatenate([x, loop], axis=-1)
+        )
+        y = keras.layers.Dense(s["D"], name="out")(h)
+        return common.keras_forward(fbx.FeedbackModel(x, y, feedback={"loop": h}))
+
+    return common.Contender(DELAY, build)
+
+
+def sweep_steps(sweep, value, quick) -> int:
+    if sweep == "T":
+        return value
+    if sweep == "delay":
+        return (QUICK_DELAY_SIZES if quick else DELAY_SIZES)["T"]
+    return (QUICK_EDGE_SIZES if quick else EDGE_SIZES)["T"]
+
+
 def point(sweep, value, contender, quick):
     """The contender, input and target of one point of a sweep."""
     import lstm
@@ -80,10 +113,15 @@ def point(sweep, value, contender, quick):
         cand = {c.name: c for c in lstm.contenders(s)}[contender]
         x, y = lstm.data(s)
         return cand, x, y
-    s = QUICK_EDGE_SIZES if quick else EDGE_SIZES
+    if sweep == "delay":
+        s = QUICK_DELAY_SIZES if quick else DELAY_SIZES
+        cand = delay_contender(s, value)
+    else:
+        s = QUICK_EDGE_SIZES if quick else EDGE_SIZES
+        cand = edges_contender(s, value)
     rng = np.random.default_rng(0)
     x = tf.constant(rng.normal(size=(s["B"], s["T"], s["D"])).astype("float32"))
-    return edges_contender(s, value), x, tf.zeros_like(x)
+    return cand, x, tf.zeros_like(x)
 
 
 def child(spec: dict) -> dict:
@@ -152,7 +190,7 @@ COLUMNS = [
     ("infer ms", "infer_ms", ".2f"),
     ("peak MiB", "peak_mib", ".0f"),
     ("MiB over base", "delta_mib", ".1f"),
-    ("KiB per step/edge", "kib_per_unit", ".2f"),
+    ("KiB per step/edge/delay", "kib_per_unit", ".2f"),
     ("1st fit s", "fresh_first_fit_s", ".2f"),
 ]
 
@@ -170,6 +208,8 @@ def main(argv=None):
     edge_values = QUICK_EDGE_VALUES if args.quick else EDGE_VALUES
     points = [("T", t, c) for t in t_values for c in (FBX_LSTM, KERAS_LSTM)]
     points += [("edges", k, EDGES) for k in edge_values]
+    delay_values = QUICK_DELAY_VALUES if args.quick else DELAY_VALUES
+    points += [("delay", k, DELAY) for k in delay_values]
     mem_points = points[:1] if args.quick else points  # a smoke test: one subprocess
     memory = memory_points(mem_points, args.jit, args.quick)
 
@@ -179,7 +219,7 @@ def main(argv=None):
         cand, x, y = point(*p, args.quick)
         print(f"  first fit: {p}", flush=True)
         fns[p], first = common.first_fit(cand, x, y, args.jit)
-        steps = p[1] if p[0] == "T" else (QUICK_EDGE_SIZES if args.quick else EDGE_SIZES)["T"]
+        steps = sweep_steps(p[0], p[1], args.quick)
         rows.append({"sweep": p[0], "value": p[1], "contender": p[2], "T": steps, **first})
         for kind in (common.TRAIN, common.INFER):
             reps[p + (kind,)] = max(1, round(args.reps * 100 / steps))
@@ -197,7 +237,8 @@ def main(argv=None):
     add_slopes(rows)
     title = (
         f"Scaling, jit_compile={args.jit}; T sweep {T_SIZES if not args.quick else QUICK_T_SIZES}, "
-        f"edges sweep {EDGE_SIZES if not args.quick else QUICK_EDGE_SIZES}; median of "
+        f"edges sweep {EDGE_SIZES if not args.quick else QUICK_EDGE_SIZES}, "
+        f"delay sweep {DELAY_SIZES if not args.quick else QUICK_DELAY_SIZES}; median of "
         f"{args.rounds} rounds. Memory and first fit: one fresh process per point, "
         f"ru_maxrss (peak resident set of the whole process)"
     )

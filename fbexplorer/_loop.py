@@ -80,7 +80,8 @@ def _tf_loop(step, sequences, carry, length, out_specs):
     in_tas = [
         tf.TensorArray(s.dtype, size=size, element_shape=s.shape[1:]).unstack(s) for s in sequences
     ]
-    carry = [tf.convert_to_tensor(c) for c in carry]
+    # A TensorArray in the carry (a delay line's ring buffer) passes as it is.
+    carry = [c if isinstance(c, tf.TensorArray) else tf.convert_to_tensor(c) for c in carry]
     out_tas = [tf.TensorArray(dtype, size=size, element_shape=shape) for dtype, shape in out_specs]
 
     def body(t, out_tas, *carry):
@@ -88,7 +89,8 @@ def _tf_loop(step, sequences, carry, length, out_specs):
         ys, new_carry = step(xs, list(carry))
         out_tas = [ta.write(t, y) for ta, y in zip(out_tas, ys)]
         new_carry = [
-            tf.ensure_shape(tf.cast(n, c.dtype), c.shape) for n, c in zip(new_carry, carry)
+            n if isinstance(c, tf.TensorArray) else tf.ensure_shape(tf.cast(n, c.dtype), c.shape)
+            for n, c in zip(new_carry, carry)
         ]
         return (t + 1, out_tas, *new_carry)
 

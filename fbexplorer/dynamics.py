@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 from keras import ops
 
+from fbexplorer import _carried_state
 from fbexplorer._loop import time_loop
 from fbexplorer.graph import pack
 from fbexplorer.trace import (
@@ -702,9 +703,8 @@ def gradient_flow(
     shapes = [tuple(catalog[n][1].shape[1:]) for n in names]
     dtypes = [catalog[n][1].dtype for n in names]
     out_specs = [(t.dtype, (None,) + tuple(t.shape[1:])) for t in sm.outputs[:n_out]]
-    starts = [
-        ops.stack([model._initial_value(spec, batch)] * spec.delay, axis=1) for spec in g.specs
-    ]
+    # The initial values (a cell's own get_initial_state included), (batch, k, *shape).
+    starts = [ops.moveaxis(h, 0, 1) for h in _carried_state.start_histories(model, batch)]
 
     def forward(seqs, consts, perturbations):
         time_major = [ops.moveaxis(s, 1, 0) for s in seqs]

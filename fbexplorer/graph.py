@@ -231,7 +231,10 @@ def cell(layer, *, initial="zeros", state_names=None):
             `(output, new_states)`, and a `state_size` attribute; or a
             `FeedbackModel`, whose step then runs as one block of this graph
             (see `StepCell`).
-        initial: the initial value of every state, as for `Feedback`.
+        initial: the initial value of every state, as for `Feedback`. With
+            the default `"zeros"`, a cell that defines `get_initial_state`
+            starts from what that returns (as in `keras.layers.RNN`; zeros
+            for Keras's own cells).
         state_names: names of the states (default: `h` for one state, `h, c`
             for an LSTMCell, else `state0, state1, ...`).
 
@@ -249,6 +252,16 @@ def cell(layer, *, initial="zeros", state_names=None):
 
     def apply(inputs, **kwargs):
         shapes, structure = _state_shapes(layer)
+        unknown = [s for s in shapes if any(not isinstance(d, int) or d < 1 for d in s)]
+        if unknown:
+            raise ValueError(
+                f"fbx.cell('{layer.name}'): the engine carries each state of a cell as "
+                f"a tensor of fixed shape, read from the cell's `state_size`, but "
+                f"{type(layer).__name__} declares state_size={layer.state_size!r} "
+                f"(a state shape it decides only while running, as ConvLSTMCell does). "
+                f"Use a cell with a fixed state_size, or write the recurrence with "
+                f"fbx.Feedback placeholders of the state's shape."
+            )
         names = tuple(state_names) if state_names else _state_names(layer, len(shapes))
         if len(names) != len(shapes):
             raise ValueError(

@@ -34,6 +34,8 @@ import numpy as np
 import pandas as pd
 from keras import ops
 
+from fbexplorer import _carried_state, _run
+from fbexplorer._call_inputs import parse_call
 from fbexplorer.graph import _state_shapes
 
 __all__ = ["chunk_summary", "compare", "compare_stateful", "trace", "wide"]
@@ -64,7 +66,9 @@ def _probes(net) -> _Probes:
 
 
 def _check_model(net, what: str = "trace"):
-    if not (hasattr(net, "step_model") and hasattr(net, "_run") and hasattr(net, "graph")):
+    from fbexplorer.engine import FeedbackModel
+
+    if not isinstance(net, FeedbackModel):
         raise ValueError(
             f"fbx.{what} expects a FeedbackModel. Received: {type(net).__name__}. Build one "
             f"with fbx.FeedbackModel(inputs, outputs, feedback=...)."
@@ -147,7 +151,7 @@ def _compiled(net, names: tuple):
         sm = net.step_model
         extras = [catalog[n][1] for n in names]
         probe = keras.Model(sm.inputs, list(sm.outputs) + extras, name=f"{sm.name}_probe")
-        run = functools.partial(net._run, training=False, sequences=False, probe=probe)
+        run = functools.partial(_run.run, net, training=False, sequences=False, probe=probe)
         if keras.backend.backend() == "tensorflow":
             import tensorflow as tf
 
@@ -185,13 +189,11 @@ class _Prepared:
     """Inputs parsed as `FeedbackModel.call` does, cut down to the chosen samples."""
 
     def __init__(self, net, inputs, samples, initial_state, mask, steps, carried, what):
-        seqs, consts, teachers = net._unpack(inputs)
-        length, batch = net._length_and_batch(seqs, consts, steps)
+        call = parse_call(net, inputs, mask, steps)
+        length, batch = call.length, call.batch
         if not isinstance(batch, int) or not isinstance(length, int):
             raise ValueError(f"fbx.{what} needs concrete arrays (a known batch size and length).")
-        for name, truth in teachers.items():
-            net._check_teacher(name, truth, seqs, length)
-        mask = net._combine_mask(mask)
+        seqs, consts, teachers, mask = call.seqs, call.consts, call.teachers, call.mask
         self.index = _batch_index(samples, batch, what)
         take = None if samples is None else self.index
 
@@ -204,7 +206,7 @@ class _Prepared:
         self.mask = None if mask is None else cut(mask)
         self.length = length
         self.batch = len(self.index)
-        self.slots = _start_slots(net, batch, self.index, take, initial_state, carried, what)
+        self.slots = _start_histories(net, batch, self.index, take, initial_state, carried, what)
 
     def window(self, net, start: int, stop: int):
         """The arguments of the loop for processing steps [start, stop)."""
@@ -216,43 +218,30 @@ class _Prepared:
         return seqs, teachers, mask, (None if seqs else stop - start)
 
 
-def _start_slots(net, batch, index, take, initial_state, carried, what):
-    """The loop's starting slots for the chosen samples.
+def _start_histories(net, batch, index, take, initial_state, carried, what):
+    """The loop's starting histories for the chosen samples.
 
     `initial_state` entries first; else, with `carried`, a stateful model's
     carried values (read, not changed); else the initial values.
     """
-    g = net.graph
     overrides = dict(initial_state or {})
-    unknown = [k for k in overrides if k not in net.feedback_names]
-    if unknown:
-        raise ValueError(
-            f"fbx.{what}: initial_state names '{unknown[0]}', which is not a feedback of "
-            f"model '{net.name}'. Known: {net.feedback_names}."
-        )
-    stored = None
-    if carried and net.stateful and net._store.slots is not None:
-        if net._store.batch_size != batch:
+    _carried_state.check_names(net, overrides, "initial_state", f"fbx.{what}")
+    stored = _carried_state.carried_histories(net) if carried else None
+    if stored:
+        size = stored[0].shape[1]  # histories are (delay, batch, ...)
+        if size != batch:
             raise ValueError(
                 f"fbx.{what}: model '{net.name}' is stateful and carries state for a batch "
-                f"of {net._store.batch_size}, but the inputs have {batch} samples. Trace "
-                f"a batch of {net._store.batch_size}, pass initial_state=, or call "
+                f"of {size}, but the inputs have {batch} samples. Trace "
+                f"a batch of {size}, pass initial_state=, or call "
                 f"reset_states(batch_size={batch}) first."
             )
-        stored = [np.asarray(ops.convert_to_numpy(v)) for v in net._store.slots]
-    slots = []
-    n = len(index)
-    for spec, r in zip(g.specs, g.slot_ranges):
-        if spec.name in overrides:
-            value = overrides[spec.name]
-            if take is not None and np.ndim(value) > len(spec.shape):
-                value = np.asarray(value)[take]
-            slots += net._slots_from_value(spec, value, n)
-        elif stored is not None:
-            slots += [ops.convert_to_tensor(stored[i][index]) for i in range(r.start, r.stop)]
-        else:
-            slots += [net._initial_value(spec, n)] * spec.delay
-    return slots
+        stored = _carried_state.take_samples(stored, index)
+    for spec in net.graph.specs:
+        value = overrides.get(spec.name)
+        if value is not None and take is not None and np.ndim(value) > len(spec.shape):
+            overrides[spec.name] = np.asarray(value)[take]
+    return _carried_state.start_histories(net, len(index), overrides, stored)
 
 
 def _bounds(length: int, size: int) -> list[tuple[int, int]]:

@@ -159,6 +159,8 @@ def test_scaling_quick_run(quick_runs):
         ("T", 8),
         ("edges", 1),
         ("edges", 2),
+        ("delay", 1),
+        ("delay", 100),
     ]
     measured = [r for r in rows if "peak_mib" in r]
     assert len(measured) == 1

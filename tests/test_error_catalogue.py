@@ -11,6 +11,7 @@ import os
 import pathlib
 import re
 import stat
+import warnings
 import zipfile
 
 import keras
@@ -60,6 +61,26 @@ def wrong_feature_size():
 
 def string_input():
     base()(np.full((2, 3, 5), "a"))
+
+
+def wrong_feature_size_after_predict():
+    net = base()
+    net.predict(np.zeros((2, 3, 5)), verbose=0)
+    net.predict(np.zeros((2, 3, 6)), verbose=0)
+
+
+def empty_batch():
+    with pytest.raises(ValueError, match="0 samples"):
+        base()(np.zeros((0, 3, 5)))
+    base().predict(np.zeros((0, 3, 5)), verbose=0)
+
+
+def targets_wrong_length():
+    net = base()
+    net.compile("sgd", "mse")
+    with pytest.raises(ValueError, match="the targets have 4 steps, but the inputs have 3"):
+        net.evaluate(np.zeros((2, 3, 5)), np.zeros((2, 4, 5)), verbose=0)
+    net.fit(np.zeros((2, 3, 5)), np.zeros((2, 4, 5)), verbose=0)
 
 
 def not_numeric_input():
@@ -416,6 +437,7 @@ MISUSES = {f.__name__.replace("_", "-"): f for f in [
     portrait_too_few_units, heatmap_bad_order,
     fixed_points_unknown_input, fixed_points_wrong_shape, fixed_points_no_state,
     gradient_flow_unknown_node, gradient_flow_not_compiled,
+    wrong_feature_size_after_predict, empty_batch, targets_wrong_length,
 ]}  # fmt: skip
 
 
@@ -475,8 +497,22 @@ def nan_in_input():
     assert np.isfinite(np.asarray(kernel)).all()  # the documented fix
 
 
+def stateful_fit_shuffled():
+    message = catalogue()["stateful-fit-shuffled"].split("UserWarning: ", 1)[1]
+    net = base(stateful=True)
+    net.compile("sgd", "mse")
+    x, y = np.zeros((4, 3, 5)), np.zeros((4, 3, 5))
+    with pytest.warns(UserWarning) as record:
+        net.fit(x, y, batch_size=2, verbose=0)
+    assert message in [str(w.message) for w in record]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        net.fit(x, y, batch_size=2, shuffle=False, verbose=0)  # no warning
+
+
 BEHAVIOURS = {f.__name__.replace("_", "-"): f for f in [
     integer_input, one_step, batch_of_one, delay_longer_than_sequence, nan_in_input,
+    stateful_fit_shuffled,
 ]}  # fmt: skip
 
 

@@ -1,0 +1,297 @@
+"""One run of a FeedbackModel's step over a sequence, in one compiled loop.
+
+`run(net, seqs, consts, teachers, mask, histories, length, training=...)`
+builds the loop's per-step sequences (the inputs, or their hoisted values;
+the teacher-forcing truths and coin flips; the mask), its carry (the delayed
+values, the outputs of the previous step where needed, and on JAX the step's
+non-trainable variables), and the step function, then hands them to
+`_loop.time_loop`. It takes and returns the delayed edges' histories
+(`_carried_state`: `(delay, batch, *shape)` each, oldest first).
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from fbexplorer._call_inputs import batch_of
+from fbexplorer._carried_state import executing_eagerly
+from fbexplorer._delay_lines import DelayLines, use_tensor_arrays
+from fbexplorer._loop import loop_jit_for, time_loop
+from fbexplorer.graph import _state_shapes
+
+__all__ = ["compiled", "run"]
+
+
+def _expand_to(m, ref):
+    """A (batch,) boolean mask broadcastable against `ref`."""
+    return ops.reshape(m, (-1,) + (1,) * (len(ref.shape) - 1))
+
+
+def dropout_cells(model):
+    """The Keras cells in `model` with dropout of their own, with the shapes
+    of their dropout masks.
+
+    Returns `(cell, input shape, first state shape)` for each, shapes without
+    the batch axis: for a cell called in the step graph, read from its call;
+    for a cell inside `StackedRNNCells`, the previous cell's output; inside
+    another wrapper (a layer holding `.cell`), the wrapper's input.
+    """
+    found = []
+
+    def has_dropout(layer):
+        rates = (getattr(layer, "dropout", 0), getattr(layer, "recurrent_dropout", 0))
+        return hasattr(layer, "get_dropout_mask") and any(
+            isinstance(r, (int, float)) and r > 0 for r in rates
+        )
+
+    def visit(layer, in_shape):
+        if has_dropout(layer):
+            state = _state_shapes(layer)[0][0]
+            found.append((layer, in_shape, tuple(state)))
+        if isinstance(getattr(layer, "cells", None), (list, tuple)):  # StackedRNNCells
+            for inner in layer.cells:
+                visit(inner, in_shape)
+                size = getattr(inner, "output_size", None)
+                size = size if size is not None else _state_shapes(inner)[0][0]
+                in_shape = (size,) if isinstance(size, int) else tuple(size)
+        elif isinstance(getattr(layer, "cell", None), keras.layers.Layer):
+            visit(layer.cell, in_shape)
+
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if not layer._inbound_nodes or not hasattr(layer, "state_size"):
+            continue
+        if not (has_dropout(layer) or hasattr(layer, "cells") or hasattr(layer, "cell")):
+            continue
+        args = layer._inbound_nodes[0].arguments.args
+        inputs = keras.tree.flatten(args[0])[0]
+        visit(layer, tuple(inputs.shape[1:]))
+    return found
+
+
+def compile_eager_calls(tensor) -> bool:
+    """Whether a direct call should run the loop as a compiled function.
+
+    On TensorFlow an eager `tf.while_loop` runs its body in Python once per
+    step; a direct `net(x)` compiles the loop instead, as `predict` does.
+    """
+    return keras.backend.backend() == "tensorflow" and executing_eagerly(tensor)
+
+
+def compiled(net):
+    """`run` for this model as a cached `tf.function` (TensorFlow only)."""
+    if net._tf_run is None:
+        import tensorflow as tf
+
+        net._tf_run = tf.function(net._run, reduce_retracing=True)
+    return net._tf_run
+
+
+def runner(net, tensor):
+    """`run` for a call on `tensor`: compiled for a direct eager call on TF."""
+    if compile_eager_calls(tensor):
+        return compiled(net)
+    return net._run
+
+
+def hoist_plan(net, model=None):
+    """The hoisting plan of the step model (or of a probe on its inputs),
+    None when hoisting is off or nothing can be hoisted."""
+    if not net.hoist:
+        return None
+    model = net.step_model if model is None else model
+    plans = net._plans.value
+    if id(model) not in plans:
+        from fbexplorer._hoist import HoistPlan
+
+        g = net.graph
+        n = (len(g.input_names), len(g.constant_names))
+        if net._per_step is None:  # decided on the step model, kept for probes
+            full = HoistPlan(net.step_model, *n)
+            net._per_step = net.hoist is True or not full.widens()
+            if net._per_step:
+                plans[id(net.step_model)] = (net.step_model, full)
+        if id(model) not in plans:
+            plans[id(model)] = (model, HoistPlan(model, *n, per_step=net._per_step))
+    plan = plans[id(model)][1]
+    return plan if plan.hoisted else None
+
+
+def run(
+    net,
+    seqs,
+    consts,
+    teachers,
+    mask,
+    histories,
+    length,
+    *,
+    training,
+    feed=None,
+    feed_init=None,
+    sequences=None,
+    probe=None,
+):
+    """The time loop. Returns (stacked outputs, last outputs, final histories).
+
+    `feed` maps a per-step input's index to the output index whose previous
+    value it takes (closed-loop generation); `feed_init` are the outputs
+    "before" the first step.
+
+    `probe` (for tracing) is a functional model on the step model's inputs
+    and layers whose outputs are the step model's outputs followed by
+    extra tensors; it runs in place of the step model, and every step's
+    extra values are stacked after the stacked outputs (which are then
+    returned only when `sequences` or `return_sequences` asks for them).
+    """
+    g = net.graph
+    specs = g.specs
+    n_out = g.n_outputs
+    model = net.step_model if probe is None else probe
+    n_main = len(net.step_model.outputs)
+    extra_specs = [(t.dtype, (None,) + tuple(t.shape[1:])) for t in model.outputs[n_main:]]
+    feed = feed or {}
+    if length is None:  # read it from the sequences
+        length = seqs[0].shape[1]
+        if length is None:
+            length = ops.shape(seqs[0])[1]
+    keep_all = net.return_sequences if sequences is None else sequences
+    step_outputs = net.step_model.outputs
+    out_shapes = [tuple(t.shape[1:]) for t in step_outputs[:n_out]]
+    out_dtypes = [t.dtype for t in step_outputs[:n_out]]
+    carry_last = bool(mask is not None or not keep_all or feed)
+
+    # Sequences, time-major: inputs, truths, coin flips, mask.
+    time_major = [ops.moveaxis(s, 1, 0) for s in seqs]
+    # The hoisted part runs here, once over all steps: the loop then reads
+    # its per-step values in place of the inputs, and its constants.
+    plan = None if feed else hoist_plan(net, model)
+    if plan is not None:
+        time_major, loop_consts = plan.precompute(time_major, consts, training)
+        n_seq_in = len(time_major)
+    else:
+        loop_consts = list(consts)
+        n_seq_in = len(seqs)
+    teacher_names = [s.name for s in specs if s.name in teachers]
+    time_major += [ops.moveaxis(teachers[n], 1, 0) for n in teacher_names]
+    use_coins = bool(teacher_names) and bool(training) and net.teacher_forcing < 1.0
+    if use_coins:
+        t_shape = ops.shape(time_major[n_seq_in])[:2]
+        coins = keras.random.uniform(t_shape, seed=net._seed_generator)
+        time_major.append(coins < net.teacher_forcing)
+    if mask is not None:
+        time_major.append(ops.moveaxis(mask, 1, 0))
+    if net.go_backwards:
+        time_major = [ops.flip(s, axis=0) for s in time_major]
+
+    if seqs or consts:
+        batch = batch_of(seqs + consts)
+    else:
+        batch = histories[0].shape[1] or ops.shape(histories[0])[1]
+    # Under XLA (`loop_jit`) the delay lines are tensors: the compiled loop
+    # takes and returns plain tensors, and XLA updates them in place.
+    jit = loop_jit_for(net.loop_jit, model, plan, training, length)
+    lines = DelayLines(
+        [s.delay for s in specs],
+        histories,
+        batch,
+        tensor_arrays=use_tensor_arrays(unroll=net.unroll, mask=mask) and not jit,
+    )
+    n_slots = lines.n_carry  # delayed edges, then write positions
+    if carry_last:
+        if feed_init is not None:
+            last0 = list(feed_init)
+        else:
+            last0 = [ops.zeros((batch,) + s, d) for s, d in zip(out_shapes, out_dtypes)]
+    else:
+        last0 = []
+    n_last = len(last0)
+    # JAX traces the loop body as a pure function: variables the step
+    # changes (dropout seeds, BatchNormalization statistics) ride in the
+    # carry and are written back after the loop.
+    thread = keras.backend.backend() == "jax" and not net.unroll
+    nt_vars = model.non_trainable_variables if thread else []
+    tr_values = [v.value for v in model.trainable_variables] if thread else []
+
+    def apply(feeds):
+        if plan is None:
+            return model(feeds, training=training)
+        n = len(loop_consts)
+        return plan.step(
+            feeds[:n_seq_in], feeds[n_seq_in : n_seq_in + n], feeds[n_seq_in + n :], training
+        )
+
+    def call_step(feeds, nt_values):
+        if not thread:
+            return apply(feeds), []
+        if plan is None:
+            return model.stateless_call(tr_values, nt_values, feeds, training=training)
+        mapping = list(zip(model.trainable_variables, tr_values)) + list(zip(nt_vars, nt_values))
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            outs = apply(feeds)
+        return outs, [scope.get_current_value(v) for v in nt_vars]
+
+    def step(xs, carry):
+        bufs, last = carry[:n_slots], carry[n_slots : n_slots + n_last]
+        nt_values = carry[n_slots + n_last :]
+        xs = list(xs)
+        seq_vals = xs[:n_seq_in]
+        pos = n_seq_in
+        truths = dict(zip(teacher_names, xs[pos : pos + len(teacher_names)]))
+        pos += len(teacher_names)
+        coin = xs[pos] if use_coins else None
+        pos += int(use_coins)
+        m = xs[pos] if mask is not None else None
+        if feed:
+            it = iter(seq_vals)
+            seq_vals = [last[feed[i]] if i in feed else next(it) for i in range(len(g.input_names))]
+        delayed = lines.read(bufs)
+        feeds = list(seq_vals) + list(loop_consts) + delayed
+        outs, nt_values = call_step(feeds, nt_values)
+        outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
+        ys, sources, extras = outs[:n_out], list(outs[n_out:n_main]), outs[n_main:]
+        for i, spec in enumerate(specs):
+            if spec.name in truths:
+                new = sources[i]
+                truth = ops.cast(truths[spec.name], new.dtype)
+                new = truth if coin is None else ops.where(_expand_to(coin, new), truth, new)
+                sources[i] = new
+        new_bufs = lines.write(bufs, delayed, sources, m)
+        if m is not None:
+            ys = [ops.where(_expand_to(m, y), y, p) for y, p in zip(ys, last)]
+        new_last = list(ys) if carry_last else []
+        stacked = (list(ys) if keep_all else []) + list(extras)
+        return stacked, new_bufs + new_last + list(nt_values)
+
+    # Cells with dropout of their own (LSTMCell(dropout=...)) use one mask
+    # per sequence, as in keras.layers.RNN: made here, outside the loop.
+    cells = dropout_cells(net.step_model)
+    for cell, in_shape, state_shape in cells:
+        cell.reset_dropout_mask()
+        cell.reset_recurrent_dropout_mask()
+        if training:
+            cell.get_dropout_mask(ops.zeros((batch,) + in_shape, cell.compute_dtype))
+            cell.get_recurrent_dropout_mask(ops.zeros((batch,) + state_shape, cell.compute_dtype))
+
+    specs_out = [(d, (None,) + s) for d, s in zip(out_dtypes, out_shapes)]
+    ys, final = time_loop(
+        step,
+        time_major,
+        lines.initial_carry() + last0 + [v.value for v in nt_vars],
+        length,
+        (specs_out if keep_all else []) + extra_specs,
+        unroll=net.unroll,
+        jit=jit,
+        invariants=loop_consts,
+    )
+    for var, value in zip(nt_vars, final[n_slots + n_last :]):
+        var.assign(value)
+    for cell, _, _ in cells:  # a mask belongs to the graph that made it
+        cell.reset_dropout_mask()
+        cell.reset_recurrent_dropout_mask()
+    outputs = [ops.moveaxis(y, 0, 1) for y in ys]
+    if carry_last:
+        last = final[n_slots : n_slots + n_last]
+    else:
+        last = [y[:, -1] for y in outputs[:n_out]]
+    return outputs, last, lines.to_histories(final[:n_slots])

@@ -1,0 +1,167 @@
+"""Long delays: a delay-k edge is one ring buffer; results equal a numpy loop."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+import fbexplorer as fbx
+
+# h_t = x_t + 0.5 * h_{t-k}: the delayed edge is all the state there is.
+HALF = 0.5
+
+
+def echo(k, **kwargs):
+    x = keras.Input((2,), name="x")
+    d = fbx.Feedback((2,), name="d", delay=k)
+    scaled = keras.layers.Rescaling(HALF, name="half")(d)
+    h = keras.layers.Add(name="h")([x, scaled])
+    return fbx.FeedbackModel(x, h, feedback={"d": h}, **kwargs)
+
+
+def numpy_echo(X, k, history=None, mask=None):
+    """(outputs, final history (batch, k, 2) oldest first); masked steps hold
+    the history and repeat the previous output, per sample."""
+    b, steps, n = X.shape
+    hist = np.zeros((b, k, n)) if history is None else np.array(history, dtype=float)
+    out = np.zeros((b, steps, n))
+    prev = np.zeros((b, n))
+    for t in range(steps):
+        for s in range(b):
+            if mask is not None and not mask[s, t]:
+                out[s, t] = prev[s]
+                continue
+            h = X[s, t] + HALF * hist[s, 0]
+            hist[s] = np.concatenate([hist[s, 1:], h[None]], 0)
+            out[s, t] = prev[s] = h
+    return out, hist
+
+
+def data(rng, b, steps):
+    return rng.normal(size=(b, steps, 2)).astype("float32")
+
+
+def test_delay_5000_over_6000_steps_equals_numpy(rng):
+    X = data(rng, 2, 6000)
+    net = echo(5000, return_state=True)
+    y, states = net(X)
+    want, hist = numpy_echo(X, 5000)
+    np.testing.assert_allclose(np.asarray(y), want, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(states["d"]), hist, atol=1e-5)
+
+
+def test_history_oldest_first_in_and_out(rng):
+    X = data(rng, 3, 11)
+    start = rng.normal(size=(3, 4, 2)).astype("float32")
+    net = echo(4, return_state=True)
+    y, states = net(X, initial_state={"d": start})
+    want, hist = numpy_echo(X, 4, history=start)
+    np.testing.assert_allclose(np.asarray(y), want, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(states["d"]), hist, atol=1e-5)
+
+
+def test_stateful_chunks_carry_the_whole_history(rng):
+    X = data(rng, 2, 23)
+    net = echo(9, stateful=True)
+    parts = [np.asarray(net(X[:, a:b])) for a, b in ((0, 5), (5, 12), (12, 23))]
+    want, hist = numpy_echo(X, 9)
+    np.testing.assert_allclose(np.concatenate(parts, 1), want, atol=1e-5)
+    np.testing.assert_allclose(net.get_states()["d"], hist, atol=1e-5)
+    net.set_states({"d": hist[:, ::-1]})
+    np.testing.assert_allclose(net.get_states()["d"], hist[:, ::-1], atol=1e-6)
+
+
+def test_mask_holds_each_samples_history(rng):
+    X = data(rng, 3, 17)
+    mask = rng.uniform(size=(3, 17)) > 0.4
+    mask[:, 0] = True
+    net = echo(5, return_state=True)
+    y, states = net(X, mask=mask)
+    want, hist = numpy_echo(X, 5, mask=mask)
+    np.testing.assert_allclose(np.asarray(y), want, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(states["d"]), hist, atol=1e-5)
+
+
+@pytest.mark.parametrize("options", [{"unroll": True}, {"go_backwards": True}])
+def test_unroll_and_go_backwards(rng, options):
+    X = data(rng, 2, 9)
+    y = np.asarray(echo(4, **options)(X))
+    src = X[:, ::-1] if options.get("go_backwards") else X
+    np.testing.assert_allclose(y, numpy_echo(src, 4)[0], atol=1e-5)
+
+
+def test_teacher_forcing_and_trace_read_the_buffer(rng):
+    X = data(rng, 2, 12)
+    truth = data(rng, 2, 12)
+    net = echo(3)
+    y = np.asarray(net({"x": X, "d": truth}))
+    # The feedback receives truth[t - 3] (zeros before).
+    fed = np.concatenate([np.zeros((2, 3, 2)), truth[:, :-3]], 1)
+    np.testing.assert_allclose(y, X + HALF * fed, atol=1e-5)
+    df = fbx.trace(net, X, nodes=["d"])
+    traced = fbx.wide(df).sort_values(["sample", "t"]).filter(like="d").to_numpy()
+    out = numpy_echo(X, 3)[0]
+    read = np.concatenate([np.zeros((2, 3, 2)), out[:, :-3]], 1)
+    np.testing.assert_allclose(traced, read.reshape(-1, 2), atol=1e-5)
+
+
+def test_training_through_a_long_delay(rng):
+    """Gradients flow through the ring buffer: the delayed echo's gain is learned."""
+    x = keras.Input((1,), name="x")
+    d = fbx.Feedback((1,), name="d", delay=20)
+    h = keras.layers.Add()([x, keras.layers.Dense(1, use_bias=False, name="gain")(d)])
+    net = fbx.FeedbackModel(x, h, feedback={"d": h})
+    net.step_model.get_layer("gain").set_weights([np.zeros((1, 1), "float32")])
+    X = rng.normal(size=(16, 60, 1)).astype("float32")
+    target, _ = numpy_echo(np.repeat(X, 2, -1), 20)
+    net.compile(keras.optimizers.Adam(0.05), "mse")
+    net.fit(X, target[..., :1], epochs=60, batch_size=16, verbose=0)
+    gain = float(net.step_model.get_layer("gain").get_weights()[0][0, 0])
+    assert abs(gain - HALF) < 0.05, gain
+
+
+def test_jax_long_delay_equals_numpy():
+    script = textwrap.dedent(
+        f"""
+        import numpy as np, keras, sys
+        sys.path.insert(0, {os.path.dirname(__file__)!r})
+        from test_delay_lines import echo, numpy_echo
+        assert keras.backend.backend() == "jax"
+        rng = np.random.default_rng(0)
+        X = rng.normal(size=(2, 300, 2)).astype("float32")
+        y, st = echo(250, return_state=True)(X)
+        want, hist = numpy_echo(X, 250)
+        np.testing.assert_allclose(np.asarray(y), want, atol=1e-5)
+        np.testing.assert_allclose(np.asarray(st["d"]), hist, atol=1e-5)
+        mask = rng.uniform(size=(2, 300)) > 0.3
+        mask[:, 0] = True
+        y = echo(7)(X, mask=mask)
+        np.testing.assert_allclose(np.asarray(y), numpy_echo(X, 7, mask=mask)[0], atol=1e-5)
+        print("OK")
+        """
+    )
+    env = dict(os.environ, KERAS_BACKEND="jax")
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0 and "OK" in done.stdout, done.stderr[-3000:]
+
+
+def test_under_xla(rng):
+    """Both buffer kinds compile with XLA (jit_compile=True), as Keras's own loops do."""
+    import tensorflow as tf
+
+    X = data(rng, 3, 25)
+    net = echo(7)
+    net.compile("sgd", "mse", jit_compile=True)
+    np.testing.assert_allclose(net.predict(X, verbose=0), numpy_echo(X, 7)[0], atol=1e-5)
+    mask = np.ones((3, 25), bool)
+    mask[1, 5:9] = False
+    masked = tf.function(lambda a, m: net(a, mask=m), jit_compile=True)
+    np.testing.assert_allclose(
+        np.asarray(masked(X, mask)), numpy_echo(X, 7, mask=mask)[0], atol=1e-5
+    )
