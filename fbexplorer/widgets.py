@@ -700,8 +700,9 @@ def _check_fixed_points(model, fixed_points):
         )
     expected = list(getattr(model, "feedback_names", []))
     if sorted(states) != sorted(expected):
+        name = getattr(model, "name", model)
         raise ValueError(
-            f"fbx.explore: fixed_points must be of model '{getattr(model, 'name', model)}''s "
-            f"states. Expected the states {expected}. Received: fixed points of the states "
-            f"{list(states)}. Find them with fbx.fixed_points(model, inputs)."
+            f"fbx.explore: fixed_points are not of model '{name}'. Expected fixed points of "
+            f"its states {expected}. Received: fixed points of the states {list(states)}. "
+            f"Find them with fbx.fixed_points({name}, inputs)."
         )

@@ -553,7 +553,9 @@ def test_bad_inputs_name_the_problem():
     other = types.SimpleNamespace(
         states={"h": np.zeros((1, 4))}, frame=pd.DataFrame({"stable": [True]})
     )
-    with pytest.raises(ValueError, match=r"Expected the states \['loop'\]. Received: .*\['h'\]"):
+    with pytest.raises(
+        ValueError, match=r"not of model 'seed'. Expected .* states \['loop'\]. Received: .*\['h'\]"
+    ):
         fbx.explore(NET, X, fixed_points=other)
 
 
