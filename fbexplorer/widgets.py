@@ -7,9 +7,9 @@ with every node's box filled by its value at step t and every delayed edge as
 wide as the value it carries, a colour legend, an unrolled window of steps
 around t, the chosen node's trajectories, a units x time heatmap and the
 phase portrait of the model's state (with fixed points, where given) as
-tabs, and a table of its values at t. All frames of the chosen node and sample go
-to the browser once; Play and the slider are linked to the view in the
-browser, so playback needs no kernel. `explore(callback)` shows what a
+tabs, and a table of its values at t. All frames of the chosen node and
+sample go to the browser once; Play and the slider are linked to the view
+in the browser, so playback needs no kernel. `explore(callback)` shows what a
 `TraceCallback` recorded during training, with an epoch slider.
 """
 
@@ -330,7 +330,8 @@ class Explorer(widgets.VBox):
                 raise ValueError(
                     "fbx.explore: fixed_points are drawn on the portrait of the model's state, "
                     "which needs at least 2 units of state (feedback names, cell states) in "
-                    f"the trace. Received: the states {[s.name for s in specs]}, {units} units. "
+                    f"the trace. Received: the states {[s.name for s in specs]}, "
+                    f"{units} unit{'s' * (units != 1)}. "
                     "Leave fixed_points out, or trace the states (a TraceCallback with nodes=None)."
                 )
             return

@@ -511,8 +511,16 @@ def test_no_portrait_without_state():
     one = keras.Input((1,), name="x")
     loop = fbx.Feedback((1,), name="loop")  # one unit: no plane to draw
     h = keras.layers.Add(name="h")([one, loop])
-    ex = fbx.explore(fbx.FeedbackModel(one, h, feedback={"loop": h}), np.ones((1, 4, 1)))
+    net = fbx.FeedbackModel(one, h, feedback={"loop": h})
+    ex = fbx.explore(net, np.ones((1, 4, 1)))
     assert ex.projection is None and ex.view.data["panels"] == {}
+    fp = types.SimpleNamespace(
+        states={"loop": np.zeros((1, 1))}, frame=pd.DataFrame({"stable": [1]})
+    )
+    with pytest.raises(
+        ValueError, match=r"fixed_points are drawn on the portrait.*\['loop'\], 1 unit\. "
+    ):
+        fbx.explore(net, np.ones((1, 4, 1)), fixed_points=fp)
 
 
 # --------------------------------------------------------------------- errors
