@@ -17,14 +17,16 @@
 //     boundaries      steps where a chunk starts (dotted lines),
 //     colour {by, names [N], values (E, N, T), range [lo, hi]}  box fills,
 //     size {names [N], values (E, N, T), max}  widths of the delayed edges,
-//     panels {name: anything}  data of further panels (see PANELS).
+//     panels {name: anything}  data of further panels (see PANELS):
+//       portrait {nodes, variance [2], coords (E, T, 2), fixed (P, 2), stable [P],
+//                 fixed_epoch}  the model's state on 2 principal components (one basis
+//                 for every epoch); fixed points, if any, drawn at fixed_epoch.
 //
 // A panel is one entry of PANELS: {label, available(data), build(box, view)}; build
 // draws into `box` and returns {epoch(e), step(t)}, called when the epoch or the
 // step changes. `view` has data, the decoded runs, T, U, E, t and epoch.
-// A new panel (say a phase portrait fed with precomputed coordinates) is one more
-// entry here, with available: (d) => !!(d.panels && d.panels.portrait), reading
-// data.panels.portrait, which Explorer._panel_data fills on the Python side.
+// A panel fed from data.panels[name] (Explorer._panel_data on the Python side) is
+// available only when that data is there, as the portrait is.
 
 const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
   "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
@@ -157,6 +159,64 @@ const PANELS = {
         },
         step(t) {
           marker.style.left = `${(100 * (t + 0.5)) / T}%`;
+          marker.dataset.t = t;
+        },
+      };
+    },
+  },
+  portrait: {
+    label: "portrait",
+    available: (d) => !!(d.panels && d.panels.portrait),
+    build(box, view) {
+      const p = view.data.panels.portrait;
+      const { T } = view;
+      const coords = floats(p.coords);  // (E, T, 2)
+      const fixed = p.fixed ? floats(p.fixed) : new Float32Array(0);  // (P, 2)
+      const W = 420, H = 320, L = 48, R = 12, TOP = 10, B = 34;
+      const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, class: "fbx-portrait", width: W, height: H }, box);
+      const even = (a, k) => a.filter((_, i) => i % 2 === k);
+      const pad = ([lo, hi]) => [lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo)];
+      const [x0, x1] = pad(extent([even(coords, 0), even(fixed, 0)]));
+      const [y0, y1] = pad(extent([even(coords, 1), even(fixed, 1)]));
+      const x = (v) => L + ((v - x0) / (x1 - x0)) * (W - L - R);
+      const y = (v) => TOP + (1 - (v - y0) / (y1 - y0)) * (H - TOP - B);
+      svg("rect", { x: L, y: TOP, width: W - L - R, height: H - TOP - B, fill: "none", stroke: "#ccc" }, root);
+      const pc = (k) => `PC${k + 1} (${(100 * p.variance[k]).toFixed(1)}%)`;
+      svg("text", { x: (L + W - R) / 2, y: H - 8, "text-anchor": "middle", class: "fbx-tick" }, root).textContent = pc(0);
+      svg("text", { x: 12, y: (TOP + H - B) / 2, "text-anchor": "middle", class: "fbx-tick",
+        transform: `rotate(-90 12 ${(TOP + H - B) / 2})` }, root).textContent = pc(1);
+      const line = svg("polyline", { fill: "none", stroke: PALETTE[0], "stroke-width": 1.3 }, root);
+      const start = svg("rect", { width: 6, height: 6, fill: PALETTE[0], class: "fbx-start" }, root);
+      const points = svg("g", { class: "fbx-fixed" }, root);
+      for (let i = 0; i < p.stable?.length; i++) {
+        const stable = p.stable[i];
+        svg("circle", {
+          cx: x(fixed[2 * i]), cy: y(fixed[2 * i + 1]), r: 5, "stroke-width": 1.5,
+          stroke: PALETTE[3], fill: stable ? PALETTE[3] : "#fff", "data-stable": stable,
+        }, points);
+      }
+      const marker = svg("circle", { r: 6, fill: MARK, stroke: "#333", "stroke-width": 1.5, class: "fbx-marker" }, root);
+      let at = (t) => [coords[2 * t], coords[2 * t + 1]];
+      html("div", "fbx-portrait-label", box,
+        `state ${p.nodes.join(", ")} on its principal components; start: square, t: orange dot` +
+        (p.stable ? "; fixed points: stable filled, unstable hollow" : ""));
+      return {
+        epoch(e) {
+          const off = e * T * 2;
+          at = (t) => [coords[off + 2 * t], coords[off + 2 * t + 1]];
+          const pts = [];
+          for (let t = 0; t < T; t++) { const [u, v] = at(t); pts.push(`${x(u).toFixed(1)},${y(v).toFixed(1)}`); }
+          line.setAttribute("points", pts.join(" "));
+          line.dataset.epoch = e;
+          const [u, v] = at(0);
+          start.setAttribute("x", x(u) - 3);
+          start.setAttribute("y", y(v) - 3);
+          points.style.display = p.fixed_epoch === undefined || p.fixed_epoch === e ? "" : "none";
+        },
+        step(t) {
+          const [u, v] = at(t);
+          marker.setAttribute("cx", x(u));
+          marker.setAttribute("cy", y(v));
           marker.dataset.t = t;
         },
       };

@@ -5,11 +5,12 @@
 draws in the browser with its own small ES module (`explorer.js`, beside this
 file): the graph's SVG with each node's box filled by its value at step t and
 each delayed edge as wide as the value it carries, a colour legend, the
-trajectories and a units x time heatmap as tabs, an unrolled window of steps
-around t, and a table of the values at t. Its `t` and `epoch` traits are
-linked in the browser to the explorer's sliders (`jslink`), so Play and
-scrubbing redraw with no round trip to the kernel. `standalone_html` writes
-the same view into one HTML file that runs with no kernel and no network.
+trajectories, a units x time heatmap and the state's phase portrait as
+tabs, an unrolled window of steps around t, and a table of the values at t.
+Its `t` and `epoch` traits are linked in the browser to the explorer's
+sliders (`jslink`), so Play and scrubbing redraw with no round trip to
+the kernel. `standalone_html` writes the same view into one HTML file that
+runs with no kernel and no network.
 
 The data format (the `data` trait) is documented in `explorer.js`; a panel
 is one entry of its `PANELS` table, fed from `data["panels"][name]`.

@@ -5,10 +5,11 @@ one widget: node, sample and colour pickers, a Play button and a step slider,
 and the browser-side view (`fbexplorer.view.ExplorerView`): the cyclic graph
 with every node's box filled by its value at step t and every delayed edge as
 wide as the value it carries, a colour legend, an unrolled window of steps
-around t, the chosen node's trajectories and a units x time heatmap as tabs,
-and a table of its values at t. All frames of the chosen node and sample go
-to the browser once; Play and the slider are linked to the view in the
-browser, so playback needs no kernel. `explore(callback)` shows what a
+around t, the chosen node's trajectories, a units x time heatmap and the
+phase portrait of the model's state (with fixed points, where given) as
+tabs, and a table of its values at t. All frames of the chosen node and
+sample go to the browser once; Play and the slider are linked to the view
+in the browser, so playback needs no kernel. `explore(callback)` shows what a
 `TraceCallback` recorded during training, with an epoch slider.
 """
 
@@ -28,13 +29,15 @@ from fbexplorer.callbacks import TraceCallback
 from fbexplorer.draw import draw
 from fbexplorer.engine import FeedbackModel
 from fbexplorer.plots import plot_heatmap
+from fbexplorer.portrait import _fixed_point_values, pca_project, portrait
 from fbexplorer.trace import _chunk_bounds, compare_stateful, trace
 from fbexplorer.view import ExplorerView, encode, graph_targets, standalone_html, unrolled_targets
 
 __all__ = ["Explorer", "explore"]
 
 _COLOUR_BY = ("mean", "norm", "unit")
-_PANELS = ("trajectories", "heatmap")
+_PANELS = ("trajectories", "heatmap", "portrait")
+_MARK = "#d95f02"  # the marker at t, as explorer.js draws it
 
 
 def _blocks(frame: pd.DataFrame, columns, samples) -> tuple[list, dict]:
@@ -79,6 +82,10 @@ class Explorer(widgets.VBox):
     links (Play to `step`, `step` to `view.t`, `epoch` to `view.epoch`).
     `frame` is the trace, `comparison` the `compare_stateful` frame
     (computed when the stateful view is first opened; None where it is off).
+    `projection` is the `fbx.Projection` of the portrait tab (the model's
+    states on 2 principal components, fitted over every sample and epoch;
+    None where there is no portrait), `fixed_points` the `FixedPoints` it
+    draws (or None).
     """
 
     def __init__(
@@ -90,6 +97,8 @@ class Explorer(widgets.VBox):
         *,
         window: int = 5,
         off_reason: str | None = None,
+        fixed_points=None,
+        states: Mapping[str, np.ndarray] | None = None,
     ):
         self.model = model
         self.frame = frame
@@ -100,6 +109,8 @@ class Explorer(widgets.VBox):
         self._epochs, blocks = _blocks(frame, ["value"], self._samples)
         self._arrays = {"value": blocks["value"]}
         self._stats = {}
+        self.fixed_points = fixed_points
+        self._fit_portrait({**(states or {}), **blocks["value"]})
         nodes = list(blocks["value"])
         length = int(frame["t"].max()) + 1
         self.window = max(1, min(int(window), length))
@@ -295,14 +306,75 @@ class Explorer(widgets.VBox):
             "panels": self._panel_data(node, row),
         }
 
+    def _fit_portrait(self, values: Mapping[str, np.ndarray]):
+        """The portrait: the model's states on 2 principal components.
+
+        `values` holds `{node: (epoch, sample, t, ...)}`; the states among
+        them (feedback names, cell states), each step's values concatenated,
+        are projected with `fbx.pca_project`, fitted over every sample and
+        epoch, so the axes stay put while the epoch slider moves. Sets
+        `projection` (None without at least 2 units of state and 3 points)
+        and projects `fixed_points` into the same plane.
+        """
+        self.projection, self._states, self._portrait = None, {}, None
+        specs = [s for s in self.model.graph.specs if s.name in values]
+        specs = [s for s in specs if np.issubdtype(np.asarray(values[s.name]).dtype, np.floating)]
+        units = sum(int(np.prod(s.shape, dtype=np.int64)) for s in specs)
+        n_e, n_s, n_t = (
+            max(len(self._epochs), 1),
+            len(self._samples),
+            int(self.frame["t"].max()) + 1,
+        )
+        if units < 2 or n_e * n_s * n_t < 3:
+            if self.fixed_points is not None:
+                raise ValueError(
+                    "fbx.explore: fixed_points are drawn on the portrait of the model's state, "
+                    "which needs at least 2 units of state (feedback names, cell states) in "
+                    f"the trace. Received: the states {[s.name for s in specs]}, "
+                    f"{units} unit{'s' * (units != 1)}. "
+                    "Leave fixed_points out, or trace the states (a TraceCallback with nodes=None)."
+                )
+            return
+        self._states = {
+            s.name: np.asarray(values[s.name]).reshape((n_e, n_s, n_t) + tuple(s.shape))
+            for s in specs
+        }
+        names = list(self._states)
+        flat = {n: a.reshape((n_e * n_s, n_t) + a.shape[3:]) for n, a in self._states.items()}
+        coords, self.projection = pca_project(flat, 2, nodes=names)
+        portrait = {"coords": coords.reshape(n_e, n_s, n_t, 2), "fixed": None}
+        if self.fixed_points is not None:
+            shapes = [tuple(a.shape[3:]) for a in self._states.values()]
+            points, stable = _fixed_point_values(self.fixed_points, names, shapes, "explore")
+            fixed = self.projection.transform(points) if len(stable) else np.zeros((0, 2))
+            # Fixed points are of the model's weights now: with a TraceCallback, the last epoch's.
+            portrait.update(fixed=fixed, stable=stable, epoch=n_e - 1)
+        self._portrait = portrait
+
     def _panel_data(self, node: str, row: int) -> dict:
         """Data of the panels beyond trajectories and heatmap: `{panel name: JSON}`.
 
         Each key is a panel of `explorer.js`'s `PANELS` table, which shows its
-        tab only when its data is here (a phase portrait would send its
-        precomputed 2-D or 3-D coordinates, `encode`d, under "portrait").
+        tab only when its data is here. "portrait": the chosen sample's state
+        on the 2 principal components, `coords` (epoch, t, 2), `encode`d;
+        with fixed points, `fixed` (points, 2), `stable` and `fixed_epoch`
+        (the epoch they belong to).
         """
-        return {}
+        if self.projection is None:
+            return {}
+        p = self._portrait
+        data = {
+            "nodes": list(self.projection.nodes),
+            "variance": [float(r) for r in self.projection.explained_variance_ratio],
+            "coords": encode(p["coords"][:, row]),
+        }
+        if p["fixed"] is not None:
+            data.update(
+                fixed=encode(p["fixed"]),
+                stable=[bool(b) for b in p["stable"]],
+                fixed_epoch=int(p["epoch"]),
+            )
+        return {"portrait": data}
 
     def _send(self):
         self.view.data = self._payload()
@@ -363,8 +435,10 @@ class Explorer(widgets.VBox):
         """A static plotly figure of a panel at the current node, sample and step.
 
         For papers: `ex.figure().write_image("d3.svg")` (PNG, SVG, PDF through
-        kaleido and a Chrome or Chromium). `panel` is "trajectories" or
-        "heatmap" (default: the open tab).
+        kaleido and a Chrome or Chromium). `panel` is "trajectories",
+        "heatmap" or "portrait" (default: the open tab). The portrait is
+        `fbx.portrait` in the tab's projection, at the epoch slider's epoch,
+        with the fixed points and a marker at the current step.
 
         Returns:
             A `plotly.graph_objects.Figure`.
@@ -378,6 +452,8 @@ class Explorer(widgets.VBox):
             )
         node, sample = self.node.value, self.sample.value
         row, t = self._samples.index(sample), self.step.value
+        if panel == "portrait":
+            return self._portrait_figure(row, t)
         figure = go.Figure(
             layout={"template": "plotly_white", "title": {"text": f"{node}, sample {sample}"}}
         )
@@ -403,6 +479,40 @@ class Explorer(widgets.VBox):
                     )
             figure.update_layout(xaxis_title="t", yaxis_title="value")
         figure.add_vline(x=t, line={"color": "#d95f02", "width": 2})
+        return figure
+
+    def _portrait_figure(self, row: int, t: int):
+        """`fbx.portrait` of one sample at the current epoch, in the tab's projection."""
+        if self.projection is None:
+            raise ValueError(
+                f"Explorer.figure: model '{self.model.name}' has no portrait here: it needs at "
+                f"least 2 units of state (feedback names, cell states) in the trace. "
+                f"Received: panel='portrait'. Use 'trajectories' or 'heatmap'."
+            )
+        e = self._epoch_index(None)
+        nodes = list(self.projection.nodes)
+        shown = self.fixed_points is not None and e == self._portrait["epoch"]
+        sample = self.sample.value
+        title = f"Portrait of {', '.join(nodes)}, sample {sample}"
+        if self._epochs:
+            title += f", epoch {self._epochs[e]}"
+        figure = portrait(
+            {n: a[e, row : row + 1] for n, a in self._states.items()},
+            nodes=nodes,
+            projection=self.projection,
+            fixed_points=self.fixed_points if shown else None,
+            title=title,
+        )
+        figure.data[0].name = f"sample {sample}"
+        figure.data[0].text = [f"sample {sample}, t={k}" for k in range(len(figure.data[0].x))]
+        x, y = self._portrait["coords"][e, row, t]
+        figure.add_scatter(
+            x=[x],
+            y=[y],
+            mode="markers",
+            name=f"t={t}",
+            marker={"color": _MARK, "size": 13, "symbol": "x"},
+        )
         return figure
 
     def save_html(self, path) -> str:
@@ -448,6 +558,7 @@ def explore(
     initial_state: Mapping | None = None,
     chunks: int | None = None,
     window: int = 5,
+    fixed_points=None,
 ) -> Explorer:
     """An interactive view of a feedback model's trajectories, for Jupyter.
 
@@ -458,8 +569,14 @@ def explore(
     legend. Below: a node picker (layers, per-step inputs, delayed values,
     cell states, named as `fbx.trace` names them; the chosen node is
     outlined), a sample picker, a Play button and a step slider, and tabs
-    with the chosen node's trajectories (one line per unit, a marker at t)
-    and a units x time heatmap, and a table of its values at t. The
+    with the chosen node's trajectories (one line per unit, a marker at t),
+    a units x time heatmap and the phase portrait, and a table of its
+    values at t. The portrait shows the model's state (every feedback value
+    and cell state, concatenated) on its 2 principal components
+    (`fbx.pca_project`, fitted over every traced sample and epoch, so the
+    axes stay fixed), one line for the chosen sample, a marker at t, and
+    `fixed_points` in the same plane (stable filled, unstable hollow); a
+    model without feedback has no portrait. The
     "unrolled" box swaps the graph for `window` steps around t drawn
     unrolled (`fbx.draw(..., unroll=window)`), the current step framed. All
     frames of the chosen node and sample go to the browser once: Play, the
@@ -493,6 +610,9 @@ def explore(
         chunks: the number of chunks of the stateful view (default: 2 for
             sequences of 2 steps or more; 1 turns the view off).
         window: the number of steps the unrolled view draws.
+        fixed_points: a result of `fbx.fixed_points` for this model, drawn on
+            the portrait (with a `TraceCallback`, at the last epoch: the
+            weights they were found for).
 
     Returns:
         An `Explorer` (an `ipywidgets.VBox`): the last expression of a cell
@@ -511,8 +631,16 @@ def explore(
                 "Pass the probe inputs to fbx.TraceCallback(inputs) instead."
             )
         frame = model.frame  # says what to do when nothing was recorded
+        if fixed_points is not None:
+            _check_fixed_points(model.model, fixed_points)
         return Explorer(
-            model.model, frame, None, 1, window=window, off_reason="traces taken during training"
+            model.model,
+            frame,
+            None,
+            1,
+            window=window,
+            off_reason="traces taken during training",
+            fixed_points=fixed_points,
         )
     if not isinstance(model, FeedbackModel):
         raise ValueError(
@@ -523,6 +651,8 @@ def explore(
         raise ValueError(
             "fbx.explore(model, inputs) needs the inputs to trace. Received: inputs=None."
         )
+    if fixed_points is not None:
+        _check_fixed_points(model, fixed_points)
     if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 1:
         raise ValueError(
             f"fbx.explore: `window` is the number of steps the unrolled view draws, an "
@@ -546,4 +676,34 @@ def explore(
                 model, inputs, chunks, names, samples=samples, initial_state=initial_state
             )
 
-    return Explorer(model, frame, comparison, chunks, window=window)
+    # The portrait needs every state: trace those `nodes` left out, samples in sorted order.
+    missing = [n for n in model.feedback_names if n not in set(frame["node"].cat.categories)]
+    states = {}
+    if missing:
+        arrays = trace(
+            model, inputs, missing, samples=samples, initial_state=initial_state, as_arrays=True
+        )
+        order = np.argsort(samples, kind="stable") if isinstance(samples, list) else slice(None)
+        states = {n: a[order][None] for n, a in arrays.items()}
+    return Explorer(
+        model, frame, comparison, chunks, window=window, fixed_points=fixed_points, states=states
+    )
+
+
+def _check_fixed_points(model, fixed_points):
+    """Fixed points of this model's states (by name), as `fbx.fixed_points` returns them."""
+    states = getattr(fixed_points, "states", None)
+    frame = getattr(fixed_points, "frame", None)
+    if not isinstance(states, Mapping) or frame is None or "stable" not in frame:
+        raise ValueError(
+            "fbx.explore: fixed_points is a result of fbx.fixed_points (with `.states` and "
+            f"`.frame['stable']`). Received: {type(fixed_points).__name__}"
+        )
+    expected = list(getattr(model, "feedback_names", []))
+    if sorted(states) != sorted(expected):
+        name = getattr(model, "name", model)
+        raise ValueError(
+            f"fbx.explore: fixed_points are not of model '{name}'. Expected fixed points of "
+            f"its states {expected}. Received: fixed points of the states {list(states)}. "
+            f"Find them with fbx.fixed_points({name}, inputs)."
+        )

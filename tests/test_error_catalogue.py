@@ -375,6 +375,15 @@ def explore_not_a_model():
     fbx.explore(keras.Sequential([keras.layers.Dense(1)]), seq())
 
 
+def explore_fixed_points_other_model():
+    import types
+
+    import pandas as pd
+
+    fps = types.SimpleNamespace(states={"h": np.zeros((1, 5))}, frame=pd.DataFrame({"stable": [1]}))
+    fbx.explore(base(), seq(), fixed_points=fps)
+
+
 def trace_callback_every():
     fbx.TraceCallback(seq(), every=0)
 
@@ -416,7 +425,8 @@ def heatmap_bad_order():
 
 
 MISUSES = {f.__name__.replace("_", "-"): f for f in [
-    explore_not_a_model, trace_callback_every, trace_callback_unused,
+    explore_not_a_model, explore_fixed_points_other_model, trace_callback_every,
+    trace_callback_unused,
     fbmodel_invalid_python, fbmodel_unknown_name, fbmodel_cycle_without_delay,
     fbmodel_prev_not_a_name, fbmodel_prev_unassigned, fbmodel_shape_mismatch,
     fbmodel_bare_cell, fbmodel_not_a_tensor, fbmodel_nothing_assigned,

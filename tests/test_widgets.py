@@ -6,11 +6,13 @@ browser-side links, TraceCallback, save_html, the saved-notebook size, errors.""
 import json
 import pathlib
 import re
+import types
 import xml.etree.ElementTree as ET
 
 import ipywidgets as widgets
 import keras
 import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
 import pytest
 from ipywidgets.widgets.widget_link import Link
@@ -345,6 +347,19 @@ def test_explore_callback_adds_an_epoch_slider():
         close(fills(ex)["h"][i], expected.mean(axis=1))
         close(ex.values("h", epoch=epoch)[0], expected)
     assert not np.allclose(got[0], got[2])
+    # The portrait: one basis fitted over every epoch, so the axes stay put.
+    loop = np.stack(
+        [fbx.wide(f, node="loop").to_numpy().reshape(2, 4, 3) for f in watch.frames.values()]
+    )
+    coords, _ = fbx.pca_project({"loop": loop.reshape(6, 4, 3)}, 2)
+    got, data = portrait_data(ex)
+    close(got, coords.reshape(3, 2, 4, 2)[:, 0])
+    assert not np.allclose(got[0], got[2])
+    fixed = types.SimpleNamespace(
+        states={"loop": loop[-1, 0, -1:]}, frame=pd.DataFrame({"stable": [True]})
+    )
+    _, data = portrait_data(fbx.explore(watch, fixed_points=fixed))
+    assert data["fixed_epoch"] == 2  # drawn at the last epoch, the weights they are of
 
 
 # -------------------------------------------------------------------- export
@@ -424,6 +439,90 @@ ex
     assert "application/vnd.jupyter.widget-view+json" in page
 
 
+# ------------------------------------------------------------------- portrait
+def portrait_data(ex):
+    """(coords (epoch, t, 2), the rest) of the portrait tab, as the browser receives them."""
+    data = ex.view.data["panels"]["portrait"]
+    epochs = max(1, len(ex.view.data["epochs"]))
+    return decode(data["coords"], (epochs, ex.view.data["length"], 2)), data
+
+
+def test_portrait_is_the_states_on_their_principal_components(ex):
+    arrays = fbx.trace(NET, X, nodes=NET.feedback_names, as_arrays=True)
+    coords, pca = fbx.pca_project(arrays, 2)  # fitted over every sample
+    got, data = portrait_data(ex)
+    assert data["nodes"] == ["loop"] and "fixed" not in data
+    close(got[0], coords[0])
+    close(data["variance"], pca.explained_variance_ratio)
+    ex.sample.value = 2
+    close(portrait_data(ex)[0][0], coords[2])
+    ex.node.value = "d2"  # the portrait is the model's, whichever node is chosen
+    close(portrait_data(ex)[0][0], coords[2])
+    # States left out of `nodes` are traced for it; samples in the picker's order.
+    other = fbx.explore(NET, X, nodes=["d1"], samples=[2, 0])
+    arrays = fbx.trace(NET, X, nodes="loop", samples=[2, 0], as_arrays=True)
+    coords, pca = fbx.pca_project(arrays, 2)
+    close(portrait_data(other)[0][0], coords[1])  # sample 0
+    other.sample.value = 2
+    close(portrait_data(other)[0][0], coords[0])
+    fig = ex.figure("portrait")
+    close(
+        np.stack([fig.data[0].x, fig.data[0].y], axis=1),
+        fbx.pca_project(fbx.trace(NET, X, nodes="loop", as_arrays=True), 2)[0][2],
+    )
+    assert fig.data[0].name == "sample 2" and fig.data[-1].name == "t=0"
+
+
+def test_portrait_draws_fixed_points_in_the_same_plane():
+    fp = fbx.fixed_points(NET, {"x": np.zeros(1, "float32")}, initial=X, n_starts=8)
+    assert len(fp) >= 1
+    ex = fbx.explore(NET, X, fixed_points=fp)
+    _, pca = fbx.pca_project(fbx.trace(NET, X, nodes="loop", as_arrays=True), 2)
+    expected = pca.transform(fp.states)
+    _, data = portrait_data(ex)
+    close(decode(data["fixed"], (len(fp), 2)), expected)
+    assert data["stable"] == fp.frame["stable"].tolist() and data["fixed_epoch"] == 0
+    ex.step.value = 3
+    fig = ex.figure("portrait")
+    drawn = [d for d in fig.data if d.name and "fixed points" in d.name]
+    assert sum(len(d.x) for d in drawn) == len(fp)
+    for d in drawn:
+        close(np.stack([d.x, d.y], axis=1), expected[np.asarray(d.customdata)])
+    marker = fig.data[-1]
+    assert marker.name == "t=3"
+    close([marker.x[0], marker.y[0]], [fig.data[0].x[3], fig.data[0].y[3]])
+    # Stable and unstable points are told apart (any object with .states and .frame).
+    two = types.SimpleNamespace(
+        states={"loop": np.stack([fp.states["loop"][0], -fp.states["loop"][0] + 0.5])},
+        frame=pd.DataFrame({"stable": [True, False]}),
+    )
+    _, data = portrait_data(fbx.explore(NET, X, fixed_points=two))
+    assert data["stable"] == [True, False]
+    close(decode(data["fixed"], (2, 2)), pca.transform(two.states))
+
+
+def test_no_portrait_without_state():
+    x = keras.Input((2,), name="x")
+    plain = fbx.FeedbackModel(x, keras.layers.Dense(2, name="d")(x), feedback={})
+    ex = fbx.explore(plain, np.ones((1, 4, 2), "float32"))
+    assert ex.projection is None and "portrait" not in ex.view.data["panels"]
+    with pytest.raises(ValueError, match="no portrait here"):
+        ex.figure("portrait")
+    one = keras.Input((1,), name="x")
+    loop = fbx.Feedback((1,), name="loop")  # one unit: no plane to draw
+    h = keras.layers.Add(name="h")([one, loop])
+    net = fbx.FeedbackModel(one, h, feedback={"loop": h})
+    ex = fbx.explore(net, np.ones((1, 4, 1)))
+    assert ex.projection is None and ex.view.data["panels"] == {}
+    fp = types.SimpleNamespace(
+        states={"loop": np.zeros((1, 1))}, frame=pd.DataFrame({"stable": [1]})
+    )
+    with pytest.raises(
+        ValueError, match=r"fixed_points are drawn on the portrait.*\['loop'\], 1 unit\. "
+    ):
+        fbx.explore(net, np.ones((1, 4, 1)), fixed_points=fp)
+
+
 # --------------------------------------------------------------------- errors
 def test_bad_inputs_name_the_problem():
     with pytest.raises(
@@ -457,6 +556,15 @@ def test_bad_inputs_name_the_problem():
         fbx.explore(NET, X).figure("nope")
     with pytest.raises(ValueError, match="no epoch 3 was traced"):
         fbx.explore(NET, X).values("d1", epoch=3)
+    with pytest.raises(ValueError, match="fixed_points is a result of fbx.fixed_points"):
+        fbx.explore(NET, X, fixed_points=np.zeros(4))
+    other = types.SimpleNamespace(
+        states={"h": np.zeros((1, 4))}, frame=pd.DataFrame({"stable": [True]})
+    )
+    with pytest.raises(
+        ValueError, match=r"not of model 'seed'. Expected .* states \['loop'\]. Received: .*\['h'\]"
+    ):
+        fbx.explore(NET, X, fixed_points=other)
 
 
 def test_without_dot_the_drawing_renders_in_the_browser(monkeypatch, tmp_path):

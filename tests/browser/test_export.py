@@ -27,3 +27,6 @@ def test_panels_export_to_svg_and_png(tmp_path):
     assert svg.startswith("<svg") and svg.count('class="trace scatter') == 3  # 3 units
     ex.figure("heatmap").write_image(tmp_path / "d1.png", scale=2)
     assert (tmp_path / "d1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    ex.figure("portrait").write_image(tmp_path / "portrait.svg")
+    svg = (tmp_path / "portrait.svg").read_text()
+    assert svg.count('class="trace scatter') == 2  # the state's path and the marker at t
