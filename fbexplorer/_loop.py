@@ -209,7 +209,7 @@ def _jax_loop(step, sequences, carry, length):
 # "auto" compiles the loop with XLA when the step's loop part holds at most
 # this many weights: per-step work small enough that TensorFlow's dispatch of
 # each op at each step dominates (benchmarks/fit_predict.py: a 3 x Dense(8)
-# step, about 220 weights, trains 1.8x and infers 1.9x faster through
+# step, about 220 weights, trains 2.8x and infers 1.7x faster through
 # fit/predict), while for LSTM-sized steps XLA's CPU matmuls and gradient
 # lose (an LSTM of 128 units, 82k weights, trained 1.85x slower under
 # compile(jit_compile=True)). The threshold lies between the two; it was not
