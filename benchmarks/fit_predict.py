@@ -48,6 +48,8 @@ import sys
 import time
 from pathlib import Path
 
+import cpu
+
 FRAMEWORKS = ("tensorflow", "jax", "torch")
 SIZES = {
     "small": {"B": 64, "T": 100, "D": 1, "W": 8, "batches": 32},
@@ -591,16 +593,8 @@ def goals(rows) -> list[dict]:
 def machine_info(threads: int) -> dict:
     import platform
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     info = {
-        "cpu": cpu,
+        "cpu": cpu.cpu_model(),
         "cores": os.cpu_count(),
         "threads": threads,
         "python": platform.python_version(),
