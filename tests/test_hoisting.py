@@ -410,28 +410,38 @@ def test_what_mixes_the_batch_stays_in_the_loop(rng, mixer):
     np.testing.assert_allclose(np.asarray(net(X)), np.stack(expected, 1), atol=1e-5)
 
 
-@settings(
-    max_examples=20,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-@given(recipe=random_graphs.recipes(max_ops=5), masked=st.booleans(), backwards=st.booleans())
-def test_random_graphs_hoisted_equal_plain(recipe, masked, backwards):
-    keras.backend.clear_session()
-    keras.utils.set_random_seed(0)
-    net = random_graphs.build(recipe, go_backwards=backwards, hoist=True)
-    rng = np.random.default_rng(0)
-    xs = [rng.normal(size=(2, 5, d)).astype("float32") for d in recipe["inputs"]]
-    cs = [rng.normal(size=(2, d)).astype("float32") for d in recipe["constants"]]
-    mask = rng.uniform(size=(2, 5)) > 0.3 if masked else None
-    plain = twin(net)
-    out_h, grads_h = outputs_and_grads(net, xs + cs, mask=mask)
-    out_p, grads_p = outputs_and_grads(plain, xs + cs, mask=mask)
-    assert_same(out_h, out_p)
-    for g, p in zip(grads_h, grads_p):
-        np.testing.assert_allclose(g, p, rtol=1e-4, atol=ATOL, err_msg=str(recipe))
+def test_random_graphs_hoisted_equal_plain():
+    """Over random graphs, each with a read-out (`echo`), everything hoisted
+    that can be (the pre part and the post part) equals the plain loop,
+    outputs and gradients, with and without a mask, forwards and backwards."""
+    post_parts = []
+
+    @settings(
+        max_examples=20,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+    @given(recipe=random_graphs.recipes(max_ops=5), masked=st.booleans(), backwards=st.booleans())
+    def hoisted_equal_plain(recipe, masked, backwards):
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(0)
+        net = random_graphs.build(recipe, echo=True, go_backwards=backwards, hoist=True)
+        post_parts.append(bool(post_names(net)))
+        rng = np.random.default_rng(0)
+        xs = [rng.normal(size=(2, 5, d)).astype("float32") for d in recipe["inputs"]]
+        cs = [rng.normal(size=(2, d)).astype("float32") for d in recipe["constants"]]
+        mask = rng.uniform(size=(2, 5)) > 0.3 if masked else None
+        plain = twin(net)
+        out_h, grads_h = outputs_and_grads(net, xs + cs, mask=mask)
+        out_p, grads_p = outputs_and_grads(plain, xs + cs, mask=mask)
+        assert_same(out_h, out_p)
+        for g, p in zip(grads_h, grads_p):
+            np.testing.assert_allclose(g, p, rtol=1e-4, atol=ATOL, err_msg=str(recipe))
+
+    hoisted_equal_plain()
+    assert sum(post_parts) >= 10, post_parts  # most graphs had a post part
 
 
 JAX_SCRIPT = textwrap.dedent(
@@ -448,31 +458,35 @@ JAX_SCRIPT = textwrap.dedent(
     z = keras.layers.Dense(4, activation="tanh", name="gates")(
         keras.layers.Concatenate()([drop, enc, h_prev]))
     bn = keras.layers.BatchNormalization(name="bn")(z)
-    net = fbx.FeedbackModel(x, bn, constants=ctx, feedback={"h": z}, hoist=True)
+    read = keras.layers.Dense(6, name="read")(keras.layers.Concatenate(name="cat")([z, x]))
+    net = fbx.FeedbackModel(x, [bn, read], constants=ctx, feedback={"h": z}, hoist=True)
     assert set(net._hoist_plan().hoisted) == {"enc", "p", "drop", "gates"}
+    assert [n.operation.name for n in net._hoist_plan().post_nodes] == ["cat", "read"]
     cfg = net.get_config(); cfg.pop("step_graph"); cfg.pop("name")
     plain = fbx.FeedbackModel(step_graph=net.graph, **dict(cfg, hoist=False))
     rng = np.random.default_rng(0)
     X = rng.normal(size=(4, 6, 3)).astype("float32")
     C = rng.normal(size=(4, 2)).astype("float32")
-    np.testing.assert_allclose(np.asarray(net([X, C])), np.asarray(plain([X, C])), atol=1e-5)
+    for a, b in zip(net([X, C]), plain([X, C])):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
     M = rng.uniform(size=(4, 6)) > 0.3
-    np.testing.assert_allclose(
-        np.asarray(net([X, C], mask=M)), np.asarray(plain([X, C], mask=M)), atol=1e-5)
+    M[0, :2] = False
+    for a, b in zip(net([X, C], mask=M), plain([X, C], mask=M)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
     import jax
     def loss(model, trainable):
         def f(values):
             out, _ = model.stateless_call(values, [v.value for v in model.non_trainable_variables], [X, C])
-            return (out ** 2).sum()
+            return sum((o ** 2).sum() for o in out)
         return jax.grad(f)([v.value for v in trainable])
     gh, gp = loss(net, net.trainable_variables), loss(plain, plain.trainable_variables)
     for a, b in zip(gh, gp):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
     net.compile("adam", "mse")
-    hist = net.fit([X, C], np.zeros((4, 6, 4)), epochs=2, verbose=0).history["loss"]
-    assert np.isfinite(hist).all()
-    out = np.asarray(net([X, C], training=True))
-    assert np.isfinite(out).all()
+    hist = net.fit([X, C], [np.zeros((4, 6, 4)), np.zeros((4, 6, 6))], epochs=2, verbose=0)
+    assert np.isfinite(hist.history["loss"]).all()
+    out = [np.asarray(o) for o in net([X, C], training=True)]
+    assert all(np.isfinite(o).all() for o in out)
     print("JAX HOIST OK")
     """
 )
@@ -646,3 +660,13 @@ def test_trace_sees_read_outs_computed_after_the_loop(rng):
     df = fbx.trace(net, X, nodes=["out", "mix", "d3"])
     np.testing.assert_allclose(fbx.wide(df, node="out").to_numpy().reshape(2, 5, 2), out, atol=1e-5)
     np.testing.assert_allclose(fbx.wide(df, node="mix").to_numpy().reshape(2, 5, 3), mix, atol=1e-5)
+
+
+def test_read_outs_after_a_loop_under_xla(rng):
+    """With the loop compiled by XLA (`loop_jit=True`), outputs and gradients
+    still equal the plain loop's (also under XLA), with a mask too."""
+    net = read_out_network(loop_jit=True)
+    assert post_names(net) == ["cat", "mix", "out"]
+    X = seq(rng, 2)
+    check(net, X)
+    check(net, X, training=True, mask=rng.uniform(size=(3, 7)) > 0.3)
