@@ -16,6 +16,13 @@ One rewrite splits a `Dense` over a `Concatenate` of hoisted and loop parts
 (`Dense(Concatenate([x, prev_h]))`): `x @ W_x + b` is hoisted, the loop computes
 only `prev_h @ W_h`, with the same kernel variable, sliced.
 
+The mirror, on the output side: a *post* part of loop tensors that only
+outputs stacked over all steps need (read-outs), nothing the next step reads
+(no delayed edge's source, no cell state, nothing a BatchNormalization or
+another layer that must stay in the loop reads). The loop emits, at every
+step, the loop tensors the post part reads; after it, the post part runs once
+on them reshaped to `(time * batch, ...)`.
+
 The plan replays the step model's own nodes (its layers and `keras.ops`
 calls, with their weights), so nothing is copied and saving is unchanged.
 """
@@ -172,15 +179,22 @@ class HoistPlan:
             placeholders; any outputs).
         n_inputs: the number of per-step inputs.
         n_constants: the number of constants.
+        per_step: hoist the per-step part too (else only the constants').
+        post: the indices of the outputs that may be computed after the loop
+            (those stacked over all steps; never a delayed edge's source).
 
     Attributes:
-        hoisted: the layer and op names computed outside the loop (empty when
-            nothing can be hoisted; the engine then runs the step model as is).
+        hoisted: the layer and op names computed before the loop (empty when
+            nothing can be; with no post part either, the engine then runs
+            the step model as is).
+        post_nodes: the nodes computed after the loop, in depth order.
+        post_outputs: the indices of the outputs they compute.
+        emitted: the loop tensors the post part reads, emitted by every step.
+        post_seq, post_const: the pre part's per-step values and the
+            constants the post part reads.
     """
 
-    def __init__(
-        self, model, n_inputs: int, n_constants: int, per_step: bool = True, post=()
-    ):
+    def __init__(self, model, n_inputs: int, n_constants: int, per_step: bool = True, post=()):
         self.model = model
         inputs = model.inputs
         self.seq_inputs = inputs[:n_inputs]
@@ -302,7 +316,7 @@ class HoistPlan:
         loop emits, per step, no more numbers for it than its outputs hold
         (a read-out that widens, a decoder). A narrowing read-out (128 units
         to 10) would make the loop stack its wider input instead: more
-        memory, and measured slower to train (benchmarks/readout.py)."""
+        memory, and an LSTM-sized one measured slower to train."""
 
         def width(t):
             return int(np.prod([d or 1 for d in t.shape[1:]]))

@@ -579,9 +579,7 @@ def test_read_out_layer_runs_once_on_all_steps(rng):
 
     x = keras.Input((3,), name="x")
     prev = fbx.Feedback((4,), name="prev")
-    h = keras.layers.Dense(4, activation="tanh", name="rec")(
-        keras.layers.Concatenate()([x, prev])
-    )
+    h = keras.layers.Dense(4, activation="tanh", name="rec")(keras.layers.Concatenate()([x, prev]))
     net = hoisted_model(x, Counted(2, name="read")(h), feedback={"prev": h}, unroll=True)
     assert post_names(net) == ["read"]
     X = keras.ops.convert_to_tensor(seq(rng, 3, batch=2, steps=5))
