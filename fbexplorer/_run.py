@@ -5,7 +5,8 @@ builds the loop's per-step sequences (the inputs, or their hoisted values;
 the teacher-forcing truths and coin flips; the mask), its carry (the delayed
 values, the outputs of the previous step where needed, and on JAX the step's
 non-trainable variables), and the step function, then hands them to
-`_loop.time_loop`. It takes and returns the delayed edges' histories
+`_loop.time_loop`; after the loop, a hoisting plan's post part (read-outs)
+runs on the values the loop emitted. It takes and returns the delayed edges' histories
 (`_carried_state`: `(delay, batch, *shape)` each, oldest first).
 """
 
