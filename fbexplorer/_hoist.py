@@ -312,11 +312,13 @@ class HoistPlan:
         return read > sum(width(t) for t in self.seq_inputs)
 
     def post_pays(self) -> bool:
-        """Whether the post part costs no more per step than it saves: the
-        loop emits, per step, no more numbers for it than its outputs hold
-        (a read-out that widens, a decoder). A narrowing read-out (128 units
-        to 10) would make the loop stack its wider input instead: more
-        memory, and an LSTM-sized one measured slower to train."""
+        """Whether the post part costs no more per step than it saves, for a
+        loop under XLA: the loop emits, per step, no more numbers for it
+        than its outputs hold (a read-out that widens, a decoder). A
+        narrowing read-out (128 units to 10) would make the loop stack its
+        wider input instead: more memory, and an LSTM-sized one measured
+        slower to train. (Without XLA a widening one measured slower too:
+        the engine asks only for a loop under XLA; see docs/engine.md.)"""
 
         def width(t):
             return int(np.prod([d or 1 for d in t.shape[1:]]))

@@ -103,17 +103,19 @@ def post_candidates(net, model, keep_all):
     return (list(range(n_out)) if keep_all else []) + list(range(n_main, len(model.outputs)))
 
 
-def hoist_plan(net, model=None, keep_all=None):
+def hoist_plan(net, model=None, keep_all=None, jit=False):
     """The hoisting plan of the step model (or of a probe on its inputs),
     None when hoisting is off or nothing can be hoisted. `keep_all`: whether
     the run stacks the outputs of every step (default: `return_sequences`),
-    which the post part needs."""
+    which the post part needs; `jit`: whether the loop runs under XLA, which
+    `hoist="auto"` asks before it keeps a post part."""
     if not net.hoist:
         return None
     model = net.step_model if model is None else model
     keep_all = net.return_sequences if keep_all is None else bool(keep_all)
+    auto_post = net.hoist == "auto" and bool(jit)
     plans = net._plans.value
-    key = (id(model), keep_all)
+    key = (id(model), keep_all, auto_post)
     if key not in plans:
         from fbexplorer._hoist import HoistPlan
 
@@ -123,7 +125,7 @@ def hoist_plan(net, model=None, keep_all=None):
             net._per_step = net.hoist is True or not HoistPlan(net.step_model, *n).widens()
         post = post_candidates(net, model, keep_all)
         plan = HoistPlan(model, *n, per_step=net._per_step, post=post)
-        if net.hoist == "auto" and plan.post_nodes and not plan.post_pays():
+        if net.hoist == "auto" and plan.post_nodes and not (auto_post and plan.post_pays()):
             plan = HoistPlan(model, *n, per_step=net._per_step)
         plans[key] = (model, plan)
     plan = plans[key][1]
@@ -178,7 +180,13 @@ def run(
     time_major = [ops.moveaxis(s, 1, 0) for s in seqs]
     # The hoisted part runs here, once over all steps: the loop then reads
     # its per-step values in place of the inputs, and its constants.
-    plan = None if feed else hoist_plan(net, model, keep_all)
+    plan = None
+    if not feed:
+        # Under "auto", read-outs run after the loop only when it runs under
+        # XLA (decided on the plan without them, which they can only shrink).
+        plan = hoist_plan(net, model, keep_all)
+        if net.hoist == "auto" and loop_jit_for(net.loop_jit, model, plan, training, length):
+            plan = hoist_plan(net, model, keep_all, jit=True)
     post_in = []
     if plan is not None:
         time_major, loop_consts, post_in = plan.precompute(time_major, consts, training)

@@ -625,13 +625,23 @@ def test_what_the_loop_needs_is_not_post(rng):
 
 
 def test_auto_runs_widening_read_outs_after_the_loop(rng):
-    """The default: read-outs to more numbers than they read (here 8 -> 32
-    and 3 from 8 + 8 emitted) run after the loop, a narrowing one (8 -> 1
-    and 3) in it."""
-    wide = read_out_network(readout=32, hoist="auto")
-    assert post_names(wide) == ["cat", "mix", "out"]
-    check(wide, seq(rng, 2))
-    assert post_names(read_out_network(hoist="auto")) == []
+    """The default, for a loop under XLA: read-outs to more numbers than they
+    read (here 8 -> 32 and 3 from 8 + 8 emitted) run after the loop, narrowing
+    ones (8 -> 1 and 3) in it. Without XLA, read-outs stay in the loop."""
+    wide = read_out_network(readout=32, hoist="auto", loop_jit=True)
+    X = seq(rng, 2)
+    out_h, grads_h = outputs_and_grads(wide, X, training=True)
+    assert [key[2] for key in wide._plans.value] == [False, True]  # the run took the post part
+    assert post_names(wide, jit=True) == ["cat", "mix", "out"]
+    assert post_names(wide) == []
+    out_p, grads_p = outputs_and_grads(twin(wide), X, training=True)
+    assert_same(out_h, out_p)
+    for g, p in zip(grads_h, grads_p):
+        np.testing.assert_allclose(g, p, rtol=1e-4, atol=ATOL)
+    assert post_names(read_out_network(hoist="auto"), jit=True) == []
+    without_xla = read_out_network(readout=32, hoist="auto", loop_jit=False)
+    without_xla(X)
+    assert [key[2] for key in without_xla._plans.value] == [False]
 
 
 def test_post_dropout_draws_fresh_masks_per_step(rng):
