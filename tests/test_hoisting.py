@@ -413,7 +413,8 @@ def test_what_mixes_the_batch_stays_in_the_loop(rng, mixer):
 def test_random_graphs_hoisted_equal_plain():
     """Over random graphs, each with a read-out (`echo`), everything hoisted
     that can be (the pre part and the post part) equals the plain loop,
-    outputs and gradients, with and without a mask, forwards and backwards."""
+    outputs and gradients, with and without a mask, forwards and backwards,
+    with the loop under XLA or not (both twins)."""
     post_parts = []
 
     @settings(
@@ -423,11 +424,18 @@ def test_random_graphs_hoisted_equal_plain():
         database=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
-    @given(recipe=random_graphs.recipes(max_ops=5), masked=st.booleans(), backwards=st.booleans())
-    def hoisted_equal_plain(recipe, masked, backwards):
+    @given(
+        recipe=random_graphs.recipes(max_ops=5),
+        masked=st.booleans(),
+        backwards=st.booleans(),
+        jit=st.booleans(),
+    )
+    def hoisted_equal_plain(recipe, masked, backwards, jit):
         keras.backend.clear_session()
         keras.utils.set_random_seed(0)
-        net = random_graphs.build(recipe, echo=True, go_backwards=backwards, hoist=True)
+        net = random_graphs.build(
+            recipe, echo=True, go_backwards=backwards, hoist=True, loop_jit=jit
+        )
         post_parts.append(bool(post_names(net)))
         rng = np.random.default_rng(0)
         xs = [rng.normal(size=(2, 5, d)).astype("float32") for d in recipe["inputs"]]
