@@ -54,12 +54,55 @@ class StateStore:
     """Holds the stateful model's histories, out of Keras's weight tracking.
 
     The carried state depends on the batch size, so it is not a weight: it
-    is neither saved nor loaded, and it is created at the first call.
+    is neither saved nor loaded (as a stateful `keras.layers.LSTM`'s states
+    are not), and it is created at the first call.
     """
 
     def __init__(self):
         self.histories = None  # list of keras.Variable, one per delayed edge
         self.batch_size = None
+
+
+# ------------------------------------------- through compiled functions (JAX)
+def threads_state() -> bool:
+    """Whether the carried state must ride in the model's non-trainable
+    variables to cross a compiled function.
+
+    On JAX, Keras's `fit`, `predict` and `evaluate` run the model as a pure
+    function (`stateless_call`) on the values of its `non_trainable_variables`
+    and write back what the step assigned to them (as for a Dropout's seed
+    or BatchNormalization's statistics). On TensorFlow a compiled function
+    assigns the variables themselves.
+    """
+    return keras.backend.backend() == "jax"
+
+
+def threaded_variables(net) -> list:
+    """The variables a stateful model adds to its `non_trainable_variables`:
+    on JAX its carried histories once they exist, else none. They are not
+    `weights` (not saved), like the state of a `keras.random.SeedGenerator`."""
+    if not (net.stateful and threads_state()) or net._store.histories is None:
+        return []
+    return list(net._store.histories)
+
+
+def check_threaded(net):
+    """Inside a JAX trace, the carried state must come in through a
+    `StatelessScope` that maps it (`stateless_call`, as Keras's loops do):
+    a value assigned to the variable there could not leave the trace."""
+    from keras.src.backend.common.stateless_scope import get_stateless_scope
+
+    if not net._store.histories:  # no delayed edge: nothing to carry
+        return
+    scope = get_stateless_scope()
+    if scope is None or scope.get_current_value(net._store.histories[0]) is None:
+        raise ValueError(
+            f"{net._label()} is stateful and was called inside a compiled JAX "
+            f"function, which cannot write the carried state back. Use fit, predict "
+            f"or evaluate, call the model outside the compiled function, or call "
+            f"net.stateless_call(net.trainable_variables, net.non_trainable_variables, "
+            f"x), which returns the new state with the non-trainable variables."
+        )
 
 
 # ------------------------------------------------------------ one history
@@ -216,14 +259,8 @@ def stateful_histories(net, batch, tensors):
         reset_states(net, batch_size=static)
     elif static is not None and static != store.batch_size:
         raise ValueError(batch_error(net, static))
-    if keras.backend.backend() != "tensorflow" and not executing_eagerly(tensors[0]):
-        # JAX's compiled functions cannot write the carried state back.
-        raise ValueError(
-            f"{label}: carrying state through a compiled function (fit, "
-            f"predict, evaluate) needs the TensorFlow backend. On "
-            f"{keras.backend.backend()}, call the model directly on each chunk "
-            f"(net(chunk)), which carries the state, or pass initial_state= at call."
-        )
+    if threads_state() and not executing_eagerly(tensors[0]):
+        check_threaded(net)
     return store.histories
 
 
