@@ -5,6 +5,8 @@ import subprocess
 import sys
 import textwrap
 
+from test_error_catalogue import catalogue
+
 SCRIPT = textwrap.dedent(
     """
     import numpy as np, keras
@@ -111,7 +113,7 @@ SCRIPT = textwrap.dedent(
 # threads them through stateless_call and writes them back.
 STATEFUL = textwrap.dedent(
     """
-    import os, tempfile, warnings
+    import os, re, tempfile, warnings
     import jax, numpy as np, keras
     import fbexplorer as fbx
     assert keras.backend.backend() == "jax"
@@ -129,8 +131,8 @@ STATEFUL = textwrap.dedent(
             fn()
         except ValueError as e:
             assert all(w in str(e) for w in words), str(e)
-        else:
-            raise AssertionError(f"no ValueError {words}")
+            return " ".join(re.sub(r"\\x1b\\[[0-9;]*m", "", str(e)).split())
+        raise AssertionError(f"no ValueError {words}")
 
     def same_states(net, expected):
         got = net.get_states()
@@ -143,7 +145,7 @@ STATEFUL = textwrap.dedent(
     Y = rng.normal(size=(4, 12, 2)).astype("float32")
     halves = lambda a: np.concatenate([a[:, :6], a[:, 6:]])  # 8 samples: steps 0-5, then 6-11
     ref = build(return_state=True)  # stateless: the whole sequence in one call
-    net = build(stateful=True)
+    net = build(stateful=True, name="net")
     net.set_weights(ref.get_weights())
     whole, whole_states = ref(X)
     whole = np.asarray(whole)
@@ -210,7 +212,7 @@ STATEFUL = textwrap.dedent(
     assert any("fit shuffles the samples" in str(w.message) for w in caught)
     # A compiled function of one's own: a clear error, and stateless_call hands
     # the state back with the non-trainable variables.
-    raises(lambda: jax.jit(net)(X), "compiled JAX function", "stateless_call")
+    print("JIT:", raises(lambda: jax.jit(net)(X), "compiled JAX function", "stateless_call"))
     net.reset_states()
     run = jax.jit(net.stateless_call)
     y0, nt = run([v.value for v in net.trainable_variables], [v.value for v in net.non_trainable_variables], X[:, :6])
@@ -237,3 +239,6 @@ def test_forward_fit_and_cells_on_jax():
 def test_stateful_fit_predict_evaluate_carry_state_on_jax():
     proc = _run_on_jax(STATEFUL)
     assert proc.returncode == 0 and "JAX STATEFUL OK" in proc.stdout, proc.stderr[-3000:]
+    documented = catalogue()["stateful-inside-jax-jit"].split(": ", 1)[1]
+    jit = [line for line in proc.stdout.splitlines() if line.startswith("JIT: ")]
+    assert jit and documented in jit[0], proc.stdout
