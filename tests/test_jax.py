@@ -219,6 +219,15 @@ STATEFUL = textwrap.dedent(
     y1, _ = run([v.value for v in net.trainable_variables], nt, X[:, 6:])
     ref.set_weights(net.get_weights())
     np.testing.assert_allclose(np.concatenate([y0, y1], 1), np.asarray(ref(X)[0]), atol=1e-5)
+    # Nested in a functional model, whose own compiled predict threads it.
+    net.reset_states()
+    i = keras.Input((None, 3))
+    outer = keras.Model(i, keras.layers.Dense(2, name="o")(net(i)))
+    parts = [outer.predict(X[:, t : t + 6], batch_size=4, verbose=0) for t in (0, 6)]
+    ref = build()
+    ref.set_weights(net.get_weights())
+    expected = np.asarray(outer.get_layer("o")(ref(X)))
+    np.testing.assert_allclose(np.concatenate(parts, 1), expected, atol=1e-5)
     print("JAX STATEFUL OK")
     """
 )
