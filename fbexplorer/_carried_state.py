@@ -11,7 +11,9 @@ This module makes the starting histories of a call (the initial values,
 stateful model's histories between calls (`StateStore`), and implements
 `reset_states`, `get_states` and `set_states`, which speak the public naming:
 `{feedback name: (batch, *shape)}`, or `(batch, delay, *shape)` oldest first
-for a delay above 1.
+for a delay above 1. On JAX it also lists the histories among the model's
+non-trainable variables (`threaded_variables`), which Keras's compiled
+`fit` / `predict` / `evaluate` carry from batch to batch and write back.
 """
 
 from __future__ import annotations
@@ -298,9 +300,13 @@ def reset_states(net, batch_size=None):
         for var, v in zip(store.histories, values):
             var.assign(v)
         return
-    store.histories = [
-        keras.Variable(v, trainable=False, name=f"state_{i}") for i, v in enumerate(values)
-    ]
+    # Named as Keras's stateful RNN names its states (`lstm/rnn_state`):
+    # `net/loop_state`, `net/gru_h_state`.
+    with keras.name_scope(net.name, caller=net):
+        store.histories = [
+            keras.Variable(v, trainable=False, name=f"{spec.name.replace('/', '_')}_state")
+            for spec, v in zip(net.graph.specs, values)
+        ]
     store.batch_size = batch_size
 
 

@@ -194,7 +194,7 @@ STATEFUL = textwrap.dedent(
     # The carried state is not a weight: neither saved nor loaded, as a stateful
     # keras.layers.LSTM's states are not.
     assert [w.path for w in net.weights] == [w.path for w in ref.weights]
-    assert {"state_0", "state_1"} <= {v.path for v in net.non_trainable_variables}
+    assert {"net/loop_state", "net/gru_h_state"} <= {v.path for v in net.non_trainable_variables}
     path = os.path.join(tempfile.mkdtemp(), "net.keras")
     net.save(path)
     back = keras.saving.load_model(path)
