@@ -528,7 +528,10 @@ BEHAVIOURS = {f.__name__.replace("_", "-"): f for f in [
 
 # ------------------------------------------------------------------- tests
 # Entries that need a process of their own, checked where named.
-ELSEWHERE = {"stateful-several-replicas": "tests/test_distributed.py"}
+ELSEWHERE = {
+    "stateful-several-replicas": "tests/test_distributed.py",
+    "stateful-inside-jax-jit": "tests/test_jax.py",
+}
 
 
 def test_page_and_tests_list_the_same_cases():
