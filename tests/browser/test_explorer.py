@@ -14,12 +14,19 @@ the same t every time. On the last, moving the epoch slider must change the
 trajectories. On the first, the portrait tab must draw the state (both front
 ends) and, in JupyterLab, move its marker with the slider, on the same t; its
 fixed points (the fixture passes `fixed_points=`) must show, filled where
-stable and hollow where not. A second test writes `Explorer.save_html` to a
+stable and hollow where not. Last, in JupyterLab, the notebook is saved with
+its widget state (the test's settings tick "Save Widget State
+Automatically") and exported with `jupyter nbconvert --to html`; the page,
+opened from disk, must play and scrub as below. A second test writes `Explorer.save_html` to a
 file, opens it from disk with every network request refused, and plays and
 scrubs it. A third exports a notebook with `jupyter nbconvert --execute --to
-html` (widget state stored) and opens the page from disk with no server: the
-CDN files it loads come from their npm packages (`widget_cdn.py`, cached in
-build/widget-cdn; npm must be installed), every other request is refused.
+html` (widget state stored) and opens the page from disk with no server: Play
+advances t and changes the fills, the slider's arrow keys scrub it with the
+slider, the view, the marker and the readout on the same t, and the
+portrait draws fixed points known in closed form. An exported page loads
+its widget code from CDNs; here those files come from their npm packages
+(`widget_cdn.py`, cached in build/widget-cdn; npm must be installed), and
+every other request is refused.
 
 Environment:
     FBX_BROWSER_NOTEBOOK  the notebook to run, relative to the repository root
@@ -77,13 +84,16 @@ CHROMIUM_ARGS = [
 ]
 
 # JupyterLab settings for the test's own settings folder: no news or update
-# prompts over the page, and every cell kept in the DOM (no windowing).
+# prompts over the page, every cell kept in the DOM (no windowing), and the
+# widget state saved with the notebook.
 LAB_SETTINGS = {
     "@jupyterlab/apputils-extension/notification": {
         "fetchNews": "false",
         "checkForUpdates": False,
     },
     "@jupyterlab/notebook-extension/tracker": {"windowingMode": "none"},
+    # Settings > Save Widget State Automatically: saving stores the widgets' state.
+    "@jupyter-widgets/jupyterlab-manager/plugin": {"saveState": True},
 }
 
 
@@ -161,8 +171,8 @@ def _chromium() -> str:
 
 
 class Server:
-    def __init__(self, ui: str, url: str, notebook: str, log: pathlib.Path):
-        self.ui, self.url, self.notebook, self.log = ui, url, notebook, log
+    def __init__(self, ui: str, url: str, notebook: str, log: pathlib.Path, root: pathlib.Path):
+        self.ui, self.url, self.notebook, self.log, self.root = ui, url, notebook, log, root
         self.label = UIS[ui]["label"]
 
 
@@ -251,7 +261,7 @@ def server(request, tmp_path_factory):
             if time.monotonic() > end:
                 pytest.fail(f"{label} did not answer on {url} within 90 s:\n{_tail(log)}")
             time.sleep(0.5)
-        yield Server(ui, url, NOTEBOOK.name, log)
+        yield Server(ui, url, NOTEBOOK.name, log, root)
     finally:
         _stop(proc)
 
@@ -578,6 +588,40 @@ def test_explorer_plays_in_a_real_browser(server, page):
         path=str(shot.with_name(shot.stem.replace("explorer", "explorer-epochs") + ".png"))
     )
 
+    if server.ui != "lab":
+        return
+    with step("saved with its widget state and exported, the page plays with no kernel"):
+        saved = server.root / server.notebook
+        before = saved.stat().st_mtime_ns
+        page.keyboard.press("Control+s")  # the settings save the widget state with it
+        end = time.monotonic() + deadline.ms(30) / 1000
+        while not (saved.stat().st_mtime_ns != before and _has_widget_state(saved)):
+            if time.monotonic() > end:
+                raise AssertionError(f"saving {saved.name} stored no widget state in 30 s")
+            time.sleep(0.5)
+        out = server.root.parent / "export"
+        done = subprocess.run(
+            [sys.executable, "-m", "nbconvert", "--to", "html", "--output-dir", str(out), saved],
+            capture_output=True,
+            text=True,
+            timeout=deadline.ms(120) / 1000,
+        )
+        assert done.returncode == 0, f"nbconvert failed:\n{done.stderr[-3000:]}"
+        exported = page.context.new_page()
+        try:
+            found, _ = _open_exported(exported, out / saved.with_suffix(".html").name, deadline)
+            _plays_and_scrubs(exported, found, deadline)
+        finally:
+            exported.close()
+
+
+def _has_widget_state(path: pathlib.Path) -> bool:
+    try:
+        nb = nbformat.read(path, as_version=4)
+    except Exception:  # being written
+        return False
+    return "application/vnd.jupyter.widget-state+json" in nb.metadata.get("widgets", {})
+
 
 def test_saved_page_plays_offline(page, tmp_path):
     """Explorer.save_html, opened from disk with the network refused, plays and scrubs."""
@@ -650,6 +694,67 @@ def test_saved_page_plays_offline(page, tmp_path):
     page.screenshot(path=str(out), full_page=True)
 
 
+def _open_exported(page, path: pathlib.Path, deadline: Deadline):
+    """Open an nbconvert page from disk, its CDN files served from npm packages.
+
+    Returns the first explorer (the output holding a Play button) once its
+    graph is drawn, and the list the page's errors go to.
+    """
+    import widget_cdn
+
+    html = path.read_text(encoding="utf-8")
+    cdn = widget_cdn.Cdn(widget_cdn.fetch(widget_cdn.packages(html), REPO / "build" / "widget-cdn"))
+    console: list[str] = []
+    page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
+    page.route("**/*", cdn)
+    page.goto(path.as_uri())
+    explorer = page.locator(".jp-OutputArea-output").filter(has=page.locator(".widget-play")).first
+    try:
+        explorer.locator(".fbx-graph svg g.node").first.wait_for(timeout=deadline.ms(30))
+    except Exception:
+        raise AssertionError(
+            f"the exported page drew no explorer. Served: {cdn.served}; refused: {cdn.refused}; "
+            f"errors: {console}"
+        ) from None
+    return explorer, console
+
+
+def _plays_and_scrubs(page, explorer, deadline: Deadline) -> None:
+    """Play advances t and changes the fills; the slider's arrow keys set t 0 to 3.
+
+    The slider, the view, the trajectories' marker and the table's readout
+    show the same t throughout, and a step scrubbed to has the fills Play
+    showed at that step. It opens the trajectories tab (the page opens on the
+    tab that was open when the notebook was saved).
+    """
+    explorer.locator(".fbx-tab[data-panel=trajectories]").click(timeout=deadline.ms(10))
+    first = explorer.evaluate(_LOOK_JS)
+    assert first["slider"] == first["view"] == first["marker"], first
+    explorer.locator(".widget-play button:has(.fa-play)").first.click(timeout=deadline.ms(10))
+    looks = explorer.evaluate(_WATCH_JS)
+    seen = [(look["slider"], look["view"], look["marker"]) for look in looks]
+    assert len({v for _, v, _ in seen}) >= 5, f"Play did not advance t: {seen}"
+    assert not [s for s in seen if len(set(s)) != 1], f"(slider, view, marker) differ: {seen}"
+    by_t = {look["view"]: tuple(look["fills"]) for look in [first, *looks]}
+    assert len(set(by_t.values())) >= 3, f"the graph's fills did not change with t: {by_t}"
+
+    handle = explorer.locator(".widget-slider .noUi-handle").first
+    for t, key in enumerate(["Home", "ArrowRight", "ArrowRight", "ArrowRight"]):
+        handle.focus(timeout=deadline.ms(10))
+        page.keyboard.press(key)
+        page.wait_for_function(
+            "([root, t]) => root.querySelector('.fbx').dataset.t === String(t)",
+            arg=[explorer.element_handle(), t],
+            timeout=deadline.ms(10),
+            polling=50,
+        )
+        look = explorer.evaluate(_LOOK_JS)
+        readout = explorer.locator(".fbx-readout-t").inner_text()
+        assert look["slider"] == look["view"] == look["marker"] == t, look
+        assert readout == f"t={t}", (readout, t)
+        assert tuple(look["fills"]) == by_t.get(t, tuple(look["fills"])), "fills differ from Play's"
+
+
 # The exported notebook: an explorer of a net whose fixed points are known in closed
 # form. d1 = tanh(W [x, loop]) with the loop's part 2 I: with x held at 0 each unit
 # solves s = tanh(2 s), so s is 0 (unstable, slope 2) or +-a with a = tanh(2 a)
@@ -686,8 +791,6 @@ def test_exported_notebook_plays_with_no_kernel(page, tmp_path):
     the view, the marker and the readout to the same t, and the portrait
     must draw the fixed points, stable filled and unstable hollow.
     """
-    import widget_cdn
-
     deadline = Deadline(TIMEOUT)
     notebook = tmp_path / "explorer.ipynb"
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(_EXPORT_NOTEBOOK)])
@@ -721,47 +824,10 @@ def test_exported_notebook_plays_with_no_kernel(page, tmp_path):
     )
     assert done.returncode == 0, f"nbconvert failed:\n{done.stderr[-3000:]}"
     path = notebook.with_suffix(".html")
-    html = path.read_text(encoding="utf-8")
-    cdn = widget_cdn.Cdn(widget_cdn.fetch(widget_cdn.packages(html), REPO / "build" / "widget-cdn"))
 
-    console: list[str] = []
-    page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
-    page.route("**/*", cdn)
-    page.goto(path.as_uri())
-    explorer = page.locator(".jp-OutputArea-output").filter(has=page.locator(".widget-play")).first
-    try:
-        explorer.locator(".fbx-graph svg g.node").first.wait_for(timeout=deadline.ms(30))
-    except Exception:
-        raise AssertionError(
-            f"the exported page drew no explorer. Served: {cdn.served}; refused: {cdn.refused}; "
-            f"errors: {console}"
-        ) from None
-    first = explorer.evaluate(_LOOK_JS)
-    assert first["slider"] == first["view"] == first["marker"] == 0, first
-
-    explorer.locator(".widget-play button:has(.fa-play)").first.click(timeout=deadline.ms(10))
-    looks = explorer.evaluate(_WATCH_JS)
-    seen = [(look["slider"], look["view"], look["marker"]) for look in looks]
-    assert len({v for _, v, _ in seen}) >= 5, f"Play did not advance t: {seen}"
-    assert not [s for s in seen if len(set(s)) != 1], f"(slider, view, marker) differ: {seen}"
-    by_t = {look["view"]: tuple(look["fills"]) for look in [first, *looks]}
-    assert len(set(by_t.values())) >= 3, f"the graph's fills did not change with t: {by_t}"
-
-    handle = explorer.locator(".widget-slider .noUi-handle").first
-    for t, key in enumerate(["Home", "ArrowRight", "ArrowRight", "ArrowRight"]):
-        handle.focus(timeout=deadline.ms(10))
-        page.keyboard.press(key)
-        page.wait_for_function(
-            "([root, t]) => root.querySelector('.fbx').dataset.t === String(t)",
-            arg=[explorer.element_handle(), t],
-            timeout=deadline.ms(10),
-            polling=50,
-        )
-        look = explorer.evaluate(_LOOK_JS)
-        readout = explorer.locator(".fbx-readout-t").inner_text()
-        assert look["slider"] == look["view"] == look["marker"] == t, look
-        assert readout == f"t={t}", (readout, t)
-        assert tuple(look["fills"]) == by_t.get(t, tuple(look["fills"])), "fills differ from Play's"
+    explorer, console = _open_exported(page, path, deadline)
+    assert explorer.evaluate(_LOOK_JS)["view"] == 0
+    _plays_and_scrubs(page, explorer, deadline)
 
     explorer.locator(".fbx-tab[data-panel=portrait]").click(timeout=deadline.ms(10))
     circles = explorer.locator(".fbx-portrait .fbx-fixed circle")
