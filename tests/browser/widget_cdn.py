@@ -110,12 +110,8 @@ class Cdn:
             if url == prefix and where.is_file():
                 return where
             if prefix.endswith("/") and url.startswith(prefix):
-                path = (
-                    where
-                    / urllib.parse.urlsplit(url).path[len(urllib.parse.urlsplit(prefix).path) :]
-                )
-                if not path.suffix:
-                    path = path.with_suffix(".js")  # requirejs asks for `dist/index`
+                rest = urllib.parse.urlsplit(url).path[len(urllib.parse.urlsplit(prefix).path) :]
+                path = where / rest
                 return path if path.is_file() else None
         return None
 
