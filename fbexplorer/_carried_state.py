@@ -158,6 +158,8 @@ def history_from_value(net, spec, value, batch):
     `(batch, delay, *shape)`, oldest first.
     """
     value = ops.cast(ops.convert_to_tensor(value), spec.dtype)
+    if hasattr(value, "read_value"):  # a tf.Variable (a learned start) stays one
+        value = value.read_value()
     shape = tuple(value.shape)
     k = spec.delay
     label = net._label()
