@@ -155,7 +155,7 @@ def _compiled(net, names: tuple):
         if keras.backend.backend() == "tensorflow":
             import tensorflow as tf
 
-            run = tf.function(run, reduce_retracing=True)
+            run = tf.function(run, reduce_retracing=True, autograph=False)
         cache.runs[names] = run
     return cache.runs[names]
 
