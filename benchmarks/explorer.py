@@ -1,6 +1,6 @@
 """How fast the explorer opens and plays a long trace, and how much it sends.
 
-Run with `python benchmarks/explorer.py [--quick] [--rounds N]` (the browser
+Run with `python benchmarks/explorer.py [--quick] [--rounds N] [--cold N]` (the browser
 part needs the `browser` extra and Debian's Chromium, as `make test-browser`).
 The model: x -> Concatenate(x, loop) -> 16 x Dense(64, tanh) -> Dense(64),
 the last Dense fed back (`loop`), so 20 traced nodes of 64 units (x has 1,
@@ -12,7 +12,9 @@ Reported:
   it builds the model's trace loop and pays TensorFlow's own first-call
   costs); each of `--cold` processes (run one after another) times one open,
   after the imports and the model's construction, which are reported apart;
-  the median and every run;
+  the median and every run, and the median CPU time of the open (all of the
+  process's threads: on a machine shared with other work, the wall time
+  grows with the load, the CPU time much less);
 - in this process, the first `fbx.trace(net, X)` (it builds the model's
   loop, once per model and node list), then, interleaved over `--rounds`
   rounds, the median of `fbx.trace` and of `fbx.explore(net, X)` (trace,
@@ -81,10 +83,13 @@ def cold_open(length: int, units: int, layers: int) -> dict:
     net = network(units, layers)
     X = np.random.default_rng(0).uniform(-1, 1, (1, length, 1)).astype("float32")
     built = time.perf_counter() - start
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     fbx.explore(net, X)
-    opened = time.perf_counter() - start
-    json.dump({"import_s": imported, "build_s": built, "open_s": opened}, sys.stdout)
+    opened, cpu_time = time.perf_counter() - start, time.process_time() - cpu_start
+    json.dump(
+        {"import_s": imported, "build_s": built, "open_s": opened, "open_cpu_s": cpu_time},
+        sys.stdout,
+    )
 
 
 def cold_opens(runs: int, quick: bool) -> dict:
@@ -99,6 +104,7 @@ def cold_opens(runs: int, quick: bool) -> dict:
     return {
         "open_median_s": statistics.median(r["open_s"] for r in results),
         "open_s": [r["open_s"] for r in results],
+        "open_cpu_median_s": statistics.median(r["open_cpu_s"] for r in results),
         "import_median_s": statistics.median(r["import_s"] for r in results),
         "build_median_s": statistics.median(r["build_s"] for r in results),
     }
