@@ -79,11 +79,16 @@ def compile_eager_calls(tensor) -> bool:
 
 
 def compiled(net):
-    """`run` for this model as a cached `tf.function` (TensorFlow only)."""
+    """`run` for this model as a cached `tf.function` (TensorFlow only).
+
+    Without autograph: the loop is a `tf.while_loop` already and branches on
+    Python values only, as `fit` and `predict` run it (Keras is not
+    converted); converting this code took seconds of a first call.
+    """
     if net._tf_run is None:
         import tensorflow as tf
 
-        net._tf_run = tf.function(net._run, reduce_retracing=True)
+        net._tf_run = tf.function(net._run, reduce_retracing=True, autograph=False)
     return net._tf_run
 
 
