@@ -3,7 +3,9 @@
 #   make lab    the same setup, then JupyterLab on notebooks/
 #   make test-browser  runs a notebook in JupyterLab 4 and in Notebook 7 in headless
 #               Chromium (apt) and plays its explorers, opens a saved explorer page from
-#               disk offline, and exports figures through kaleido (tests/browser);
+#               disk offline, exports a notebook with nbconvert and plays the page
+#               from disk with no server (the CDN files it loads come from npm),
+#               and exports figures through kaleido (tests/browser);
 #               FBX_BROWSER_NOTEBOOK=path picks the notebook; screenshots in build/
 #   make lint   ruff
 #   make bench  the benchmarks (benchmarks/README.md); BENCH_ARGS=--quick for a smoke run
@@ -22,7 +24,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Jupyter refuses to run as root without this flag (containers often run as root).
 LAB_FLAGS ?= $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
-.PHONY: setup graphviz chromium test test-browser lab lint bench bench-torch
+.PHONY: setup graphviz chromium npm test test-browser lab lint bench bench-torch
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,10 +47,15 @@ $(BROWSER_STAMP): $(STAMP)
 chromium:
 	@command -v chromium >/dev/null || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; }
 
+# npm: the browser test fetches the widget front ends that an exported notebook
+# page loads from a CDN (tests/browser/widget_cdn.py; cached in build/widget-cdn).
+npm:
+	@command -v npm >/dev/null || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q npm; }
+
 test: setup
 	$(PY) -m pytest -q
 
-test-browser: setup chromium $(BROWSER_STAMP)
+test-browser: setup chromium npm $(BROWSER_STAMP)
 	$(PY) -m pytest -q tests/browser
 
 lab: setup

@@ -1,15 +1,24 @@
 """How fast the explorer opens and plays a long trace, and how much it sends.
 
-Run with `python benchmarks/explorer.py [--quick] [--rounds N]` (the browser
+Run with `python benchmarks/explorer.py [--quick] [--rounds N] [--cold N]` (the browser
 part needs the `browser` extra and Debian's Chromium, as `make test-browser`).
 The model: x -> Concatenate(x, loop) -> 16 x Dense(64, tanh) -> Dense(64),
 the last Dense fed back (`loop`), so 20 traced nodes of 64 units (x has 1,
 the Concatenate 65); one sample of T=1,000 steps.
 
 Reported:
-- the first `fbx.trace(net, X)` (it builds and compiles the model's loop,
-  once per model), then, interleaved over `--rounds` rounds, the median of
-  `fbx.trace` and of `fbx.explore(net, X)` (trace, arrays, drawing, frames);
+- the cold first open: `fbx.explore(net, X)` on a freshly built model, in a
+  fresh process that has done nothing else with TensorFlow (the worst case:
+  it builds the model's trace loop and pays TensorFlow's own first-call
+  costs); each of `--cold` processes (run one after another) times one open,
+  after the imports and the model's construction, which are reported apart;
+  the median and every run, and the median CPU time of the open (all of the
+  process's threads: on a machine shared with other work, the wall time
+  grows with the load, the CPU time much less);
+- in this process, the first `fbx.trace(net, X)` (it builds the model's
+  loop, once per model and node list), then, interleaved over `--rounds`
+  rounds, the median of `fbx.trace` and of `fbx.explore(net, X)` (trace,
+  arrays, drawing, frames);
 - the frames sent (`view.data` as JSON) and the page `save_html` writes;
 - in headless Chromium, from the saved page: the time from navigation until
   the view has drawn, and the time one step takes to redraw (node fills,
@@ -31,6 +40,8 @@ import tempfile
 import time
 from pathlib import Path
 
+START = time.perf_counter()
+LOAD = os.getloadavg()[0]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
@@ -61,6 +72,42 @@ def network(units: int, layers: int):
         h = keras.layers.Dense(units, activation="tanh", name=f"d{i + 1}")(h)
     out = keras.layers.Dense(units, name="out")(h)
     return fbx.FeedbackModel(x, out, feedback={"loop": out}, name="deep")
+
+
+def cold_open(length: int, units: int, layers: int) -> dict:
+    """In this (fresh) process: the imports, the model, and one first open."""
+    import sys
+
+    imported = time.perf_counter() - START
+    start = time.perf_counter()
+    net = network(units, layers)
+    X = np.random.default_rng(0).uniform(-1, 1, (1, length, 1)).astype("float32")
+    built = time.perf_counter() - start
+    start, cpu_start = time.perf_counter(), time.process_time()
+    fbx.explore(net, X)
+    opened, cpu_time = time.perf_counter() - start, time.process_time() - cpu_start
+    json.dump(
+        {"import_s": imported, "build_s": built, "open_s": opened, "open_cpu_s": cpu_time},
+        sys.stdout,
+    )
+
+
+def cold_opens(runs: int, quick: bool) -> dict:
+    """`cold_open` in `runs` fresh processes, one after another."""
+    import sys
+
+    command = [sys.executable, __file__, "--cold-child"] + (["--quick"] if quick else [])
+    results = []
+    for _ in range(runs):
+        out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    return {
+        "open_median_s": statistics.median(r["open_s"] for r in results),
+        "open_s": [r["open_s"] for r in results],
+        "open_cpu_median_s": statistics.median(r["open_cpu_s"] for r in results),
+        "import_median_s": statistics.median(r["import_s"] for r in results),
+        "build_median_s": statistics.median(r["build_s"] for r in results),
+    }
 
 
 def cpu() -> str:
@@ -115,9 +162,16 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="T=50, 8 units: a smoke run")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--cold", type=int, default=3, help="fresh processes timing a first open (0: none)"
+    )
+    parser.add_argument("--cold-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args()
     length, units, layers = (50, 8, 4) if args.quick else (1000, 64, 16)
+    if args.cold_child:
+        return cold_open(length, units, layers)
+    cold = cold_opens(args.cold, args.quick) if args.cold else None
     net = network(units, layers)
     X = np.random.default_rng(0).uniform(-1, 1, (1, length, 1)).astype("float32")
 
@@ -144,6 +198,8 @@ def main():
         "T": length,
         "units": units,
         "nodes": nodes,
+        "load_1min_at_start": LOAD,
+        "cold_first_open": cold,
         "trace_first_s": first,
         "trace_median_s": statistics.median(traces),
         "open_median_s": statistics.median(opens),

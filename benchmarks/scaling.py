@@ -9,9 +9,11 @@ Two sweeps:
           plain Dense layers
   delay   one Dense(64, tanh) layer on 32 inputs and its own output from k
           steps ago, batch 16, T=200, k = 1, 10, 100, 1000, 10000: a delay-k
-          edge is one ring buffer, so inference per step and the first fit
-          should not grow with k; the buffer holds k x the state (16 x 64
-          floats = 4 KiB per step of delay)
+          edge is one ring buffer (k = 10) or, at least a quarter of the run
+          long, a sequence read in chunks (k >= 100), so neither training nor
+          inference per step nor the first fit should grow with k; the
+          history holds k x the state (16 x 64 floats = 4 KiB per step of
+          delay)
 
 Times (training step and inference, medians of interleaved rounds) are taken
 in this one process; at large T a round makes fewer calls (reps * 100 / T, at
@@ -26,7 +28,7 @@ difference, "MiB over base", is what the model and its training step cost;
 step (T sweep), per added edge (edges sweep) or per added step of delay
 (delay sweep): constant along the T sweep means memory linear in T.
 
-Run: python benchmarks/scaling.py [--quick] [--jit]
+Run: python benchmarks/scaling.py [--quick] [--jit] [--sweeps T,edges,delay]
 """
 
 from __future__ import annotations
@@ -202,6 +204,11 @@ def main(argv=None):
 
     def extra(p):
         p.add_argument("--jit", action="store_true", help="compile with jit_compile=True (XLA)")
+        p.add_argument(
+            "--sweeps",
+            default="T,edges,delay",
+            help="comma-separated sweeps to run (T, edges, delay; default: all)",
+        )
 
     args = common.parse_args(__doc__.splitlines()[0], argv=argv, extra=extra)
     t_values = QUICK_T_VALUES if args.quick else T_VALUES
@@ -210,6 +217,11 @@ def main(argv=None):
     points += [("edges", k, EDGES) for k in edge_values]
     delay_values = QUICK_DELAY_VALUES if args.quick else DELAY_VALUES
     points += [("delay", k, DELAY) for k in delay_values]
+    sweeps = {name.strip() for name in args.sweeps.split(",")}
+    unknown = sweeps - {"T", "edges", "delay"}
+    if unknown:
+        raise SystemExit(f"--sweeps: unknown sweep(s) {sorted(unknown)}; use T, edges, delay")
+    points = [p for p in points if p[0] in sweeps]
     mem_points = points[:1] if args.quick else points  # a smoke test: one subprocess
     memory = memory_points(mem_points, args.jit, args.quick)
 

@@ -11,7 +11,9 @@ This module makes the starting histories of a call (the initial values,
 stateful model's histories between calls (`StateStore`), and implements
 `reset_states`, `get_states` and `set_states`, which speak the public naming:
 `{feedback name: (batch, *shape)}`, or `(batch, delay, *shape)` oldest first
-for a delay above 1.
+for a delay above 1. On JAX it also lists the histories among the model's
+non-trainable variables (`threaded_variables`), which Keras's compiled
+`fit` / `predict` / `evaluate` carry from batch to batch and write back.
 """
 
 from __future__ import annotations
@@ -54,12 +56,55 @@ class StateStore:
     """Holds the stateful model's histories, out of Keras's weight tracking.
 
     The carried state depends on the batch size, so it is not a weight: it
-    is neither saved nor loaded, and it is created at the first call.
+    is neither saved nor loaded (as a stateful `keras.layers.LSTM`'s states
+    are not), and it is created at the first call.
     """
 
     def __init__(self):
         self.histories = None  # list of keras.Variable, one per delayed edge
         self.batch_size = None
+
+
+# ------------------------------------------- through compiled functions (JAX)
+def threads_state() -> bool:
+    """Whether the carried state must ride in the model's non-trainable
+    variables to cross a compiled function.
+
+    On JAX, Keras's `fit`, `predict` and `evaluate` run the model as a pure
+    function (`stateless_call`) on the values of its `non_trainable_variables`
+    and write back what the step assigned to them (as for a Dropout's seed
+    or BatchNormalization's statistics). On TensorFlow a compiled function
+    assigns the variables themselves.
+    """
+    return keras.backend.backend() == "jax"
+
+
+def threaded_variables(net) -> list:
+    """The variables a stateful model adds to its `non_trainable_variables`:
+    on JAX its carried histories once they exist, else none. They are not
+    `weights` (not saved), like the state of a `keras.random.SeedGenerator`."""
+    if not (net.stateful and threads_state()) or net._store.histories is None:
+        return []
+    return list(net._store.histories)
+
+
+def check_threaded(net):
+    """Inside a JAX trace, the carried state must come in through a
+    `StatelessScope` that maps it (`stateless_call`, as Keras's loops do):
+    a value assigned to the variable there could not leave the trace."""
+    from keras.src.backend.common.stateless_scope import get_stateless_scope
+
+    if not net._store.histories:  # no delayed edge: nothing to carry
+        return
+    scope = get_stateless_scope()
+    if scope is None or scope.get_current_value(net._store.histories[0]) is None:
+        raise ValueError(
+            f"{net._label()} is stateful and was called inside a compiled JAX "
+            f"function, which cannot write the carried state back. Use fit, predict "
+            f"or evaluate, call the model outside the compiled function, or call "
+            f"net.stateless_call(net.trainable_variables, net.non_trainable_variables, "
+            f"x), which returns the new state with the non-trainable variables."
+        )
 
 
 # ------------------------------------------------------------ one history
@@ -113,6 +158,8 @@ def history_from_value(net, spec, value, batch):
     `(batch, delay, *shape)`, oldest first.
     """
     value = ops.cast(ops.convert_to_tensor(value), spec.dtype)
+    if hasattr(value, "read_value"):  # a tf.Variable (a learned start) stays one
+        value = value.read_value()
     shape = tuple(value.shape)
     k = spec.delay
     label = net._label()
@@ -216,14 +263,8 @@ def stateful_histories(net, batch, tensors):
         reset_states(net, batch_size=static)
     elif static is not None and static != store.batch_size:
         raise ValueError(batch_error(net, static))
-    if keras.backend.backend() != "tensorflow" and not executing_eagerly(tensors[0]):
-        # JAX's compiled functions cannot write the carried state back.
-        raise ValueError(
-            f"{label}: carrying state through a compiled function (fit, "
-            f"predict, evaluate) needs the TensorFlow backend. On "
-            f"{keras.backend.backend()}, call the model directly on each chunk "
-            f"(net(chunk)), which carries the state, or pass initial_state= at call."
-        )
+    if threads_state() and not executing_eagerly(tensors[0]):
+        check_threaded(net)
     return store.histories
 
 
@@ -261,9 +302,13 @@ def reset_states(net, batch_size=None):
         for var, v in zip(store.histories, values):
             var.assign(v)
         return
-    store.histories = [
-        keras.Variable(v, trainable=False, name=f"state_{i}") for i, v in enumerate(values)
-    ]
+    # Named as Keras's stateful RNN names its states (`lstm/rnn_state`):
+    # `net/loop_state`, `net/gru_h_state`.
+    with keras.name_scope(net.name, caller=net):
+        store.histories = [
+            keras.Variable(v, trainable=False, name=f"{spec.name.replace('/', '_')}_state")
+            for spec, v in zip(net.graph.specs, values)
+        ]
     store.batch_size = batch_size
 
 

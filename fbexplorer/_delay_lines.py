@@ -6,8 +6,14 @@ position: at step t the placeholder reads the slot written k steps ago and
 the step's new source value overwrites it. Reading and writing one slot costs
 the same for any k, and the loop carries one buffer per edge, not k tensors,
 so neither tracing nor an inference step grows with the delay; the buffer
-takes k x the state's size (training at very long delays still grows: the
-gradient of the buffer's reads). A delay of 1 is a plain tensor.
+takes k x the state's size. A delay of 1 is a plain tensor.
+
+Edges of long delays (at least a quarter of the run) never get here:
+`_run` cuts the run into chunks no longer than their delay, and such an edge
+reads, within a chunk, only values written before it, as a per-step
+sequence. That keeps their gradient out of the loop: the gradient of a
+buffer carried through `tf.while_loop` grows with k at every step (TensorList
+bookkeeping without XLA, dense buffer gradients under it).
 
 Two buffer kinds, chosen per run:
 

@@ -80,11 +80,16 @@ def compile_eager_calls(tensor) -> bool:
 
 
 def compiled(net):
-    """`run` for this model as a cached `tf.function` (TensorFlow only)."""
+    """`run` for this model as a cached `tf.function` (TensorFlow only).
+
+    Without autograph: the loop is a `tf.while_loop` already and branches on
+    Python values only, as `fit` and `predict` run it (Keras is not
+    converted); converting this code took seconds of a first call.
+    """
     if net._tf_run is None:
         import tensorflow as tf
 
-        net._tf_run = tf.function(net._run, reduce_retracing=True)
+        net._tf_run = tf.function(net._run, reduce_retracing=True, autograph=False)
     return net._tf_run
 
 
@@ -227,9 +232,19 @@ def run(
     # Under XLA (`loop_jit`) the delay lines are tensors: the compiled loop
     # takes and returns plain tensors, and XLA updates them in place.
     jit = loop_jit_for(net.loop_jit, model, plan, training, length)
+    # The run goes in at most MAX_CHUNKS chunks. An edge whose delay spans a
+    # chunk reads, in that chunk, only values written before it (its
+    # history, earlier chunks' new values), in order: a per-step sequence,
+    # its new values stacked like outputs, with no buffer in the loop nor in
+    # its gradient. The others are ring buffers.
+    bounds = chunk_bounds([s.delay for s in specs], length, mask)
+    span = bounds[0][1] if isinstance(length, int) and mask is None else None
+    direct = [i for i, s in enumerate(specs) if span and s.delay > 1 and s.delay >= span]
+    ring = [i for i in range(len(specs)) if i not in direct]
+    direct_specs = [(histories[i].dtype, (None,) + tuple(histories[i].shape[2:])) for i in direct]
     lines = DelayLines(
-        [s.delay for s in specs],
-        histories,
+        [specs[i].delay for i in ring],
+        [histories[i] for i in ring],
         batch,
         tensor_arrays=use_tensor_arrays(unroll=net.unroll, mask=mask) and not jit,
     )
@@ -281,10 +296,12 @@ def run(
         pos += int(use_coins)
         m = xs[pos] if mask is not None else None
         pos += int(mask is not None)
+        t_pos = xs[pos] if hold else None  # this step's index if unmasked, else -1
+        pos += int(hold)
         if feed:
             it = iter(seq_vals)
             seq_vals = [last[feed[i]] if i in feed else next(it) for i in range(len(g.input_names))]
-        delayed = lines.read(bufs)
+        delayed = _merge(lines.read(bufs), xs[pos : pos + len(direct)], ring, direct)
         feeds = list(seq_vals) + list(loop_consts) + delayed
         outs, nt_values = call_step(feeds, nt_values)
         outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
@@ -298,15 +315,16 @@ def run(
                 truth = ops.cast(truths[spec.name], new.dtype)
                 new = truth if coin is None else ops.where(_expand_to(coin, new), truth, new)
                 sources[i] = new
-        new_bufs = lines.write(bufs, delayed, sources, m)
+        new_bufs = lines.write(bufs, [delayed[i] for i in ring], [sources[i] for i in ring], m)
         if m is not None:
             ys = [ops.where(_expand_to(m, y), y, p) for y, p in zip(ys, last)]
         new_last = list(ys) if carry_last else []
         stacked = (list(ys) if keep_all else []) + list(extras) + list(emits)
         if hold:
-            held = ops.maximum(last[-1], xs[pos])
+            held = ops.maximum(last[-1], t_pos)
             new_last.append(held)
             stacked.append(held)
+        stacked += [ops.cast(sources[i], d) for i, (d, _) in zip(direct, direct_specs)]
         return stacked, new_bufs + new_last + list(nt_values)
 
     # Cells with dropout of their own (LSTMCell(dropout=...)) use one mask
@@ -324,16 +342,27 @@ def run(
     extra_specs = [e for i, e in enumerate(extra_specs) if n_main + i not in post]
     emit_specs = [(t.dtype, (None,) + tuple(t.shape[1:])) for t in emitted]
     emit_specs += [("float32", (None,))] if hold else []
-    ys, final = time_loop(
-        step,
-        time_major,
-        lines.initial_carry() + last0 + [v.value for v in nt_vars],
-        length,
-        (specs_out if keep_all else []) + extra_specs + emit_specs,
-        unroll=net.unroll,
-        jit=jit,
-        invariants=loop_consts,
-    )
+    carry = lines.initial_carry() + last0 + [v.value for v in nt_vars]
+    # Each spanning edge's timeline: its history, then the values written.
+    timelines = [[(ops.convert_to_tensor(histories[i]), specs[i].delay)] for i in direct]
+    chunks = []
+    for start, stop in bounds:
+        reads = [_window(parts, start, stop) for parts in timelines]
+        ys, carry = time_loop(
+            step,
+            [s[start:stop] if len(bounds) > 1 else s for s in time_major] + reads,
+            carry,
+            stop - start if len(bounds) > 1 else length,
+            (specs_out if keep_all else []) + extra_specs + emit_specs + direct_specs,
+            unroll=net.unroll,
+            jit=jit,
+            invariants=loop_consts,
+        )
+        for parts, new in zip(timelines, ys[len(ys) - len(direct) :]):
+            parts.append((new, stop - start))
+        chunks.append(ys[: len(ys) - len(direct)])
+    final = carry
+    ys = chunks[0] if len(chunks) == 1 else [ops.concatenate(c, 0) for c in zip(*chunks)]
     for var, value in zip(nt_vars, final[n_slots + n_last :]):
         var.assign(value)
     for cell, _, _ in cells:  # a mask belongs to the graph that made it
@@ -348,7 +377,55 @@ def run(
         last = [next(loop_last) if i not in post else outputs[i][:, -1] for i in range(n_out)]
     else:
         last = [y[:, -1] for y in outputs[:n_out]]
-    return outputs, last, lines.to_histories(final[:n_slots])
+    # A spanning edge's history: the last `delay` values of its timeline.
+    spanned = [
+        _window(parts, length, length + specs[i].delay) for i, parts in zip(direct, timelines)
+    ]
+    return outputs, last, _merge(lines.to_histories(final[:n_slots]), spanned, ring, direct)
+
+
+# A run is cut into at most this many chunks, so that edges of delays down to
+# a quarter of the run read no buffer; each chunk traces the step once more.
+MAX_CHUNKS = 4
+
+
+def chunk_bounds(delays, length, mask) -> list:
+    """The `(start, stop)` steps of each chunk of a run.
+
+    One chunk (the whole run) unless the length is known when traced, there
+    is no mask (a masked sample's history moves only at its unmasked steps)
+    and some delay k > 1 is at least `length / MAX_CHUNKS`: then chunks of
+    the shortest such k, whose edges (and all longer ones) read, within a
+    chunk, only values written before it.
+    """
+    if not isinstance(length, int):
+        return [(0, length)]
+    long = [k for k in delays if k > 1 and k * MAX_CHUNKS >= length]
+    if mask is not None or not long:
+        return [(0, length)]
+    span = min(min(long), length)
+    return [(a, min(a + span, length)) for a in range(0, length, span)]
+
+
+def _window(parts, start, stop):
+    """Steps `start:stop` of a timeline held as consecutive `(part, steps)`, time first."""
+    out, offset = [], 0
+    for part, size in parts:
+        lo, hi = max(start - offset, 0), min(stop - offset, size)
+        if lo < hi:
+            out.append(part[lo:hi] if (lo, hi) != (0, size) else part)
+        offset += size
+    return out[0] if len(out) == 1 else ops.concatenate(out, axis=0)
+
+
+def _merge(ring_values, direct_values, ring, direct) -> list:
+    """One list in edge order from the ring edges' and the spanning edges' values."""
+    out = [None] * (len(ring) + len(direct))
+    for i, v in zip(ring, ring_values):
+        out[i] = v
+    for i, v in zip(direct, direct_values):
+        out[i] = v
+    return out
 
 
 def _place_post(plan, ys, post_in, training, hold, keep_all, n_out, n_main, n_all):

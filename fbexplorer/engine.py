@@ -423,6 +423,19 @@ class FeedbackModel(keras.Model):
         return result
 
     @property
+    def variables(self):
+        """Every variable of the model, as for any Keras layer; on JAX, a
+        stateful model's carried histories too.
+
+        Keras's JAX `fit`, `predict` and `evaluate` carry from batch to batch,
+        and write back, exactly the `non_trainable_variables`: that is how
+        the carried state crosses their compiled functions. The histories are
+        not `weights` (they are neither saved nor loaded), as a Keras
+        `SeedGenerator`'s state is not.
+        """
+        return super().variables + _carried_state.threaded_variables(self)
+
+    @property
     def states(self):
         """A stateful model's carried histories (variables), else None, as
         Keras's RNN layers have it (wrappers such as `Bidirectional` read it)."""

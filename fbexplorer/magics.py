@@ -88,12 +88,12 @@ class FeedbackMagics(Magics):
             raise UsageError(f"%{magic}: '{name}' is a {type(model).__name__}, not a FeedbackModel")
         return model
 
-    def _data(self, expr: str, magic: str):
+    def _data(self, expr: str, magic: str, what: str = "DATA"):
         try:
             return eval(expr, self.shell.user_ns)  # noqa: S307 - the user's own expression
         except Exception as exc:
             raise UsageError(
-                f"%{magic}: DATA '{expr}' could not be evaluated: {one_line(exc)}"
+                f"%{magic}: {what} '{expr}' could not be evaluated: {one_line(exc)}"
             ) from None
 
     def _call(self, magic: str, fn, *args, **kwargs):
@@ -303,22 +303,96 @@ class FeedbackMagics(Magics):
         return df
 
     @magic_arguments()
-    @argument("name", help="a FeedbackModel in the notebook")
-    @argument("data", help="an expression for the input sequences, as in X[:4]")
+    @argument(
+        "name",
+        help="a FeedbackModel in the notebook, or a fbx.TraceCallback that has recorded "
+        "during fit (its epochs get a slider)",
+    )
+    @argument(
+        "data",
+        nargs="?",
+        help="an expression for the input sequences, as in X[:4] (none for a TraceCallback)",
+    )
+    @argument(
+        "--nodes",
+        metavar="A,B",
+        help="the nodes to offer, named as for %%fbtrace (default: every node)",
+    )
+    @argument(
+        "--chunks",
+        type=int,
+        metavar="K",
+        help="the number of chunks of the stateful view (default 2; 1 turns it off)",
+    )
+    @argument("--window", type=int, metavar="N", help="the steps the unrolled view draws (5)")
+    @argument(
+        "--fixed",
+        metavar="EXPR",
+        help="an expression for the fbx.FixedPoints drawn on the portrait, as in fp "
+        "(from %%fbfixed ... -o fp)",
+    )
+    @argument("-o", dest="out", metavar="VAR", help="also bind the Explorer to VAR")
     @line_magic
     def fbexplore(self, line):
         """Scrub through a model's states: the graph lit by each node's value at
         step t, node and sample pickers, Play and a time slider that run in the
-        browser, the trajectories and a heatmap (fbx.explore).
+        browser, the trajectories, a heatmap and the portrait (fbx.explore).
 
-        Example: %fbexplore net X[:4]
+        NAME is a FeedbackModel, traced on DATA, or a fbx.TraceCallback that
+        recorded during fit: then there is no DATA, and an epoch slider
+        shows the dynamics as they formed. --fixed draws fixed points on the
+        portrait, as fbx.explore(..., fixed_points=...) does.
+
+        Example: %fbexplore net X[:4] --fixed fp -o ex   (DATA without spaces)
+                 %fbexplore watch                        (watch = fbx.TraceCallback(X[:2]))
         """
+        from fbexplorer.callbacks import TraceCallback
+        from fbexplorer.dynamics import FixedPoints
         from fbexplorer.widgets import explore
 
         args = parse_argstring(self.fbexplore, line)
-        model = self._model(args.name, "fbexplore")
-        data = self._data(args.data, "fbexplore")
-        return self._call("fbexplore", explore, model, data)
+        watched = self.shell.user_ns.get(args.name)
+        kwargs = {}
+        if isinstance(watched, TraceCallback):
+            flags = {"DATA": args.data, "--nodes": args.nodes, "--chunks": args.chunks}
+            given = [flag for flag, value in flags.items() if value is not None]
+            if given:
+                raise UsageError(
+                    f"%fbexplore: '{args.name}' is a TraceCallback, which shows the inputs "
+                    f"and nodes it traced during fit, in one run; drop {given[0]}, as in "
+                    f"%fbexplore {args.name}"
+                )
+            target, data = watched, None
+        else:
+            if args.name in self.shell.user_ns and not isinstance(watched, FeedbackModel):
+                raise UsageError(
+                    f"%fbexplore: '{args.name}' is a {type(watched).__name__}, not a "
+                    "FeedbackModel or a fbx.TraceCallback"
+                )
+            target = self._model(args.name, "fbexplore")
+            if args.data is None:
+                raise UsageError(
+                    f"%fbexplore: give the data to trace '{args.name}' on, as in "
+                    f"%fbexplore {args.name} X[:4]"
+                )
+            data = self._data(args.data, "fbexplore")
+            kwargs.update(nodes=_node_names(args.nodes), chunks=args.chunks)
+        if args.window is not None:
+            if args.window < 1:
+                raise UsageError(f"%fbexplore: --window {args.window}: give a number of steps >= 1")
+            kwargs["window"] = args.window
+        if args.fixed is not None:
+            fixed = self._data(args.fixed, "fbexplore", what="--fixed")
+            model = args.name if isinstance(target, FeedbackModel) else "MODEL"
+            if not isinstance(fixed, FixedPoints):
+                raise UsageError(
+                    f"%fbexplore: --fixed {args.fixed} is a {type(fixed).__name__}, not a "
+                    f"fbx.FixedPoints; find them with %fbfixed {model} DATA -o fp, then --fixed fp"
+                )
+            kwargs["fixed_points"] = fixed
+        ex = self._call("fbexplore", explore, target, data, **kwargs)
+        self._store(args.out, ex)
+        return ex
 
     @magic_arguments()
     @argument("name", help="a FeedbackModel in the notebook")

@@ -5,15 +5,17 @@ nodes of one step concatenated into one vector, over every sample and step;
 it returns the coordinates and a `Projection` that projects more points (a
 fixed point, another run) into the same space. `portrait` draws the result:
 one line per sample, coloured by time, with fixed points on top (stable
-filled, unstable hollow). Numpy's SVD does the work; nothing else is needed.
+filled, unstable hollow). Numpy's SVD does the work, on one BLAS thread.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from fbexplorer.plots import _node_arrays, _trace_nodes
 
@@ -159,10 +161,12 @@ def _fit(arrays, dims, nodes, what):
             f"components; trace at least {dims + 1} steps."
         )
     mean = flat.mean(axis=0)
-    _, s, vt = np.linalg.svd(flat - mean, full_matrices=False)
-    vt = vt[:dims]
-    biggest = np.argmax(np.abs(vt), axis=1)
-    vt = vt * np.sign(vt[np.arange(dims), biggest])[:, None]
+    with _one_blas_thread():
+        _, s, vt = np.linalg.svd(flat - mean, full_matrices=False)
+        vt = vt[:dims]
+        biggest = np.argmax(np.abs(vt), axis=1)
+        vt = vt * np.sign(vt[np.arange(dims), biggest])[:, None]
+        coords = (flat - mean) @ vt.T
     variance = s**2 / (len(flat) - 1)
     total = variance.sum()
     ratio = variance[:dims] / total if total > 0 else np.zeros(dims)
@@ -174,8 +178,23 @@ def _fit(arrays, dims, nodes, what):
         explained_variance=variance[:dims],
         explained_variance_ratio=ratio,
     )
-    coords = (flat - mean) @ vt.T
     return coords.reshape(samples, steps, dims), projection
+
+
+@functools.cache
+def _blas() -> ThreadpoolController:
+    return ThreadpoolController()
+
+
+def _one_blas_thread():
+    """A context in which numpy's BLAS and LAPACK run on one thread.
+
+    A trace's SVD is small (1,000 steps x 64 units: about 10 ms on one
+    thread). With the cores busy (TensorFlow's threads, other processes),
+    OpenBLAS's threads wait for one another: on a loaded 2-core machine the
+    same SVD took 0.4 to 2 s on its default 2 threads.
+    """
+    return _blas().limit(limits=1, user_api="blas")
 
 
 # ------------------------------------------------------------ fixed points

@@ -155,7 +155,9 @@ def _compiled(net, names: tuple):
         if keras.backend.backend() == "tensorflow":
             import tensorflow as tf
 
-            run = tf.function(run, reduce_retracing=True)
+            # No autograph, as `_run.compiled`: it changed nothing in the graph
+            # but cost most of a model's first trace.
+            run = tf.function(run, reduce_retracing=True, autograph=False)
         cache.runs[names] = run
     return cache.runs[names]
 

@@ -165,3 +165,112 @@ def test_under_xla(rng):
     np.testing.assert_allclose(
         np.asarray(masked(X, mask)), numpy_echo(X, 7, mask=mask)[0], atol=1e-5
     )
+
+
+# A run goes in chunks as long as its shortest delay of at least a quarter of
+# the run (`_run.chunk_bounds`): an edge whose delay spans a chunk reads only
+# values written before it, as a per-step sequence, with no buffer in the loop.
+
+
+def two_delays(short, long, **kwargs):
+    """h_t = x_t + 0.5 h_{t-short} + 0.25 h_{t-long}: a ring edge beside a spanning one."""
+    x = keras.Input((2,), name="x")
+    a = fbx.Feedback((2,), name="a", delay=short)
+    b = fbx.Feedback((2,), name="b", delay=long)
+    h = keras.layers.Add(name="h")(
+        [x, keras.layers.Rescaling(0.5)(a), keras.layers.Rescaling(0.25)(b)]
+    )
+    return fbx.FeedbackModel(x, h, feedback={"a": h, "b": h}, **kwargs)
+
+
+def numpy_two_delays(X, short, long, ha, hb):
+    b, steps, n = X.shape
+    ha, hb = np.array(ha, float), np.array(hb, float)
+    out = np.zeros((b, steps, n))
+    for t in range(steps):
+        h = X[:, t] + 0.5 * ha[:, 0] + 0.25 * hb[:, 0]
+        ha = np.concatenate([ha[:, 1:], h[:, None]], 1)
+        hb = np.concatenate([hb[:, 1:], h[:, None]], 1)
+        out[:, t] = h
+    return out, ha, hb
+
+
+@pytest.mark.parametrize("long", [12, 13, 40, 41, 300])
+def test_spanning_edge_beside_a_ring_edge_equals_numpy(rng, long):
+    X = data(rng, 3, 40)
+    ha = rng.normal(size=(3, 3, 2)).astype("float32")
+    hb = rng.normal(size=(3, long, 2)).astype("float32")
+    y, states = two_delays(3, long, return_state=True)(X, initial_state={"a": ha, "b": hb})
+    want, wa, wb = numpy_two_delays(X, 3, long, ha, hb)
+    np.testing.assert_allclose(np.asarray(y), want, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(states["a"]), wa, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(states["b"]), wb, atol=1e-5)
+
+
+@pytest.mark.parametrize("loop_jit,delay", [(False, 50), (True, 50), (False, 15), (True, 15)])
+def test_spanning_edge_gradients_equal_the_ring_buffers(rng, loop_jit, delay):
+    """Gradients through a spanning edge (to the weights and to the initial
+    history) equal those through a ring buffer: an all-true mask keeps every
+    edge a ring buffer and changes nothing else."""
+    import tensorflow as tf
+
+    x = keras.Input((2,), name="x")
+    d = fbx.Feedback((3,), name="d", delay=delay)
+    h = keras.layers.Dense(3, activation="tanh", name="h")(keras.layers.Concatenate()([x, d]))
+    net = fbx.FeedbackModel(x, h, feedback={"d": h}, return_state=True, loop_jit=loop_jit)
+    X = tf.constant(data(rng, 2, 40))
+    start = tf.Variable(rng.normal(size=(2, delay, 3)).astype("float32"))
+    ones = tf.ones((2, 40), bool)
+
+    def grads(mask):
+        with tf.GradientTape() as tape:
+            y, st = net(X, initial_state={"d": start}, mask=mask)
+            loss = tf.reduce_sum(y**2) + tf.reduce_sum(st["d"] ** 3)
+        return tape.gradient(loss, [start, *net.trainable_variables]), loss
+
+    spanning, loss = tf.function(lambda: grads(None))()
+    ring, ring_loss = tf.function(lambda: grads(ones))()
+    np.testing.assert_allclose(float(loss), float(ring_loss), rtol=1e-5)
+    for a, b in zip(spanning, ring):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
+
+
+def test_stateful_training_learns_through_a_delay_longer_than_each_batch(rng):
+    """Batches of 10 steps, delay 20: each batch reads only the carried
+    history; the gain on it is learned."""
+    x = keras.Input((1,), name="x")
+    d = fbx.Feedback((1,), name="d", delay=20)
+    h = keras.layers.Add()([x, keras.layers.Dense(1, use_bias=False, name="gain")(d)])
+    net = fbx.FeedbackModel(x, h, feedback={"d": h}, stateful=True)
+    net.step_model.get_layer("gain").set_weights([np.zeros((1, 1), "float32")])
+    X = rng.normal(size=(8, 200, 1)).astype("float32")
+    target, _ = numpy_echo(np.repeat(X, 2, -1), 20)
+    net.compile(keras.optimizers.Adam(0.05), "mse")
+    chunks = [slice(a, a + 10) for a in range(0, 200, 10)]
+    for _ in range(8):
+        net.reset_states()
+        for c in chunks:
+            net.train_on_batch(X[:, c], target[:, c, :1])
+    gain = float(net.step_model.get_layer("gain").get_weights()[0][0, 0])
+    assert abs(gain - HALF) < 0.05, gain
+
+
+def test_only_edges_shorter_than_the_run_get_a_ring_buffer(rng, monkeypatch):
+    from fbexplorer import _run
+
+    made = []
+
+    class Recording(_run.DelayLines):
+        def __init__(self, delays, *args, **kwargs):
+            made.append(list(delays))
+            super().__init__(delays, *args, **kwargs)
+
+    monkeypatch.setattr(_run, "DelayLines", Recording)
+    net = two_delays(3, 300)
+    net(data(rng, 2, 40))
+    net(data(rng, 2, 40), mask=np.ones((2, 40), bool))
+    assert made == [[3], [3, 300]]
+    assert _run.chunk_bounds([3, 300], 40, None) == [(0, 40)]
+    assert _run.chunk_bounds([3, 15], 40, None) == [(0, 15), (15, 30), (30, 40)]
+    assert _run.chunk_bounds([3, 9], 40, None) == [(0, 40)]  # 9 < 40 / 4: a ring
+    assert _run.chunk_bounds([3, 15], 40, np.ones((2, 40), bool)) == [(0, 40)]

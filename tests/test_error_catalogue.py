@@ -371,6 +371,24 @@ def fbmodel_unknown_model():
     shell.run_line_magic("fbtrace", "nothere X")
 
 
+def fbexplore_callback_with_data():
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "fbexplorer")
+    shell.user_ns.update(X=seq(), watch=fbx.TraceCallback(seq()))
+    shell.run_line_magic("fbexplore", "watch X")
+
+
+def fbexplore_fixed_not_fixed_points():
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "fbexplorer")
+    shell.user_ns.update(X=seq(), net=base())
+    shell.run_line_magic("fbexplore", "net X --fixed X")
+
+
 def explore_not_a_model():
     fbx.explore(keras.Sequential([keras.layers.Dense(1)]), seq())
 
@@ -431,7 +449,8 @@ MISUSES = {f.__name__.replace("_", "-"): f for f in [
     fbmodel_prev_not_a_name, fbmodel_prev_unassigned, fbmodel_shape_mismatch,
     fbmodel_bare_cell, fbmodel_not_a_tensor, fbmodel_nothing_assigned,
     fbmodel_bad_input_flag, fbmodel_unknown_model, fbmodel_constants_without_steps,
-    fbmodel_input_hides_language_name,
+    fbmodel_input_hides_language_name, fbexplore_callback_with_data,
+    fbexplore_fixed_not_fixed_points,
     wrong_rank, wrong_feature_size, string_input, not_numeric_input, zero_steps,
     different_lengths, wrong_number_of_inputs, unknown_input, mask_wrong_rank,
     mask_wrong_length, initial_state_unknown, initial_state_wrong_shape,
@@ -528,7 +547,10 @@ BEHAVIOURS = {f.__name__.replace("_", "-"): f for f in [
 
 # ------------------------------------------------------------------- tests
 # Entries that need a process of their own, checked where named.
-ELSEWHERE = {"stateful-several-replicas": "tests/test_distributed.py"}
+ELSEWHERE = {
+    "stateful-several-replicas": "tests/test_distributed.py",
+    "stateful-inside-jax-jit": "tests/test_jax.py",
+}
 
 
 def test_page_and_tests_list_the_same_cases():

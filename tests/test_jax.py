@@ -5,6 +5,8 @@ import subprocess
 import sys
 import textwrap
 
+from test_error_catalogue import catalogue
+
 SCRIPT = textwrap.dedent(
     """
     import numpy as np, keras
@@ -106,10 +108,146 @@ SCRIPT = textwrap.dedent(
     """
 )
 
+# A stateful model through Keras's compiled fit / predict / evaluate on JAX: the
+# carried histories ride in its non-trainable variables, as Keras's JAX trainer
+# threads them through stateless_call and writes them back.
+STATEFUL = textwrap.dedent(
+    """
+    import os, re, tempfile, warnings
+    import jax, numpy as np, keras
+    import fbexplorer as fbx
+    assert keras.backend.backend() == "jax"
+
+    def build(**kw):
+        keras.utils.set_random_seed(0)
+        x = keras.Input((3,), name="x")
+        loop = fbx.Feedback((4,), name="loop", delay=2)
+        h = keras.layers.Dense(4, activation="tanh", name="h")(keras.layers.Concatenate()([x, loop]))
+        c = fbx.cell(keras.layers.GRUCell(4, name="gru"))(h)
+        return fbx.FeedbackModel(x, keras.layers.Dense(2, name="y")(c), feedback={"loop": h}, **kw)
+
+    def raises(fn, *words):
+        try:
+            fn()
+        except ValueError as e:
+            assert all(w in str(e) for w in words), str(e)
+            return " ".join(re.sub(r"\\x1b\\[[0-9;]*m", "", str(e)).split())
+        raise AssertionError(f"no ValueError {words}")
+
+    def same_states(net, expected):
+        got = net.get_states()
+        assert set(got) == {"loop", "gru/h"}
+        for k, v in got.items():
+            np.testing.assert_allclose(v, np.asarray(expected[k]), atol=1e-5, err_msg=k)
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(4, 12, 3)).astype("float32")
+    Y = rng.normal(size=(4, 12, 2)).astype("float32")
+    halves = lambda a: np.concatenate([a[:, :6], a[:, 6:]])  # 8 samples: steps 0-5, then 6-11
+    ref = build(return_state=True)  # stateless: the whole sequence in one call
+    net = build(stateful=True, name="net")
+    net.set_weights(ref.get_weights())
+    whole, whole_states = ref(X)
+    whole = np.asarray(whole)
+
+    # predict: batch 2 (the second halves) continues batch 1's state ...
+    out = net.predict(halves(X), batch_size=4, verbose=0)
+    np.testing.assert_allclose(np.concatenate([out[:4], out[4:]], 1), whole, atol=1e-5)
+    same_states(net, whole_states)
+    # ... and one call continues the last.
+    net.reset_states()
+    parts = [net.predict(X[:, i : i + 6], batch_size=4, verbose=0) for i in (0, 6)]
+    np.testing.assert_allclose(np.concatenate(parts, 1), whole, atol=1e-5)
+    # evaluate: the loss of the whole sequence's outputs, and its final state.
+    net.reset_states()
+    net.compile(loss="mse")
+    loss = net.evaluate(halves(X), halves(Y), batch_size=4, verbose=0)
+    np.testing.assert_allclose(loss, np.mean((whole - Y) ** 2), rtol=1e-5)
+    same_states(net, whole_states)
+    # reset_states: start again from the initial values, also at a new batch size.
+    net.reset_states(batch_size=2)
+    np.testing.assert_allclose(net.predict(halves(X[:2]), batch_size=2, verbose=0), halves(whole[:2]), atol=1e-5)
+
+    # fit: each batch starts where the previous one ended. The reference: SGD
+    # by hand, one batch at a time, the state handed on with initial_state.
+    net.reset_states(batch_size=4)
+    net.compile(keras.optimizers.SGD(0.1), "mse")
+    start = net.get_weights()
+    net.fit(halves(X), halves(Y), batch_size=4, shuffle=False, verbose=0)
+
+    def loss_and_state(trainable, x, y, state):
+        (pred, final), _ = ref.stateless_call(
+            trainable, ref.non_trainable_variables, x, initial_state=state
+        )
+        return keras.ops.mean((pred - y) ** 2), final
+
+    trainable, state = [v.value for v in ref.trainable_variables], None
+    for t in (slice(0, 6), slice(6, 12)):
+        grad = jax.value_and_grad(loss_and_state, has_aux=True)
+        (_, state), grads = grad(trainable, X[:, t], Y[:, t], state)
+        trainable = [w - 0.1 * g for w, g in zip(trainable, grads)]
+    for v, w in zip(net.trainable_variables, trainable):
+        np.testing.assert_allclose(np.asarray(v), np.asarray(w), atol=1e-5, err_msg=v.path)
+    same_states(net, state)
+    assert max(np.abs(a - b).max() for a, b in zip(net.get_weights(), start)) > 1e-3
+
+    # The carried state is not a weight: neither saved nor loaded, as a stateful
+    # keras.layers.LSTM's states are not.
+    assert [w.path for w in net.weights] == [w.path for w in ref.weights]
+    assert {"net/loop_state", "net/gru_h_state"} <= {v.path for v in net.non_trainable_variables}
+    path = os.path.join(tempfile.mkdtemp(), "net.keras")
+    net.save(path)
+    back = keras.saving.load_model(path)
+    raises(back.get_states, "has no carried state")
+    ref.set_weights(net.get_weights())
+    np.testing.assert_allclose(back.predict(X[:, :6], batch_size=4, verbose=0), np.asarray(ref(X[:, :6])[0]), atol=1e-5)
+
+    # TensorFlow's checks, on JAX.
+    raises(lambda: net.predict(X[:2], batch_size=2, verbose=0), "batch size 4", "received a batch of 2")
+    raises(lambda: net(X[:2]), "batch size 4", "received a batch of 2")
+    raises(lambda: net.predict(np.concatenate([X, X[:2]]), batch_size=4, verbose=0), "last batch of 2")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        net.fit(X, Y, batch_size=4, verbose=0)
+    assert any("fit shuffles the samples" in str(w.message) for w in caught)
+    # A compiled function of one's own: a clear error, and stateless_call hands
+    # the state back with the non-trainable variables.
+    print("JIT:", raises(lambda: jax.jit(net)(X), "compiled JAX function", "stateless_call"))
+    net.reset_states()
+    run = jax.jit(net.stateless_call)
+    y0, nt = run([v.value for v in net.trainable_variables], [v.value for v in net.non_trainable_variables], X[:, :6])
+    y1, _ = run([v.value for v in net.trainable_variables], nt, X[:, 6:])
+    ref.set_weights(net.get_weights())
+    np.testing.assert_allclose(np.concatenate([y0, y1], 1), np.asarray(ref(X)[0]), atol=1e-5)
+    # Nested in a functional model, whose own compiled predict threads it.
+    net.reset_states()
+    i = keras.Input((None, 3))
+    outer = keras.Model(i, keras.layers.Dense(2, name="o")(net(i)))
+    parts = [outer.predict(X[:, t : t + 6], batch_size=4, verbose=0) for t in (0, 6)]
+    ref = build()
+    ref.set_weights(net.get_weights())
+    expected = np.asarray(outer.get_layer("o")(ref(X)))
+    np.testing.assert_allclose(np.concatenate(parts, 1), expected, atol=1e-5)
+    print("JAX STATEFUL OK")
+    """
+)
+
+
+def _run_on_jax(script):
+    env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600
+    )
+
 
 def test_forward_fit_and_cells_on_jax():
-    env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3")
-    proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600
-    )
+    proc = _run_on_jax(SCRIPT)
     assert proc.returncode == 0 and "JAX OK" in proc.stdout, proc.stderr[-3000:]
+
+
+def test_stateful_fit_predict_evaluate_carry_state_on_jax():
+    proc = _run_on_jax(STATEFUL)
+    assert proc.returncode == 0 and "JAX STATEFUL OK" in proc.stdout, proc.stderr[-3000:]
+    documented = catalogue()["stateful-inside-jax-jit"].split(": ", 1)[1]
+    jit = [line for line in proc.stdout.splitlines() if line.startswith("JIT: ")]
+    assert jit and documented in jit[0], proc.stdout

@@ -418,6 +418,52 @@ def test_fbgrad_matches_gradient_flow_and_binds(ip, traced, monkeypatch):
     assert len(shown) == 1 and shown[0].layout.yaxis.type == "log"
 
 
+def test_fbexplore_matches_explore_and_binds(ip, traced):
+    ex = ip.run_line_magic("fbexplore", "tnet X --nodes h1,h3_prev --chunks 3 --window 2 -o ex")
+    want = fbx.explore(traced, ip.user_ns["X"], nodes=["h1", "h3_prev"], chunks=3, window=2)
+    assert ip.user_ns["ex"] is ex and isinstance(ex, fbx.Explorer)
+    pd.testing.assert_frame_equal(ex.frame, want.frame)
+    assert (ex.chunks, ex.window, ex.epoch) == (3, 2, None)
+    assert ex.view.data == want.view.data
+
+
+def test_fbexplore_takes_a_trace_callback_and_fixed_points(ip, traced):
+    X = ip.user_ns["X"]
+    watch = ip.user_ns["watch"] = fbx.TraceCallback(X[:1])
+    traced.compile("sgd", "mse")
+    traced.fit(X, X, epochs=2, verbose=0, callbacks=[watch])
+    held = {"x": np.full(5, 0.2, "float32")}
+    fp = ip.user_ns["fp"] = fbx.fixed_points(traced, held, initial=X, n_starts=4)
+    ex = ip.run_line_magic("fbexplore", "watch --fixed fp --window 2")
+    want = fbx.explore(watch, fixed_points=fp, window=2)
+    assert [label for label, _ in ex.epoch.options] == ["0", "1", "2"]  # the epoch slider
+    assert ex.fixed_points is fp and ex.window == 2
+    pd.testing.assert_frame_equal(ex.frame, want.frame)
+    assert ex.view.data == want.view.data and "fixed" in ex.view.data["panels"]["portrait"]
+    ex = ip.run_line_magic("fbexplore", "tnet X[:1] --fixed fp")
+    assert ex.view.data == fbx.explore(traced, X[:1], fixed_points=fp).view.data
+    assert ex.fixed_points is fp and ex.epoch is None
+
+
+@pytest.mark.parametrize(
+    "line, error, expected",
+    [
+        ("unfit X", UsageError, "'unfit' is a TraceCallback, which shows the inputs and nodes "
+         "it traced during fit, in one run; drop DATA, as in %fbexplore unfit"),
+        ("unfit --nodes h1", UsageError, "drop --nodes"),
+        ("unfit --chunks 2", UsageError, "drop --chunks"),
+        ("unfit", FbModelError, "fbx.TraceCallback has recorded nothing yet"),
+    ],
+)  # fmt: skip
+def test_fbexplore_callback_errors(ip, capsys, traced, line, error, expected):
+    ip.user_ns["unfit"] = fbx.TraceCallback(ip.user_ns["X"])
+    with pytest.raises(error) as info:
+        ip.run_line_magic("fbexplore", line)
+    assert expected in str(info.value)
+    lines = rendered(ip, capsys, f"%fbexplore {line}")
+    assert len(lines) == 1 and expected in lines[0], lines
+
+
 @pytest.mark.parametrize(
     "magic, line, error, expected",
     [
@@ -432,7 +478,13 @@ def test_fbgrad_matches_gradient_flow_and_binds(ip, traced, monkeypatch):
         ("fbtrace", "tnet X --nodes ,", UsageError, "--nodes ',': give node names"),
         ("fbcompare", "tnet X --chunks 2 --nodes zz", FbModelError, "no node 'zz'"),
         ("fbcompare", "tnet X", UsageError, "--chunks"),
-        ("fbexplore", "tnet", UsageError, "data"),
+        ("fbexplore", "tnet", UsageError, "give the data to trace 'tnet' on, as in %fbexplore"),
+        ("fbexplore", "X", UsageError, "'X' is a ndarray, not a FeedbackModel or a fbx.Trace"),
+        ("fbexplore", "nothere X", UsageError, "no model named 'nothere'"),
+        ("fbexplore", "tnet X --nodes zz", FbModelError, "no node 'zz'"),
+        ("fbexplore", "tnet X --window 0", UsageError, "--window 0: give a number of steps"),
+        ("fbexplore", "tnet X --fixed nofp", UsageError, "--fixed 'nofp' could not be evaluated"),
+        ("fbexplore", "tnet X --fixed X", UsageError, "--fixed X is a ndarray, not a fbx.Fixed"),
     ],
 )
 def test_line_magic_errors(ip, capsys, traced, magic, line, error, expected):

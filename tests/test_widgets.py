@@ -9,6 +9,7 @@ import re
 import types
 import xml.etree.ElementTree as ET
 
+import graphviz
 import ipywidgets as widgets
 import keras
 import numpy as np
@@ -122,6 +123,26 @@ def test_parts_and_layout(ex):
     assert ex.node.value == "loop"
     assert [v for _, v in ex.sample.options] == [0, 1, 2]
     assert ex.view.data["length"] == T and ex.view.data["epochs"] == []
+
+
+def test_reopening_reuses_the_compiled_trace_and_dot_runs_once(monkeypatch):
+    net = seed()  # a fresh model: nothing compiled yet
+    pipes, pipe = [], graphviz.Digraph.pipe
+
+    def counted(self, *args, **kwargs):
+        pipes.append(kwargs.get("format"))
+        return pipe(self, *args, **kwargs)
+
+    monkeypatch.setattr(graphviz.Digraph, "pipe", counted)
+    first = fbx.explore(net, X)
+    assert pipes == ["svg"]  # one drawing by `dot` per open
+    runs = dict(net._fbx_probes.runs)  # the compiled trace, per node list
+    assert len(runs) == 1
+    again = fbx.explore(net, X)
+    assert pipes == ["svg", "svg"] and net._fbx_probes.runs == runs
+    if keras.backend.backend() == "tensorflow":  # built (traced) once, run twice
+        assert next(iter(runs.values())).experimental_get_tracing_count() == 1
+    assert again.view.data == first.view.data
 
 
 def test_play_and_slider_drive_the_view_in_the_browser(ex):

@@ -12,9 +12,21 @@ change the graph's node fills and move the trajectories' marker in step with
 the slider: sampled while it plays, the slider, the view and the marker show
 the same t every time. On the last, moving the epoch slider must change the
 trajectories. On the first, the portrait tab must draw the state (both front
-ends) and, in JupyterLab, move its marker with the slider, on the same t. A
-second test writes `Explorer.save_html` to a file, opens it from disk with
-every network request refused, and plays and scrubs it.
+ends) and, in JupyterLab, move its marker with the slider, on the same t; its
+fixed points (the fixture passes `fixed_points=`) must show, filled where
+stable and hollow where not. Last, in JupyterLab, the notebook is saved with
+its widget state (the test's settings tick "Save Widget State
+Automatically") and exported with `jupyter nbconvert --to html`; the page,
+opened from disk, must play and scrub as below. A second test writes `Explorer.save_html` to a
+file, opens it from disk with every network request refused, and plays and
+scrubs it. A third exports a notebook with `jupyter nbconvert --execute --to
+html` (widget state stored) and opens the page from disk with no server: Play
+advances t and changes the fills, the slider's arrow keys scrub it with the
+slider, the view, the marker and the readout on the same t, and the
+portrait draws fixed points known in closed form. An exported page loads
+its widget code from CDNs; here those files come from their npm packages
+(`widget_cdn.py`, cached in build/widget-cdn; npm must be installed), and
+every other request is refused.
 
 Environment:
     FBX_BROWSER_NOTEBOOK  the notebook to run, relative to the repository root
@@ -27,8 +39,9 @@ Environment:
 Screenshots go to build/: explorer.png (the first explorer after Play, in
 JupyterLab; the README shows a copy as docs/explorer.png),
 explorer-epochs.png (the epoch slider moved), explorer-portrait.png (the
-portrait tab, JupyterLab only), explorer-offline.png (the saved page), and
-the same with -notebook7 for Notebook 7; on a failing step
+portrait tab, JupyterLab only), the same with -notebook7 for Notebook 7,
+explorer-offline.png (the saved page) and explorer-export.png (the exported
+page, on its portrait tab); on a failing step
 the page's screenshot goes to explorer.png (or explorer-notebook7.png) and
 the failure message names the front end, the step and what the page showed.
 """
@@ -71,13 +84,16 @@ CHROMIUM_ARGS = [
 ]
 
 # JupyterLab settings for the test's own settings folder: no news or update
-# prompts over the page, and every cell kept in the DOM (no windowing).
+# prompts over the page, every cell kept in the DOM (no windowing), and the
+# widget state saved with the notebook.
 LAB_SETTINGS = {
     "@jupyterlab/apputils-extension/notification": {
         "fetchNews": "false",
         "checkForUpdates": False,
     },
     "@jupyterlab/notebook-extension/tracker": {"windowingMode": "none"},
+    # Settings > Save Widget State Automatically: saving stores the widgets' state.
+    "@jupyter-widgets/jupyterlab-manager/plugin": {"saveState": True},
 }
 
 
@@ -155,8 +171,8 @@ def _chromium() -> str:
 
 
 class Server:
-    def __init__(self, ui: str, url: str, notebook: str, log: pathlib.Path):
-        self.ui, self.url, self.notebook, self.log = ui, url, notebook, log
+    def __init__(self, ui: str, url: str, notebook: str, log: pathlib.Path, root: pathlib.Path):
+        self.ui, self.url, self.notebook, self.log, self.root = ui, url, notebook, log, root
         self.label = UIS[ui]["label"]
 
 
@@ -245,7 +261,7 @@ def server(request, tmp_path_factory):
             if time.monotonic() > end:
                 pytest.fail(f"{label} did not answer on {url} within 90 s:\n{_tail(log)}")
             time.sleep(0.5)
-        yield Server(ui, url, NOTEBOOK.name, log)
+        yield Server(ui, url, NOTEBOOK.name, log, root)
     finally:
         _stop(proc)
 
@@ -317,6 +333,13 @@ _PORTRAIT_JS = """(root) => {
     at: marker.getAttribute('cx') + ',' + marker.getAttribute('cy'),
   };
 }"""
+
+# The portrait's fixed points: stable or not, fill, and whether they are shown.
+_FIXED_JS = """(cs) => cs.map((c) => ({
+  stable: c.dataset.stable,
+  fill: c.getAttribute('fill'),
+  shown: c.getBoundingClientRect().width > 0,
+}))"""
 
 
 # Looks at an explorer every 20 ms while Play runs, in the page (a look from Python
@@ -532,6 +555,15 @@ def test_explorer_plays_in_a_real_browser(server, page):
             assert look["slider"] == look["view"] == look["marker"] == t, look
             spots.append(look["at"])
         assert len(set(spots)) == len(spots), f"the portrait's marker did not move: {spots}"
+        fixed = explorer.locator(".fbx-portrait .fbx-fixed circle")
+        points = fixed.evaluate_all(_FIXED_JS)
+        label = explorer.locator(".fbx-portrait-label").inner_text()
+        assert bool(points) == ("fixed points" in label), (points, label)
+        assert all(p["shown"] for p in points), f"fixed points hidden: {points}"
+        wrong = [p for p in points if (p["fill"] == "#fff") != (p["stable"] == "false")]
+        assert not wrong, f"fixed points not filled when stable and hollow when unstable: {wrong}"
+        if NOTEBOOK.resolve() == FIXTURE.resolve():  # its explorer is given fixed_points
+            assert points, "the portrait drew no fixed points"
     if portrait:
         explorer.screenshot(path=str(shot.with_name("explorer-portrait.png")))
 
@@ -555,6 +587,40 @@ def test_explorer_plays_in_a_real_browser(server, page):
     learning.screenshot(
         path=str(shot.with_name(shot.stem.replace("explorer", "explorer-epochs") + ".png"))
     )
+
+    if server.ui != "lab":
+        return
+    with step("saved with its widget state and exported, the page plays with no kernel"):
+        saved = server.root / server.notebook
+        before = saved.stat().st_mtime_ns
+        page.keyboard.press("Control+s")  # the settings save the widget state with it
+        end = time.monotonic() + deadline.ms(30) / 1000
+        while not (saved.stat().st_mtime_ns != before and _has_widget_state(saved)):
+            if time.monotonic() > end:
+                raise AssertionError(f"saving {saved.name} stored no widget state in 30 s")
+            time.sleep(0.5)
+        out = server.root.parent / "export"
+        done = subprocess.run(
+            [sys.executable, "-m", "nbconvert", "--to", "html", "--output-dir", str(out), saved],
+            capture_output=True,
+            text=True,
+            timeout=deadline.ms(120) / 1000,
+        )
+        assert done.returncode == 0, f"nbconvert failed:\n{done.stderr[-3000:]}"
+        exported = page.context.new_page()
+        try:
+            found, _ = _open_exported(exported, out / saved.with_suffix(".html").name, deadline)
+            _plays_and_scrubs(exported, found, deadline)
+        finally:
+            exported.close()
+
+
+def _has_widget_state(path: pathlib.Path) -> bool:
+    try:
+        nb = nbformat.read(path, as_version=4)
+    except Exception:  # being written
+        return False
+    return "application/vnd.jupyter.widget-state+json" in nb.metadata.get("widgets", {})
 
 
 def test_saved_page_plays_offline(page, tmp_path):
@@ -626,3 +692,153 @@ def test_saved_page_plays_offline(page, tmp_path):
     out = REPO / "build" / "explorer-offline.png"
     out.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(out), full_page=True)
+
+
+def _open_exported(page, path: pathlib.Path, deadline: Deadline):
+    """Open an nbconvert page from disk, its CDN files served from npm packages.
+
+    Returns the first explorer (the output holding a Play button) once its
+    graph is drawn, and the list the page's errors go to.
+    """
+    import widget_cdn
+
+    html = path.read_text(encoding="utf-8")
+    cdn = widget_cdn.Cdn(widget_cdn.fetch(widget_cdn.packages(html), REPO / "build" / "widget-cdn"))
+    console: list[str] = []
+    page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
+    page.route("**/*", cdn)
+    page.goto(path.as_uri())
+    explorer = page.locator(".jp-OutputArea-output").filter(has=page.locator(".widget-play")).first
+    try:
+        explorer.locator(".fbx-graph svg g.node").first.wait_for(timeout=deadline.ms(30))
+    except Exception:
+        raise AssertionError(
+            f"the exported page drew no explorer. Served: {cdn.served}; refused: {cdn.refused}; "
+            f"errors: {console}"
+        ) from None
+    return explorer, console
+
+
+def _plays_and_scrubs(page, explorer, deadline: Deadline) -> None:
+    """Play advances t and changes the fills; the slider's arrow keys set t 0 to 3.
+
+    The slider, the view, the trajectories' marker and the table's readout
+    show the same t throughout, and a step scrubbed to has the fills Play
+    showed at that step. It opens the trajectories tab (the page opens on the
+    tab that was open when the notebook was saved).
+    """
+    explorer.locator(".fbx-tab[data-panel=trajectories]").click(timeout=deadline.ms(10))
+    first = explorer.evaluate(_LOOK_JS)
+    assert first["slider"] == first["view"] == first["marker"], first
+    explorer.locator(".widget-play button:has(.fa-play)").first.click(timeout=deadline.ms(10))
+    looks = explorer.evaluate(_WATCH_JS)
+    seen = [(look["slider"], look["view"], look["marker"]) for look in looks]
+    assert len({v for _, v, _ in seen}) >= 5, f"Play did not advance t: {seen}"
+    assert not [s for s in seen if len(set(s)) != 1], f"(slider, view, marker) differ: {seen}"
+    by_t = {look["view"]: tuple(look["fills"]) for look in [first, *looks]}
+    assert len(set(by_t.values())) >= 3, f"the graph's fills did not change with t: {by_t}"
+
+    handle = explorer.locator(".widget-slider .noUi-handle").first
+    for t, key in enumerate(["Home", "ArrowRight", "ArrowRight", "ArrowRight"]):
+        handle.focus(timeout=deadline.ms(10))
+        page.keyboard.press(key)
+        page.wait_for_function(
+            "([root, t]) => root.querySelector('.fbx').dataset.t === String(t)",
+            arg=[explorer.element_handle(), t],
+            timeout=deadline.ms(10),
+            polling=50,
+        )
+        look = explorer.evaluate(_LOOK_JS)
+        readout = explorer.locator(".fbx-readout-t").inner_text()
+        assert look["slider"] == look["view"] == look["marker"] == t, look
+        assert readout == f"t={t}", (readout, t)
+        assert tuple(look["fills"]) == by_t.get(t, tuple(look["fills"])), "fills differ from Play's"
+
+
+# The exported notebook: an explorer of a net whose fixed points are known in closed
+# form. d1 = tanh(W [x, loop]) with the loop's part 2 I: with x held at 0 each unit
+# solves s = tanh(2 s), so s is 0 (unstable, slope 2) or +-a with a = tanh(2 a)
+# (stable, slope 2 (1 - a^2) < 1): 9 fixed points, the 4 with both units at +-a stable.
+_EXPORT_NOTEBOOK = """\
+import keras
+import numpy as np
+
+import fbexplorer as fbx
+
+x = keras.Input((1,), name="x")
+loop = fbx.Feedback((2,), name="loop")
+h = keras.layers.Dense(2, activation="tanh", use_bias=False, name="d1")(
+    keras.layers.Concatenate()([x, loop])
+)
+net = fbx.FeedbackModel(x, h, feedback={"loop": h})
+net.get_layer("d1").set_weights([np.array([[0.5, 0.2], [2, 0], [0, 2]], "float32")])
+X = np.random.default_rng(0).uniform(-1, 1, size=(2, 12, 1)).astype("float32")
+fp = fbx.fixed_points(net, np.zeros(1, "float32"), n_starts=64)
+fbx.explore(net, X, fixed_points=fp)"""
+
+
+def test_exported_notebook_plays_with_no_kernel(page, tmp_path):
+    """`nbconvert --to html` of a notebook saved with widget state, opened from disk.
+
+    The notebook (one explorer) is executed with its widget state stored, as
+    `jupyter nbconvert --execute --to html
+    --ExecutePreprocessor.store_widget_state=True` does, and exported to HTML.
+    The page loads require.js, the widget manager and anywidget's front end
+    from CDNs; in real use the CDNs serve them, here `widget_cdn` serves the
+    same files from their npm packages (fetched once into build/widget-cdn)
+    and refuses every other request off the machine. No server runs: Play
+    must advance t and change the node fills, scrubbing the slider must move
+    the view, the marker and the readout to the same t, and the portrait
+    must draw the fixed points, stable filled and unstable hollow.
+    """
+    deadline = Deadline(TIMEOUT)
+    notebook = tmp_path / "explorer.ipynb"
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(_EXPORT_NOTEBOOK)])
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    nbformat.write(nb, notebook)
+    env = dict(
+        os.environ,
+        TF_CPP_MIN_LOG_LEVEL="3",
+        KERAS_BACKEND="tensorflow",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nbconvert",
+            "--to",
+            "html",
+            "--execute",
+            "--ExecutePreprocessor.store_widget_state=True",
+            str(notebook),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=deadline.ms(300) / 1000,
+    )
+    assert done.returncode == 0, f"nbconvert failed:\n{done.stderr[-3000:]}"
+    path = notebook.with_suffix(".html")
+
+    explorer, console = _open_exported(page, path, deadline)
+    assert explorer.evaluate(_LOOK_JS)["view"] == 0
+    _plays_and_scrubs(page, explorer, deadline)
+
+    explorer.locator(".fbx-tab[data-panel=portrait]").click(timeout=deadline.ms(10))
+    circles = explorer.locator(".fbx-portrait .fbx-fixed circle")
+    circles.first.wait_for(timeout=deadline.ms(10))
+    points = circles.evaluate_all(_FIXED_JS)
+    filled = [p["fill"] for p in points if p["stable"] == "true" and p["shown"]]
+    hollow = [p["fill"] for p in points if p["stable"] == "false" and p["shown"]]
+    assert (len(filled), len(hollow)) == (4, 5), points
+    assert "#fff" not in filled and set(hollow) == {"#fff"}, points
+    assert explorer.locator(".fbx-portrait .fbx-marker").get_attribute("data-t") == "3"
+    assert not console, console
+    out = REPO / "build" / "explorer-export.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    explorer.screenshot(path=str(out))
