@@ -16,6 +16,13 @@ One rewrite splits a `Dense` over a `Concatenate` of hoisted and loop parts
 (`Dense(Concatenate([x, prev_h]))`): `x @ W_x + b` is hoisted, the loop computes
 only `prev_h @ W_h`, with the same kernel variable, sliced.
 
+The mirror, on the output side: a *post* part of loop tensors that only
+outputs stacked over all steps need (read-outs), nothing the next step reads
+(no delayed edge's source, no cell state, nothing a BatchNormalization or
+another layer that must stay in the loop reads). The loop emits, at every
+step, the loop tensors the post part reads; after it, the post part runs once
+on them reshaped to `(time * batch, ...)`.
+
 The plan replays the step model's own nodes (its layers and `keras.ops`
 calls, with their weights), so nothing is copied and saving is unchanged.
 """
@@ -172,13 +179,22 @@ class HoistPlan:
             placeholders; any outputs).
         n_inputs: the number of per-step inputs.
         n_constants: the number of constants.
+        per_step: hoist the per-step part too (else only the constants').
+        post: the indices of the outputs that may be computed after the loop
+            (those stacked over all steps; never a delayed edge's source).
 
     Attributes:
-        hoisted: the layer and op names computed outside the loop (empty when
-            nothing can be hoisted; the engine then runs the step model as is).
+        hoisted: the layer and op names computed before the loop (empty when
+            nothing can be; with no post part either, the engine then runs
+            the step model as is).
+        post_nodes: the nodes computed after the loop, in depth order.
+        post_outputs: the indices of the outputs they compute.
+        emitted: the loop tensors the post part reads, emitted by every step.
+        post_seq, post_const: the pre part's per-step values and the
+            constants the post part reads.
     """
 
-    def __init__(self, model, n_inputs: int, n_constants: int, per_step: bool = True):
+    def __init__(self, model, n_inputs: int, n_constants: int, per_step: bool = True, post=()):
         self.model = model
         inputs = model.inputs
         self.seq_inputs = inputs[:n_inputs]
@@ -207,18 +223,51 @@ class HoistPlan:
                 kind[id(t)] = k
             (loop if k == LOOP else pre).append(node)
         self.kind = kind
-
-        # The loop nodes needed, walking back from the outputs.
         producer = {id(t): n for n in loop for t in n.outputs}
-        needed, stack = set(), [producer[id(t)] for t in model.outputs if id(t) in producer]
-        while stack:
-            node = stack.pop()
-            if id(node) in needed:
-                continue
-            needed.add(id(node))
-            split = splits.get(id(node))
-            deps = [p[0] for p in split.looped] if split else node.input_tensors
-            stack += [producer[id(t)] for t in deps if id(t) in producer]
+
+        def walk_back(tensors, through, whole=False):
+            """The loop nodes that `tensors` need, through nodes `through`
+            accepts (a split Dense needs only its loop parts, unless `whole`)."""
+            found, stack = set(), [producer[id(t)] for t in tensors if id(t) in producer]
+            while stack:
+                node = stack.pop()
+                if id(node) in found or not through(node):
+                    continue
+                found.add(id(node))
+                split = None if whole else splits.get(id(node))
+                deps = [p[0] for p in split.looped] if split else node.input_tensors
+                stack += [producer[id(t)] for t in deps if id(t) in producer]
+            return found
+
+        # The post part: loop nodes that only outputs computed after the loop
+        # need (read-outs); nothing the next step reads depends on them.
+        post = set(post)
+        stay_outputs = [t for i, t in enumerate(model.outputs) if i not in post]
+        post_outputs = [t for i, t in enumerate(model.outputs) if i in post]
+        required = walk_back(stay_outputs, lambda n: True)
+        candidates = walk_back(post_outputs, lambda n: id(n) not in required, whole=True)
+        # A node that must see one step at a time keeps itself and what it
+        # reads in the loop.
+        pinned = [t for n in loop if id(n) in candidates and not hoistable(n) for t in n.outputs]
+        required |= walk_back(pinned, lambda n: True)
+        post_ids = candidates - required
+        self.post_nodes = [n for n in nodes if id(n) in post_ids]
+        # Outputs the post part computes (the others come out of the loop).
+        made_post = {id(t) for n in self.post_nodes for t in n.outputs}
+        self.post_outputs = [i for i, t in enumerate(model.outputs) if id(t) in made_post]
+        post_set = set(self.post_outputs)
+        # What the post part reads: the loop's tensors, emitted by every step;
+        # the pre part's per-step values, on `(time * batch, ...)`; constants.
+        reads = {}
+        for node in self.post_nodes:
+            reads.update({id(t): t for t in node.input_tensors if id(t) not in made_post})
+        self.emitted = [t for t in reads.values() if kind[id(t)] == LOOP]
+        self.post_seq = [t for t in reads.values() if kind[id(t)] == SEQ]
+        self.post_const = [t for t in reads.values() if kind[id(t)] == CONST]
+        needed = walk_back(
+            [t for i, t in enumerate(model.outputs) if i not in post_set] + self.emitted,
+            lambda n: id(n) not in post_ids,
+        )
         self.loop_nodes = [n for n in loop if id(n) in needed]
         self.splits = [splits[id(n)] for n in self.loop_nodes if id(n) in splits]
         self.split_of = {id(s.node): s for s in self.splits}
@@ -229,7 +278,7 @@ class HoistPlan:
         for node in self.loop_nodes:
             split = self.split_of.get(id(node))
             read += [p[0] for p in split.looped] if split else node.input_tensors
-        read += list(model.outputs)
+        read += [t for i, t in enumerate(model.outputs) if i not in post_set]
         seen, self.seq_bounds, self.const_bounds = set(), [], []
         for t in read:
             if id(t) in seen or kind[id(t)] == LOOP:
@@ -262,6 +311,21 @@ class HoistPlan:
         read += sum(int(s.dense.units) for s in self.seq_splits)
         return read > sum(width(t) for t in self.seq_inputs)
 
+    def post_pays(self) -> bool:
+        """Whether the post part costs no more per step than it saves, for a
+        loop under XLA: the loop emits, per step, no more numbers for it
+        than its outputs hold (a read-out that widens, a decoder). A
+        narrowing read-out (128 units to 10) would make the loop stack its
+        wider input instead: more memory, and an LSTM-sized one measured
+        slower to train. (Without XLA a widening one measured slower too:
+        the engine asks only for a loop under XLA; see docs/engine.md.)"""
+
+        def width(t):
+            return int(np.prod([d or 1 for d in t.shape[1:]]))
+
+        emitted = sum(width(t) for t in self.emitted)
+        return emitted <= sum(width(self.model.outputs[i]) for i in self.post_outputs)
+
     # ----------------------------------------------------------- outside
     def precompute(self, seqs, consts, training):
         """The hoisted part, run once.
@@ -272,9 +336,10 @@ class HoistPlan:
             training: the training flag.
 
         Returns:
-            `(sequences, constants)`: the per-step values the loop reads,
-            time-major, and the constant values it reads (then the kernel
-            rows of each split Dense's loop parts).
+            `(sequences, constants, post)`: the per-step values the loop reads,
+            time-major, the constant values it reads (then the kernel rows of
+            each split Dense's loop parts), and the values the post part reads
+            from outside the loop (`post_seq` time-major, then `post_const`).
         """
         kind = self.kind
         const_vals = {id(t): v for t, v in zip(self.const_inputs, consts)}
@@ -322,11 +387,45 @@ class HoistPlan:
         const_out += [const_vals[s.key] for s in self.const_splits]
         for s in self.splits:
             const_out += s.loop_kernels()
-        return seq_out, const_out
+        post_in = [unflatten(seq_vals[id(t)]) for t in self.post_seq]
+        post_in += [const_vals[id(t)] for t in self.post_const]
+        return seq_out, const_out, post_in
+
+    def postcompute(self, emitted, post_in, training):
+        """The post part, run once after the loop.
+
+        Args:
+            emitted: the values of `emitted` at every step, time-major
+                `(time, batch, ...)`, as the loop stacked them.
+            post_in: the third value `precompute` returned (its per-step
+                values in the loop's order of steps).
+            training: the training flag.
+
+        Returns:
+            the outputs `post_outputs` names, time-major.
+        """
+        shape = ops.shape(emitted[0])
+        length, batch = shape[0], shape[1]
+        values = {}
+        for t, v in zip(self.emitted, emitted):
+            values[id(t)] = ops.reshape(v, (-1,) + tuple(ops.shape(v)[2:]))
+        n = len(self.post_seq)
+        for t, v in zip(self.post_seq, post_in[:n]):
+            values[id(t)] = ops.reshape(v, (-1,) + tuple(ops.shape(v)[2:]))
+        for t, v in zip(self.post_const, post_in[n:]):
+            values[id(t)] = ops.tile(v, (length,) + (1,) * (len(v.shape) - 1))
+        for node in self.post_nodes:
+            args, kwargs = node.arguments.fill_in(values)
+            out = _call(node.operation, args, kwargs, training)
+            for t, v in zip(node.outputs, keras.tree.flatten(out)):
+                values[id(t)] = v
+        outputs = [values[id(self.model.outputs[i])] for i in self.post_outputs]
+        return [ops.reshape(v, (length, batch) + tuple(ops.shape(v)[1:])) for v in outputs]
 
     # -------------------------------------------------------------- inside
     def step(self, seq_vals, const_vals, placeholders, training):
-        """One step of the loop part: the step model's outputs, as a list."""
+        """One step of the loop part: the step model's outputs, as a list
+        (None for those of the post part), then the values of `emitted`."""
         values = {}
         n = len(self.seq_bounds)
         for t, v in zip(self.seq_bounds, seq_vals[:n]):
@@ -354,4 +453,6 @@ class HoistPlan:
                 out = _call(node.operation, args, kwargs, training)
             for t, v in zip(node.outputs, keras.tree.flatten(out)):
                 values[id(t)] = v
-        return [values[id(t)] for t in self.model.outputs]
+        post = set(self.post_outputs)
+        outs = [None if i in post else values[id(t)] for i, t in enumerate(self.model.outputs)]
+        return outs + [values[id(t)] for t in self.emitted]

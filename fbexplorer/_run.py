@@ -5,7 +5,8 @@ builds the loop's per-step sequences (the inputs, or their hoisted values;
 the teacher-forcing truths and coin flips; the mask), its carry (the delayed
 values, the outputs of the previous step where needed, and on JAX the step's
 non-trainable variables), and the step function, then hands them to
-`_loop.time_loop`. It takes and returns the delayed edges' histories
+`_loop.time_loop`; after the loop, a hoisting plan's post part (read-outs)
+runs on the values the loop emitted. It takes and returns the delayed edges' histories
 (`_carried_state`: `(delay, batch, *shape)` each, oldest first).
 """
 
@@ -99,27 +100,41 @@ def runner(net, tensor):
     return net._run
 
 
-def hoist_plan(net, model=None):
+def post_candidates(net, model, keep_all):
+    """The indices of `model`'s outputs that may be computed after the loop:
+    the stacked outputs (with `keep_all`) and a probe's extra outputs, never
+    the sources of the delayed edges and cell states."""
+    n_out, n_main = net.graph.n_outputs, len(net.step_model.outputs)
+    return (list(range(n_out)) if keep_all else []) + list(range(n_main, len(model.outputs)))
+
+
+def hoist_plan(net, model=None, keep_all=None, jit=False):
     """The hoisting plan of the step model (or of a probe on its inputs),
-    None when hoisting is off or nothing can be hoisted."""
+    None when hoisting is off or nothing can be hoisted. `keep_all`: whether
+    the run stacks the outputs of every step (default: `return_sequences`),
+    which the post part needs; `jit`: whether the loop runs under XLA, which
+    `hoist="auto"` asks before it keeps a post part."""
     if not net.hoist:
         return None
     model = net.step_model if model is None else model
+    keep_all = net.return_sequences if keep_all is None else bool(keep_all)
+    auto_post = net.hoist == "auto" and bool(jit)
     plans = net._plans.value
-    if id(model) not in plans:
+    key = (id(model), keep_all, auto_post)
+    if key not in plans:
         from fbexplorer._hoist import HoistPlan
 
         g = net.graph
         n = (len(g.input_names), len(g.constant_names))
         if net._per_step is None:  # decided on the step model, kept for probes
-            full = HoistPlan(net.step_model, *n)
-            net._per_step = net.hoist is True or not full.widens()
-            if net._per_step:
-                plans[id(net.step_model)] = (net.step_model, full)
-        if id(model) not in plans:
-            plans[id(model)] = (model, HoistPlan(model, *n, per_step=net._per_step))
-    plan = plans[id(model)][1]
-    return plan if plan.hoisted else None
+            net._per_step = net.hoist is True or not HoistPlan(net.step_model, *n).widens()
+        post = post_candidates(net, model, keep_all)
+        plan = HoistPlan(model, *n, per_step=net._per_step, post=post)
+        if net.hoist == "auto" and plan.post_nodes and not (auto_post and plan.post_pays()):
+            plan = HoistPlan(model, *n, per_step=net._per_step)
+        plans[key] = (model, plan)
+    plan = plans[key][1]
+    return plan if plan.hoisted or plan.post_nodes else None
 
 
 def run(
@@ -170,13 +185,28 @@ def run(
     time_major = [ops.moveaxis(s, 1, 0) for s in seqs]
     # The hoisted part runs here, once over all steps: the loop then reads
     # its per-step values in place of the inputs, and its constants.
-    plan = None if feed else hoist_plan(net, model)
+    plan = None
+    if not feed:
+        # Under "auto", read-outs run after the loop only when it runs under
+        # XLA (decided on the plan without them, which they can only shrink).
+        plan = hoist_plan(net, model, keep_all)
+        if net.hoist == "auto" and loop_jit_for(net.loop_jit, model, plan, training, length):
+            plan = hoist_plan(net, model, keep_all, jit=True)
+    post_in = []
     if plan is not None:
-        time_major, loop_consts = plan.precompute(time_major, consts, training)
+        time_major, loop_consts, post_in = plan.precompute(time_major, consts, training)
         n_seq_in = len(time_major)
     else:
         loop_consts = list(consts)
         n_seq_in = len(seqs)
+    # The post part (read-outs) runs after the loop, on the values the loop
+    # emits at every step.
+    post = set(plan.post_outputs) if plan is not None else set()
+    emitted = list(plan.emitted) if plan is not None else []
+    loop_ys = [i for i in range(n_out) if i not in post]
+    # Under a mask an output holds its value of the last unmasked step: the
+    # loop emits that step's index (-1 before any) for the post outputs.
+    hold = mask is not None and any(i < n_out for i in post)
     teacher_names = [s.name for s in specs if s.name in teachers]
     time_major += [ops.moveaxis(teachers[n], 1, 0) for n in teacher_names]
     use_coins = bool(teacher_names) and bool(training) and net.teacher_forcing < 1.0
@@ -188,6 +218,12 @@ def run(
         time_major.append(ops.moveaxis(mask, 1, 0))
     if net.go_backwards:
         time_major = [ops.flip(s, axis=0) for s in time_major]
+        n = len(plan.post_seq) if plan is not None else 0
+        post_in = [ops.flip(s, axis=0) for s in post_in[:n]] + post_in[n:]
+    if hold:
+        m_tm = time_major[-1]
+        steps = ops.cast(ops.arange(ops.shape(m_tm)[0]), "float32")
+        time_major.append(ops.where(m_tm, ops.expand_dims(steps, 1), -1.0))
 
     if seqs or consts:
         batch = batch_of(seqs + consts)
@@ -205,9 +241,7 @@ def run(
     span = bounds[0][1] if isinstance(length, int) and mask is None else None
     direct = [i for i, s in enumerate(specs) if span and s.delay > 1 and s.delay >= span]
     ring = [i for i in range(len(specs)) if i not in direct]
-    direct_specs = [
-        (histories[i].dtype, (None,) + tuple(histories[i].shape[2:])) for i in direct
-    ]
+    direct_specs = [(histories[i].dtype, (None,) + tuple(histories[i].shape[2:])) for i in direct]
     lines = DelayLines(
         [specs[i].delay for i in ring],
         [histories[i] for i in ring],
@@ -219,9 +253,11 @@ def run(
         if feed_init is not None:
             last0 = list(feed_init)
         else:
-            last0 = [ops.zeros((batch,) + s, d) for s, d in zip(out_shapes, out_dtypes)]
+            last0 = [ops.zeros((batch,) + out_shapes[i], out_dtypes[i]) for i in loop_ys]
     else:
         last0 = []
+    if hold:
+        last0.append(ops.full((batch,), -1.0, "float32"))
     n_last = len(last0)
     # JAX traces the loop body as a pure function: variables the step
     # changes (dropout seeds, BatchNormalization statistics) ride in the
@@ -260,6 +296,8 @@ def run(
         pos += int(use_coins)
         m = xs[pos] if mask is not None else None
         pos += int(mask is not None)
+        t_pos = xs[pos] if hold else None  # this step's index if unmasked, else -1
+        pos += int(hold)
         if feed:
             it = iter(seq_vals)
             seq_vals = [last[feed[i]] if i in feed else next(it) for i in range(len(g.input_names))]
@@ -267,20 +305,25 @@ def run(
         feeds = list(seq_vals) + list(loop_consts) + delayed
         outs, nt_values = call_step(feeds, nt_values)
         outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
-        ys, sources, extras = outs[:n_out], list(outs[n_out:n_main]), outs[n_main:]
+        n_model = len(model.outputs)
+        outs, emits = outs[:n_model], outs[n_model:]
+        ys, sources = [outs[i] for i in loop_ys], list(outs[n_out:n_main])
+        extras = [v for v in outs[n_main:] if v is not None]
         for i, spec in enumerate(specs):
             if spec.name in truths:
                 new = sources[i]
                 truth = ops.cast(truths[spec.name], new.dtype)
                 new = truth if coin is None else ops.where(_expand_to(coin, new), truth, new)
                 sources[i] = new
-        new_bufs = lines.write(
-            bufs, [delayed[i] for i in ring], [sources[i] for i in ring], m
-        )
+        new_bufs = lines.write(bufs, [delayed[i] for i in ring], [sources[i] for i in ring], m)
         if m is not None:
             ys = [ops.where(_expand_to(m, y), y, p) for y, p in zip(ys, last)]
         new_last = list(ys) if carry_last else []
-        stacked = (list(ys) if keep_all else []) + list(extras)
+        stacked = (list(ys) if keep_all else []) + list(extras) + list(emits)
+        if hold:
+            held = ops.maximum(last[-1], t_pos)
+            new_last.append(held)
+            stacked.append(held)
         stacked += [ops.cast(sources[i], d) for i, (d, _) in zip(direct, direct_specs)]
         return stacked, new_bufs + new_last + list(nt_values)
 
@@ -294,7 +337,11 @@ def run(
             cell.get_dropout_mask(ops.zeros((batch,) + in_shape, cell.compute_dtype))
             cell.get_recurrent_dropout_mask(ops.zeros((batch,) + state_shape, cell.compute_dtype))
 
-    specs_out = [(d, (None,) + s) for d, s in zip(out_dtypes, out_shapes)]
+    specs_out = [(out_dtypes[i], (None,) + out_shapes[i]) for i in loop_ys]
+    n_main_all = len(model.outputs)
+    extra_specs = [e for i, e in enumerate(extra_specs) if n_main + i not in post]
+    emit_specs = [(t.dtype, (None,) + tuple(t.shape[1:])) for t in emitted]
+    emit_specs += [("float32", (None,))] if hold else []
     carry = lines.initial_carry() + last0 + [v.value for v in nt_vars]
     # Each spanning edge's timeline: its history, then the values written.
     timelines = [[(ops.convert_to_tensor(histories[i]), specs[i].delay)] for i in direct]
@@ -306,7 +353,7 @@ def run(
             [s[start:stop] if len(bounds) > 1 else s for s in time_major] + reads,
             carry,
             stop - start if len(bounds) > 1 else length,
-            (specs_out if keep_all else []) + extra_specs + direct_specs,
+            (specs_out if keep_all else []) + extra_specs + emit_specs + direct_specs,
             unroll=net.unroll,
             jit=jit,
             invariants=loop_consts,
@@ -321,9 +368,13 @@ def run(
     for cell, _, _ in cells:  # a mask belongs to the graph that made it
         cell.reset_dropout_mask()
         cell.reset_recurrent_dropout_mask()
+    ys = list(ys)
+    if post:
+        ys = _place_post(plan, ys, post_in, training, hold, keep_all, n_out, n_main, n_main_all)
     outputs = [ops.moveaxis(y, 0, 1) for y in ys]
     if carry_last:
-        last = final[n_slots : n_slots + n_last]
+        loop_last = iter(final[n_slots : n_slots + len(loop_ys)])
+        last = [next(loop_last) if i not in post else outputs[i][:, -1] for i in range(n_out)]
     else:
         last = [y[:, -1] for y in outputs[:n_out]]
     # A spanning edge's history: the last `delay` values of its timeline.
@@ -375,3 +426,36 @@ def _merge(ring_values, direct_values, ring, direct) -> list:
     for i, v in zip(direct, direct_values):
         out[i] = v
     return out
+
+
+def _place_post(plan, ys, post_in, training, hold, keep_all, n_out, n_main, n_all):
+    """The loop's stacked values with the post part's outputs in their places.
+
+    `ys`: time-major, the outputs the loop stacked (the stacked outputs when
+    `keep_all`, then the extra outputs), the emitted values, and with `hold`
+    each step's last unmasked step index.
+    """
+    n_emit = len(plan.emitted)
+    held = ys.pop() if hold else None
+    emitted = ys[len(ys) - n_emit :]
+    looped = iter(ys[: len(ys) - n_emit])
+    computed = dict(zip(plan.post_outputs, plan.postcompute(emitted, post_in, training)))
+    if held is not None:
+        index = ops.cast(held, "int32")
+        seen = index >= 0
+        index = ops.maximum(index, 0)
+        for i in computed:
+            if i < n_out:  # as the loop's outputs: repeated over masked steps, zeros before
+                v = computed[i]
+                idx = _expand_to_rank(index, v)
+                taken = ops.take_along_axis(v, ops.broadcast_to(idx, ops.shape(v)), axis=0)
+                computed[i] = ops.where(_expand_to_rank(seen, v), taken, ops.zeros_like(taken))
+    wanted = (list(range(n_out)) if keep_all else []) + list(range(n_main, n_all))
+    return [computed[i] if i in computed else next(looped) for i in wanted]
+
+
+def _expand_to_rank(m, ref):
+    """A (time, batch) tensor broadcastable against `ref` (time, batch, ...)."""
+    for _ in range(len(ref.shape) - 2):
+        m = ops.expand_dims(m, -1)
+    return m

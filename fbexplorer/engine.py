@@ -74,10 +74,14 @@ class FeedbackModel(keras.Model):
             computation; the loop keeps the rest. `True`: everything that can
             be (encoders of the constants, computed once; input projections
             and per-step encoders, computed once over all timesteps).
+            Read-outs that feed no delayed edge and no cell state run once
+            after the loop, over all timesteps (with `return_sequences`).
             `"auto"` (default): the constants' part always, the per-step part
             only where it does not widen what the loop reads per step (an
             input projection to an LSTM's 4 * units gates does, and measured
-            slower). `False`: the plain loop. The results are those of the
+            slower), the read-outs only for a loop under XLA (`loop_jit`) and
+            where the loop emits no more numbers per step for them than they
+            output. `False`: the plain loop. The results are those of the
             plain loop (up to float rounding; a hoisted Dropout draws other,
             equally distributed masks). Turn it off for a step with layers
             that mix the samples of a batch in a way the engine cannot see

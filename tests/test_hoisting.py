@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fbexplorer as fbx
+from fbexplorer import _run
 
 ATOL = 1e-5
 
@@ -318,7 +319,9 @@ def test_hoisted_layer_runs_once_per_call_on_all_steps(rng):
 
 def test_auto_keeps_a_widening_projection_in_the_loop(rng):
     """The default hoists per-step work only where the loop then reads no more
-    numbers per step than the inputs hold: not an LSTM's 4 * units gates."""
+    numbers per step than the inputs hold: not an LSTM's 4 * units gates; and
+    a read-out only where the loop emits no more numbers per step than it
+    outputs: not the seed network's Dense(8 -> 1)."""
     for net in [
         seed_network(hoist="auto"),
         lstm_dense_feedback(hoist="auto"),
@@ -407,28 +410,46 @@ def test_what_mixes_the_batch_stays_in_the_loop(rng, mixer):
     np.testing.assert_allclose(np.asarray(net(X)), np.stack(expected, 1), atol=1e-5)
 
 
-@settings(
-    max_examples=20,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-@given(recipe=random_graphs.recipes(max_ops=5), masked=st.booleans(), backwards=st.booleans())
-def test_random_graphs_hoisted_equal_plain(recipe, masked, backwards):
-    keras.backend.clear_session()
-    keras.utils.set_random_seed(0)
-    net = random_graphs.build(recipe, go_backwards=backwards, hoist=True)
-    rng = np.random.default_rng(0)
-    xs = [rng.normal(size=(2, 5, d)).astype("float32") for d in recipe["inputs"]]
-    cs = [rng.normal(size=(2, d)).astype("float32") for d in recipe["constants"]]
-    mask = rng.uniform(size=(2, 5)) > 0.3 if masked else None
-    plain = twin(net)
-    out_h, grads_h = outputs_and_grads(net, xs + cs, mask=mask)
-    out_p, grads_p = outputs_and_grads(plain, xs + cs, mask=mask)
-    assert_same(out_h, out_p)
-    for g, p in zip(grads_h, grads_p):
-        np.testing.assert_allclose(g, p, rtol=1e-4, atol=ATOL, err_msg=str(recipe))
+def test_random_graphs_hoisted_equal_plain():
+    """Over random graphs, each with a read-out (`echo`), everything hoisted
+    that can be (the pre part and the post part) equals the plain loop,
+    outputs and gradients, with and without a mask, forwards and backwards,
+    with the loop under XLA or not (both twins)."""
+    post_parts = []
+
+    @settings(
+        max_examples=20,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+    @given(
+        recipe=random_graphs.recipes(max_ops=5),
+        masked=st.booleans(),
+        backwards=st.booleans(),
+        jit=st.booleans(),
+    )
+    def hoisted_equal_plain(recipe, masked, backwards, jit):
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(0)
+        net = random_graphs.build(
+            recipe, echo=True, go_backwards=backwards, hoist=True, loop_jit=jit
+        )
+        post_parts.append(bool(post_names(net)))
+        rng = np.random.default_rng(0)
+        xs = [rng.normal(size=(2, 5, d)).astype("float32") for d in recipe["inputs"]]
+        cs = [rng.normal(size=(2, d)).astype("float32") for d in recipe["constants"]]
+        mask = rng.uniform(size=(2, 5)) > 0.3 if masked else None
+        plain = twin(net)
+        out_h, grads_h = outputs_and_grads(net, xs + cs, mask=mask)
+        out_p, grads_p = outputs_and_grads(plain, xs + cs, mask=mask)
+        assert_same(out_h, out_p)
+        for g, p in zip(grads_h, grads_p):
+            np.testing.assert_allclose(g, p, rtol=1e-4, atol=ATOL, err_msg=str(recipe))
+
+    hoisted_equal_plain()
+    assert sum(post_parts) >= 10, post_parts  # most graphs had a post part
 
 
 JAX_SCRIPT = textwrap.dedent(
@@ -445,31 +466,35 @@ JAX_SCRIPT = textwrap.dedent(
     z = keras.layers.Dense(4, activation="tanh", name="gates")(
         keras.layers.Concatenate()([drop, enc, h_prev]))
     bn = keras.layers.BatchNormalization(name="bn")(z)
-    net = fbx.FeedbackModel(x, bn, constants=ctx, feedback={"h": z}, hoist=True)
+    read = keras.layers.Dense(6, name="read")(keras.layers.Concatenate(name="cat")([z, x]))
+    net = fbx.FeedbackModel(x, [bn, read], constants=ctx, feedback={"h": z}, hoist=True)
     assert set(net._hoist_plan().hoisted) == {"enc", "p", "drop", "gates"}
+    assert [n.operation.name for n in net._hoist_plan().post_nodes] == ["cat", "read"]
     cfg = net.get_config(); cfg.pop("step_graph"); cfg.pop("name")
     plain = fbx.FeedbackModel(step_graph=net.graph, **dict(cfg, hoist=False))
     rng = np.random.default_rng(0)
     X = rng.normal(size=(4, 6, 3)).astype("float32")
     C = rng.normal(size=(4, 2)).astype("float32")
-    np.testing.assert_allclose(np.asarray(net([X, C])), np.asarray(plain([X, C])), atol=1e-5)
+    for a, b in zip(net([X, C]), plain([X, C])):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
     M = rng.uniform(size=(4, 6)) > 0.3
-    np.testing.assert_allclose(
-        np.asarray(net([X, C], mask=M)), np.asarray(plain([X, C], mask=M)), atol=1e-5)
+    M[0, :2] = False
+    for a, b in zip(net([X, C], mask=M), plain([X, C], mask=M)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
     import jax
     def loss(model, trainable):
         def f(values):
             out, _ = model.stateless_call(values, [v.value for v in model.non_trainable_variables], [X, C])
-            return (out ** 2).sum()
+            return sum((o ** 2).sum() for o in out)
         return jax.grad(f)([v.value for v in trainable])
     gh, gp = loss(net, net.trainable_variables), loss(plain, plain.trainable_variables)
     for a, b in zip(gh, gp):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
     net.compile("adam", "mse")
-    hist = net.fit([X, C], np.zeros((4, 6, 4)), epochs=2, verbose=0).history["loss"]
-    assert np.isfinite(hist).all()
-    out = np.asarray(net([X, C], training=True))
-    assert np.isfinite(out).all()
+    hist = net.fit([X, C], [np.zeros((4, 6, 4)), np.zeros((4, 6, 6))], epochs=2, verbose=0)
+    assert np.isfinite(hist.history["loss"]).all()
+    out = [np.asarray(o) for o in net([X, C], training=True)]
+    assert all(np.isfinite(o).all() for o in out)
     print("JAX HOIST OK")
     """
 )
@@ -481,3 +506,183 @@ def test_hoisting_on_jax():
         [sys.executable, "-c", JAX_SCRIPT], env=env, capture_output=True, text=True, timeout=600
     )
     assert proc.returncode == 0 and "JAX HOIST OK" in proc.stdout, proc.stderr[-3000:]
+
+
+# ------------------------------------------------------- the post part (read-outs)
+def post_names(net, **kw):
+    plan = _run.hoist_plan(net, **kw)
+    return [] if plan is None else [n.operation.name for n in plan.post_nodes]
+
+
+def read_out_network(units=8, readout=1, **kw):
+    """The seed network's loop with a read-out of `readout` units on d3, and a
+    second read-out mixing d3, the delayed value and the input."""
+    x = keras.Input((2,), name="x")
+    loop = fbx.Feedback((units,), name="loop")
+    h = keras.layers.Dense(units, activation="tanh", name="d1")(
+        keras.layers.Concatenate()([x, loop])
+    )
+    h = keras.layers.Dense(units, activation="tanh", name="d3")(h)
+    out = keras.layers.Dense(readout, name="out")(h)
+    mix = keras.layers.Dense(3, activation="relu", name="mix")(
+        keras.layers.Concatenate(name="cat")([h, loop, x])
+    )
+    return hoisted_model(x, [out, mix], feedback={"loop": h}, **kw)
+
+
+def test_read_outs_run_after_the_loop(rng):
+    net = read_out_network()
+    assert post_names(net) == ["cat", "mix", "out"]
+    plan = net._hoist_plan()
+    assert [t.name for t in plan.emitted] == [
+        net.step_model.get_layer("d3").output.name,
+        net.step_model.get_layer("loop").output.name,
+    ]
+    assert "out" not in [n.operation.name for n in plan.loop_nodes]
+    X = seq(rng, 2)
+    check(net, X)
+    check(net, X, training=True)
+    check(net, X, initial_state={"loop": rng.normal(size=(3, 8)).astype("float32")})
+    truth = {"x": X, "loop": rng.normal(size=(3, 7, 8)).astype("float32")}
+    check(net, truth)  # the read-outs see the model's own values, the loop the truth
+
+
+def test_read_out_holds_its_value_over_masked_steps(rng):
+    """As the plain loop: a masked step repeats the output of the last unmasked
+    step, zeros before the first one; checked against numpy too."""
+    for backwards in (False, True):
+        net = read_out_network(go_backwards=backwards)
+        X = seq(rng, 2, batch=4, steps=6)
+        mask = np.ones((4, 6), bool)
+        mask[0, :2] = mask[1, 3:] = mask[2, 1::2] = False
+        mask[3] = False  # nothing unmasked: zeros throughout
+        out = check(net, X, mask=mask)
+        full = [np.asarray(o) for o in twin(net)(X)]  # the same steps, unmasked
+        got = [np.asarray(o) for o in out]
+        for b in range(4):
+            for t in range(6):
+                steps = np.arange(6)[::-1] if backwards else np.arange(6)
+                order = list(steps).index(t)  # the step's place in the loop
+                before = [s for s in steps[: order + 1] if mask[b, s]]
+                for g, f in zip(got, full):
+                    if not before:
+                        np.testing.assert_array_equal(g[b, order], 0)
+                    elif not mask[b, t]:  # the last unmasked step's output
+                        held = list(steps).index(before[-1])
+                        np.testing.assert_array_equal(g[b, order], g[b, held])
+                    elif all(mask[b, steps[: order + 1]]):
+                        np.testing.assert_allclose(g[b, order], f[b, order], atol=1e-5)
+        assert not np.any(got[0][3])
+
+
+def test_read_out_layer_runs_once_on_all_steps(rng):
+    """Proof of the post part: unrolled over T steps, the read-out is called
+    once, on time * batch rows; without hoisting, T times on batch rows."""
+    calls = []
+
+    class Counted(keras.layers.Dense):
+        def call(self, inputs):
+            calls.append(tuple(inputs.shape))
+            return super().call(inputs)
+
+    x = keras.Input((3,), name="x")
+    prev = fbx.Feedback((4,), name="prev")
+    h = keras.layers.Dense(4, activation="tanh", name="rec")(keras.layers.Concatenate()([x, prev]))
+    net = hoisted_model(x, Counted(2, name="read")(h), feedback={"prev": h}, unroll=True)
+    assert post_names(net) == ["read"]
+    X = keras.ops.convert_to_tensor(seq(rng, 3, batch=2, steps=5))
+
+    def run(model):
+        slots = model._initial_slots(2, None, [X])
+        return model._run([X], [], {}, None, slots, None, training=False)[0][0]
+
+    calls.clear()
+    out = run(net)
+    assert calls == [(10, 4)]
+    calls.clear()
+    ref = run(twin(net))
+    assert calls == [(2, 4)] * 5
+    assert_same(out, ref)
+
+
+def test_what_the_loop_needs_is_not_post(rng):
+    """An output that is also fed back, what a BatchNormalization reads, and
+    outputs of the last step only stay in the loop."""
+    x = keras.Input((3,), name="x")
+    prev = fbx.Feedback((4,), name="prev")
+    h = keras.layers.Dense(4, activation="tanh", name="h")(keras.layers.Concatenate()([x, prev]))
+    pre_bn = keras.layers.Dense(5, name="pre_bn")(h)
+    bn = keras.layers.BatchNormalization(momentum=0.5, name="bn")(pre_bn)
+    after = keras.layers.Dense(6, name="after")(bn)
+    net = hoisted_model(x, [h, after], feedback={"prev": h})
+    assert post_names(net) == ["after"]
+    assert post_names(net, keep_all=False) == []
+    X = seq(rng, 3, batch=8) + 1.0
+    bn_layer = net.step_model.get_layer("bn")
+    start = bn_layer.get_weights()
+    out_h, grads_h = outputs_and_grads(net, X, training=True)
+    stats = bn_layer.get_weights()
+    bn_layer.set_weights(start)
+    out_p, grads_p = outputs_and_grads(twin(net), X, training=True)
+    assert_same(out_h, out_p)
+    assert_same(stats, bn_layer.get_weights())
+    for g, p in zip(grads_h, grads_p):
+        np.testing.assert_allclose(g, p, rtol=1e-4, atol=ATOL)
+    last = hoisted_model(x, [h, after], feedback={"prev": h}, return_sequences=False)
+    assert post_names(last) == []
+
+
+def test_auto_runs_widening_read_outs_after_the_loop(rng):
+    """The default, for a loop under XLA: read-outs to more numbers than they
+    read (here 8 -> 32 and 3 from 8 + 8 emitted) run after the loop, narrowing
+    ones (8 -> 1 and 3) in it. Without XLA, read-outs stay in the loop."""
+    wide = read_out_network(readout=32, hoist="auto", loop_jit=True)
+    X = seq(rng, 2)
+    out_h, grads_h = outputs_and_grads(wide, X, training=True)
+    assert [key[2] for key in wide._plans.value] == [False, True]  # the run took the post part
+    assert post_names(wide, jit=True) == ["cat", "mix", "out"]
+    assert post_names(wide) == []
+    out_p, grads_p = outputs_and_grads(twin(wide), X, training=True)
+    assert_same(out_h, out_p)
+    for g, p in zip(grads_h, grads_p):
+        np.testing.assert_allclose(g, p, rtol=1e-4, atol=ATOL)
+    assert post_names(read_out_network(hoist="auto"), jit=True) == []
+    without_xla = read_out_network(readout=32, hoist="auto", loop_jit=False)
+    without_xla(X)
+    assert [key[2] for key in without_xla._plans.value] == [False]
+
+
+def test_post_dropout_draws_fresh_masks_per_step(rng):
+    x = keras.Input((4,), name="x")
+    prev = fbx.Feedback((16,), name="prev")
+    h = keras.layers.Dense(16, activation="tanh", name="h")(keras.layers.Concatenate()([x, prev]))
+    dropped = keras.layers.Dropout(0.5, name="drop")(keras.layers.Dense(16, name="read")(h))
+    net = hoisted_model(x, dropped, feedback={"prev": h})
+    assert post_names(net) == ["read", "drop"]
+    X = seq(rng, 4, batch=64, steps=6)
+    check(net, X)  # inference: no dropout, identical
+    d = np.asarray(net(X, training=True))
+    zeros = d == 0
+    assert 0.4 < zeros.mean() < 0.6
+    assert 0.4 < (zeros[:, 0] != zeros[:, 1]).mean() < 0.6  # independent per step
+    kept = np.asarray(net(X, training=False))
+    np.testing.assert_allclose(d[~zeros], 2 * kept[~zeros], rtol=1e-5, atol=1e-5)
+
+
+def test_trace_sees_read_outs_computed_after_the_loop(rng):
+    net = read_out_network(readout=2)
+    X = seq(rng, 2, batch=2, steps=5)
+    out, mix = (np.asarray(v) for v in net(X))
+    df = fbx.trace(net, X, nodes=["out", "mix", "d3"])
+    np.testing.assert_allclose(fbx.wide(df, node="out").to_numpy().reshape(2, 5, 2), out, atol=1e-5)
+    np.testing.assert_allclose(fbx.wide(df, node="mix").to_numpy().reshape(2, 5, 3), mix, atol=1e-5)
+
+
+def test_read_outs_after_a_loop_under_xla(rng):
+    """With the loop compiled by XLA (`loop_jit=True`), outputs and gradients
+    still equal the plain loop's (also under XLA), with a mask too."""
+    net = read_out_network(loop_jit=True)
+    assert post_names(net) == ["cat", "mix", "out"]
+    X = seq(rng, 2)
+    check(net, X)
+    check(net, X, training=True, mask=rng.uniform(size=(3, 7)) > 0.3)
