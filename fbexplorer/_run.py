@@ -17,16 +17,11 @@ from keras import ops
 
 from fbexplorer._call_inputs import batch_of
 from fbexplorer._carried_state import executing_eagerly
-from fbexplorer._delay_lines import DelayLines, use_tensor_arrays
+from fbexplorer._delay_lines import DelayLines, _expand_to, use_tensor_arrays
 from fbexplorer._loop import loop_jit_for, time_loop
 from fbexplorer.graph import _state_shapes
 
 __all__ = ["compiled", "run"]
-
-
-def _expand_to(m, ref):
-    """A (batch,) boolean mask broadcastable against `ref`."""
-    return ops.reshape(m, (-1,) + (1,) * (len(ref.shape) - 1))
 
 
 def dropout_cells(model):
@@ -169,6 +164,7 @@ def run(
     n_out = g.n_outputs
     model = net.step_model if probe is None else probe
     n_main = len(net.step_model.outputs)
+    n_all = len(model.outputs)  # the step's outputs, then a probe's extra ones
     extra_specs = [(t.dtype, (None,) + tuple(t.shape[1:])) for t in model.outputs[n_main:]]
     feed = feed or {}
     if length is None:  # read it from the sequences
@@ -305,8 +301,7 @@ def run(
         feeds = list(seq_vals) + list(loop_consts) + delayed
         outs, nt_values = call_step(feeds, nt_values)
         outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
-        n_model = len(model.outputs)
-        outs, emits = outs[:n_model], outs[n_model:]
+        outs, emits = outs[:n_all], outs[n_all:]
         ys, sources = [outs[i] for i in loop_ys], list(outs[n_out:n_main])
         extras = [v for v in outs[n_main:] if v is not None]
         for i, spec in enumerate(specs):
@@ -338,7 +333,6 @@ def run(
             cell.get_recurrent_dropout_mask(ops.zeros((batch,) + state_shape, cell.compute_dtype))
 
     specs_out = [(out_dtypes[i], (None,) + out_shapes[i]) for i in loop_ys]
-    n_main_all = len(model.outputs)
     extra_specs = [e for i, e in enumerate(extra_specs) if n_main + i not in post]
     emit_specs = [(t.dtype, (None,) + tuple(t.shape[1:])) for t in emitted]
     emit_specs += [("float32", (None,))] if hold else []
@@ -370,7 +364,7 @@ def run(
         cell.reset_recurrent_dropout_mask()
     ys = list(ys)
     if post:
-        ys = _place_post(plan, ys, post_in, training, hold, keep_all, n_out, n_main, n_main_all)
+        ys = _place_post(plan, ys, post_in, training, hold, keep_all, n_out, n_main, n_all)
     outputs = [ops.moveaxis(y, 0, 1) for y in ys]
     if carry_last:
         loop_last = iter(final[n_slots : n_slots + len(loop_ys)])
