@@ -540,17 +540,9 @@ def test_explorer_plays_in_a_real_browser(server, page):
     with step("the portrait tab draws the state, its marker on the slider's step"):
         explorer.locator(".fbx-tab[data-panel=portrait]").click(timeout=deadline.ms(10))
         explorer.locator(".fbx-portrait polyline").wait_for(timeout=deadline.ms(20))
-        handle = explorer.locator(".widget-slider .noUi-handle").first
         spots = []
         for t in range(4 if portrait else 0):
-            handle.focus(timeout=deadline.ms(10))  # each time: the page may take focus back
-            page.keyboard.press("ArrowRight" if t else "Home")
-            page.wait_for_function(
-                "([root, t]) => root.querySelector('.fbx').dataset.t === String(t)",
-                arg=[explorer.element_handle(), t],
-                timeout=deadline.ms(10),
-                polling=50,
-            )
+            _key_to_step(page, explorer, "ArrowRight" if t else "Home", t, deadline)
             look = explorer.evaluate(_PORTRAIT_JS)
             assert look["slider"] == look["view"] == look["marker"] == t, look
             spots.append(look["at"])
@@ -719,6 +711,20 @@ def _open_exported(page, path: pathlib.Path, deadline: Deadline):
     return explorer, console
 
 
+def _key_to_step(page, explorer, key, t, deadline):
+    """Press `key` on the time slider's handle and wait until the view shows step `t`.
+
+    The handle is focused before each key: the page may take focus back."""
+    explorer.locator(".widget-slider .noUi-handle").first.focus(timeout=deadline.ms(10))
+    page.keyboard.press(key)
+    page.wait_for_function(
+        "([root, t]) => root.querySelector('.fbx').dataset.t === String(t)",
+        arg=[explorer.element_handle(), t],
+        timeout=deadline.ms(10),
+        polling=50,
+    )
+
+
 def _plays_and_scrubs(page, explorer, deadline: Deadline) -> None:
     """Play advances t and changes the fills; the slider's arrow keys set t 0 to 3.
 
@@ -738,16 +744,8 @@ def _plays_and_scrubs(page, explorer, deadline: Deadline) -> None:
     by_t = {look["view"]: tuple(look["fills"]) for look in [first, *looks]}
     assert len(set(by_t.values())) >= 3, f"the graph's fills did not change with t: {by_t}"
 
-    handle = explorer.locator(".widget-slider .noUi-handle").first
     for t, key in enumerate(["Home", "ArrowRight", "ArrowRight", "ArrowRight"]):
-        handle.focus(timeout=deadline.ms(10))
-        page.keyboard.press(key)
-        page.wait_for_function(
-            "([root, t]) => root.querySelector('.fbx').dataset.t === String(t)",
-            arg=[explorer.element_handle(), t],
-            timeout=deadline.ms(10),
-            polling=50,
-        )
+        _key_to_step(page, explorer, key, t, deadline)
         look = explorer.evaluate(_LOOK_JS)
         readout = explorer.locator(".fbx-readout-t").inner_text()
         assert look["slider"] == look["view"] == look["marker"] == t, look
