@@ -53,17 +53,18 @@ def _bad(label: str, field: str, expected: str, value) -> ValueError:
 
 
 def check_model_config(config, label: str) -> dict:
-    """The model's own fields; returns its options (`stateful`, ...), checked."""
+    """The model's own fields; returns its options (`stateful`, ...), checked.
+
+    A config without `step_graph` is left to the class (a subclass that
+    builds its step graph itself, from settings of its own)."""
     if not isinstance(config, dict):
         raise _bad(label, "config", "a dict of the model's settings", config)
     if not isinstance(config.get("name"), str) or not config["name"]:
         raise _bad(label, "name", "a non-empty string", config.get("name"))
     if "trainable" in config:
         check_flag(label, "trainable", config["trainable"])
-    if not isinstance(config.get("step_graph"), dict):
-        raise _bad(
-            label, "step_graph", "the step graph's config (a dict)", config.get("step_graph")
-        )
+    if "step_graph" in config and not isinstance(config["step_graph"], dict):
+        raise _bad(label, "step_graph", "the step graph's config (a dict)", config["step_graph"])
     return check_options(label, config)
 
 

@@ -476,9 +476,10 @@ class FeedbackModel(keras.Model):
         ValueError that names the saved model (and the file, under
         `fbx.load_model`), as the same setting would in code."""
         label = saved_label(cls.__name__, config.get("name") if isinstance(config, dict) else None)
-        options = check_model_config(config, label)
-        graph = StepGraph.from_config(config["step_graph"], label=label)
+        config = {**config, **check_model_config(config, label)}
+        if "step_graph" in config:
+            config["step_graph"] = StepGraph.from_config(config["step_graph"], label=label)
         try:
-            return cls(**{**config, **options, "step_graph": graph})
+            return cls(**config)
         except ValueError as err:
             raise ValueError(f"{label}: {err}") from err

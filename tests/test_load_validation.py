@@ -276,7 +276,8 @@ def test_model_level_fields(saved, tmp_path):
     for change, expected in [
         (lambda c: c.update(foo=1), "Unrecognized keyword arguments passed to FeedbackModel"),
         (lambda c: c.update(trainable="yes"), "`trainable` must be True or False"),
-        (lambda c: c.pop("step_graph"), "`step_graph` must be the step graph's config (a dict)"),
+        (lambda c: c.update(step_graph=[]), "`step_graph` must be the step graph's config"),
+        (lambda c: c.pop("step_graph"), ": FeedbackModel 'net': `outputs` is required"),
     ]:
         assert expected in load_error(edit(saved, tmp_path, change))
     message = load_error(edit(saved, tmp_path, lambda c: c.update(name=["net"])))
@@ -395,3 +396,31 @@ def test_delayed_steps_checked_before_naming():
 def test_a_nested_model_with_too_long_delays_is_refused_in_code():
     with pytest.raises(ValueError, match=r"^fbx.cell\('inner'\): a nested model carries each step"):
         nested(delay=MAX_NESTED_SLOTS + 1)
+
+
+@keras.saving.register_keras_serializable(package="test_load_validation")
+class RunningSum(fbx.FeedbackModel):
+    """A subclass that builds its step graph from a setting of its own."""
+
+    def __init__(self, units=2, **kwargs):
+        x = keras.Input((units,), name="x")
+        loop = fbx.Feedback((units,), name="loop")
+        total = keras.layers.Add(name="total")([x, loop])
+        super().__init__(x, total, feedback={"loop": total}, **kwargs)
+        self.units = units
+
+    def get_config(self):
+        return {"units": self.units, "name": self.name, "stateful": self.stateful}
+
+
+def test_a_subclass_without_a_saved_step_graph_loads_and_is_checked(tmp_path):
+    path = tmp_path / "sum.keras"
+    RunningSum(units=3, name="sum").save(path)
+    loaded = keras.saving.load_model(path)
+    assert type(loaded) is RunningSum and loaded.units == 3
+    seq = np.random.default_rng(3).normal(size=(2, 4, 3)).astype("float32")
+    np.testing.assert_allclose(np.asarray(loaded(seq)), np.cumsum(seq, axis=1), atol=1e-6)
+    bad = edit((path,), tmp_path, lambda c: c.update(stateful="no"))
+    assert load_error(bad) == (
+        "The saved RunningSum 'sum': `stateful` must be True or False. Received: stateful='no'"
+    )
