@@ -220,15 +220,6 @@ AUTO_JIT_MAX_WEIGHTS = 16384
 AUTO_JIT_MIN_STEPS = 32
 
 
-def check_loop_jit(value, label: str):
-    """The `loop_jit` setting, checked: True, False or "auto"."""
-    if value not in (True, False, "auto") or (isinstance(value, str) and value != "auto"):
-        raise ValueError(
-            f"{label}: loop_jit must be True, False or 'auto'. Received: loop_jit={value!r}"
-        )
-    return value if value == "auto" else bool(value)
-
-
 def loop_weights(model, plan=None) -> int:
     """How many weights the loop part of the step uses (all the step's
     weights without a hoisting plan, else those of the nodes left in the loop)."""

@@ -20,7 +20,8 @@ import keras
 
 from fbexplorer import _carried_state, _generation, _run
 from fbexplorer._call_inputs import check_data, combine_mask, parse_call
-from fbexplorer._loop import check_loop_jit
+from fbexplorer._checks import check_options
+from fbexplorer._saved_config import check_model_config, saved_label
 from fbexplorer.graph import StepGraph, pack
 
 __all__ = ["FeedbackModel"]
@@ -159,26 +160,30 @@ class FeedbackModel(keras.Model):
                 inputs, outputs, feedback, constants, name=self.name
             )
         elif isinstance(step_graph, dict):
-            step_graph = StepGraph.from_config(step_graph)
-        if not 0.0 <= float(teacher_forcing) <= 1.0:
-            raise ValueError(
-                f"FeedbackModel '{self.name}': `teacher_forcing` is a probability "
-                f"in [0, 1]. Received: teacher_forcing={teacher_forcing!r}"
-            )
-        if steps is not None and (not isinstance(steps, int) or steps < 1):
-            raise ValueError(
-                f"FeedbackModel '{self.name}': `steps` must be a positive integer. "
-                f"Received: steps={steps!r}"
-            )
+            step_graph = StepGraph.from_config(step_graph, label=self._label())
+        options = check_options(
+            self._label(),
+            dict(
+                return_sequences=return_sequences,
+                return_state=return_state,
+                stateful=stateful,
+                go_backwards=go_backwards,
+                unroll=unroll,
+                teacher_forcing=teacher_forcing,
+                steps=steps,
+                hoist=hoist,
+                loop_jit=loop_jit,
+            ),
+        )
         self._graph = step_graph
         self.step_model = step_graph.model
-        self.return_sequences = bool(return_sequences)
-        self.return_state = bool(return_state)
-        self.stateful = bool(stateful)
-        self.go_backwards = bool(go_backwards)
-        self.unroll = bool(unroll)
-        self.teacher_forcing = float(teacher_forcing)
-        self.steps = steps
+        self.return_sequences = options["return_sequences"]
+        self.return_state = options["return_state"]
+        self.stateful = options["stateful"]
+        self.go_backwards = options["go_backwards"]
+        self.unroll = options["unroll"]
+        self.teacher_forcing = options["teacher_forcing"]
+        self.steps = options["steps"]
         self._initial = {}
         for spec in step_graph.specs:
             if isinstance(spec.initial, str) and spec.initial == "zeros":
@@ -193,13 +198,8 @@ class FeedbackModel(keras.Model):
             )
         self._seed_generator = keras.random.SeedGenerator(name="teacher_forcing_seed")
         self._store = _carried_state.StateStore()
-        if hoist not in (True, False, "auto"):
-            raise ValueError(
-                f"FeedbackModel '{self.name}': hoist must be True, False or 'auto'. "
-                f"Received: hoist={hoist!r}"
-            )
-        self.hoist = hoist if hoist == "auto" else bool(hoist)
-        self.loop_jit = check_loop_jit(loop_jit, self._label())
+        self.hoist = options["hoist"]
+        self.loop_jit = options["loop_jit"]
         self._plans = _Holder({})  # id(model) -> (model, its HoistPlan)
         self._per_step = None  # hoist per-step work too; decided on the step model
         self._tf_run = None
@@ -471,4 +471,15 @@ class FeedbackModel(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        return cls(**config)
+        """The model from `get_config`'s dict, checked like user input (a
+        `.keras` file may have been edited): a bad setting raises one
+        ValueError that names the saved model (and the file, under
+        `fbx.load_model`), as the same setting would in code."""
+        label = saved_label(cls.__name__, config.get("name") if isinstance(config, dict) else None)
+        config = {**config, **check_model_config(config, label)}
+        if "step_graph" in config:
+            config["step_graph"] = StepGraph.from_config(config["step_graph"], label=label)
+        try:
+            return cls(**config)
+        except ValueError as err:
+            raise ValueError(f"{label}: {err}") from err

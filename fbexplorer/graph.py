@@ -16,6 +16,9 @@ from typing import Any
 
 import keras
 
+from fbexplorer import _saved_config
+from fbexplorer._checks import check_delay, check_edge, check_source, input_layer_name
+
 __all__ = ["Feedback", "FeedbackSpec", "StepGraph", "cell", "delayed"]
 
 _uid = itertools.count(1)
@@ -59,40 +62,12 @@ class FeedbackSpec:
         }
 
 
-def _input_layer_name(name: str) -> str:
-    # Keras forbids "/" in layer names; cell states are named "lstm/h".
-    return name.replace("/", "__")
-
-
-def _check_initial(name: str, initial):
-    if isinstance(initial, str) and initial in ("zeros", "learned"):
-        return initial
-    try:
-        return keras.initializers.get(initial)
-    except (ValueError, TypeError) as err:
-        raise ValueError(
-            f"Feedback '{name}': `initial` must be 'zeros', 'learned' or a Keras "
-            f"initializer (such as 'ones' or keras.initializers.RandomNormal()). "
-            f"Received: initial={initial!r}"
-        ) from err
+_input_layer_name = input_layer_name  # the name other modules import
 
 
 def _make_placeholder(name, shape, *, delay, initial, dtype, kind, cell_name=None, source=None):
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"Feedback needs a non-empty string `name`. Received: name={name!r}")
-    if isinstance(delay, bool) or not isinstance(delay, int) or delay < 1:
-        raise ValueError(
-            f"Feedback '{name}': `delay` must be an integer >= 1 (the value from "
-            f"`delay` steps ago). Received: delay={delay!r}"
-        )
-    shape = (shape,) if isinstance(shape, int) else tuple(shape)
-    if any(d is None for d in shape):
-        raise ValueError(
-            f"Feedback '{name}': every dimension of `shape` must be known, since "
-            f"the engine keeps the value between steps. Received: shape={shape}"
-        )
-    initial = _check_initial(name, initial)
-    tensor = keras.Input(shape, name=_input_layer_name(name), dtype=dtype)
+    name, delay, shape, initial = check_edge(name, delay, shape, initial, kind)
+    tensor = keras.Input(shape, name=input_layer_name(name), dtype=dtype)
     spec = FeedbackSpec(
         name=name,
         shape=shape,
@@ -149,6 +124,7 @@ def delayed(tensor, *, steps: int = 1, name: str | None = None, initial="zeros")
             "fbx.delayed expects a symbolic tensor of the step graph (the output "
             f"of a Keras layer or keras.Input). Received: {tensor!r}"
         )
+    steps = check_delay("fbx.delayed", steps, field="steps")
     if name is None:
         base = f"{tensor._keras_history.operation.name}_delay{steps}"
         name = base if base not in _used_names else f"{base}_{next(_uid)}"
@@ -513,17 +489,7 @@ class StepGraph:
                         f"tensor it feeds back."
                     )
                 sources[n] = feedback[n]
-            src = sources[n]
-            src_shape = tuple(src.shape[1:])
-            src_dtype = keras.backend.standardize_dtype(src.dtype)
-            if src_shape != spec.shape or src_dtype != spec.dtype:
-                raise ValueError(
-                    f"{label}: Feedback '{n}' expects shape {spec.shape} and dtype "
-                    f"{spec.dtype}, but its source '{_tensor_name(src)}' has shape "
-                    f"{src_shape} and dtype {src_dtype}. Make the source match (for "
-                    f"example with a Dense or Reshape layer), or declare "
-                    f"fbx.Feedback({src_shape}, name='{n}', dtype='{src_dtype}')."
-                )
+            check_source(label, n, spec.shape, spec.dtype, sources[n])
 
         known = {id(t._keras_history.operation) for t in flat_inputs + flat_consts}
         for layer in plain_inputs:
@@ -562,23 +528,12 @@ class StepGraph:
         }
 
     @classmethod
-    def from_config(cls, config) -> StepGraph:
-        model = keras.saving.deserialize_keras_object(config["model"])
-        n_in = len(config["inputs"]) + len(config["constants"])
-        specs = []
-        for cfg, tensor in zip(config["feedback"], model.inputs[n_in:]):
-            initial = cfg["initial"]
-            if not isinstance(initial, str):
-                initial = keras.initializers.get(initial)
-            specs.append(
-                FeedbackSpec(
-                    name=cfg["name"],
-                    shape=tuple(tensor.shape[1:]),
-                    dtype=keras.backend.standardize_dtype(tensor.dtype),
-                    delay=cfg["delay"],
-                    initial=initial,
-                    kind=cfg["kind"],
-                    cell=cfg["cell"],
-                )
-            )
+    def from_config(cls, config, label: str = "The saved step graph") -> StepGraph:
+        """The step graph from `get_config`'s dict, checked like user input
+        (the dict may come from an edited file): a delay that is no whole
+        number >= 1, an unknown kind, names that do not match the step model
+        and the like raise a ValueError that starts with `label`."""
+        _saved_config.check_graph_config(config, label)
+        model = _saved_config.rebuild_step_model(config["model"], label)
+        specs = [FeedbackSpec(**kw) for kw in _saved_config.graph_specs(config, model, label)]
         return cls(model, config["inputs"], config["constants"], config["outputs"], specs)

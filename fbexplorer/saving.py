@@ -5,12 +5,15 @@ disk, an exception while serializing) leaves a truncated file where the good
 one was. `save_atomically` writes to a temporary file in the same directory
 and moves it over the target only once it is complete. `load_model` checks
 the archive first, so that a truncated or corrupted file gets an error that
-names it (Keras reports such a file as "File not found").
+names it (Keras reports such a file as "File not found"), and while it
+loads, `loading_file` tells the model's `from_config` which file it reads, so
+that an invalid config gets an error that names the file too.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import tempfile
 import zipfile
@@ -18,7 +21,14 @@ import zlib
 
 import keras
 
-__all__ = ["load_model", "save_atomically"]
+__all__ = ["load_model", "loading_file", "save_atomically"]
+
+_loading = contextvars.ContextVar("fbexplorer_loading_file", default=None)
+
+
+def loading_file() -> str | None:
+    """The `.keras` file that `load_model` is reading now, else None."""
+    return _loading.get()
 
 
 def _local_archive(filepath, zipped=None) -> bool:
@@ -89,7 +99,9 @@ def load_model(filepath, custom_objects=None, compile: bool = True, safe_mode: b
     Raises:
         FileNotFoundError: no file at `filepath`.
         ValueError: the file is not a valid `.keras` archive (truncated or
-            corrupted), naming the file.
+            corrupted), or its model's config is invalid (edited or
+            damaged: a delay that is no whole number >= 1, an unknown kind,
+            names that do not match the step model), naming the file.
 
     Example:
         >>> net = fbx.load_model("net.keras")
@@ -109,10 +121,13 @@ def load_model(filepath, custom_objects=None, compile: bool = True, safe_mode: b
         missing.append("model.weights.h5")
     if missing:
         raise ValueError(_damaged(path, f"it has no {missing[0]}"))
+    token = _loading.set(path)
     try:
         return keras.saving.load_model(path, **kwargs)
     except (zipfile.BadZipFile, zlib.error, EOFError) as err:
         raise ValueError(_damaged(path, str(err))) from err
+    finally:
+        _loading.reset(token)
 
 
 def _damaged(path: str, why: str) -> str:

@@ -4,7 +4,28 @@ from __future__ import annotations
 
 import keras
 
-__all__ = ["StepCell"]
+from fbexplorer._checks import short_repr
+
+__all__ = ["MAX_NESTED_SLOTS", "StepCell"]
+
+# A nested model's delay of k is k states of the cell, each a tensor in the
+# outer loop's carry, so building and tracing the cell cost time and memory in
+# k (a delay of 1,000 measured 4 s to build and 36 s to the first call, on a
+# shared 2-core AMD EPYC). Above this many slots in all, `StepCell` refuses, so
+# that an edited file cannot hang the load.
+MAX_NESTED_SLOTS = 1000
+
+
+def _check_slots(model) -> None:
+    graph = model.graph
+    if graph.n_slots > MAX_NESTED_SLOTS:
+        delays = {s.name: s.delay for s in graph.specs if s.delay > 1}
+        raise ValueError(
+            f"fbx.cell('{model.name}'): a nested model carries each step of its delays as "
+            f"one state of the cell, at most {MAX_NESTED_SLOTS} in all, but its delays "
+            f"{short_repr(delays)} need {graph.n_slots}. Give the long delay to the outer "
+            f"model (fbx.delayed or fbx.Feedback there), or shorten it."
+        )
 
 
 @keras.saving.register_keras_serializable(package="fbexplorer")
@@ -18,7 +39,8 @@ class StepCell(keras.layers.Layer):
     not apply, and its delayed values start from zeros.
 
     Args:
-        model: a `FeedbackModel` whose delayed edges all start from zeros.
+        model: a `FeedbackModel` whose delayed edges all start from zeros, and
+            whose delays add up to at most `MAX_NESTED_SLOTS` steps.
 
     Call arguments:
         inputs: the inner model's per-step inputs, then its constants: a
@@ -42,6 +64,7 @@ class StepCell(keras.layers.Layer):
                 f"other than zeros, which a nested step cannot carry over. Build the "
                 f"inner model with initial='zeros' for them."
             )
+        _check_slots(model)
         self.model = model
         self._graph = graph
         self.state_size = [s.shape for s in graph.specs for _ in range(s.delay)]
@@ -71,3 +94,16 @@ class StepCell(keras.layers.Layer):
             **super().get_config(),
             "model": keras.saving.serialize_keras_object(self.model),
         }
+
+    @classmethod
+    def from_config(cls, config):
+        """As Keras's, but the nested model is rebuilt and checked first, so
+        that an invalid saved model raises its own one-line ValueError (Keras's
+        `from_config` turns any error of the constructor into a TypeError that
+        quotes the whole config)."""
+        config = dict(config)
+        if isinstance(config.get("model"), dict):
+            config["model"] = keras.saving.deserialize_keras_object(config["model"])
+        if hasattr(config.get("model"), "graph"):
+            _check_slots(config["model"])
+        return super().from_config(config)

@@ -7,6 +7,7 @@ exception line (`ValueError: ...`), checked by the function of that id in
 the function of that id in `BEHAVIOURS`.
 """
 
+import json
 import os
 import pathlib
 import re
@@ -156,6 +157,9 @@ def feedback_shape_mismatch():
 
 
 def bad_delay():
+    for delay in (-3, 2.5, 2.0, "2", True, None):
+        with pytest.raises(ValueError, match=rf"Received: delay={re.escape(repr(delay))}$"):
+            fbx.Feedback((5,), name="loop", delay=delay)
     fbx.Feedback((5,), name="loop", delay=0)
 
 
@@ -189,6 +193,50 @@ def incomplete_file():
         for name, data in kept.items():
             zf.writestr(name, data)
     fbx.load_model("net.keras")
+
+
+def load_edited(change):
+    """Save the page's `net` as net.keras, edit its config.json with `change`
+    (of the model's config dict), and load it."""
+    base().save("net.keras")
+    with zipfile.ZipFile("net.keras") as zf:
+        files = {n: zf.read(n) for n in zf.namelist()}
+    config = json.loads(files["config.json"])
+    change(config["config"])
+    files["config.json"] = json.dumps(config).encode()
+    with zipfile.ZipFile("net.keras", "w") as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    fbx.load_model("net.keras")
+
+
+def saved_bad_delay():
+    in_file = r"^The saved FeedbackModel 'net' in 'net.keras': Feedback 'loop': `delay` must"
+    with pytest.raises(ValueError, match=in_file + r".* Received: delay=0$"):
+        load_edited(lambda c: c["step_graph"]["feedback"][0].update(delay=0))
+    with pytest.raises(ValueError, match=r"^The saved FeedbackModel 'net': Feedback 'loop': `d"):
+        keras.saving.load_model("net.keras")  # the same file; Keras does not say its name
+    load_edited(lambda c: c["step_graph"]["feedback"][0].update(delay=2.5))
+
+
+def saved_unknown_kind():
+    load_edited(lambda c: c["step_graph"]["feedback"][0].update(kind="bogus"))
+
+
+def saved_names_mismatch():
+    load_edited(lambda c: c["step_graph"]["feedback"][0].update(name="lop"))
+
+
+def saved_bad_option():
+    load_edited(lambda c: c.update(stateful="no"))
+
+
+def saved_bad_layout():
+    load_edited(lambda c: c["step_graph"].update(inputs="x"))
+
+
+def saved_step_model_broken():
+    load_edited(lambda c: c["step_graph"]["model"]["config"].update(output_layers=[["zz", 0, 0]]))
 
 
 def feedback_unknown_name():
@@ -248,6 +296,46 @@ def not_a_cell():
 
 def delayed_not_a_tensor():
     fbx.delayed(np.zeros(3))
+
+
+def delayed_bad_steps():
+    h = keras.Input((5,), name="h")
+    for steps in (1.5, "2", True):
+        with pytest.raises(ValueError, match="`steps` must be an integer >= 1"):
+            fbx.delayed(h, steps=steps)
+    fbx.delayed(h, steps=0)
+
+
+def bad_shape():
+    for shape in ((-3,), (2.5,), ("5",), 5.0):
+        with pytest.raises(ValueError, match="`shape` must be a tuple of positive integers"):
+            fbx.Feedback(shape, name="loop")
+    fbx.Feedback((0,), name="loop")
+
+
+def bad_flag():
+    for flag in ("return_sequences", "return_state", "go_backwards", "unroll"):
+        with pytest.raises(ValueError, match=f"`{flag}` must be True or False"):
+            base(**{flag: 1})
+    base(stateful="no")
+
+
+def bad_hoist():
+    with pytest.raises(ValueError, match="loop_jit must be True, False or 'auto'"):
+        base(loop_jit=1)
+    base(hoist="yes")
+
+
+def bad_steps():
+    base(steps=0)
+
+
+def nested_delays_too_long():
+    x = keras.Input((5,), name="x")
+    loop = fbx.Feedback((5,), name="loop", delay=5000)
+    h = keras.layers.Dense(5, name="h")(keras.layers.Concatenate()([x, loop]))
+    inner = fbx.FeedbackModel(x, h, feedback={"loop": h}, name="inner")
+    fbx.cell(inner)
 
 
 def missing_input():
@@ -467,6 +555,9 @@ MISUSES = {f.__name__.replace("_", "-"): f for f in [
     fixed_points_unknown_input, fixed_points_wrong_shape, fixed_points_no_state,
     gradient_flow_unknown_node, gradient_flow_not_compiled,
     wrong_feature_size_after_predict, empty_batch, targets_wrong_length,
+    delayed_bad_steps, bad_shape, bad_flag, bad_hoist, bad_steps, nested_delays_too_long,
+    saved_bad_delay, saved_unknown_kind, saved_names_mismatch, saved_bad_option,
+    saved_bad_layout, saved_step_model_broken,
 ]}  # fmt: skip
 
 

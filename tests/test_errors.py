@@ -47,11 +47,11 @@ def test_source_dtype_mismatch():
         fbx.FeedbackModel(x, h, feedback={"loop": as_int})
 
 
-@pytest.mark.parametrize("delay", [0, -1, 1.5])
+@pytest.mark.parametrize("delay", [0, -1, 1.5, "2", True, None, [1]])
 def test_bad_delay(delay):
     with pytest.raises(ValueError, match=r"Feedback 'loop': `delay` must be an integer >= 1"):
         fbx.Feedback((5,), name="loop", delay=delay)
-    with pytest.raises(ValueError, match=r"`delay` must be an integer >= 1"):
+    with pytest.raises(ValueError, match=r"fbx.delayed: `steps` must be an integer >= 1"):
         fbx.delayed(keras.Input((2,), name="z"), steps=delay)
 
 
