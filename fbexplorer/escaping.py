@@ -4,7 +4,7 @@ Names come from users and from `.keras` files, so none is trusted: a layer, inpu
 feedback or model name may hold quotes, backslashes, `<...>`, `</script>` or a newline.
 
 - DOT: `dot_id` makes a node id of a name (its characters other than letters, digits and
-  `_ . - /` written as `%XX`, UTF-8), so the id is plain and one name gives one id;
+  `_ . - /` written as `~XX`, UTF-8), so the id is plain and one name gives one id;
   `dot_text` and `dot_tooltip` make a label or tooltip show the name as it is (never an
   HTML-like label, no DOT escape such as `\\N`, no entity); `carrier_id` and
   `carried_names` name a delayed edge's SVG element after the values it carries.
@@ -19,7 +19,6 @@ from __future__ import annotations
 import html
 import json
 import re
-import urllib.parse
 
 import graphviz
 
@@ -30,23 +29,32 @@ __all__ = [
     "dot_text",
     "dot_tooltip",
     "json_for_html",
+    "name_of_id",
     "plotly_text",
 ]
 
 _PLAIN = "_.-/"
 _CARRIER = re.compile(r"fbx-delay-\d+:(.*)")
+_ESCAPED = re.compile(r"(?:~[0-9A-F]{2})+")
 
 
 def dot_id(name: str) -> str:
-    """A DOT node id of `name`: its letters, digits and `_ . - /` kept, the rest `%XX`.
+    """A DOT node id of `name`: its letters, digits and `_ . - /` kept, the rest `~XX`.
 
-    Different names give different ids (`%` itself is written `%25`), and an id holds no
-    quote, backslash, `:` (a port in an edge), `@` (draw.py's step separator), `<`, `&`
-    or space, so it reads the same in DOT, in the SVG's titles and in a CSS selector.
+    Different names give different ids (`~` itself is written `~7E`), and an id holds no
+    quote, backslash, `:` (a port in an edge), `@` (draw.py's step separator), `<`, `&`,
+    `%` (dot's prefix of anonymous names) or space, so it reads the same in DOT, in the
+    SVG's titles and in a CSS selector.
     """
     return "".join(
-        ch if ch.isalnum() or ch in _PLAIN else urllib.parse.quote(ch, safe="") for ch in name
+        ch if ch.isalnum() or ch in _PLAIN else "".join(f"~{b:02X}" for b in ch.encode())
+        for ch in name
     )
+
+
+def name_of_id(node_id: str) -> str:
+    """The name `dot_id` made `node_id` of."""
+    return _ESCAPED.sub(lambda m: bytes.fromhex(m.group().replace("~", "")).decode(), node_id)
 
 
 def _escaped(text: str, backslashes: int) -> str:
@@ -80,7 +88,7 @@ def carried_names(element_id: str | None) -> list[str] | None:
     m = _CARRIER.fullmatch(element_id or "")
     if m is None:
         return None
-    return [urllib.parse.unquote(n) for n in m.group(1).split(",")]
+    return [name_of_id(n) for n in m.group(1).split(",")]
 
 
 def json_for_html(value) -> str:
