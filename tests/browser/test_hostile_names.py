@@ -29,20 +29,20 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parents[2]
 SENTINEL = "__fbx_pwned"
 ATTRIBUTES = (
-    "<a> URL=\"javascript:void(document.title='pwned')\" label=\"CLICK ME\" fontsize=30 z=<b>"
+    '<a> URL="javascript:void(document.title=\'pwned\')" label="CLICK ME" fontsize=30 z=<b>'
 )
 FEEDBACK_NAMES = [
     ATTRIBUTES,
     "<!--<script>",
     "</script><script>document.title='pwned';window.__fbx_pwned=1</script>",
-    "<img src=x onerror=\"window.__fbx_pwned=2;alert(1)\">",
+    '<img src=x onerror="window.__fbx_pwned=2;alert(1)">',
     '<a href="javascript:window.__fbx_pwned=3">link</a>',
     "javascript:alert(1)",
     "a\u2028b\u2029c",
     "loop\\",
     "&amp;",
 ]
-INPUT_NAMES = ["<svg onload=\"window.__fbx_pwned=4\">", "x\\"]
+INPUT_NAMES = ['<svg onload="window.__fbx_pwned=4">', "x\\"]
 TAMPERED = (
     "<script>window.__fbx_pwned=5</script>"
     '<a xlink:href="javascript:window.__fbx_pwned=6" href="javascript:window.__fbx_pwned=7">'
