@@ -8,6 +8,8 @@
 //   controls        draw a Play button and sliders here (a standalone page)
 //   graph           {svg, targets: {node: {kind: "node" | "edge", ids: [svg ids]}}}
 //   unrolled_graph  {svg, window, clusters: [[k, id]], targets: [[node, k, kind, id]]}
+//                   (both SVGs are shown through safeSvg: parsed as XML, no script, event
+//                   attribute or link kept; every name is set as text, never as HTML)
 //   data            the frames; arrays are base64 float32, C order; E epochs (1
 //                   without a TraceCallback), T steps, U units, N coloured nodes:
 //     length T, epochs [E epoch numbers] or [], node, sample, units U, title,
