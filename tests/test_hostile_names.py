@@ -340,7 +340,7 @@ def test_keras_round_trip_keeps_the_names_and_explores_safely(role, tmp_path):
 # ------------------------------------------------------------------ JAX: layer names run
 JAX_SCRIPT = textwrap.dedent(
     """
-    import html, json, sys, tempfile, pathlib
+    import pathlib, sys, tempfile
     import numpy as np, keras
     import fbexplorer as fbx
     sys.path.insert(0, {tests!r})
@@ -361,7 +361,8 @@ JAX_SCRIPT = textwrap.dedent(
     ex.view.unrolled = True
     assert set(names) <= {{t[0] for t in ex.view.unrolled_graph["targets"]}}
     ex.node.value = names[0]
-    page = pathlib.Path(ex.save_html(pathlib.Path(tempfile.mkdtemp()) / "p.html")).read_text()
+    path = ex.save_html(pathlib.Path(tempfile.mkdtemp()) / "p.html")
+    page = pathlib.Path(path).read_text(encoding="utf-8")
     check_page(page, ex.view, f"{{net.name}}: {{names[0]}}, sample 0")
     print("ok")
     """
