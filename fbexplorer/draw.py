@@ -7,6 +7,11 @@ repeats the step once per timestep, in clusters `t=0 .. N-1`, with the delayed
 edges running across them and the initial values as their own nodes before
 `t=0`. Both return a `graphviz.Digraph` whose DOT source depends only on the
 model, so equal models give equal text.
+
+Names are text: a node's DOT id is its name with every character other than
+letters, digits and `_ . - /` written `~XX` (`fbexplorer.escaping.dot_id`), and
+a name reaches DOT otherwise only in an escaped label or tooltip, never as an
+attribute, an HTML-like label or a link.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from __future__ import annotations
 import dataclasses
 
 import graphviz
+
+from fbexplorer.escaping import carrier_id, dot_id, dot_text, dot_tooltip
 
 __all__ = ["FeedbackDiagram", "GraphvizNotFoundError", "draw"]
 
@@ -243,11 +250,9 @@ def _parse_highlight(highlight, picture: _Picture, unroll) -> tuple[set, set]:
 
 
 # ------------------------------------------------------------------- drawing
-def _text(*lines) -> str:
-    # Plain DOT labels; "\n" is DOT's centred line break.
-    return "\\n".join(str(line).replace("\\", "\\\\") for line in lines)
-
-
+# Names are text: a node's id is `dot_id` of its name (plain characters only: no port
+# ":", no step "@", no quote or "<...>"), and a name reaches DOT only inside a label or
+# tooltip, escaped (fbexplorer/escaping.py).
 def _node_attrs(node: _Node, show_shapes: bool, emphasise: bool) -> dict:
     lines = [node.name, node.kind]
     if show_shapes and node.shapes:
@@ -259,7 +264,7 @@ def _node_attrs(node: _Node, show_shapes: bool, emphasise: bool) -> dict:
     for key in node.outputs:
         lines.append("output" if key == node.name else f"output '{key}'")
     fill = _OUTPUT_FILL if node.outputs and node.role == "op" else _FILL[node.role]
-    attrs = {"label": _text(*lines), "fillcolor": fill}
+    attrs = {"label": dot_text(*lines), "fillcolor": fill}
     if node.outputs:
         attrs["peripheries"] = "2"
     if node.role == "delay":
@@ -276,8 +281,8 @@ def _delayed_attrs(label, names, emphasise: bool) -> dict:
         "style": "dashed",
         "color": _ACCENT,
         "fontcolor": _ACCENT,
-        "label": _text(*label),
-        "tooltip": _text(", ".join(names)),
+        "label": dot_text(*label),
+        "tooltip": dot_tooltip(", ".join(names)),
     }
     if not label:
         del attrs["label"]
@@ -307,9 +312,14 @@ def _group_delayed(picture: _Picture) -> list:
     return out
 
 
+def _delayed_edge(dot, tail: str, head: str, attrs: dict, names) -> None:
+    """A delayed edge, its SVG element named after the values it carries (`carrier_id`)."""
+    dot.edge(tail, head, id=carrier_id(len(dot.body), names), **attrs)
+
+
 def _new_diagram(picture: _Picture, rankdir: str) -> FeedbackDiagram:
     return FeedbackDiagram(
-        name=picture.name,
+        name=dot_id(picture.name),
         graph_attr={
             "rankdir": rankdir,
             "fontname": _FONT,
@@ -332,13 +342,14 @@ def _new_diagram(picture: _Picture, rankdir: str) -> FeedbackDiagram:
 def _draw_cyclic(picture, show_shapes, names) -> FeedbackDiagram:
     dot = _new_diagram(picture, picture.rankdir)
     for node in picture.nodes:
-        dot.node(_id(node.name), **_node_attrs(node, show_shapes, node.name in names))
+        dot.node(dot_id(node.name), **_node_attrs(node, show_shapes, node.name in names))
     for tail, head in picture.forward:
-        dot.edge(_id(tail), _id(head))
+        dot.edge(dot_id(tail), dot_id(head))
     for source, head, indices, label, _ in _group_delayed(picture):
         spec_names = [picture.specs[i].name for i in indices]
         emphasise = bool(names & set(spec_names))
-        dot.edge(_id(source), _id(head), **_delayed_attrs(label, spec_names, emphasise))
+        attrs = _delayed_attrs(label, spec_names, emphasise)
+        _delayed_edge(dot, dot_id(source), dot_id(head), attrs, spec_names)
     return dot
 
 
@@ -357,13 +368,13 @@ def _initial_nodes(dot, picture, unroll, show_shapes) -> dict:
         sub.attr(label="initial", style="dashed", color=_ACCENT, fontcolor=_ACCENT)
         for i, spec in enumerate(picture.specs):
             for t in range(min(spec.delay, unroll)):
-                node_id = _id(f"{spec.name}@init{t}")
+                node_id = f"{dot_id(spec.name)}@init{t}"
                 lines = [spec.name, f"t={t - spec.delay}", _initial_text(spec)]
                 if show_shapes:
                     lines.append(_shape_text((None, *spec.shape)))
                 sub.node(
                     node_id,
-                    label=_text(*lines),
+                    label=dot_text(*lines),
                     shape="ellipse",
                     style="filled,dashed",
                     color=_ACCENT,
@@ -411,12 +422,12 @@ def _delayed_across(dot, picture, unroll, initial, names, times, place):
             emphasise = bool(names & set(spec_names)) and (not times or t in times)
             attrs = _delayed_attrs(label, spec_names, emphasise)
             if t >= delay:
-                dot.edge(place(source, t - delay), place(head, t), **attrs)
+                _delayed_edge(dot, place(source, t - delay), place(head, t), attrs, spec_names)
             else:
                 for i in indices:
                     name = picture.specs[i].name
                     own = _delayed_attrs(name if len(indices) > 1 else label, [name], emphasise)
-                    dot.edge(initial[(i, t)], place(head, t), **own)
+                    _delayed_edge(dot, initial[(i, t)], place(head, t), own, [name])
 
 
 def _draw_collapsed(picture, unroll, show_shapes, names, times) -> FeedbackDiagram:
@@ -426,7 +437,7 @@ def _draw_collapsed(picture, unroll, show_shapes, names, times) -> FeedbackDiagr
         attrs = {"label": f"t={t}", "fillcolor": _FILL["step"]}
         if t in times:
             attrs.update(penwidth="3", color=_HIGHLIGHT, fillcolor=_HIGHLIGHT_FILL)
-        dot.node(_id(f"step@t{t}"), **attrs)
+        dot.node(f"step@t{t}", **attrs)
     # Inside a box every delayed edge from t-k is one arrow, labelled with names.
     by_delay = {}
     for i, spec in enumerate(picture.specs):
@@ -441,15 +452,16 @@ def _draw_collapsed(picture, unroll, show_shapes, names, times) -> FeedbackDiagr
                 if delay > 1:
                     label = [f"t-{delay}", *label]
                 attrs = _delayed_attrs(label, spec_names, emphasise)
-                dot.edge(_id(f"step@t{t - delay}"), _id(f"step@t{t}"), **attrs)
+                _delayed_edge(dot, f"step@t{t - delay}", f"step@t{t}", attrs, spec_names)
             else:
                 for i in indices:
-                    attrs = _delayed_attrs(picture.specs[i].name, [picture.specs[i].name], False)
-                    dot.edge(initial[(i, t)], _id(f"step@t{t}"), **attrs)
+                    name = picture.specs[i].name
+                    attrs = _delayed_attrs(name, [name], False)
+                    _delayed_edge(dot, initial[(i, t)], f"step@t{t}", attrs, [name])
     for node_id in initial.values():
-        dot.edge(node_id, _id("step@t0"), style="invis")
+        dot.edge(node_id, "step@t0", style="invis")
     for t in range(1, unroll):
-        dot.edge(_id(f"step@t{t - 1}"), _id(f"step@t{t}"), style="invis")
+        dot.edge(f"step@t{t - 1}", f"step@t{t}", style="invis")
     return dot
 
 
@@ -457,13 +469,8 @@ def _wrap(names, per_line: int = 3) -> list:
     return [", ".join(names[i : i + per_line]) for i in range(0, len(names), per_line)]
 
 
-def _id(name: str) -> str:
-    # The graphviz package reads "a:b" in an edge as node a, port b.
-    return name.replace(":", "_")
-
-
 def _at(name: str, t: int) -> str:
-    return _id(f"{name}@t{t}")
+    return f"{dot_id(name)}@t{t}"
 
 
 # ---------------------------------------------------------------------- public

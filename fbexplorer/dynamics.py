@@ -32,6 +32,7 @@ from keras import ops
 
 from fbexplorer import _carried_state
 from fbexplorer._loop import time_loop
+from fbexplorer.escaping import plotly_text
 from fbexplorer.graph import pack
 from fbexplorer.trace import (
     _batch_index,
@@ -791,7 +792,12 @@ def plot_gradient_norms(df: pd.DataFrame, *, title: str | None = None):
     for node in pd.unique(norms["node"].astype(str)):
         rows = norms[norms["node"].astype(str) == node]
         fig.add_trace(
-            go.Scatter(x=rows["t"].to_numpy(), y=rows["norm"].to_numpy(), mode="lines", name=node)
+            go.Scatter(
+                x=rows["t"].to_numpy(),
+                y=rows["norm"].to_numpy(),
+                mode="lines",
+                name=plotly_text(node),
+            )
         )
     fig.update_layout(
         title=title or "gradient norm per step",

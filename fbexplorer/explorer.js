@@ -8,6 +8,8 @@
 //   controls        draw a Play button and sliders here (a standalone page)
 //   graph           {svg, targets: {node: {kind: "node" | "edge", ids: [svg ids]}}}
 //   unrolled_graph  {svg, window, clusters: [[k, id]], targets: [[node, k, kind, id]]}
+//                   (both SVGs are shown through safeSvg: parsed as XML, no script, event
+//                   attribute or link kept; every name is set as text, never as HTML)
 //   data            the frames; arrays are base64 float32, C order; E epochs (1
 //                   without a TraceCallback), T steps, U units, N coloured nodes:
 //     length T, epochs [E epoch numbers] or [], node, sample, units U, title,
@@ -70,6 +72,41 @@ function html(tag, cls, parent, text) {
 
 function fmt(v) {
   return Number.isFinite(v) ? Number(v.toPrecision(6)).toString() : "";
+}
+
+// The drawings are SVG text that Graphviz made from names a user or a file chose, so the
+// page does not trust them: parsed as XML (never HTML), only the elements a drawing needs
+// are kept, with no event attribute, no link (an <a> keeps its tooltip, not its href) and no
+// url() out of the drawing. Returns the <svg> element, or null where the text is no SVG.
+const SVG_TAGS = new Set(["svg", "g", "title", "desc", "defs", "path", "polygon", "polyline",
+  "ellipse", "circle", "rect", "line", "text", "tspan", "a", "linearGradient", "radialGradient", "stop"]);
+const FOREIGN_URL = /url\(\s*['"]?\s*[^#'"\s]/i;
+
+function unsafeAttribute(attr) {
+  const name = attr.localName.toLowerCase();
+  const value = attr.value.replace(/[\s\u0000-\u001f]+/g, "").toLowerCase();
+  return name.startsWith("on") || name === "href" || name === "src" ||
+    /^(javascript|data|vbscript):/.test(value) || FOREIGN_URL.test(attr.value);
+}
+
+function cleanSvg(el) {
+  for (const child of Array.from(el.children)) {
+    if (child.namespaceURI === SVGNS && SVG_TAGS.has(child.localName)) cleanSvg(child);
+    else child.remove();
+  }
+  for (const attr of Array.from(el.attributes)) {
+    if (unsafeAttribute(attr)) el.removeAttributeNode(attr);
+  }
+}
+
+export function safeSvg(text) {
+  if (!text) return null;
+  const doc = new DOMParser().parseFromString(text, "image/svg+xml");
+  const root = doc.documentElement;
+  if (doc.getElementsByTagName("parsererror").length || root.namespaceURI !== SVGNS ||
+      root.localName !== "svg") return null;
+  cleanSvg(root);
+  return document.importNode(root, true);
 }
 
 // ------------------------------------------------------------------ panels
@@ -360,9 +397,10 @@ function render({ model, el }) {
     const useUnrolled = model.get("unrolled") && (model.get("unrolled_graph") || {}).svg;
     const g = useUnrolled ? model.get("unrolled_graph") : model.get("graph") || {};
     toggle.checked = !!model.get("unrolled");
-    graphBox.innerHTML = g.svg || "";
+    const drawing = safeSvg(g.svg);
+    graphBox.replaceChildren(...(drawing ? [drawing] : []));
     graphBox.dataset.view = useUnrolled ? "unrolled" : "cyclic";
-    const find = (id) => graphBox.querySelector(`[id="${id}"]`);
+    const find = (id) => graphBox.querySelector(`[id="${CSS.escape(String(id))}"]`);
     cyclic = [];
     unrolled = { targets: [], clusters: [], window: 1 };
     if (useUnrolled) {
@@ -428,11 +466,14 @@ function render({ model, el }) {
       }
       for (const target of unrolled.targets) {
         styleTarget(target, s + target.k);
-        if (target.kind === "initial" && target.texts.length > 1) {
-          // "loop / t=-1 / zeros": past the first step the box holds the carried value.
-          const back = parseInt(target.orig[1].replace("t=", ""), 10);
-          target.texts[1].textContent = `t=${s + back}`;
-          for (const x of target.texts.slice(2, 3)) x.textContent = s > 0 ? "carried" : target.orig[2];
+        // "loop / t=-1 / zeros": past the first step the box holds the carried value. The
+        // name may take several lines, so the step's line is found from the end.
+        const at = target.kind === "initial" ? target.orig.findLastIndex((x) => /^t=-\d+$/.test(x)) : -1;
+        if (at >= 0) {
+          target.texts[at].textContent = `t=${s + parseInt(target.orig[at].slice(2), 10)}`;
+          if (at + 1 < target.texts.length) {
+            target.texts[at + 1].textContent = s > 0 ? "carried" : target.orig[at + 1];
+          }
         }
       }
     } else {
@@ -440,26 +481,32 @@ function render({ model, el }) {
     }
   }
 
+  // Built from elements and text nodes: the node and run names are text, never markup.
   function drawReadout() {
     const d = view.data;
-    if (!view.runs.length) { readout.replaceChildren(); return; }
+    readout.replaceChildren();
+    if (!view.runs.length) return;
     const { t, T, U } = view;
     const off = view.epoch * T * U + t * U;
     const cols = view.runs.map((r) => r.name);
     if (d.difference) cols.push("difference");
     const shown = Math.min(U, 32);
-    const rows = [];
+    const epoch = view.E > 1 ? `, epoch ${d.epochs[view.epoch]}` : "";
+    html("b", "", readout, String(d.node));
+    readout.append(" at ");
+    html("span", "fbx-readout-t", readout, `t=${t}`);
+    readout.append(`, sample ${d.sample}${epoch}`);
+    const table = html("table", "", readout);
+    const head = html("tr", "", table);
+    for (const c of ["unit", ...cols]) html("th", "", head, String(c));
     for (let u = 0; u < shown; u++) {
       const vals = view.runs.map((r) => r.values[off + u]);
       if (d.difference) vals.push(vals[0] - vals[1]);
-      rows.push(`<tr><td>${u}</td>${vals.map((v) => `<td>${fmt(v)}</td>`).join("")}</tr>`);
+      const row = html("tr", "", table);
+      html("td", "", row, String(u));
+      for (const v of vals) html("td", "", row, fmt(v));
     }
-    const epoch = view.E > 1 ? `, epoch ${d.epochs[view.epoch]}` : "";
-    const esc = (s) => String(s).replace(/&/g, "&amp;").replace(/</g, "&lt;");
-    readout.innerHTML =
-      `<b>${esc(d.node)}</b> at <span class="fbx-readout-t">t=${t}</span>, sample ${d.sample}${epoch}` +
-      `<table><tr><th>unit</th>${cols.map((c) => `<th>${c}</th>`).join("")}</tr>${rows.join("")}</table>` +
-      (U > shown ? `<p>... ${U - shown} more units</p>` : "");
+    if (U > shown) html("p", "", readout, `... ${U - shown} more units`);
   }
 
   function step() {

@@ -8,6 +8,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from fbexplorer.escaping import plotly_text
+
 __all__ = ["plot_comparison", "plot_heatmap", "plot_trace", "similarity_order"]
 
 BOUNDARY_STYLE = {"color": "rgba(80, 80, 80, 0.6)", "width": 1, "dash": "dot"}
@@ -106,7 +108,7 @@ def plot_trace(
             )
     sample_text = f"sample {samples[0]}" if len(samples) == 1 else f"{len(samples)} samples"
     fig.update_layout(
-        title=title or f"{node} ({sample_text})",
+        title=title or f"{plotly_text(node)} ({sample_text})",
         xaxis_title="t",
         yaxis_title="value",
         template="plotly_white",
@@ -200,7 +202,7 @@ def plot_comparison(
             name=f"boundary {int(start)}",
         )
     fig.update_layout(
-        title=title or f"{node}: stateful vs stateless (sample {sample})",
+        title=title or f"{plotly_text(node)}: stateful vs stateless (sample {sample})",
         template="plotly_white",
     )
     fig.update_xaxes(title_text="t", row=2, col=1)
@@ -397,7 +399,7 @@ def plot_heatmap(
         )
     )
     fig.update_layout(
-        title=title or f"{node} (sample {sample_id})",
+        title=title or f"{plotly_text(node)} (sample {sample_id})",
         xaxis_title="t",
         yaxis={"title": {"text": "unit"}, "type": "category", "autorange": "reversed"},
         template="plotly_white",

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
+from fbexplorer.escaping import plotly_text
 from fbexplorer.plots import _node_arrays, _trace_nodes
 
 __all__ = ["Projection", "pca_project", "portrait"]
@@ -419,7 +420,7 @@ def portrait(
         f"PC{k + 1} ({100 * r:.1f}% of variance)"
         for k, r in enumerate(projection.explained_variance_ratio)
     ]
-    head = title or f"Portrait of {', '.join(chosen)}"
+    head = title or f"Portrait of {plotly_text(', '.join(chosen))}"
     if dims == 2:
         fig.update_layout(xaxis_title=labels[0], yaxis_title=labels[1])
     else:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import pathlib
 import re
 import xml.etree.ElementTree as ET
@@ -29,11 +28,12 @@ import anywidget
 import numpy as np
 import traitlets
 
+from fbexplorer.escaping import carried_names, dot_id, json_for_html
+
 __all__ = ["ExplorerView", "encode", "graph_targets", "standalone_html", "unrolled_targets"]
 
 _HERE = pathlib.Path(__file__).resolve().parent
 _SVG = "{http://www.w3.org/2000/svg}"
-_XLINK = "{http://www.w3.org/1999/xlink}"
 
 
 class ExplorerView(anywidget.AnyWidget):
@@ -76,15 +76,19 @@ def _svg_root(svg: str):
 
 
 def _groups(svg: str):
-    """(kind, element id, title, tooltip) of every node, edge and cluster group."""
+    """(kind, element id, title, carried) of every node, edge and cluster group.
+
+    `carried` lists the names a delayed edge carries, read from its id (draw.py names
+    it with `carrier_id`), and is empty for anything else. Titles are node ids
+    (`dot_id` of a name), never a name itself.
+    """
     for group in _svg_root(svg).iter(f"{_SVG}g"):
         kind = group.get("class")
         if kind not in ("node", "edge", "cluster"):
             continue
         title = group.find(f"{_SVG}title")
-        tips = [a.get(f"{_XLINK}title") for a in group.iter(f"{_SVG}a")]
-        tip = next((t for t in tips if t), "")
-        yield kind, group.get("id"), html.unescape(title.text or ""), html.unescape(tip)
+        carried = carried_names(group.get("id")) if kind == "edge" else None
+        yield kind, group.get("id"), title.text or "", carried or []
 
 
 def _base(name: str) -> str:
@@ -93,7 +97,7 @@ def _base(name: str) -> str:
 
 
 def _drawn(name: str) -> str:
-    return name.replace(":", "_")  # draw.py's node ids
+    return dot_id(name)  # draw.py's node ids
 
 
 def graph_targets(svg: str, names) -> dict:
@@ -104,12 +108,11 @@ def graph_targets(svg: str, names) -> dict:
     state shows on the delayed edges that carry it (their tooltips name it).
     """
     boxes, edges = {}, {}
-    for kind, gid, title, tip in _groups(svg):
+    for kind, gid, title, carried in _groups(svg):
         if kind == "node":
             boxes[title] = gid
-        elif kind == "edge" and tip:
-            for carried in tip.split(", "):
-                edges.setdefault(carried, []).append(gid)
+        for name in carried:
+            edges.setdefault(name, []).append(gid)
     out, used = {}, set()
     for exact in (True, False):
         for name in names:
@@ -136,7 +139,7 @@ def unrolled_targets(svg: str, names, window: int) -> dict:
     edge into step k shows the value it carries there.
     """
     boxes, edges, clusters = {}, [], []
-    for kind, gid, title, tip in _groups(svg):
+    for kind, gid, title, carried in _groups(svg):
         if kind == "cluster":
             m = re.fullmatch(r"cluster_t(\d+)", title)
             if m:
@@ -145,10 +148,10 @@ def unrolled_targets(svg: str, names, window: int) -> dict:
             m = re.fullmatch(r"(.*)@(t|init)(\d+)", title)
             if m:
                 boxes[gid] = (m.group(1), m.group(2), int(m.group(3)))
-        elif kind == "edge" and tip:
+        elif carried:
             m = re.search(r"@(?:t|init)(\d+)$", title)
             if m:
-                edges.append((gid, tip.split(", "), int(m.group(1))))
+                edges.append((gid, carried, int(m.group(1))))
     targets = []
     wanted = {_drawn(n): n for n in reversed(list(names))}  # first trace name wins
     for gid, (drawn, where, k) in boxes.items():
@@ -206,7 +209,7 @@ def standalone_html(view: ExplorerView, title: str = "fbexplorer", t: int | None
     state["controls"] = True
     if t is not None:
         state["t"] = int(t)
-    text = json.dumps(state).replace("</", "<\\/")  # no `</script>` inside the JSON
-    esm = (_HERE / "explorer.js").read_text().replace("</script", "<\\/script")
+    text = json_for_html(state)  # names are in it: no `<`, `>` or `&` left to read as markup
+    esm = re.sub(r"<(/script|!--)", r"<\\\1", (_HERE / "explorer.js").read_text(), flags=re.I)
     css = (_HERE / "explorer.css").read_text()
     return _PAGE.format(title=html.escape(title), css=css, state=text, esm=esm)

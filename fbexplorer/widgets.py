@@ -28,6 +28,7 @@ import pandas as pd
 from fbexplorer.callbacks import TraceCallback
 from fbexplorer.draw import draw
 from fbexplorer.engine import FeedbackModel
+from fbexplorer.escaping import plotly_text
 from fbexplorer.plots import plot_heatmap
 from fbexplorer.portrait import _fixed_point_values, pca_project, portrait
 from fbexplorer.trace import _chunk_bounds, compare_stateful, trace
@@ -454,9 +455,8 @@ class Explorer(widgets.VBox):
         row, t = self._samples.index(sample), self.step.value
         if panel == "portrait":
             return self._portrait_figure(row, t)
-        figure = go.Figure(
-            layout={"template": "plotly_white", "title": {"text": f"{node}, sample {sample}"}}
-        )
+        title = f"{plotly_text(node)}, sample {sample}"
+        figure = go.Figure(layout={"template": "plotly_white", "title": {"text": title}})
         if panel == "heatmap":  # fbx.plot_heatmap, units in index order as the tab shows them
             column = self._runs()[0][0]
             figure = plot_heatmap(
@@ -464,7 +464,7 @@ class Explorer(widgets.VBox):
                 node,
                 sample=row,
                 order="index",
-                title=f"{node}, sample {sample}" + ("" if column == "value" else f", {column}"),
+                title=title + ("" if column == "value" else f", {column}"),
             )
             figure.update_layout(template="plotly_white", xaxis_title="t", yaxis_title="unit")
         else:
@@ -493,7 +493,7 @@ class Explorer(widgets.VBox):
         nodes = list(self.projection.nodes)
         shown = self.fixed_points is not None and e == self._portrait["epoch"]
         sample = self.sample.value
-        title = f"Portrait of {', '.join(nodes)}, sample {sample}"
+        title = f"Portrait of {plotly_text(', '.join(nodes))}, sample {sample}"
         if self._epochs:
             title += f", epoch {self._epochs[e]}"
         figure = portrait(
