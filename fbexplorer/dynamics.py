@@ -499,8 +499,11 @@ def dedupe_points(flat, q, tol):
         return np.zeros(0, int)
     dims = min(3, size)
     basis, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(size, dims)))
-    side = tol * 1.001 if tol > 0 else 1.0  # a margin for rounding in the projection
-    cells = np.floor((flat.astype(np.float64) @ basis) / side).astype(np.int64)
+    projected = flat.astype(np.float64) @ basis
+    # Cells of side >= tol (with a margin for rounding in the projection): any
+    # larger side is exact too, and keeps the cell numbers well inside int64.
+    side = max(tol * 1.001, float(np.abs(projected).max()) / 2**40, 1e-300)
+    cells = np.floor(projected / side).astype(np.int64)
     offsets = np.array(np.meshgrid(*[[-1, 0, 1]] * dims, indexing="ij")).reshape(dims, -1).T
     grid: dict = {}
     keep = []
@@ -565,6 +568,14 @@ def fixed_points(
         dedupe_tolerance: points closer than this (Euclidean norm of the state
             difference) are one point; the one of lowest `q` is kept.
         seed: the random seed for choosing and perturbing the starts.
+
+    The settings are checked (counts positive integers, tolerances finite
+    and positive), NaN or inf held inputs and weights are refused, and the
+    starts from `initial` are drawn among the finite states it visits. The
+    memory of the search (about 12 matrices of the state's size squared per
+    start for "newton"; for "adam", 6 per point found, for its Jacobian) is
+    estimated first and refused above the budget (`fbx.set_memory_budget`)
+    with one line saying what to pass (`n_starts=`, `method="adam"`).
 
     Returns:
         A `FixedPoints`: `.frame` (`q`, `stable`, `spectral_radius`,
@@ -836,6 +847,8 @@ def gradient_flow(
 
     With neither targets nor loss, `L` is the sum of every output at the last
     step (over the samples too, so each sample's gradients are its own).
+    Targets are checked as `fit` checks them; a run whose estimated memory
+    is above the budget (`fbx.set_memory_budget`) is refused before it starts.
 
     Returns:
         A DataFrame with columns `sample, t, node, unit, gradient`, laid out

@@ -35,14 +35,15 @@ FRACTION = 0.5  # of the memory available now
 FALLBACK = 4 * 10**9  # where the available memory cannot be read
 
 # Bytes at the peak per recorded value (one unit of one node at one step of
-# one sample), measured on a 2-core AMD EPYC with TensorFlow 2.21 (20 nodes
-# of 64 units, 4 samples, T = 500 to 2,000): the tool's own arrays and frames
-# and TensorFlow's buffers, not the inputs or the model.
+# one sample), measured on a 2-core AMD EPYC with TensorFlow 2.21 (23 nodes,
+# 1,536 units, 4 samples, T = 500 to 2,000): the tool's own arrays and frames
+# and TensorFlow's buffers, not the inputs or the model. Against the peaks
+# measured, the estimates were 0.85x (compare_stateful) to 1.4x (explore).
 PER_VALUE = {
     "trace": 36,  # the loop's output, its numpy copy, the tidy frame (17 kept)
     "trace_arrays": 14,  # fbx.trace(..., as_arrays=True)
     "recording": 18,  # one TraceCallback trace, kept per epoch recorded
-    "compare_stateful": 56,  # both runs, their difference, the tidy frame
+    "compare_stateful": 64,  # both runs, their difference, the tidy frame
     "explore": 48,  # the trace, then the explorer's arrays
     "explore_portrait": 40,  # per value of state: the explorer's PCA in float64
     "stateful_view": 70,  # compare_stateful, then its arrays

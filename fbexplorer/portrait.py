@@ -112,6 +112,9 @@ def pca_project(
         dims: the number of components, 2 or 3.
         nodes: the nodes to use, in order (default: every node of `arrays`).
 
+    Points with a NaN or inf value (a diverging model) are left out of the
+    fit; their coordinates are NaN.
+
     Returns:
         `(coords, projection)`: `coords` is `(samples, T, dims)`;
         `projection` a `Projection`, whose `transform` projects more values
@@ -290,7 +293,10 @@ def portrait(
     those points over every sample and step, and each sample becomes one
     line through them, coloured by time. Fixed points, when given, are
     projected into the same space: stable ones as filled circles, unstable
-    ones hollow.
+    ones hollow. NaN or inf values (a diverging model) leave gaps: the
+    components are fitted to the finite points, and the title (and a
+    warning) names the steps that are not. Its memory is estimated first
+    and refused above the budget (`fbx.set_memory_budget`).
 
     Args:
         trace_or_model: a `FeedbackModel` (traced on `inputs`), a frame from

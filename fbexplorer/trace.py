@@ -355,7 +355,9 @@ def trace(
     model computes, in inference mode (`training=False`).
 
     A stateful model's carried state is the starting point, but tracing
-    does not change it: a trace is an observation. Masked steps are recorded
+    does not change it: a trace is an observation. A trace whose estimated
+    memory is above the budget (`fbx.set_memory_budget`) is refused before
+    the model runs, with one line saying what to pass. Masked steps are recorded
     as the step computed them (from the held delayed values and states); the
     loop then discards that step's new states, so the delayed values and
     states recorded at the next step are the held ones. For a model with

@@ -670,16 +670,26 @@ def explore(
     runs must agree: a model without feedback, or a single chunk.
 
     `explore(callback)` shows what a `fbx.TraceCallback` recorded while the
-    model trained, with an epoch slider beside the time slider.
+    model trained, with an epoch slider beside the time slider (`nodes=` and
+    `samples=` pick part of the recording).
+
+    Memory: the explorer holds every traced value (samples x steps x units
+    of every node). Before tracing, it estimates what it needs and, above
+    the memory budget (`fbx.set_memory_budget`), refuses with one line that
+    says what to pass (`samples=`, `nodes=`); where the stateful view would
+    not fit beside it, the toggle is off and its tooltip says why. NaN and
+    inf (a diverging model) are drawn as gaps: a warning and each view's
+    title name the steps.
 
     Args:
         model: a `FeedbackModel`, or a `TraceCallback` that has recorded.
         inputs: the inputs as for a call (an array, a list, or a dict by name);
             None with a `TraceCallback`.
-        nodes: node names to offer (default: every node `fbx.trace` records).
+        nodes: node names to offer (default: every node `fbx.trace` records;
+            with a `TraceCallback`, every node it recorded).
         samples: the number of leading samples, or a list of sample indices,
             as for `fbx.trace` (default: the whole batch; a large batch makes
-            a large trace).
+            a large trace); with a `TraceCallback`, of the recorded samples.
         initial_state: `{feedback name: value}`, as for a call.
         chunks: the number of chunks of the stateful view (default: 2 for
             sequences of 2 steps or more; 1 turns the view off).

@@ -419,6 +419,16 @@ def test_dedupe_keeps_what_the_quadratic_scan_keeps():
             np.testing.assert_array_equal(kept, quadratic_dedupe(flat, q, tol), f"{size} {tol}")
 
 
+def test_dedupe_of_large_states_with_a_tiny_tolerance():
+    rng = np.random.default_rng(1)
+    flat = (rng.uniform(-1, 1, (200, 4)) * 1e8).astype("float32")
+    flat = np.concatenate([flat, flat[:50]])  # exact duplicates, far from the origin
+    q = rng.uniform(0, 1, len(flat))
+    for tol in (0.0, 1e-12, 1e7):
+        kept = dynamics.dedupe_points(flat, q, tol)
+        np.testing.assert_array_equal(kept, quadratic_dedupe(flat, q, tol), f"{tol}")
+
+
 def test_dedupe_of_nothing():
     assert dynamics.dedupe_points(np.zeros((0, 4), "float32"), np.zeros(0), 1e-3).size == 0
 
