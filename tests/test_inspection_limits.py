@@ -139,6 +139,19 @@ def test_explore_of_16_samples_at_T_20000_refuses_before_tracing(budget, nothing
     assert "Pass samples= or nodes= to explore less" in text
 
 
+def test_stateful_view_of_4_samples_at_T_20000_is_off(budget):
+    """The explorer of 4 samples fits in 8 GB; the stateful view beside it does not."""
+    net = deep()
+    budget(8 * GB)
+    names = trace.resolve_nodes(net, None, "explore")
+    size = trace.planned_size(net, np.zeros((4, 20_000, 64), "float32"), names)
+    assert size == (4, 20_000, 1536)
+    note = widgets._check_explore_memory(net, names, size, stateful=True)
+    assert note.startswith("the stateful view would need about 14.7 GB of memory")
+    assert "\n" not in note
+    assert widgets._check_explore_memory(net, names, size, stateful=False) is None
+
+
 def test_trace_callback_of_200_epochs_refuses_when_the_fit_starts(budget, nothing_runs):
     net = deep()
     net.compile("sgd", "mse")
