@@ -22,6 +22,7 @@ from fbexplorer.dynamics import (
 )
 from fbexplorer.engine import FeedbackModel
 from fbexplorer.graph import Feedback, FeedbackSpec, StepGraph, cell, delayed
+from fbexplorer.memory import memory_budget, set_memory_budget
 from fbexplorer.plots import plot_comparison, plot_heatmap, plot_trace, similarity_order
 from fbexplorer.portrait import Projection, pca_project, portrait
 from fbexplorer.saving import load_model
@@ -60,12 +61,14 @@ __all__ = [
     "gradient_flow",
     "gradient_norms",
     "load_model",
+    "memory_budget",
     "pca_project",
     "plot_comparison",
     "plot_gradient_norms",
     "plot_heatmap",
     "plot_trace",
     "portrait",
+    "set_memory_budget",
     "similarity_order",
     "trace",
     "wide",

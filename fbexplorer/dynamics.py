@@ -31,17 +31,28 @@ import pandas as pd
 from keras import ops
 
 from fbexplorer import _carried_state
+from fbexplorer._call_inputs import check_data
 from fbexplorer._loop import time_loop
 from fbexplorer.escaping import plotly_text
 from fbexplorer.graph import pack
+from fbexplorer.memory import (
+    ADAM_VECTORS,
+    JACOBIAN_MATRICES,
+    LM_MATRICES,
+    check_memory,
+    format_bytes,
+    memory_budget,
+)
 from fbexplorer.trace import (
     _batch_index,
     _catalog,
     _check_model,
     _Prepared,
-    _resolve_nodes,
     _run_windows,
     _tidy,
+    check_size,
+    node_units,
+    resolve_nodes,
 )
 
 __all__ = ["FixedPoints", "fixed_points", "gradient_flow", "gradient_norms", "plot_gradient_norms"]
@@ -302,7 +313,18 @@ def _held_inputs(net, inputs, what: str) -> list:
                 f"batch or time axes. Received shape {value.shape}."
                 + (" Take one step and sample, as in X[0, 0]." if value.ndim > len(want) else "")
             )
-        held.append(ops.convert_to_tensor(value.astype(ref.dtype)))
+        with np.errstate(over="ignore"):  # a value beyond the dtype becomes inf, refused below
+            value = value.astype(ref.dtype)
+        if np.issubdtype(value.dtype, np.inexact):
+            bad = ~np.isfinite(value)
+            if bad.any():
+                first = tuple(int(i) for i in np.argwhere(bad)[0])
+                raise ValueError(
+                    f"fbx.{what}: input '{name}' holds NaN or inf ({int(bad.sum())} of "
+                    f"{bad.size} values as {value.dtype}, the first at index {first}); the "
+                    f"step has no fixed points with it. Hold finite values."
+                )
+        held.append(ops.convert_to_tensor(value))
     return held
 
 
@@ -411,12 +433,16 @@ class FixedPoints:
 
 
 # ------------------------------------------------------------- the search
-def _visited_states(net, initial, layout: _Layout) -> np.ndarray:
-    """Every full state the model passes through on `initial`, `(n, D)`."""
+def _visited_starts(net, initial, layout: _Layout, rng, n_starts: int) -> np.ndarray:
+    """`n_starts` full states the model passes through on `initial`, `(n_starts, D)`,
+    drawn at random among those whose values are finite."""
     specs = net.graph.specs
     catalog = _catalog(net)
     names = [s.name for s in specs]
     prep = _Prepared(net, initial, None, None, None, None, False, "fixed_points")
+    size = (prep.batch, prep.length, node_units(net, names))
+    remedy = "Pass fewer or shorter sequences as initial= (or leave it out)"
+    check_size("fbx.fixed_points", "trace_arrays", net, names, size, remedy)
     arrays, _ = _run_windows(net, prep, names, [(0, prep.length)], prep.slots, False)
     length = prep.length
     k_max = max(s.delay for s in specs)
@@ -428,22 +454,66 @@ def _visited_states(net, initial, layout: _Layout) -> np.ndarray:
             f"fbx.fixed_points: `initial` has {length} steps; the longest delay is {k_max}, "
             f"so at least {k_max + 1} steps are needed to read a whole state from it."
         )
+    finite = np.ones((prep.batch, times.size), bool)  # (sample, time) of finite states
+    for spec, arr in zip(specs, arrays):
+        ok = np.isfinite(arr.reshape(arr.shape[0], arr.shape[1], -1)).all(axis=2)
+        if catalog[spec.name][0] == "state":
+            finite &= ok[:, times - 1]
+        else:
+            window = np.lib.stride_tricks.sliding_window_view(ok, spec.delay, axis=1)
+            finite &= window[:, times].all(axis=2)
+    candidates = np.flatnonzero(finite.reshape(-1))
+    if not candidates.size:
+        raise ValueError(
+            f"fbx.fixed_points: the model's state is NaN or inf at every step of `initial` "
+            f"({prep.batch} samples x {length} steps): the model diverges there. Pass initial= "
+            f"data on which it stays finite, or leave initial out to start from [-1, 1]."
+        )
+    # As if every visited state were stacked (sample-major) and n_starts drawn.
+    if candidates.size == finite.size:
+        rows = rng.integers(0, candidates.size, n_starts)
+    else:
+        rows = candidates[rng.integers(0, candidates.size, n_starts)]
+    sample, at = np.divmod(rows, times.size)
+    at = times[at]
     parts = []
     for spec, arr in zip(specs, arrays):
         if catalog[spec.name][0] == "state":
-            h = arr[:, times - 1][:, :, None]
+            h = arr[sample, at - 1][:, None]
         else:
-            h = np.stack([arr[:, times + j] for j in range(spec.delay)], axis=2)
-        parts.append(h.reshape(h.shape[0] * h.shape[1], -1))
+            h = np.stack([arr[sample, at + j] for j in range(spec.delay)], axis=1)
+        parts.append(h.reshape(n_starts, -1))
     return np.concatenate(parts, axis=1).astype("float32")
 
 
-def _dedupe(flat, q, tol):
-    """Indices of distinct points, lowest q first among near ones."""
+def dedupe_points(flat, q, tol):
+    """Indices of distinct points, lowest q first among near ones.
+
+    Greedy, as a quadratic scan would be: in order of increasing `q`, a point
+    is kept unless a kept point lies within `tol` (Euclidean). Only kept
+    points in the neighbouring cells of a grid over 3 orthonormal
+    projections of the points (cells of side `tol`) can lie that close, since
+    a projection shortens distances: each point is compared with those alone.
+    """
+    n, size = flat.shape
+    if n == 0:
+        return np.zeros(0, int)
+    dims = min(3, size)
+    basis, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(size, dims)))
+    projected = flat.astype(np.float64) @ basis
+    # Cells of side >= tol (with a margin for rounding in the projection): any
+    # larger side is exact too, and keeps the cell numbers well inside int64.
+    side = max(tol * 1.001, float(np.abs(projected).max()) / 2**40, 1e-300)
+    cells = np.floor(projected / side).astype(np.int64)
+    offsets = np.array(np.meshgrid(*[[-1, 0, 1]] * dims, indexing="ij")).reshape(dims, -1).T
+    grid: dict = {}
     keep = []
     for i in np.argsort(q, kind="stable"):
-        if all(np.linalg.norm(flat[i] - flat[j]) > tol for j in keep):
-            keep.append(i)
+        near = [j for off in offsets for j in grid.get(tuple(cells[i] + off), ())]
+        if near and np.min(np.linalg.norm(flat[near] - flat[i], axis=1)) <= tol:
+            continue
+        keep.append(i)
+        grid.setdefault(tuple(cells[i]), []).append(i)
     return np.asarray(sorted(keep), int)
 
 
@@ -500,6 +570,14 @@ def fixed_points(
             difference) are one point; the one of lowest `q` is kept.
         seed: the random seed for choosing and perturbing the starts.
 
+    The settings are checked (counts positive integers, tolerances finite
+    and positive), NaN or inf held inputs and weights are refused, and the
+    starts from `initial` are drawn among the finite states it visits. The
+    memory of the search (about 12 matrices of the state's size squared per
+    start for "newton"; for "adam", 6 per point found, for its Jacobian) is
+    estimated first and refused above the budget (`fbx.set_memory_budget`)
+    with one line saying what to pass (`n_starts=`, `method="adam"`).
+
     Returns:
         A `FixedPoints`: `.frame` (`q`, `stable`, `spectral_radius`,
         `n_unstable`, `slow`), `.states`, `.eigenvalues`, `.jacobian(i)`,
@@ -513,55 +591,40 @@ def fixed_points(
     _check_model(model, "fixed_points")
     _check_has_state(model, "fixed_points")
     held = _held_inputs(model, inputs, "fixed_points")
-    if isinstance(n_starts, bool) or not isinstance(n_starts, (int, np.integer)) or n_starts < 1:
-        raise ValueError(f"fbx.fixed_points: n_starts must be >= 1. Received: {n_starts!r}")
+    _check_settings(
+        n_starts=n_starts,
+        iterations=iterations,
+        tolerance=tolerance,
+        slow_tolerance=slow_tolerance,
+        learning_rate=learning_rate,
+        noise=noise,
+        dedupe_tolerance=dedupe_tolerance,
+    )
     if method not in ("newton", "adam"):
         raise ValueError(
             f"fbx.fixed_points: method must be 'newton' or 'adam'. Received: {method!r}"
         )
+    _check_finite_weights(model, "fixed_points")
     if iterations is None:
         iterations = 200 if method == "newton" else 5000
     layout = _layout(model)
+    _check_search_memory(n_starts, layout.size, method)
     rng = np.random.default_rng(seed)
     if initial is not None:
-        visited = _visited_states(model, initial, layout)
-        starts = visited[rng.integers(0, len(visited), n_starts)]
+        starts = _visited_starts(model, initial, layout, rng, n_starts)
     else:
         starts = rng.uniform(-1.0, 1.0, (n_starts, layout.size)).astype("float32")
     starts = starts + rng.normal(0.0, noise, starts.shape).astype("float32")
-
     search = _search(model, layout)
-    q_fn = search.fn("q")
-    s = ops.convert_to_tensor(starts)
-    q_prev = ops.convert_to_numpy(q_fn(s, held)).astype("float64")
-    if method == "newton":
-        chunk, run = search.LM_CHUNK, search.fn("newton")
-        carry = [ops.full((n_starts,), 1e-2, "float32")]
-    else:
-        chunk, run = search.ADAM_CHUNK, search.fn("adam")
-        carry = [ops.zeros_like(s), ops.zeros_like(s)]
-    done = 0
-    while done < iterations:
-        if method == "newton":
-            s, *carry = run(s, *carry, held)
-        else:
-            t0 = ops.convert_to_tensor(done, "int32")
-            s, *carry = run(s, *carry, t0, ops.convert_to_tensor(learning_rate, s.dtype), held)
-        done += chunk
-        q = ops.convert_to_numpy(q_fn(s, held)).astype("float64")
-        moving = (q < q_prev * (1 - 1e-3)) & (q >= tolerance)
-        q_prev = q
-        if not np.any(moving):
-            break
-    flat = ops.convert_to_numpy(s)
-    q = q_prev
+    flat, q, done = _run_search(search, starts, held, method, iterations, tolerance, learning_rate)
     bound = tolerance if slow_tolerance is None else max(tolerance, slow_tolerance)
     ok = np.isfinite(q) & (q < bound)
     n_converged = int(np.sum(q < tolerance))
     idx = np.flatnonzero(ok)
-    idx = idx[_dedupe(flat[idx], q[idx], dedupe_tolerance)] if idx.size else idx
+    idx = idx[dedupe_points(flat[idx], q[idx], dedupe_tolerance)] if idx.size else idx
     flat, q = flat[idx], q[idx]
     if len(flat):
+        _check_jacobian_memory(len(flat), layout.size)
         jac = ops.convert_to_numpy(search.fn("jacobian")(ops.convert_to_tensor(flat), held))
     else:
         jac = np.zeros((0, layout.size, layout.size), "float32")
@@ -581,6 +644,112 @@ def fixed_points(
     names = model.graph.input_names + model.graph.constant_names
     held_np = {n: ops.convert_to_numpy(v) for n, v in zip(names, held)}
     return FixedPoints(flat, q, jac, layout, held_np, settings, n_starts, n_converged)
+
+
+def _run_search(search, starts, held, method, iterations, tolerance, learning_rate):
+    """Chunks of Levenberg-Marquardt or Adam steps from `starts` until every
+    point is below the tolerance or none improves: `(states, q, steps run)`."""
+    q_fn = search.fn("q")
+    s = ops.convert_to_tensor(starts)
+    q_prev = ops.convert_to_numpy(q_fn(s, held)).astype("float64")
+    if method == "newton":
+        chunk, run = search.LM_CHUNK, search.fn("newton")
+        carry = [ops.full((len(starts),), 1e-2, "float32")]
+    else:
+        chunk, run = search.ADAM_CHUNK, search.fn("adam")
+        carry = [ops.zeros_like(s), ops.zeros_like(s)]
+    done = 0
+    while done < iterations:
+        if method == "newton":
+            s, *carry = run(s, *carry, held)
+        else:
+            t0 = ops.convert_to_tensor(done, "int32")
+            s, *carry = run(s, *carry, t0, ops.convert_to_tensor(learning_rate, s.dtype), held)
+        done += chunk
+        q = ops.convert_to_numpy(q_fn(s, held)).astype("float64")
+        moving = (q < q_prev * (1 - 1e-3)) & (q >= tolerance)
+        q_prev = q
+        if not np.any(moving):
+            break
+    return ops.convert_to_numpy(s), q_prev, done
+
+
+# What each setting of fixed_points is, for its messages.
+_SETTINGS = {
+    "n_starts": ("the number of starting states", "an integer >= 1"),
+    "iterations": ("the most steps of the search", "an integer >= 1, or None"),
+    "tolerance": ("the q below which a point is fixed", "a finite number > 0"),
+    "slow_tolerance": ("the q below which a slow point is kept", "a finite number > 0, or None"),
+    "learning_rate": ("Adam's step size", "a finite number > 0"),
+    "noise": ("the spread of the noise added to the starts", "a finite number >= 0"),
+    "dedupe_tolerance": ("the distance below which two points are one", "a finite number >= 0"),
+}
+
+
+def _check_settings(**values):
+    """Refuse a count that is no positive integer, a tolerance that is no finite
+    positive number: the search would otherwise return no point, silently."""
+    for name, value in values.items():
+        role, kind = _SETTINGS[name]
+        if value is None and "None" in kind:
+            continue
+        if kind.startswith("an integer"):
+            ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1
+        else:
+            ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+                value, bool
+            )
+            ok = ok and np.isfinite(value) and (value >= 0 if ">= 0" in kind else value > 0)
+        if not ok:
+            raise ValueError(
+                f"fbx.fixed_points: `{name}` is {role}, {kind}. Received: {name}={value!r}"
+            )
+
+
+def _check_finite_weights(net, what: str):
+    """Refuse a model whose step has a NaN or inf weight (a diverged training)."""
+    for weight in net.step_model.weights:
+        value = ops.convert_to_numpy(weight)
+        if not np.issubdtype(value.dtype, np.floating):
+            continue
+        bad = ~np.isfinite(value)
+        if bad.any():
+            raise ValueError(
+                f"fbx.{what}: weight '{weight.path}' of model '{net.name}' holds NaN or inf "
+                f"({int(bad.sum())} of {bad.size} values), so the step has no fixed points "
+                f"to find. Restore finite weights (a diverged training leaves NaN: reload a "
+                f"checkpoint, or train with a lower learning rate)."
+            )
+
+
+def _check_search_memory(n_starts: int, size: int, method: str):
+    """Refuse a search whose Jacobians (n_starts x size^2 floats, and the
+    Levenberg-Marquardt systems) would not fit in the memory budget."""
+    matrix = 4 * size * size
+    adam = ADAM_VECTORS * 4 * size * n_starts + JACOBIAN_MATRICES * matrix
+    square = f"{size:,} x {size:,} floats, the state's size squared"
+    if method == "adam":
+        detail = f"{n_starts:,} starts, then {JACOBIAN_MATRICES} matrices of {square}, per point"
+        remedy = "Search a model with a smaller state (shorter delays, fewer units)"
+        check_memory("fbx.fixed_points", adam, detail, remedy)
+        return
+    per_start = LM_MATRICES * matrix
+    fits = int(memory_budget() // per_start)
+    adam_hint = f'method="adam" (gradients only: about {format_bytes(adam)})'
+    remedy = f"Pass n_starts={fits} or fewer, or {adam_hint}" if fits else f"Pass {adam_hint}"
+    detail = f"{n_starts:,} starts, each with {LM_MATRICES} matrices of {square}"
+    check_memory("fbx.fixed_points", n_starts * per_start, detail, remedy)
+
+
+def _check_jacobian_memory(points: int, size: int):
+    """Refuse the Jacobians of more distinct points than the memory budget holds."""
+    need = JACOBIAN_MATRICES * 4 * size * size * points
+    detail = (
+        f"the Jacobians of the {points:,} distinct points found, {JACOBIAN_MATRICES} matrices of "
+        f"{size:,} x {size:,} floats each"
+    )
+    remedy = "Pass fewer n_starts=, a larger dedupe_tolerance= or a smaller slow_tolerance="
+    check_memory("fbx.fixed_points", need, detail, remedy)
 
 
 # --------------------------------------------------------- gradient flow
@@ -611,6 +780,22 @@ def _perturbed_step(sm, targets: dict, training=False):
         return [values[id(t)] for t in sm.outputs]
 
     return call
+
+
+def _checked_targets(model, inputs, targets, samples, batch: int):
+    """The targets, checked against the inputs as `fit` checks them, cut to `samples`."""
+    check_data(model, inputs, targets)  # fit's message for targets of another length
+    for target in keras.tree.flatten(targets):
+        got = tuple(np.shape(target))
+        if not got or got[0] != batch:
+            raise ValueError(
+                f"fbx.gradient_flow: the targets must hold one entry per input sample, "
+                f"{batch}. Received: targets of shape {got}."
+            )
+    if samples is None:
+        return targets
+    index = _batch_index(samples, batch, "gradient_flow")
+    return keras.tree.map_structure(lambda v: np.asarray(v)[index], targets)
 
 
 def _loss_fn(model, targets, loss):
@@ -663,6 +848,8 @@ def gradient_flow(
 
     With neither targets nor loss, `L` is the sum of every output at the last
     step (over the samples too, so each sample's gradients are its own).
+    Targets are checked as `fit` checks them; a run whose estimated memory
+    is above the budget (`fbx.set_memory_budget`) is refused before it starts.
 
     Returns:
         A DataFrame with columns `sample, t, node, unit, gradient`, laid out
@@ -673,7 +860,7 @@ def gradient_flow(
         >>> fbx.plot_gradient_norms(fbx.gradient_norms(g))
     """
     _check_model(model, "gradient_flow")
-    names = _resolve_nodes(model, nodes, "gradient_flow")
+    names = resolve_nodes(model, nodes, "gradient_flow")
     catalog = _catalog(model)
     if nodes is None:
         names = [n for n in names if "float" in str(catalog[n][1].dtype)]
@@ -690,11 +877,11 @@ def gradient_flow(
             f"fbx.gradient_flow: inputs hold ground truth for {list(prep.teachers)}; "
             f"gradient flow follows the model's own feedback. Leave it out."
         )
-    if targets is not None and samples is not None:
-        index = _batch_index(
-            samples, len(ops.convert_to_numpy(keras.tree.flatten(targets)[0])), "gradient_flow"
-        )
-        targets = keras.tree.map_structure(lambda v: np.asarray(v)[index], targets)
+    size = (prep.batch, prep.length, node_units(model, names))
+    remedy = "Pass samples= or nodes= (or a shorter sequence) to differentiate less"
+    check_size("fbx.gradient_flow", "gradient_flow", model, names, size, remedy)
+    if targets is not None:
+        targets = _checked_targets(model, inputs, targets, samples, prep.full_batch)
     loss_of = _loss_fn(model, targets, loss)
     g = model.graph
     sm = model.step_model

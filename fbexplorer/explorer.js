@@ -110,11 +110,25 @@ export function safeSvg(text) {
 }
 
 // ------------------------------------------------------------------ panels
-function extent(arrays) {
+function extent(arrays) {  // of the finite values only
   let lo = Infinity, hi = -Infinity;
-  for (const a of arrays) for (const v of a) { if (v < lo) lo = v; if (v > hi) hi = v; }
+  for (const a of arrays) for (const v of a) { if (Number.isFinite(v)) { if (v < lo) lo = v; if (v > hi) hi = v; } }
   if (!(hi > lo)) { lo -= 1; hi += 1; }
   return [lo, hi];
+}
+
+// The `points` of polylines through point(0 .. n-1) ([x, y] in pixels): a NaN
+// or inf value leaves a gap, so a diverging run is drawn where it is finite.
+function segments(n, point) {
+  const out = [];
+  let run = [];
+  for (let i = 0; i < n; i++) {
+    const [px, py] = point(i);
+    if (Number.isFinite(px) && Number.isFinite(py)) run.push(`${px.toFixed(1)},${py.toFixed(1)}`);
+    else if (run.length) { out.push(run.join(" ")); run = []; }
+  }
+  if (run.length || !out.length) out.push(run.join(" "));
+  return out;
 }
 
 const PANELS = {
@@ -146,14 +160,14 @@ const PANELS = {
           lines.replaceChildren();
           runs.forEach((run) => {
             for (let u = 0; u < U; u++) {
-              const pts = new Array(T);
               const off = e * T * U + u;
-              for (let t = 0; t < T; t++) pts[t] = `${x(t).toFixed(1)},${y(run.values[off + t * U]).toFixed(1)}`;
-              svg("polyline", {
-                points: pts.join(" "), fill: "none", stroke: PALETTE[u % PALETTE.length],
-                "stroke-width": 1.3, "stroke-dasharray": run.dash ? "5,3" : "none",
-                "data-unit": u, "data-run": run.name,
-              }, lines);
+              for (const points of segments(T, (t) => [x(t), y(run.values[off + t * U])])) {
+                svg("polyline", {
+                  points, fill: "none", stroke: PALETTE[u % PALETTE.length],
+                  "stroke-width": 1.3, "stroke-dasharray": run.dash ? "5,3" : "none",
+                  "data-unit": u, "data-run": run.name,
+                }, lines);
+              }
             }
           });
         },
@@ -187,7 +201,7 @@ const PANELS = {
           const img = ctx.createImageData(T, U);
           for (let u = 0; u < U; u++) {
             for (let t = 0; t < T; t++) {
-              const c = colour(run.values[e * T * U + t * U + u], -m, m).match(/\d+/g);
+              const c = (colour(run.values[e * T * U + t * U + u], -m, m) || "rgb(200,200,200)").match(/\d+/g);
               const i = 4 * (u * T + t);
               img.data[i] = +c[0]; img.data[i + 1] = +c[1]; img.data[i + 2] = +c[2]; img.data[i + 3] = 255;
             }
@@ -222,7 +236,7 @@ const PANELS = {
       svg("text", { x: (L + W - R) / 2, y: H - 8, "text-anchor": "middle", class: "fbx-tick" }, root).textContent = pc(0);
       svg("text", { x: 12, y: (TOP + H - B) / 2, "text-anchor": "middle", class: "fbx-tick",
         transform: `rotate(-90 12 ${(TOP + H - B) / 2})` }, root).textContent = pc(1);
-      const line = svg("polyline", { fill: "none", stroke: PALETTE[0], "stroke-width": 1.3 }, root);
+      const line = svg("g", { class: "fbx-path" }, root);  // polylines: gaps where not finite
       const start = svg("rect", { width: 6, height: 6, fill: PALETTE[0], class: "fbx-start" }, root);
       const points = svg("g", { class: "fbx-fixed" }, root);
       for (let i = 0; i < p.stable?.length; i++) {
@@ -241,17 +255,20 @@ const PANELS = {
         epoch(e) {
           const off = e * T * 2;
           at = (t) => [coords[off + 2 * t], coords[off + 2 * t + 1]];
-          const pts = [];
-          for (let t = 0; t < T; t++) { const [u, v] = at(t); pts.push(`${x(u).toFixed(1)},${y(v).toFixed(1)}`); }
-          line.setAttribute("points", pts.join(" "));
+          line.replaceChildren();
+          for (const points of segments(T, (t) => { const [u, v] = at(t); return [x(u), y(v)]; })) {
+            svg("polyline", { points, fill: "none", stroke: PALETTE[0], "stroke-width": 1.3 }, line);
+          }
           line.dataset.epoch = e;
           const [u, v] = at(0);
+          start.style.display = Number.isFinite(u + v) ? "" : "none";
           start.setAttribute("x", x(u) - 3);
           start.setAttribute("y", y(v) - 3);
           points.style.display = p.fixed_epoch === undefined || p.fixed_epoch === e ? "" : "none";
         },
         step(t) {
           const [u, v] = at(t);
+          marker.style.display = Number.isFinite(u + v) ? "" : "none";
           marker.setAttribute("cx", x(u));
           marker.setAttribute("cy", y(v));
           marker.dataset.t = t;

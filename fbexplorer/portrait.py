@@ -11,6 +11,7 @@ filled, unstable hollow). Numpy's SVD does the work, on one BLAS thread.
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -112,6 +113,9 @@ def pca_project(
         dims: the number of components, 2 or 3.
         nodes: the nodes to use, in order (default: every node of `arrays`).
 
+    Points with a NaN or inf value (a diverging model) are left out of the
+    fit; their coordinates are NaN.
+
     Returns:
         `(coords, projection)`: `coords` is `(samples, T, dims)`;
         `projection` a `Projection`, whose `transform` projects more values
@@ -156,19 +160,31 @@ def _fit(arrays, dims, nodes, what):
             f"fewer than dims={dims}. Add nodes" + (", or use dims=2." if units == 2 else ".")
         )
     flat = data.reshape(-1, units)
-    if len(flat) < dims + 1:
+    finite = np.isfinite(flat).all(axis=1)
+    fit = flat if finite.all() else flat[finite]
+    if len(fit) < dims + 1:
+        if len(fit) < len(flat):
+            steps_bad, first = nonfinite_steps(data)
+            raise ValueError(
+                f"fbx.{what}: the nodes {nodes} are NaN or inf at {steps_bad} of {steps} steps "
+                f"(from t={first}), leaving {len(fit)} finite point{'s' * (len(fit) != 1)} "
+                f"(samples x steps), too few to fit {dims} components. Trace the steps before "
+                f"the model diverges."
+            )
         raise ValueError(
             f"fbx.{what}: {len(flat)} points (samples x steps) cannot fit {dims} "
             f"components; trace at least {dims + 1} steps."
         )
-    mean = flat.mean(axis=0)
+    mean = fit.mean(axis=0)
     with _one_blas_thread():
-        _, s, vt = np.linalg.svd(flat - mean, full_matrices=False)
+        _, s, vt = np.linalg.svd(fit - mean, full_matrices=False)
         vt = vt[:dims]
         biggest = np.argmax(np.abs(vt), axis=1)
         vt = vt * np.sign(vt[np.arange(dims), biggest])[:, None]
-        coords = (flat - mean) @ vt.T
-    variance = s**2 / (len(flat) - 1)
+        with np.errstate(invalid="ignore", over="ignore"):  # rows not finite: NaN below
+            coords = (flat - mean) @ vt.T
+    coords[~finite] = np.nan  # NaN where the state is not finite, not +-inf
+    variance = s**2 / (len(fit) - 1)
     total = variance.sum()
     ratio = variance[:dims] / total if total > 0 else np.zeros(dims)
     projection = Projection(
@@ -180,6 +196,20 @@ def _fit(arrays, dims, nodes, what):
         explained_variance_ratio=ratio,
     )
     return coords.reshape(samples, steps, dims), projection
+
+
+def nonfinite_steps(data: np.ndarray) -> tuple[int, int | None]:
+    """`(count, first)`: the steps `t` at which `data` `(samples, T, ...)` holds
+    a NaN or inf in any sample, and the first of them (None if none)."""
+    data = np.asarray(data)
+    bad = ~np.isfinite(data.reshape(data.shape[0], data.shape[1], -1)).all(axis=2).all(axis=0)
+    steps = np.flatnonzero(bad)
+    return len(steps), (int(steps[0]) if len(steps) else None)
+
+
+def nonfinite_note(count: int, first, steps: int) -> str:
+    """`"NaN or inf at 88 of 100 steps, from t=12"`: what a figure says of a diverging run."""
+    return f"NaN or inf at {count} of {steps} step{'s' * (steps != 1)}, from t={first}"
 
 
 @functools.cache
@@ -264,7 +294,10 @@ def portrait(
     those points over every sample and step, and each sample becomes one
     line through them, coloured by time. Fixed points, when given, are
     projected into the same space: stable ones as filled circles, unstable
-    ones hollow.
+    ones hollow. NaN or inf values (a diverging model) leave gaps: the
+    components are fitted to the finite points, and the title (and a
+    warning) names the steps that are not. Its memory is estimated first
+    and refused above the budget (`fbx.set_memory_budget`).
 
     Args:
         trace_or_model: a `FeedbackModel` (traced on `inputs`), a frame from
@@ -309,7 +342,7 @@ def portrait(
     if isinstance(nodes, str):
         nodes = [nodes]
     if _is_model(trace_or_model):
-        from fbexplorer.trace import _resolve_nodes, trace
+        from fbexplorer.trace import planned_size, resolve_nodes, trace
 
         model = trace_or_model
         if inputs is None and not model.graph.constant_names:
@@ -317,7 +350,15 @@ def portrait(
                 f"fbx.{what}: traces model '{model.name}' on `inputs`; pass them, as for a "
                 f"call. Received: inputs=None"
             )
-        chosen = _resolve_nodes(model, nodes if nodes is not None else model.feedback_names, what)
+        if nodes is None and not model.feedback_names:
+            raise ValueError(
+                f"fbx.{what}: model '{model.name}' has no feedback, so it has no state to "
+                f"draw (by default a portrait draws the state). Pass nodes=[...] to draw "
+                f"other nodes, among {resolve_nodes(model, None, what)}."
+            )
+        chosen = resolve_nodes(model, nodes if nodes is not None else model.feedback_names, what)
+        count, steps, units = planned_size(model, inputs, chosen, samples, None, what)
+        _check_memory(chosen, count, steps, units)
         arrays = trace(model, inputs, chosen, samples=samples, as_arrays=True)
         ids = _sample_ids(samples, len(next(iter(arrays.values()))))
     else:
@@ -338,6 +379,9 @@ def portrait(
             rows = _select(ids, samples, what)
             arrays = {n: a[rows] for n, a in arrays.items()}
             ids = ids[rows]
+        first = np.shape(arrays[chosen[0]])
+        units = sum(int(np.prod(np.shape(arrays[n])[2:], dtype=np.int64)) for n in chosen)
+        _check_memory(chosen, first[0], first[1] if len(first) > 1 else 1, units)
     if projection is None:
         coords, projection = _fit(arrays, dims, chosen, what)
     else:
@@ -351,6 +395,7 @@ def portrait(
     fig = go.Figure()
     steps = coords.shape[1]
     t = np.arange(steps)
+    note = _diverged(coords, chosen, what)
     scale = {"colorscale": COLORSCALE, "cmin": 0, "cmax": max(steps - 1, 1)}
     for i, sample in enumerate(ids):
         c = coords[i]
@@ -421,6 +466,8 @@ def portrait(
         for k, r in enumerate(projection.explained_variance_ratio)
     ]
     head = title or f"Portrait of {plotly_text(', '.join(chosen))}"
+    if note:
+        head += f" ({note}; drawn where finite)"
     if dims == 2:
         fig.update_layout(xaxis_title=labels[0], yaxis_title=labels[1])
     else:
@@ -437,6 +484,30 @@ def portrait(
         },
     )
     return fig
+
+
+def _check_memory(nodes, samples: int, steps: int, units: int):
+    """Refuse a portrait whose trace, SVD and figure would not fit in the memory budget."""
+    from fbexplorer.memory import PER_VALUE, PORTRAIT_PER_POINT, check_memory, values_detail
+
+    need = PER_VALUE["portrait"] * samples * steps * units
+    need += PORTRAIT_PER_POINT * samples * steps
+    detail = values_detail(samples, steps, units, len(nodes))
+    check_memory("fbx.portrait", need, detail, "Pass samples= or nodes= to draw less")
+
+
+def _diverged(coords: np.ndarray, nodes, what: str) -> str | None:
+    """Where the state is NaN or inf: a note for the title (and a warning), or None."""
+    count, first = nonfinite_steps(coords)
+    if not count:
+        return None
+    note = nonfinite_note(count, first, coords.shape[1])
+    warnings.warn(
+        f"fbx.{what}: the nodes {list(nodes)} are {note}; the portrait draws the finite "
+        f"steps, with gaps.",
+        stacklevel=3,
+    )
+    return note
 
 
 def _sample_ids(samples, n: int) -> np.ndarray:

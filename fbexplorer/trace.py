@@ -37,6 +37,7 @@ from keras import ops
 from fbexplorer import _carried_state, _run
 from fbexplorer._call_inputs import parse_call
 from fbexplorer.graph import _state_shapes
+from fbexplorer.memory import PER_VALUE, check_memory, values_detail
 
 __all__ = ["chunk_summary", "compare", "compare_stateful", "trace", "wide"]
 
@@ -125,7 +126,7 @@ def _catalog(net) -> dict:
     return found
 
 
-def _resolve_nodes(net, nodes, what: str = "trace") -> list[str]:
+def resolve_nodes(net, nodes, what: str = "trace") -> list[str]:
     catalog = _catalog(net)
     if nodes is None:
         return [n for n, (kind, _) in catalog.items() if kind != "constant"]
@@ -141,6 +142,33 @@ def _resolve_nodes(net, nodes, what: str = "trace") -> list[str]:
             f"{list(catalog)}."
         )
     return nodes
+
+
+def node_units(net, names) -> int:
+    """The number of values the nodes `names` hold at one step of one sample."""
+    catalog = _catalog(net)
+    return sum(int(np.prod(catalog[n][1].shape[1:], dtype=np.int64)) for n in names)
+
+
+def planned_size(net, inputs, names, samples=None, steps=None, what="trace"):
+    """`(samples, steps, units)` a trace of `names` on `inputs` records, found
+    from the inputs' shapes without running the model."""
+    call = parse_call(net, inputs, None, steps)
+    if not isinstance(call.batch, int) or not isinstance(call.length, int):
+        raise ValueError(f"fbx.{what} needs concrete arrays (a known batch size and length).")
+    count = len(_batch_index(samples, call.batch, what))
+    return count, call.length, node_units(net, names)
+
+
+def check_size(what: str, kind: str, net, names, size, remedy: str, extra: float = 0.0):
+    """Refuse, before it starts, a recording of `size` = (samples, steps, units)
+    values of `names` whose estimate (`PER_VALUE[kind]` bytes each, plus
+    `extra` bytes) is above the memory budget."""
+    samples, steps, units = size
+    need = PER_VALUE[kind] * samples * steps * units + extra
+    detail = values_detail(samples, steps, units, len(names))
+    check_memory(what, need, detail, remedy)
+    return need
 
 
 def _compiled(net, names: tuple):
@@ -207,6 +235,7 @@ class _Prepared:
         self.teachers = {k: cut(ops.convert_to_tensor(v)) for k, v in teachers.items()}
         self.mask = None if mask is None else cut(mask)
         self.length = length
+        self.full_batch = batch  # the inputs' batch, before `samples` cut it
         self.batch = len(self.index)
         self.slots = _start_histories(net, batch, self.index, take, initial_state, carried, what)
 
@@ -326,7 +355,9 @@ def trace(
     model computes, in inference mode (`training=False`).
 
     A stateful model's carried state is the starting point, but tracing
-    does not change it: a trace is an observation. Masked steps are recorded
+    does not change it: a trace is an observation. A trace whose estimated
+    memory is above the budget (`fbx.set_memory_budget`) is refused before
+    the model runs, with one line saying what to pass. Masked steps are recorded
     as the step computed them (from the held delayed values and states); the
     loop then discards that step's new states, so the delayed values and
     states recorded at the next step are the held ones. For a model with
@@ -368,8 +399,12 @@ def trace(
         >>> fbx.trace(net, seq, nodes="loop", as_arrays=True)["loop"].shape  # (batch, T, 5)
     """
     _check_model(model)
-    names = _resolve_nodes(model, nodes)
+    names = resolve_nodes(model, nodes)
     prep = _Prepared(model, inputs, samples, initial_state, mask, steps, True, "trace")
+    remedy = "Pass samples= or nodes=" + ("" if as_arrays else " (or as_arrays=True)")
+    remedy += " to record less"
+    size = (prep.batch, prep.length, node_units(model, names))
+    check_size("fbx.trace", "trace_arrays" if as_arrays else "trace", model, names, size, remedy)
     bounds = _bounds(prep.length, CHUNK_STEPS)
     arrays, _ = _run_windows(model, prep, names, bounds, prep.slots, progress)
     if as_arrays:
@@ -377,7 +412,7 @@ def trace(
     return _tidy(names, [[a] for a in arrays], prep.index)
 
 
-def _chunk_bounds(length: int, chunks) -> list[tuple[int, int]]:
+def chunk_bounds(length: int, chunks) -> list[tuple[int, int]]:
     if isinstance(chunks, bool) or not isinstance(chunks, (int, np.integer)):
         raise ValueError(
             f"fbx.compare_stateful: `chunks` is the number of chunks, an integer from 1 to "
@@ -437,9 +472,12 @@ def compare_stateful(
         >>> fbx.chunk_summary(cmp)
     """
     _check_model(model, "compare_stateful")
-    names = _resolve_nodes(model, nodes, "compare_stateful")
+    names = resolve_nodes(model, nodes, "compare_stateful")
     prep = _Prepared(model, inputs, samples, initial_state, mask, None, False, "compare_stateful")
-    bounds = _chunk_bounds(prep.length, chunks)
+    bounds = chunk_bounds(prep.length, chunks)
+    size = (prep.batch, prep.length, node_units(model, names))
+    remedy = "Pass samples= or nodes= to compare less"
+    check_size("fbx.compare_stateful", "compare_stateful", model, names, size, remedy)
     show = (prep.length > 2 * CHUNK_STEPS) if progress is None else bool(progress)
     order = [("stateful", b) for b in bounds] + [("stateless", b) for b in bounds]
     if show:

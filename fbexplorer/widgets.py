@@ -18,6 +18,7 @@ from __future__ import annotations
 import html
 import os
 import re
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 
 import graphviz
@@ -25,13 +26,28 @@ import ipywidgets as widgets
 import numpy as np
 import pandas as pd
 
-from fbexplorer.callbacks import TraceCallback
+from fbexplorer.callbacks import TraceCallback, join_frames, recorded_rows
 from fbexplorer.draw import draw
 from fbexplorer.engine import FeedbackModel
 from fbexplorer.escaping import plotly_text
+from fbexplorer.memory import PER_VALUE, check_memory, over_budget, values_detail
 from fbexplorer.plots import plot_heatmap
-from fbexplorer.portrait import _fixed_point_values, pca_project, portrait
-from fbexplorer.trace import _chunk_bounds, compare_stateful, trace
+from fbexplorer.portrait import (
+    _fixed_point_values,
+    nonfinite_note,
+    nonfinite_steps,
+    pca_project,
+    portrait,
+)
+from fbexplorer.trace import (
+    check_size,
+    chunk_bounds,
+    compare_stateful,
+    node_units,
+    planned_size,
+    resolve_nodes,
+    trace,
+)
 from fbexplorer.view import ExplorerView, encode, graph_targets, standalone_html, unrolled_targets
 
 __all__ = ["Explorer", "explore"]
@@ -42,20 +58,32 @@ _MARK = "#d95f02"  # the marker at t, as explorer.js draws it
 
 
 def _blocks(frame: pd.DataFrame, columns, samples) -> tuple[list, dict]:
-    """(epochs, {column: {node: array (epoch, sample, t, unit)}}) from a tidy frame."""
-    codes = frame["node"].cat.codes.to_numpy().astype(np.int64)
+    """(epochs, {column: {node: array (epoch, sample, t, unit)}}) from a tidy frame.
+
+    The rows' order key is built in place in one int64 array (a trace's rows
+    are already in order, so the columns are then reshaped, not copied): the
+    explorer's memory on top of the frame is about 17 bytes per row.
+    """
+    codes = frame["node"].cat.codes.to_numpy()
     names = list(frame["node"].cat.categories)
+    t, u = frame["t"].to_numpy(), frame["unit"].to_numpy()
+    n_s, n_t, n_u = len(samples), int(t.max()) + 1, int(u.max()) + 1
+    key = codes.astype(np.int64)
+    epochs = []
     if "epoch" in frame:
         epochs = sorted(int(e) for e in pd.unique(frame["epoch"]))
-        e = np.searchsorted(epochs, frame["epoch"].to_numpy()).astype(np.int64)
-    else:
-        epochs, e = [], np.zeros(len(frame), np.int64)
-    s = np.searchsorted(samples, frame["sample"].to_numpy()).astype(np.int64)
-    t = frame["t"].to_numpy().astype(np.int64)
-    u = frame["unit"].to_numpy().astype(np.int64)
-    n_e, n_s, n_t, n_u = max(len(epochs), 1), len(samples), int(t.max()) + 1, int(u.max()) + 1
-    key = (((codes * n_e + e) * n_s + s) * n_t + t) * n_u + u
+        key *= len(epochs)
+        key += np.searchsorted(epochs, frame["epoch"].to_numpy())
+    key *= n_s
+    sample = frame["sample"].to_numpy()
+    key += sample if list(samples) == list(range(n_s)) else np.searchsorted(samples, sample)
+    key *= n_t
+    key += t
+    key *= n_u
+    key += u
+    n_e = max(len(epochs), 1)
     order = None if np.all(key[1:] > key[:-1]) else np.argsort(key, kind="stable")
+    del key
     counts = np.bincount(codes, minlength=len(names))
     starts = np.concatenate([[0], np.cumsum(counts)])
     out = {}
@@ -100,17 +128,20 @@ class Explorer(widgets.VBox):
         off_reason: str | None = None,
         fixed_points=None,
         states: Mapping[str, np.ndarray] | None = None,
+        off_note: str | None = None,
     ):
         self.model = model
         self.frame = frame
         self.chunks = chunks
         self._comparison = comparison
         self._off_reason = off_reason
+        self._off_note = off_note  # why the stateful view is off, in full
         self._samples = sorted(int(s) for s in pd.unique(frame["sample"]))
         self._epochs, blocks = _blocks(frame, ["value"], self._samples)
         self._arrays = {"value": blocks["value"]}
         self._stats = {}
         self.fixed_points = fixed_points
+        self._warn_nonfinite(blocks["value"])
         self._fit_portrait({**(states or {}), **blocks["value"]})
         nodes = list(blocks["value"])
         length = int(frame["t"].max()) + 1
@@ -168,7 +199,7 @@ class Explorer(widgets.VBox):
         for widget, handler in (
             (self.node, self._on_node),
             (self.sample, self._on_data),
-            (self.mode, self._on_data),
+            (self.mode, self._on_mode),
             (self.colour, self._on_colour),
             (self.unit, self._on_data),
         ):
@@ -227,6 +258,8 @@ class Explorer(widgets.VBox):
         return [("value", False)]
 
     def _mode_tooltips(self) -> list[str]:
+        if self._comparison is None and self._off_note:
+            return [f"Off: {self._off_note}"] * 2
         if self._comparison is None:
             why = self._off_reason or (
                 "a model without feedback" if not self.model.feedback_names else "one chunk"
@@ -247,15 +280,37 @@ class Explorer(widgets.VBox):
             for data in self._arrays["value"].values():
                 data = data[:, row].astype(np.float32)
                 if by == "mean":
-                    rows.append(data.mean(-1))
+                    with np.errstate(over="ignore", invalid="ignore"):  # inf and NaN: unfilled
+                        rows.append(data.mean(-1))
                 elif by == "norm":
-                    rows.append(np.sqrt((data**2).sum(-1)))
+                    with np.errstate(over="ignore", invalid="ignore"):
+                        rows.append(np.sqrt((data**2).sum(-1)))
                 elif self.unit.value < data.shape[-1]:
                     rows.append(data[..., self.unit.value])
                 else:  # a node with fewer units is left unfilled
                     rows.append(np.full(data.shape[:2], np.nan, np.float32))
             self._stats[key] = np.stack(rows, axis=1)
         return self._stats[key]
+
+    def _warn_nonfinite(self, arrays: Mapping[str, np.ndarray]):
+        """Say where the trace is NaN or inf (a diverging model): the view draws
+        the finite values, with gaps, and each title names the steps."""
+        bad = {}
+        for name, data in arrays.items():  # (epoch, sample, t, unit)
+            if np.issubdtype(data.dtype, np.inexact):
+                count, first = nonfinite_steps(data.reshape((-1,) + data.shape[2:]))
+                if count:
+                    bad[name] = (count, first)
+        if bad:
+            first = min(f for _, f in bad.values())
+            steps = int(self.frame["t"].max()) + 1
+            count = max(c for c, _ in bad.values())
+            warnings.warn(
+                f"fbx.explore: the nodes {list(bad)} hold NaN or inf from t={first} (at most "
+                f"{count} of {steps} steps in one node); the view draws the finite values, with "
+                f"gaps, and each title names the steps.",
+                stacklevel=4,
+            )
 
     def _payload(self) -> dict:
         node, sample = self.node.value, self.sample.value
@@ -286,10 +341,18 @@ class Explorer(widgets.VBox):
         picked = [names.index(n) for n in set(edges) if n in names]
         size = None
         if picked:
-            size = {"values": encode(norms), "max": float(np.nanmax(norms[:, picked]) or 1.0)}
+            widths = norms[:, picked]
+            widths = widths[np.isfinite(widths)]
+            size = {"values": encode(norms), "max": float(widths.max()) if widths.size else 1.0}
+            size["max"] = size["max"] or 1.0
         title = f"{node}, sample {sample}"
         if self.mode.value == "stateful":
             title += f": {self.chunks} chunks, stateful (solid) and stateless (dashed)"
+        count, first = nonfinite_steps(self._arrays["value"][node][:, row])
+        if count:
+            title += (
+                f" ({nonfinite_note(count, first, int(self.step.max) + 1)}; drawn where finite)"
+            )
         return {
             "length": int(self.step.max) + 1,
             "epochs": list(self._epochs),
@@ -540,6 +603,17 @@ class Explorer(widgets.VBox):
     def _on_data(self, change):
         self._send()
 
+    def _on_mode(self, change):
+        try:
+            self._send()
+        except ValueError as error:  # the comparison would not fit in memory now
+            if change.new != "stateful":
+                raise
+            self._comparison, self._off_note = None, str(error)
+            self.mode.tooltips = self._mode_tooltips()
+            self.mode.value = "stateless"
+            self.mode.disabled = True
+
     def _on_colour(self, change):
         self.unit.disabled = change.new != "unit"
         self._send()
@@ -596,16 +670,26 @@ def explore(
     runs must agree: a model without feedback, or a single chunk.
 
     `explore(callback)` shows what a `fbx.TraceCallback` recorded while the
-    model trained, with an epoch slider beside the time slider.
+    model trained, with an epoch slider beside the time slider (`nodes=` and
+    `samples=` pick part of the recording).
+
+    Memory: the explorer holds every traced value (samples x steps x units
+    of every node). Before tracing, it estimates what it needs and, above
+    the memory budget (`fbx.set_memory_budget`), refuses with one line that
+    says what to pass (`samples=`, `nodes=`); where the stateful view would
+    not fit beside it, the toggle is off and its tooltip says why. NaN and
+    inf (a diverging model) are drawn as gaps: a warning and each view's
+    title name the steps.
 
     Args:
         model: a `FeedbackModel`, or a `TraceCallback` that has recorded.
         inputs: the inputs as for a call (an array, a list, or a dict by name);
             None with a `TraceCallback`.
-        nodes: node names to offer (default: every node `fbx.trace` records).
+        nodes: node names to offer (default: every node `fbx.trace` records;
+            with a `TraceCallback`, every node it recorded).
         samples: the number of leading samples, or a list of sample indices,
             as for `fbx.trace` (default: the whole batch; a large batch makes
-            a large trace).
+            a large trace); with a `TraceCallback`, of the recorded samples.
         initial_state: `{feedback name: value}`, as for a call.
         chunks: the number of chunks of the stateful view (default: 2 for
             sequences of 2 steps or more; 1 turns the view off).
@@ -630,18 +714,7 @@ def explore(
                 f"no inputs. Received: inputs of type {type(inputs).__name__}. "
                 "Pass the probe inputs to fbx.TraceCallback(inputs) instead."
             )
-        frame = model.frame  # says what to do when nothing was recorded
-        if fixed_points is not None:
-            _check_fixed_points(model.model, fixed_points)
-        return Explorer(
-            model.model,
-            frame,
-            None,
-            1,
-            window=window,
-            off_reason="traces taken during training",
-            fixed_points=fixed_points,
-        )
+        return _explore_recording(model, nodes, samples, window, fixed_points)
     if not isinstance(model, FeedbackModel):
         raise ValueError(
             f"fbx.explore expects a FeedbackModel or a fbx.TraceCallback. Received: "
@@ -662,14 +735,18 @@ def explore(
         samples = samples.tolist()
     if isinstance(samples, (list, tuple)):
         samples = list(dict.fromkeys(samples))  # one line per sample, shown once
-    frame = trace(model, inputs, nodes, samples=samples, initial_state=initial_state)
-    length = int(frame["t"].max()) + 1
+    names = resolve_nodes(model, nodes, "explore")
+    size = planned_size(model, inputs, names, samples, None, "explore")
+    length = size[1]
     if chunks is None:
         chunks = 2 if length >= 2 else 1
+    stateful = bool(model.feedback_names) and chunks != 1
+    if stateful:
+        chunk_bounds(length, chunks)  # names `chunks` when it is out of range, now
+    stateful_off = _check_explore_memory(model, names, size, stateful)
+    frame = trace(model, inputs, names, samples=samples, initial_state=initial_state)
     comparison = None
-    if model.feedback_names and chunks != 1:
-        _chunk_bounds(length, chunks)  # names `chunks` when it is out of range, now
-        names = list(frame["node"].cat.categories)
+    if stateful and stateful_off is None:
 
         def comparison():  # computed when the stateful view first opens
             return compare_stateful(
@@ -677,7 +754,7 @@ def explore(
             )
 
     # The portrait needs every state: trace those `nodes` left out, samples in sorted order.
-    missing = [n for n in model.feedback_names if n not in set(frame["node"].cat.categories)]
+    missing = [n for n in model.feedback_names if n not in set(names)]
     states = {}
     if missing:
         arrays = trace(
@@ -686,7 +763,58 @@ def explore(
         order = np.argsort(samples, kind="stable") if isinstance(samples, list) else slice(None)
         states = {n: a[order][None] for n, a in arrays.items()}
     return Explorer(
-        model, frame, comparison, chunks, window=window, fixed_points=fixed_points, states=states
+        model,
+        frame,
+        comparison,
+        chunks,
+        window=window,
+        fixed_points=fixed_points,
+        states=states,
+        off_note=stateful_off,
+    )
+
+
+def _check_explore_memory(model, names, size, stateful: bool) -> str | None:
+    """Refuse an explorer above the memory budget; None, or why the stateful
+    view (computed when first opened) is off: it would not fit beside it."""
+    samples, steps, _ = size
+    state_units = node_units(model, model.feedback_names)
+    portrait = PER_VALUE["explore_portrait"] * samples * steps * state_units
+    remedy = "Pass samples= or nodes= to explore less"
+    need = check_size("fbx.explore", "explore", model, names, size, remedy, portrait)
+    if not stateful:
+        return None
+    more = PER_VALUE["stateful_view"] * samples * steps * size[2]
+    detail = "with the explorer's own, for " + values_detail(*size, len(names))
+    remedy += " (or chunks=1 to leave the view out)"
+    return over_budget("the stateful view", need + more, detail, remedy)
+
+
+def _explore_recording(callback, nodes, samples, window, fixed_points) -> Explorer:
+    """`fbx.explore(callback)`: the recorded traces (some nodes and samples of
+    them), joined, with an epoch slider."""
+    rows = recorded_rows(callback.frames, nodes, samples)
+    count = sum(
+        len(df) if keep is None else int(keep.sum())
+        for df, keep in zip(callback.frames.values(), rows)
+    )
+    check_memory(
+        "fbx.explore",
+        PER_VALUE["explore_recording"] * count,
+        f"{count:,} recorded values in {len(rows)} traces",
+        "Pass nodes= or samples= to explore part of the recording",
+    )
+    frame = join_frames(callback.frames, rows)  # says what to do when nothing was recorded
+    if fixed_points is not None:
+        _check_fixed_points(callback.model, fixed_points)
+    return Explorer(
+        callback.model,
+        frame,
+        None,
+        1,
+        window=window,
+        off_reason="traces taken during training",
+        fixed_points=fixed_points,
     )
 
 

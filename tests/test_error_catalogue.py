@@ -7,6 +7,7 @@ exception line (`ValueError: ...`), checked by the function of that id in
 the function of that id in `BEHAVIOURS`.
 """
 
+import contextlib
 import json
 import os
 import pathlib
@@ -49,6 +50,16 @@ def base(delay=1, **kwargs):
 
 def seq(batch=2, steps=3, width=5):
     return np.random.default_rng(0).normal(size=(batch, steps, width)).astype("float32")
+
+
+@contextlib.contextmanager
+def memory_budget(nbytes):
+    """The page's examples of refusals set a small memory budget; it is put back after."""
+    previous = fbx.set_memory_budget(nbytes)
+    try:
+        yield
+    finally:
+        fbx.set_memory_budget(previous)
 
 
 # ------------------------------------------------------------------ misuses
@@ -393,6 +404,72 @@ def gradient_flow_not_compiled():
     fbx.gradient_flow(base(), np.zeros((2, 3, 5)), np.zeros((2, 3, 5)))
 
 
+def fixed_points_over_memory_budget():
+    with memory_budget(8 * 10**9):
+        fbx.fixed_points(base(delay=1000), {"x": np.zeros(5)})
+
+
+def fixed_points_adam_over_memory_budget():
+    with memory_budget(10**8):
+        fbx.fixed_points(base(delay=1000), {"x": np.zeros(5)}, method="adam")
+
+
+def fixed_points_visited_over_memory_budget():
+    with memory_budget(10_000):
+        fbx.fixed_points(base(), {"x": np.zeros(5)}, initial=np.zeros((64, 100, 5)), n_starts=1)
+
+
+def fixed_points_jacobians_over_memory_budget():
+    with memory_budget(16_000):
+        fbx.fixed_points(
+            base(),
+            {"x": np.zeros(5)},
+            n_starts=64,
+            method="adam",
+            iterations=100,
+            slow_tolerance=1e9,
+        )
+
+
+def fixed_points_bad_tolerance():
+    fbx.fixed_points(base(), {"x": np.zeros(5)}, tolerance=-1.0)
+
+
+def fixed_points_bad_iterations():
+    fbx.fixed_points(base(), {"x": np.zeros(5)}, iterations=0)
+
+
+def fixed_points_nan_input():
+    fbx.fixed_points(base(), {"x": np.array([0.0, np.nan, 0.0, 0.0, 0.0])})
+
+
+def fixed_points_nan_weight():
+    net = base()
+    net.step_model.get_layer("h").kernel.assign(np.full((10, 5), np.nan, "float32"))
+    fbx.fixed_points(net, {"x": np.zeros(5)})
+
+
+def fixed_points_initial_diverges():
+    fbx.fixed_points(base(), {"x": np.zeros(5)}, initial=np.full((2, 3, 5), np.nan))
+
+
+def gradient_flow_targets_wrong_length():
+    net = base()
+    net.compile("sgd", "mse")
+    fbx.gradient_flow(net, np.zeros((2, 3, 5)), np.zeros((2, 4, 5)))
+
+
+def gradient_flow_targets_wrong_batch():
+    net = base()
+    net.compile("sgd", "mse")
+    fbx.gradient_flow(net, np.zeros((2, 3, 5)), np.zeros((3, 3, 5)))
+
+
+def gradient_flow_over_memory_budget():
+    with memory_budget(1000):
+        fbx.gradient_flow(base(), np.zeros((2, 3, 5)))
+
+
 # ------------------------------------------------------ the notebook layer
 def cell_magic(body, line="net --input x:5 --quiet"):
     from IPython.core.interactiveshell import InteractiveShell
@@ -498,6 +575,55 @@ def trace_callback_unused():
     fbx.explore(fbx.TraceCallback(seq()))
 
 
+def memory_budget_not_bytes():
+    fbx.set_memory_budget(-1)
+
+
+def explore_over_memory_budget():
+    with memory_budget(1000):
+        fbx.explore(base(), np.zeros((2, 3, 5)))
+
+
+def trace_over_memory_budget():
+    with memory_budget(1000):
+        fbx.trace(base(), np.zeros((2, 3, 5)))
+
+
+def compare_stateful_over_memory_budget():
+    with memory_budget(1000):
+        fbx.compare_stateful(base(), np.zeros((2, 3, 5)), chunks=2)
+
+
+def trace_callback_over_memory_budget():
+    net = base()
+    net.compile("sgd", "mse")
+    watch = fbx.TraceCallback(np.zeros((2, 3, 5)))
+    with memory_budget(10_000):
+        net.fit(np.zeros((2, 3, 5)), np.zeros((2, 3, 5)), epochs=20, callbacks=[watch], verbose=0)
+
+
+def trained_with_a_trace_callback():
+    net = base()
+    net.compile("sgd", "mse")
+    watch = fbx.TraceCallback(np.zeros((2, 3, 5)))
+    net.fit(np.zeros((2, 3, 5)), np.zeros((2, 3, 5)), epochs=2, callbacks=[watch], verbose=0)
+    return watch
+
+
+def explore_recording_over_memory_budget():
+    watch = trained_with_a_trace_callback()
+    with memory_budget(1000):
+        fbx.explore(watch)
+
+
+def explore_recording_unknown_node():
+    fbx.explore(trained_with_a_trace_callback(), nodes=["hh"])
+
+
+def explore_recording_bad_samples():
+    fbx.explore(trained_with_a_trace_callback(), samples=[7])
+
+
 # ------------------------------------------------------ portraits and heatmaps
 def fixed_points_of_loop():
     """Fixed points of the state `loop` only, as `fbx.fixed_points` returns them."""
@@ -530,6 +656,21 @@ def heatmap_bad_order():
     fbx.plot_heatmap(fbx.trace(base(), seq()), "h", order="size")
 
 
+def portrait_no_state():
+    x = keras.Input((5,), name="x")
+    plain = fbx.FeedbackModel(x, keras.layers.Dense(5, name="d")(x), name="plain")
+    fbx.portrait(plain, np.zeros((2, 3, 5)))
+
+
+def portrait_over_memory_budget():
+    with memory_budget(1000):
+        fbx.portrait(base(), np.zeros((2, 3, 5)))
+
+
+def portrait_never_finite():
+    fbx.pca_project({"v": np.full((2, 5, 3), np.nan)})
+
+
 MISUSES = {f.__name__.replace("_", "-"): f for f in [
     explore_not_a_model, explore_fixed_points_other_model, trace_callback_every,
     trace_callback_unused,
@@ -558,6 +699,16 @@ MISUSES = {f.__name__.replace("_", "-"): f for f in [
     delayed_bad_steps, bad_shape, bad_flag, bad_hoist, bad_steps, nested_delays_too_long,
     saved_bad_delay, saved_unknown_kind, saved_names_mismatch, saved_bad_option,
     saved_bad_layout, saved_step_model_broken,
+    fixed_points_over_memory_budget, fixed_points_adam_over_memory_budget,
+    fixed_points_visited_over_memory_budget, fixed_points_jacobians_over_memory_budget,
+    fixed_points_bad_tolerance, fixed_points_bad_iterations, fixed_points_nan_input,
+    fixed_points_nan_weight, fixed_points_initial_diverges, gradient_flow_targets_wrong_length,
+    gradient_flow_targets_wrong_batch, gradient_flow_over_memory_budget,
+    memory_budget_not_bytes, explore_over_memory_budget, trace_over_memory_budget,
+    compare_stateful_over_memory_budget, trace_callback_over_memory_budget,
+    explore_recording_over_memory_budget, explore_recording_unknown_node,
+    explore_recording_bad_samples, portrait_no_state, portrait_over_memory_budget,
+    portrait_never_finite,
 ]}  # fmt: skip
 
 
@@ -630,9 +781,40 @@ def stateful_fit_shuffled():
         net.fit(x, y, batch_size=2, shuffle=False, verbose=0)  # no warning
 
 
+def explore_stateful_over_memory_budget():
+    tooltip = catalogue()["explore-stateful-over-memory-budget"].split("tooltip: ", 1)[1]
+    with memory_budget(9000):  # the explorer fits, the stateful view beside it does not
+        ex = fbx.explore(base(), np.zeros((2, 3, 5)))
+    assert ex.mode.disabled and ex.comparison is None
+    assert ex.mode.tooltips[1] == tooltip
+
+
+def explore_nan():
+    message = catalogue()["explore-nan"].split("UserWarning: ", 1)[1]
+    x = seq(steps=5)
+    x[0, 2, 1] = np.nan
+    with pytest.warns(UserWarning) as record:
+        ex = fbx.explore(base(), x)
+    assert message in [str(w.message) for w in record]
+    assert ex.view.data["title"].endswith(
+        "(NaN or inf at 2 of 5 steps, from t=3; drawn where finite)"
+    )
+
+
+def portrait_nan():
+    message = catalogue()["portrait-nan"].split("UserWarning: ", 1)[1]
+    x = seq(steps=5)
+    x[0, 2, 1] = np.nan
+    with pytest.warns(UserWarning) as record:
+        fig = fbx.portrait(base(), x)
+    assert message in [str(w.message) for w in record]
+    assert np.isnan(fig.data[0].x[3:]).all() and np.isfinite(fig.data[0].x[:3]).all()
+    assert np.isfinite(fig.data[1].x).all()  # sample 1 has no NaN
+
+
 BEHAVIOURS = {f.__name__.replace("_", "-"): f for f in [
     integer_input, one_step, batch_of_one, delay_longer_than_sequence, nan_in_input,
-    stateful_fit_shuffled,
+    stateful_fit_shuffled, explore_stateful_over_memory_budget, explore_nan, portrait_nan,
 ]}  # fmt: skip
 
 
