@@ -253,6 +253,19 @@ def test_names_that_differ_get_boxes_that_differ():
     assert len({g.findtext(f"{SVG}title") for g in boxes}) == 5
 
 
+def test_an_edge_that_carries_hundreds_of_names_draws():
+    """200 names of 90 characters on one delayed edge: its id and tooltip fit in what dot
+    reads (16,383 characters), and the explorer still finds each name's edge."""
+    names = [f"{i:03d}" + "n" * 87 for i in range(200)]
+    x = keras.Input((1,), name="x")
+    loops = [fbx.Feedback((1,), name=n) for n in names]
+    h = keras.layers.Dense(1, name="d1")(keras.layers.Concatenate(name="cat")([x, *loops]))
+    svg = pipe(fbx.FeedbackModel(x, h, feedback={n: h for n in names}))
+    assert shows(check_svg(svg), names[0])
+    first, last = graph_targets(svg, [names[0]]), graph_targets(svg, [names[-1]])
+    assert first[names[0]] == last[names[-1]] and first[names[0]]["kind"] == "edge"
+
+
 # ------------------------------------------------------------------ explorer
 FEEDBACK_NAMES = list(HOSTILE.values())
 INPUT_NAMES = [n for n in HOSTILE.values() if "/" not in n]
