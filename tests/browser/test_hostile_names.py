@@ -8,7 +8,8 @@ Two pages, each opened from disk in headless Chromium with every network request
    a NUL, a control character and a lone surrogate), opened on the first of them.
 2. The same view with its drawings tampered with after `fbx.draw` (a `<script>`, a
    `javascript:` link, `<foreignObject>` with an `<img onerror>`, `onload` and `onclick`
-   attributes, an `<animate>` that would set an `href`): the page must not trust its SVG.
+   attributes, an `<animate>` that would set an `href`, CSS that would fetch a URL: an
+   escaped `url()`, an `image-set()`): the page must not trust its SVG.
 
 On each: no dialog opens, `document.title` is the page's own, the sentinel global the
 payloads set stays unset, and no request leaves the page, after every link, edge label and
@@ -58,6 +59,11 @@ TAMPERED = (
     '<a><animate attributeName="href" values="javascript:window.__fbx_pwned=11"/>'
     '<text x="20" y="60" class="fbx-evil">ANIM</text></a>'
     '<image href="x" onerror="window.__fbx_pwned=12" width="5" height="5"/>'
+    # No request out of the page, through CSS either: an escaped url(), image-set().
+    '<rect width="9" height="9" style="fill:\\75 rl(http://evil.invalid/a)"/>'
+    '<rect width="9" height="9" fill="\\75 rl(http://evil.invalid/b)"/>'
+    '<rect width="9" height="9" style="mask-image:image-set(\'http://evil.invalid/c\' 1x)"/>'
+    '<rect width="9" height="9" style="cursor:\\75 rl(http://evil.invalid/d),auto"/>'
 )
 CHROMIUM_ARGS = [
     "--headless=new",
