@@ -264,7 +264,8 @@ def _node_attrs(node: _Node, show_shapes: bool, emphasise: bool) -> dict:
     for key in node.outputs:
         lines.append("output" if key == node.name else f"output '{key}'")
     fill = _OUTPUT_FILL if node.outputs and node.role == "op" else _FILL[node.role]
-    attrs = {"label": dot_text(*lines), "fillcolor": fill}
+    # The tooltip names the box: without one, a browser shows the SVG's <title>, its DOT id.
+    attrs = {"label": dot_text(*lines), "tooltip": dot_tooltip(node.name), "fillcolor": fill}
     if node.outputs:
         attrs["peripheries"] = "2"
     if node.role == "delay":
@@ -282,7 +283,7 @@ def _delayed_attrs(label, names, emphasise: bool) -> dict:
         "color": _ACCENT,
         "fontcolor": _ACCENT,
         "label": dot_text(*label),
-        "tooltip": dot_tooltip(", ".join(names)),
+        "tooltip": dot_tooltip(*names),
     }
     if not label:
         del attrs["label"]
@@ -375,6 +376,7 @@ def _initial_nodes(dot, picture, unroll, show_shapes) -> dict:
                 sub.node(
                     node_id,
                     label=dot_text(*lines),
+                    tooltip=dot_tooltip(spec.name),
                     shape="ellipse",
                     style="filled,dashed",
                     color=_ACCENT,

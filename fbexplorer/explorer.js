@@ -75,18 +75,31 @@ function fmt(v) {
 }
 
 // The drawings are SVG text that Graphviz made from names a user or a file chose, so the
-// page does not trust them: parsed as XML (never HTML), only the elements a drawing needs
-// are kept, with no event attribute, no link (an <a> keeps its tooltip, not its href) and no
-// url() out of the drawing. Returns the <svg> element, or null where the text is no SVG.
+// page does not trust them: parsed as XML (never HTML), only the elements and attributes a
+// drawing needs are kept, with no event attribute, no link (an <a> keeps its tooltip, not
+// its href), no `style` and no CSS that could fetch (a function other than url(#id) and a
+// transform's, or a CSS escape: `\75 rl(` reads as `url(`). Returns the <svg> element, or
+// null where the text is no SVG.
 const SVG_TAGS = new Set(["svg", "g", "title", "desc", "defs", "path", "polygon", "polyline",
   "ellipse", "circle", "rect", "line", "text", "tspan", "a", "linearGradient", "radialGradient", "stop"]);
-const FOREIGN_URL = /url\(\s*['"]?\s*[^#'"\s]/i;
+const SVG_ATTRIBUTES = new Set(["id", "class", "width", "height", "viewBox", "version",
+  "preserveAspectRatio", "transform", "points", "d", "x", "y", "x1", "y1", "x2", "y2", "cx", "cy",
+  "r", "rx", "ry", "fill", "fill-opacity", "stroke", "stroke-width", "stroke-dasharray",
+  "stroke-opacity", "font-family", "font-size", "font-weight", "font-style", "text-anchor",
+  "text-decoration", "title", "target", "offset", "stop-color", "stop-opacity", "gradientUnits",
+  "gradientTransform"]);
+const NOT_CSS = new Set(["id", "class", "title", "target"]);  // text, never read as CSS
+const XMLNS = "http://www.w3.org/2000/xmlns/";
 
 function unsafeAttribute(attr) {
-  const name = attr.localName.toLowerCase();
-  const value = attr.value.replace(/[\s\u0000-\u001f]+/g, "").toLowerCase();
-  return name.startsWith("on") || name === "href" || name === "src" ||
-    /^(javascript|data|vbscript):/.test(value) || FOREIGN_URL.test(attr.value);
+  const name = attr.localName;
+  if (attr.namespaceURI === XMLNS) return false;  // xmlns, xmlns:xlink
+  if (!SVG_ATTRIBUTES.has(name)) return true;  // on*, href, src, style, ...
+  if (NOT_CSS.has(name)) return false;  // a tooltip may read "javascript:...": it is text
+  const value = attr.value;
+  if (/^(javascript|data|vbscript):/i.test(value.replace(/[\s\u0000-\u001f]+/g, ""))) return true;
+  if (/transform$/i.test(name)) return !/^[\w\s.,()+-]*$/.test(value);  // scale(1 1) rotate(0)
+  return value.includes("\\") || (value.includes("(") && !/^\s*url\(#[\w.:~-]+\)\s*$/.test(value));
 }
 
 function cleanSvg(el) {

@@ -19,7 +19,6 @@ is one entry of its `PANELS` table, fed from `data["panels"][name]`.
 from __future__ import annotations
 
 import base64
-import html
 import pathlib
 import re
 import xml.etree.ElementTree as ET
@@ -28,7 +27,7 @@ import anywidget
 import numpy as np
 import traitlets
 
-from fbexplorer.escaping import carried_names, dot_id, json_for_html
+from fbexplorer.escaping import carried_names, dot_id, html_text, json_for_html
 
 __all__ = ["ExplorerView", "encode", "graph_targets", "standalone_html", "unrolled_targets"]
 
@@ -75,11 +74,11 @@ def _svg_root(svg: str):
     return ET.fromstring(re.sub(r"^.*?(<svg)", r"\1", svg, flags=re.S))
 
 
-def _groups(svg: str):
+def _groups(svg: str, names):
     """(kind, element id, title, carried) of every node, edge and cluster group.
 
-    `carried` lists the names a delayed edge carries, read from its id (draw.py names
-    it with `carrier_id`), and is empty for anything else. Titles are node ids
+    `carried` lists those of `names` a delayed edge carries, read from its id (draw.py
+    names it with `carrier_id`), and is empty for anything else. Titles are node ids
     (`dot_id` of a name), never a name itself.
     """
     for group in _svg_root(svg).iter(f"{_SVG}g"):
@@ -87,7 +86,7 @@ def _groups(svg: str):
         if kind not in ("node", "edge", "cluster"):
             continue
         title = group.find(f"{_SVG}title")
-        carried = carried_names(group.get("id")) if kind == "edge" else None
+        carried = carried_names(group.get("id"), names) if kind == "edge" else None
         yield kind, group.get("id"), title.text or "", carried or []
 
 
@@ -107,8 +106,9 @@ def graph_targets(svg: str, names) -> dict:
     only where the layer itself is not traced); a delayed value or cell
     state shows on the delayed edges that carry it (their tooltips name it).
     """
+    names = list(names)
     boxes, edges = {}, {}
-    for kind, gid, title, carried in _groups(svg):
+    for kind, gid, title, carried in _groups(svg, {*names, *map(_base, names)}):
         if kind == "node":
             boxes[title] = gid
         for name in carried:
@@ -138,8 +138,9 @@ def unrolled_targets(svg: str, names, window: int) -> dict:
     (`loop@init0`) shows the delayed value read at window step k; a delayed
     edge into step k shows the value it carries there.
     """
+    names = list(names)
     boxes, edges, clusters = {}, [], []
-    for kind, gid, title, carried in _groups(svg):
+    for kind, gid, title, carried in _groups(svg, names):
         if kind == "cluster":
             m = re.fullmatch(r"cluster_t(\d+)", title)
             if m:
@@ -212,4 +213,4 @@ def standalone_html(view: ExplorerView, title: str = "fbexplorer", t: int | None
     text = json_for_html(state)  # names are in it: no `<`, `>` or `&` left to read as markup
     esm = re.sub(r"<(/script|!--)", r"<\\\1", (_HERE / "explorer.js").read_text(), flags=re.I)
     css = (_HERE / "explorer.css").read_text()
-    return _PAGE.format(title=html.escape(title), css=css, state=text, esm=esm)
+    return _PAGE.format(title=html_text(title), css=css, state=text, esm=esm)

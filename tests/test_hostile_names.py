@@ -20,6 +20,7 @@ import subprocess
 import sys
 import textwrap
 import xml.etree.ElementTree as ET
+import zipfile
 
 import keras
 import numpy as np
@@ -27,7 +28,7 @@ import pandas as pd
 import pytest
 
 import fbexplorer as fbx
-from fbexplorer.escaping import dot_id
+from fbexplorer.escaping import MAX_SHOWN, dot_id
 from fbexplorer.view import graph_targets, standalone_html, unrolled_targets
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -60,12 +61,18 @@ HOSTILE = {
     "at": "x@t0",
     "comment-end": "]]>-->",
     "unicode": "状态 ü",
+    "control": "a\x01b\x1bc\x0cd\x7f",  # no XML may hold these: dot writes them as they are
+    "nul": "a\x00b",
+    "noncharacter": "a\ufffeb\uffff",
+    "surrogate": "a\ud800b",  # a lone surrogate: a .keras file's JSON may hold "\\ud800"
+    "long": "x" * 17_000,  # dot reads no string or id of more than 16,383 characters
 }
 CASES = [
     pytest.param(role, key, id=f"{role}-{key}")
     for role in ("feedback", "input", "layer", "model")
     for key, name in HOSTILE.items()
     if role == "feedback" or "/" not in name  # Keras forbids "/" in an operation's name
+    if not (role == "layer" and key == "surrogate")  # nor can TensorFlow name an op so
 ]
 X = np.random.default_rng(0).uniform(-1, 1, size=(2, 5, 1)).astype("float32")
 
@@ -86,10 +93,10 @@ def check_svg(svg: str) -> dict:
     """The SVG parses, holds nothing active, and nothing a name made; returns what it shows.
 
     Returns {"texts": [each group's text lines, joined by newlines], "tips": [tooltips],
-    "titles": [titles]}.
+    "titles": [titles], "box_tips": [the boxes' tooltips]}.
     """
     root = ET.fromstring(svg.encode())  # an undefined entity (&nbsp;) would raise here
-    shown = {"texts": [], "tips": [], "titles": []}
+    shown = {"texts": [], "tips": [], "titles": [], "box_tips": []}
     for el in root.iter():
         tag = el.tag.rsplit("}", 1)[-1]
         assert tag not in ("script", "foreignObject", "image", "use"), tag
@@ -102,13 +109,30 @@ def check_svg(svg: str) -> dict:
             lines = [t.text or "" for t in el.iter(f"{SVG}text")]
             shown["texts"].append("\n".join(lines))
             shown["titles"].append(el.findtext(f"{SVG}title"))
+        if tag == "g" and el.get("class") == "node":
+            shown["box_tips"] += [a.get(f"{XLINK}title") for a in el.iter(f"{SVG}a")]
         if tag == "a" and el.get(f"{XLINK}title"):
             shown["tips"].append(el.get(f"{XLINK}title"))
     return shown
 
 
+def displayed(name: str) -> str:
+    """A name as a drawing shows it: a C0 control as its Control Picture (U+2400 + code),
+    what no XML holds (a lone surrogate, U+FFFE, U+FFFF) as U+FFFD, cut at MAX_SHOWN."""
+    out = "".join(
+        chr(0x2400 + ord(c))
+        if ord(c) < 0x20 and c not in "\t\n\r"
+        else "\ufffd"
+        if 0xD800 <= ord(c) <= 0xDFFF or c in "\ufffe\uffff"
+        else c
+        for c in name
+    )
+    return out if len(out) <= MAX_SHOWN else out[: MAX_SHOWN - 1] + "\u2026"
+
+
 def shows(shown: dict, name: str) -> bool:
     """The name is one group's text (as lines of it) or a tooltip (as one of its names)."""
+    name = displayed(name)
     texts = any(name in text for text in shown["texts"])
     return texts or any(name in tip for tip in shown["tips"])
 
@@ -153,7 +177,7 @@ def check_page(page: str, view, title: str):
     assert decoded["graph"] == view.graph and decoded["data"] == view.data
     assert decoded["unrolled_graph"] == view.unrolled_graph
     assert "</script" not in esm.lower() and "<!--" not in esm
-    assert parsed.title == title
+    assert parsed.title == "".join("\ufffd" if 0xD800 <= ord(c) < 0xE000 else c for c in title)
 
 
 PLOTLY_TEXT = ("name", "text", "hovertext")
@@ -203,6 +227,8 @@ def test_draw_shows_the_name_as_text(role, key):
         assert [s["titles"][0] for s in shown] == [dot_id(name)] * 3
         return
     assert all(shows(s, name) for s in shown)  # collapsed: on the arrows, the initial values
+    # Hovering a box shows its name (a tooltip), not the box's DOT id (the SVG's <title>).
+    assert displayed(name) in (shown[0] if role != "feedback" else shown[1])["box_tips"]
     # The explorer still finds the element that shows the name.
     target = graph_targets(cyclic, [name])[name]
     assert target["kind"] == ("edge" if role == "feedback" else "node")
@@ -227,14 +253,28 @@ def test_names_that_differ_get_boxes_that_differ():
     assert len({g.findtext(f"{SVG}title") for g in boxes}) == 5
 
 
+def test_an_edge_that_carries_hundreds_of_names_draws():
+    """200 names of 90 characters on one delayed edge: its id and tooltip fit in what dot
+    reads (16,383 characters), and the explorer still finds each name's edge."""
+    names = [f"{i:03d}" + "n" * 87 for i in range(200)]
+    x = keras.Input((1,), name="x")
+    loops = [fbx.Feedback((1,), name=n) for n in names]
+    h = keras.layers.Dense(1, name="d1")(keras.layers.Concatenate(name="cat")([x, *loops]))
+    svg = pipe(fbx.FeedbackModel(x, h, feedback={n: h for n in names}))
+    assert shows(check_svg(svg), names[0])
+    first, last = graph_targets(svg, [names[0]]), graph_targets(svg, [names[-1]])
+    assert first[names[0]] == last[names[-1]] and first[names[0]]["kind"] == "edge"
+
+
 # ------------------------------------------------------------------ explorer
 FEEDBACK_NAMES = list(HOSTILE.values())
 INPUT_NAMES = [n for n in HOSTILE.values() if "/" not in n]
 
 
-def every_name(role: str):
+def every_name(role: str, leave_out=()):
     """One small model with every hostile name as a feedback (all fed from d1), or an input."""
     names = FEEDBACK_NAMES if role == "feedback" else INPUT_NAMES
+    names = [n for n in names if n not in leave_out]
     xs = [keras.Input((1,), name=n) for n in names] if role == "input" else [keras.Input((1,))]
     fed_back = names if role == "feedback" else ["loop"]
     loops = [fbx.Feedback((2,), name=n) for n in fed_back]
@@ -263,7 +303,7 @@ def test_explorer_drawings_show_every_name(explored):
     _, _, names, _, ex = explored
     cyclic, unrolled = check_svg(ex.view.graph["svg"]), check_svg(ex.view.unrolled_graph["svg"])
     for name in names:
-        assert shows(cyclic, name) and shows(unrolled, name), name
+        assert shows(cyclic, name) and shows(unrolled, name), repr(name)[:80]
 
 
 @pytest.mark.parametrize("key", list(HOSTILE))
@@ -320,7 +360,8 @@ def test_a_title_given_is_the_callers_markup(traced):
 @pytest.mark.parametrize("role", ["feedback", "input"])
 def test_keras_round_trip_keeps_the_names_and_explores_safely(role, tmp_path):
     keras.utils.set_random_seed(0)
-    net, names, inputs = every_name(role)
+    # Keras's save cannot write a NUL or a lone surrogate (HDF5); a file can hold them (below).
+    net, names, inputs = every_name(role, leave_out=[HOSTILE["nul"], HOSTILE["surrogate"]])
     path = tmp_path / "hostile.keras"
     net.save(path)
     back = keras.models.load_model(path)  # the default safe_mode
@@ -334,6 +375,38 @@ def test_keras_round_trip_keeps_the_names_and_explores_safely(role, tmp_path):
         ex.node.value = names[0]
         page = pathlib.Path(ex.save_html(tmp_path / "page.html")).read_text(encoding="utf-8")
         check_page(page, ex.view, f"m: {names[0]}, sample 0")
+    keras.backend.clear_session()
+
+
+def test_names_only_an_edited_file_holds_draw_and_save(tmp_path):
+    """A NUL, a lone surrogate (JSON's "\\ud800"), control characters: a saved config may
+    hold them though Keras cannot save them; such a model draws, explores and saves a page."""
+    keras.utils.set_random_seed(0)
+    keys = ["nul", "surrogate", "control", "noncharacter"]
+    x = keras.Input((1,), name="x")
+    loops = [fbx.Feedback((2,), name=f"LOOP{i}") for i in range(len(keys))]
+    h = keras.layers.Concatenate(name="cat")([x, *loops])
+    h = keras.layers.Dense(2, activation="tanh", name="d1")(h)
+    net = fbx.FeedbackModel(x, h, feedback={f"LOOP{i}": h for i in range(len(keys))}, name="m")
+    net.save(tmp_path / "plain.keras")
+    with zipfile.ZipFile(tmp_path / "plain.keras") as z:
+        files = {n: z.read(n) for n in z.namelist()}
+    config = files["config.json"].decode()
+    for i, key in enumerate(keys):
+        config = config.replace(f'"LOOP{i}"', json.dumps(HOSTILE[key]))
+    files["config.json"] = config.encode()
+    with zipfile.ZipFile(tmp_path / "edited.keras", "w") as z:
+        for n, data in files.items():
+            z.writestr(n, data)
+    back = keras.models.load_model(tmp_path / "edited.keras")
+    names = [HOSTILE[k] for k in keys]
+    assert back.feedback_names == names
+    shown = check_svg(pipe(back, unroll=2))
+    assert all(shows(shown, name) for name in names)
+    ex = fbx.explore(back, X, window=2)
+    ex.node.value = names[1]
+    page = pathlib.Path(ex.save_html(tmp_path / "page.html")).read_text(encoding="utf-8")
+    check_page(page, ex.view, f"m: {names[1]}, sample 0")
     keras.backend.clear_session()
 
 

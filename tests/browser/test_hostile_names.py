@@ -4,11 +4,12 @@ Two pages, each opened from disk in headless Chromium with every network request
 
 1. `Explorer.save_html` of a model whose feedback and input names carry script (a DOT
    attribute list with a `javascript:` URL, `</script><script>`, `<!--<script>`, an
-   `<img onerror>`, an `<a href="javascript:...">`, U+2028, a trailing backslash, `&amp;`),
-   opened on the first of them.
+   `<img onerror>`, an `<a href="javascript:...">`, U+2028, a trailing backslash, `&amp;`,
+   a NUL, a control character and a lone surrogate), opened on the first of them.
 2. The same view with its drawings tampered with after `fbx.draw` (a `<script>`, a
    `javascript:` link, `<foreignObject>` with an `<img onerror>`, `onload` and `onclick`
-   attributes, an `<animate>` that would set an `href`): the page must not trust its SVG.
+   attributes, an `<animate>` that would set an `href`, CSS that would fetch a URL: an
+   escaped `url()`, an `image-set()`): the page must not trust its SVG.
 
 On each: no dialog opens, `document.title` is the page's own, the sentinel global the
 payloads set stays unset, and no request leaves the page, after every link, edge label and
@@ -41,7 +42,9 @@ FEEDBACK_NAMES = [
     "a\u2028b\u2029c",
     "loop\\",
     "&amp;",
+    "a\x00\x01b\ud800",  # no SVG holds these: they once left the drawing blank
 ]
+SHOWN_AS = {"a\x00\x01b\ud800": "a\u2400\u2401b\ufffd"}  # Control Pictures, U+FFFD
 INPUT_NAMES = ['<svg onload="window.__fbx_pwned=4">', "x\\"]
 TAMPERED = (
     "<script>window.__fbx_pwned=5</script>"
@@ -56,6 +59,11 @@ TAMPERED = (
     '<a><animate attributeName="href" values="javascript:window.__fbx_pwned=11"/>'
     '<text x="20" y="60" class="fbx-evil">ANIM</text></a>'
     '<image href="x" onerror="window.__fbx_pwned=12" width="5" height="5"/>'
+    # No request out of the page, through CSS either: an escaped url(), image-set().
+    '<rect width="9" height="9" style="fill:\\75 rl(http://evil.invalid/a)"/>'
+    '<rect width="9" height="9" fill="\\75 rl(http://evil.invalid/b)"/>'
+    '<rect width="9" height="9" style="mask-image:image-set(\'http://evil.invalid/c\' 1x)"/>'
+    '<rect width="9" height="9" style="cursor:\\75 rl(http://evil.invalid/d),auto"/>'
 )
 CHROMIUM_ARGS = [
     "--headless=new",
@@ -207,7 +215,8 @@ def test_saved_page_shows_names_as_text_and_runs_none(page, pages):
     _check(cyclic, title)
     _check(unrolled, title)
     drawn = "\n".join(unrolled["drawn"])  # the unrolled drawing: the initial values too
-    assert all(name in drawn for name in FEEDBACK_NAMES + INPUT_NAMES), unrolled["drawn"]
+    names = [SHOWN_AS.get(n, n) for n in FEEDBACK_NAMES + INPUT_NAMES]
+    assert all(name in drawn for name in names), unrolled["drawn"]
     assert not dialogs and not asked and not errors, (dialogs, asked, errors)
 
 
