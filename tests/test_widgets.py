@@ -403,6 +403,48 @@ def test_save_html_holds_everything_to_play_offline(ex, tmp_path):
     assert "export default" in page and "function render" in page
 
 
+def test_interrupted_save_html_keeps_the_old_page(ex, tmp_path, monkeypatch):
+    """A disk that fills halfway through the page: the page saved before survives."""
+    import builtins
+    import errno
+    import os
+
+    path = tmp_path / "ex.html"
+    ex.save_html(path)
+    path.chmod(0o640)
+    before = path.read_bytes()
+    real_open = builtins.open
+
+    class HalfFull:  # writes half of what it is given, then the disk is full
+        def __init__(self, file):
+            self.file = file
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.file.close()
+
+        def write(self, text):
+            self.file.write(text[: len(text) // 2])
+            self.file.flush()
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    def full_disk(file, mode="r", *args, **kwargs):
+        opened = real_open(file, mode, *args, **kwargs)
+        return HalfFull(opened) if "w" in mode else opened
+
+    ex.step.value = 3  # a different page
+    monkeypatch.setattr(builtins, "open", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        ex.save_html(path)
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["ex.html"]  # no temporary file left behind
+    ex.save_html(path)  # and a save that completes replaces it, keeping its permissions
+    assert path.read_bytes() != before and (path.stat().st_mode & 0o777) == 0o640
+
+
 def test_figure_for_papers(ex):
     ex.node.value = "d2"
     fig = ex.figure()
