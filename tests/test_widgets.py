@@ -278,6 +278,29 @@ def test_unrolled_window_is_drawn_when_asked(ex):
     assert narrow.window == 3  # never more steps than the sequence has
 
 
+def test_drawings_with_positions_of_our_own_show_the_same_targets(ex, monkeypatch):
+    """Where dot would take long, the drawing is placed by fbexplorer (`_strip.py`):
+    the explorer finds every node, initial value and delayed edge in it as in dot's."""
+    import importlib
+
+    ex.view.unrolled = True
+    by_dot = ex.view.unrolled_graph
+    module = importlib.import_module("fbexplorer.draw")
+    monkeypatch.setattr(module, "DOT_WORK_LIMIT", -1)
+    monkeypatch.setattr(module, "CYCLIC_WORK_LIMIT", -1)
+    ours = fbx.explore(NET, X)
+    assert ours.view.graph["svg"] != ex.view.graph["svg"]  # laid out otherwise
+    kinds = lambda g: {n: t["kind"] for n, t in g["targets"].items()}  # noqa: E731
+    assert kinds(ours.view.graph) == kinds(ex.view.graph)  # the cyclic view's boxes and edges
+    ours.view.unrolled = True
+    placed = ours.view.unrolled_graph
+    assert placed["svg"] != by_dot["svg"]
+    drawn, drawn_by_dot = titles(placed["svg"]), titles(by_dot["svg"])
+    key = lambda g, names: sorted((n, k, kind, names[i]) for n, k, kind, i in g["targets"])  # noqa: E731
+    assert key(placed, drawn) == key(by_dot, drawn_by_dot)
+    assert [drawn[i] for _, i in placed["clusters"]] == [f"cluster_t{k}" for k in range(5)]
+
+
 # --------------------------------------------------------------------- mode
 def test_stateful_view_shows_compare_stateful(ex):
     assert not ex.mode.disabled and ex.chunks == 2
