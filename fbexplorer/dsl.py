@@ -362,6 +362,7 @@ class _Pass:
         if key in self.placeholders:
             return self.placeholders[key]
         if var in self.declared:  # an input: a forward delay, bound by itself
+            _check_input_shape(var, self.ns[var], shape)
             self.placeholders[key] = delayed(
                 self.ns[var], steps=steps, initial=initial, name=self._name(var, steps)
             )
@@ -416,6 +417,18 @@ class _Pass:
         if not any(c > 1 and n in self.generated for n, c in counts.items()):
             return set()
         return {n for n, c in counts.items() if c > 1 or n not in self.generated}
+
+
+def _check_input_shape(var, tensor, shape):
+    """prev() of an input takes the input's shape; a different one given is an error."""
+    if shape is None:
+        return
+    given, have = (shape,) if isinstance(shape, int) else tuple(shape), tuple(tensor.shape[1:])
+    if given != have:
+        raise ValueError(
+            f"prev({var}, shape={given}): the given shape {given} does not match the shape "
+            f"{have} of input '{var}'; give shape={have}, or leave shape out"
+        )
 
 
 def _is_tensor(value) -> bool:

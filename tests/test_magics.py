@@ -312,6 +312,11 @@ def test_help_text_has_an_example(ip, capsys):
             "line 2: prev(h, shape=(5,)): the given shape (5,) does not match the shape (3,)",
         ),
         (
+            "h = Dense(3)(Concatenate()([x, prev(x, shape=(4,))]))\n",
+            "line 2: prev(x, shape=(4,)): the given shape (4,) does not match the shape (5,) of "
+            "input 'x'",
+        ),
+        (
             "h = Dense(3)(Concatenate()([x, prev(h, shape=(3,), dtype='int32')]))\n",
             "the given dtype int32 does not match the dtype float32 that 'h' has",
         ),
