@@ -6,7 +6,8 @@ the loop with a self-loop labelled with its state names. `draw(model, unroll=N)`
 repeats the step once per timestep, in clusters `t=0 .. N-1`, with the delayed
 edges running across them and the initial values as their own nodes before
 `t=0`. Both return a `graphviz.Digraph` whose DOT source depends only on the
-model, so equal models give equal text.
+model, so equal models give equal text. A drawing too large for `dot`'s
+layout to be quick gets positions of our own (`_strip.py`).
 
 Names are text: a node's DOT id is its name with every character other than
 letters, digits and `_ . - /` written `~XX` (`fbexplorer.escaping.dot_id`), and
@@ -20,6 +21,7 @@ import dataclasses
 
 import graphviz
 
+from fbexplorer._strip import Strip, cyclic_work, dot_work, label_size, rank_and_order
 from fbexplorer.escaping import carrier_id, dot_id, dot_text, dot_tooltip
 
 __all__ = ["FeedbackDiagram", "GraphvizNotFoundError", "draw"]
@@ -342,15 +344,20 @@ def _new_diagram(picture: _Picture, rankdir: str) -> FeedbackDiagram:
 
 def _draw_cyclic(picture, show_shapes, names) -> FeedbackDiagram:
     dot = _new_diagram(picture, picture.rankdir)
+    strip = _strip(picture, None, show_shapes)
     for node in picture.nodes:
-        dot.node(dot_id(node.name), **_node_attrs(node, show_shapes, node.name in names))
+        place = strip.node(node.name, 0) if strip else {}
+        dot.node(dot_id(node.name), **_node_attrs(node, show_shapes, node.name in names), **place)
     for tail, head in picture.forward:
-        dot.edge(dot_id(tail), dot_id(head))
-    for source, head, indices, label, _ in _group_delayed(picture):
+        dot.edge(dot_id(tail), dot_id(head), **(strip.forward(tail, head, 0) if strip else {}))
+    for g, (source, head, indices, label, _) in enumerate(_group_delayed(picture)):
         spec_names = [picture.specs[i].name for i in indices]
         emphasise = bool(names & set(spec_names))
         attrs = _delayed_attrs(label, spec_names, emphasise)
-        _delayed_edge(dot, dot_id(source), dot_id(head), attrs, spec_names)
+        route = strip.cyclic_edge(g) if strip else {}
+        _delayed_edge(dot, dot_id(source), dot_id(head), {**attrs, **route}, spec_names)
+    if strip:
+        dot.attr(layout="nop2", splines="true")  # nodes and edges where `pos` puts them
     return dot
 
 
@@ -360,8 +367,11 @@ def _initial_text(spec) -> str:
     return type(spec.initial).__name__
 
 
-def _initial_nodes(dot, picture, unroll, show_shapes) -> dict:
-    """One node per delay slot read before it is written; {(spec, t): id}."""
+def _initial_nodes(dot, picture, unroll, show_shapes, sizes=None) -> dict:
+    """One node per delay slot read before it is written; {(spec, t): id}.
+
+    `sizes`, a dict, gets each node's estimated size ({id: (width, height)}).
+    """
     ids = {}
     if not picture.specs:
         return ids
@@ -383,12 +393,16 @@ def _initial_nodes(dot, picture, unroll, show_shapes) -> dict:
                     fillcolor=_FILL["initial"],
                 )
                 ids[(i, t)] = node_id
+                if sizes is not None:
+                    sizes[node_id] = label_size(dot_text(*lines), ellipse=True)
     return ids
 
 
 def _draw_unrolled(picture, unroll, show_shapes, names, times) -> FeedbackDiagram:
     dot = _new_diagram(picture, picture.rankdir)
-    initial = _initial_nodes(dot, picture, unroll, show_shapes)
+    sizes = {}
+    initial = _initial_nodes(dot, picture, unroll, show_shapes, sizes)
+    strip = _strip(picture, unroll, show_shapes, initial, sizes)
     first, last = picture.nodes[0].name, picture.nodes[-1].name
     for t in range(unroll):
         with dot.subgraph(name=f"cluster_t{t}") as sub:
@@ -406,8 +420,12 @@ def _draw_unrolled(picture, unroll, show_shapes, names, times) -> FeedbackDiagra
                 emphasise = node.name in names and (not times or t in times)
                 sub.node(_at(node.name, t), **_node_attrs(node, show_shapes, emphasise))
             for tail, head in picture.forward:
-                sub.edge(_at(tail, t), _at(head, t))
-    _delayed_across(dot, picture, unroll, initial, names, times, lambda n, t: _at(n, t))
+                route = strip.forward(tail, head, t) if strip else {}
+                sub.edge(_at(tail, t), _at(head, t), **route)
+    _delayed_across(dot, picture, unroll, initial, names, times, lambda n, t: _at(n, t), strip)
+    if strip:
+        _place(dot, picture, unroll, initial, strip)
+        return dot
     # Invisible edges keep the strip in time order where no delayed edge does.
     for node_id in initial.values():
         dot.edge(node_id, _at(first, 0), style="invis")
@@ -416,35 +434,110 @@ def _draw_unrolled(picture, unroll, show_shapes, names, times) -> FeedbackDiagra
     return dot
 
 
-def _delayed_across(dot, picture, unroll, initial, names, times, place):
+# Above this many virtual nodes (`_strip.dot_work`, `cyclic_work`) for its
+# delayed edges, dot takes seconds on a drawing (2-core AMD EPYC, graphviz
+# 2.43) and its time grows with their square: the drawing gets positions of
+# our own. The cyclic view's long back edges cost dot more per virtual node.
+DOT_WORK_LIMIT = 1200
+CYCLIC_WORK_LIMIT = 400
+
+
+def _strip(picture, unroll, show_shapes, initial=None, initial_sizes=None):
+    """The geometry of our own (`_strip.Strip`) of the step graph's drawing where dot
+    would take long, else None; `unroll` None is the cyclic view."""
+    nodes = {node.name: node for node in picture.nodes}
+    delayed = [(source, head, delay, ix) for source, head, ix, _, delay in _group_delayed(picture)]
+    size = lambda name: _box_size(_node_attrs(nodes[name], show_shapes, False))  # noqa: E731
+    return _geometry(
+        picture, unroll, list(nodes), picture.forward, delayed, size, initial or {}, initial_sizes
+    )
+
+
+def _geometry(picture, unroll, names, forward, delayed, size, initial, initial_sizes):
+    """A `Strip` of these nodes and edges where dot would take long, else None.
+
+    `delayed` holds (tail, head, delay, spec indices) once each, `size(name)`
+    a node's (width, height, rim), `initial_sizes` those of the initial
+    values by id; `unroll` None: the cyclic view.
+    """
+    rank, _ = rank_and_order(names, forward, sweeps=0)
+    ends = [edge[:3] for edge in delayed]
+    if unroll is None:
+        if cyclic_work(rank, ends) <= CYCLIC_WORK_LIMIT:
+            return None
+    elif dot_work(rank, ends, max(rank.values()) + 1, unroll) <= DOT_WORK_LIMIT:
+        return None
+    drawn = {key: initial_sizes[node_id] for key, node_id in initial.items()}
+    sizes = {name: size(name) for name in names}
+    rims = {name: sizes[name][2] for name in names}
+    sizes = {name: (w + 2 * rim, h + 2 * rim) for name, (w, h, rim) in sizes.items()}
+    steps, cyclic = (1, True) if unroll is None else (unroll, False)
+    return Strip(picture.rankdir, names, forward, sizes, delayed, drawn, steps, rims, cyclic)
+
+
+def _box_size(attrs) -> tuple:
+    """(width, height, rim): a node's box, and the room its outer borders take around it."""
+    width, height = label_size(attrs["label"])
+    return width, height, 4.0 * (int(attrs.get("peripheries", 1)) - 1)
+
+
+def _place(dot, picture, unroll, initial, strip):
+    """Every node's position and every cluster's box, from `strip`; Graphviz only draws."""
+    for t in range(unroll):
+        for node in picture.nodes:
+            dot.node(_at(node.name, t), **strip.node(node.name, t))
+        with dot.subgraph(name=f"cluster_t{t}") as sub:
+            sub.attr(bb=strip.step_box(t), labeljust="l")  # the label clear of the lanes
+    _place_initial(dot, initial, strip)
+
+
+def _place_initial(dot, initial, strip):
+    dot.attr(layout="nop2", splines="true")  # nodes and edges where `pos` puts them
+    for key, node_id in initial.items():
+        dot.node(node_id, **strip.initial_node(key))
+    if initial:
+        with dot.subgraph(name="cluster_initial") as sub:
+            sub.attr(bb=strip.initial_box())
+
+
+def _delayed_across(dot, picture, unroll, initial, names, times, place, strip=None):
     """Delayed edges from step t-k (or an initial value) into step t."""
-    for source, head, indices, label, delay in _group_delayed(picture):
+    for g, (source, head, indices, label, delay) in enumerate(_group_delayed(picture)):
         spec_names = [picture.specs[i].name for i in indices]
         for t in range(unroll):
             emphasise = bool(names & set(spec_names)) and (not times or t in times)
             attrs = _delayed_attrs(label, spec_names, emphasise)
             if t >= delay:
-                _delayed_edge(dot, place(source, t - delay), place(head, t), attrs, spec_names)
+                route = strip.delayed_edge(g, t) if strip else {}
+                _delayed_edge(
+                    dot, place(source, t - delay), place(head, t), {**attrs, **route}, spec_names
+                )
             else:
                 for i in indices:
                     name = picture.specs[i].name
                     own = _delayed_attrs(name if len(indices) > 1 else label, [name], emphasise)
-                    _delayed_edge(dot, initial[(i, t)], place(head, t), own, [name])
+                    route = strip.initial_edge(i, t, g) if strip else {}
+                    _delayed_edge(dot, initial[(i, t)], place(head, t), {**own, **route}, [name])
 
 
 def _draw_collapsed(picture, unroll, show_shapes, names, times) -> FeedbackDiagram:
     dot = _new_diagram(picture, picture.rankdir)
-    initial = _initial_nodes(dot, picture, unroll, show_shapes)
-    for t in range(unroll):
-        attrs = {"label": f"t={t}", "fillcolor": _FILL["step"]}
-        if t in times:
-            attrs.update(penwidth="3", color=_HIGHLIGHT, fillcolor=_HIGHLIGHT_FILL)
-        dot.node(f"step@t{t}", **attrs)
+    sizes = {}
+    initial = _initial_nodes(dot, picture, unroll, show_shapes, sizes)
     # Inside a box every delayed edge from t-k is one arrow, labelled with names.
     by_delay = {}
     for i, spec in enumerate(picture.specs):
         by_delay.setdefault(spec.delay, []).append(i)
-    for delay, indices in sorted(by_delay.items()):
+    delays = sorted(by_delay.items())
+    box = _box_size({"label": f"t={unroll - 1}"})
+    delayed = [("step", "step", delay, indices) for delay, indices in delays]
+    strip = _geometry(picture, unroll, ["step"], [], delayed, lambda _: box, initial, sizes)
+    for t in range(unroll):
+        attrs = {"label": f"t={t}", "fillcolor": _FILL["step"]}
+        if t in times:
+            attrs.update(penwidth="3", color=_HIGHLIGHT, fillcolor=_HIGHLIGHT_FILL)
+        dot.node(f"step@t{t}", **attrs, **(strip.node("step", t) if strip else {}))
+    for g, (delay, indices) in enumerate(delays):
         spec_names = [picture.specs[i].name for i in indices]
         for t in range(unroll):
             emphasise = bool(names & set(spec_names)) and (not times or t in times)
@@ -454,12 +547,19 @@ def _draw_collapsed(picture, unroll, show_shapes, names, times) -> FeedbackDiagr
                 if delay > 1:
                     label = [f"t-{delay}", *label]
                 attrs = _delayed_attrs(label, spec_names, emphasise)
-                _delayed_edge(dot, f"step@t{t - delay}", f"step@t{t}", attrs, spec_names)
+                route = strip.delayed_edge(g, t) if strip else {}
+                _delayed_edge(
+                    dot, f"step@t{t - delay}", f"step@t{t}", {**attrs, **route}, spec_names
+                )
             else:
                 for i in indices:
                     name = picture.specs[i].name
                     attrs = _delayed_attrs(name, [name], False)
-                    _delayed_edge(dot, initial[(i, t)], f"step@t{t}", attrs, [name])
+                    route = strip.initial_edge(i, t, g) if strip else {}
+                    _delayed_edge(dot, initial[(i, t)], f"step@t{t}", {**attrs, **route}, [name])
+    if strip:
+        _place_initial(dot, initial, strip)
+        return dot
     for node_id in initial.values():
         dot.edge(node_id, "step@t0", style="invis")
     for t in range(1, unroll):
@@ -503,6 +603,15 @@ def draw(
     values at `t = 0 .. k-1`. With `collapse=True` each step is one box and
     the delayed edges between boxes are labelled with their names, so that
     N up to about 50 stays readable.
+
+    Graphviz's `dot` lays out a drawing in a time that grows with the square
+    of the ranks its delayed edges cross: minutes for tens of long feedback
+    edges. Above a size (`DOT_WORK_LIMIT`, `CYCLIC_WORK_LIMIT`) a drawing is
+    placed by fbexplorer instead (`layout=nop2` in its source): nodes on a
+    grid of ranks and rows, every step a copy of the first, forward edges
+    across the gaps between ranks, longer ones in lanes below the step,
+    delayed edges in lanes above; its time grows linearly with nodes, edges
+    and steps.
 
     Args:
         model: a `FeedbackModel`.

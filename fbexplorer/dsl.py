@@ -87,15 +87,25 @@ class _Source:
     assigned: dict = field(default_factory=dict)  # var -> last top-level line
     order: list = field(default_factory=list)  # top-level assignment order
     names: set = field(default_factory=set)  # constant name="..." given to layers
+    site_lines: list = field(default_factory=list)  # the line of each prev() call
+
+
+def _bound(target) -> list[str]:
+    """The names an assignment target binds: `a`, `a, (b, *c)`; not `cfg['k']` or
+    `obj.attr`, which change an object and bind nothing."""
+    if isinstance(target, ast.Name):
+        return [target.id]
+    if isinstance(target, ast.Starred):
+        return _bound(target.value)
+    if isinstance(target, (ast.Tuple, ast.List)):
+        return [name for element in target.elts for name in _bound(element)]
+    return []
 
 
 def _targets(node) -> list[str]:
     """Plain names a top-level statement assigns."""
     if isinstance(node, ast.Assign):
-        found = []
-        for target in node.targets:
-            found += [n.id for n in ast.walk(target) if isinstance(n, ast.Name)]
-        return found
+        return [name for target in node.targets for name in _bound(target)]
     if isinstance(node, (ast.AnnAssign, ast.AugAssign)) and isinstance(node.target, ast.Name):
         return [node.target.id]
     return []
@@ -190,6 +200,7 @@ def parse(body: str, first_line: int = 2, layer_names: set = frozenset(), reserv
                 "prev() feeds back a variable the cell assigns"
             )
         sites.append(var)
+        source.site_lines.append(node.lineno)
         node.args[0] = ast.Constant(len(sites) - 1)
 
     single = {var for var, n in counts.items() if n == 1} - set(reserved)
@@ -329,6 +340,7 @@ class _Pass:
         self.bindings: dict = {}  # feedback name -> var
         self.names: set = set()  # names given to delayed values
         self.assumed: dict = {}  # var -> shape guessed without evidence
+        self.given: dict = {}  # var -> (prev site index, shape, dtype) the cell gives
         self.ns: dict = {}
         # id -> (cell layer, its fbx.cell call count before the build): every
         # run numbers a cell's uses from the same count, so names stay stable.
@@ -350,12 +362,16 @@ class _Pass:
         if key in self.placeholders:
             return self.placeholders[key]
         if var in self.declared:  # an input: a forward delay, bound by itself
+            _check_input_shape(var, self.ns[var], shape)
             self.placeholders[key] = delayed(
                 self.ns[var], steps=steps, initial=initial, name=self._name(var, steps)
             )
             return self.placeholders[key]
+        if shape is not None or dtype is not None:
+            self.given[var] = (index, shape, dtype)
         if shape is not None:
             shape = (shape,) if isinstance(shape, int) else tuple(shape)
+            self.given[var] = (index, shape, dtype)
             self.guesses[var] = (shape, dtype)
         elif var not in self.guesses:
             current = self.ns.get(var)
@@ -403,6 +419,18 @@ class _Pass:
         return {n for n, c in counts.items() if c > 1 or n not in self.generated}
 
 
+def _check_input_shape(var, tensor, shape):
+    """prev() of an input takes the input's shape; a different one given is an error."""
+    if shape is None:
+        return
+    given, have = (shape,) if isinstance(shape, int) else tuple(shape), tuple(tensor.shape[1:])
+    if given != have:
+        raise ValueError(
+            f"prev({var}, shape={given}): the given shape {given} does not match the shape "
+            f"{have} of input '{var}'; give shape={have}, or leave shape out"
+        )
+
+
 def _is_tensor(value) -> bool:
     return isinstance(value, keras.KerasTensor)
 
@@ -431,7 +459,8 @@ def build(
         inputs: `[(name, shape), ...]`, the per-step inputs.
         constants: `[(name, shape), ...]`, inputs without a time axis.
         outputs: variable names of the outputs; default: the last variable
-            the cell assigns.
+            the cell assigns that holds a layer output (a plain statement
+            after it, such as `cfg["units"] = 4`, is just Python).
         stateful: build a stateful model.
         steps: the number of steps of a model without per-step inputs.
         user_ns: the notebook's names, visible to the body where the
@@ -443,23 +472,15 @@ def build(
     """
     names = namespace()
     layer_names = {n for n, obj in names.items() if isinstance(obj, type)}
-    declared = [n for n, _ in list(inputs) + list(constants)]
-    hidden = [n for n in declared if n in names or n == "prev"]
-    if hidden:
-        raise FbModelError(
-            f"input '{hidden[0]}' would hide the cell language's own '{hidden[0]}'; "
-            "give the input another name"
-        )
+    declared = _declared(inputs, constants, names)
     source, sites = parse(body, first_line, layer_names, reserved=declared)
     if not source.order:
         raise FbModelError(
             "the cell assigns no variable; write one timestep, as in y = Dense(1)(x), "
-            "and the last variable assigned is the output"
+            "and the last layer output assigned is the output"
         )
-    if len(set(declared)) != len(declared):
-        raise FbModelError(f"input and constant names must differ; received {declared}")
-    outputs = list(outputs) if outputs else [source.order[-1]]
-    for out in outputs:
+    outputs = list(outputs) if outputs else None
+    for out in outputs or ():
         if out not in source.assigned and out not in declared:
             raise FbModelError(
                 f"--output {out}: the cell assigns no variable '{out}'; "
@@ -474,6 +495,7 @@ def build(
 
     guesses: dict = {}
     wrong: dict = {}
+    actual: dict = {}
     first_error = None
     candidate = 0
     taken = set(declared) | source.names  # names automatic ones must avoid
@@ -499,20 +521,16 @@ def build(
                 candidate += 1
                 continue
             raise FbModelError(first_error) from None
-        values = {var: run.ns.get(var) for var in set(run.bindings.values()) | set(outputs)}
-        for var, value in values.items():
-            if not _is_tensor(value):
-                line = source.assigned.get(var, "?")
-                raise FbModelError(
-                    f"line {line}: '{var}' is {type(value).__name__} {value!r:.40}, not the "
-                    "output of a layer; prev() and outputs take layer outputs"
-                )
+        outs = outputs or _last_layer_output(run, source)
+        values = _layer_outputs(run, source, set(run.bindings.values()) | set(outs))
         actual = {var: _spec(values[var]) for var in set(run.bindings.values())}
         wrong = {
             var: spec
             for var, spec in actual.items()
             if tuple(run.guesses[var][0]) != spec[0] or (run.guesses[var][1] or spec[1]) != spec[1]
         }
+        if set(wrong) <= set(run.given):  # nothing left to infer: what was given must fit
+            _check_given(run, source, actual)
         if wrong:
             guesses = {**run.guesses, **wrong}
             continue
@@ -521,12 +539,94 @@ def build(
             taken |= avoid
             passes += 1
             continue
-        return _assemble(run, tensors, inputs, constants, outputs, stateful, steps, name)
+        return _assemble(run, tensors, inputs, constants, outs, stateful, steps, name)
+    _check_given(run, source, {v: s for v, s in actual.items() if v in wrong})
     raise FbModelError(
         "could not infer the shapes of "
         + ", ".join(f"prev({v})" for v in wrong)
         + "; give them, as in prev(h3, shape=(8,))"
     )
+
+
+def _declared(inputs, constants, names) -> list:
+    """The input and constant names, checked: each once, none hiding the language's."""
+    declared = [n for n, _ in list(inputs) + list(constants)]
+    hidden = [n for n in declared if n in names or n == "prev"]
+    if hidden:
+        raise FbModelError(
+            f"input '{hidden[0]}' would hide the cell language's own '{hidden[0]}'; "
+            "give the input another name"
+        )
+    flags = [("--input", n, s) for n, s in inputs] + [("--constant", n, s) for n, s in constants]
+    for i, (flag, name, shape) in enumerate(flags):
+        for other, again, shape2 in flags[i + 1 :]:
+            if again != name:
+                continue
+            first, second = f"{name}:{_dims(shape)}", f"{name}:{_dims(shape2)}"
+            if flag == other:
+                kind = flag.lstrip("-")
+                raise FbModelError(
+                    f"{flag} {name} is given twice, as {first} and {second}; give each "
+                    f"{kind} its own name"
+                )
+            raise FbModelError(
+                f"'{name}' is given both as {flag} {first} and as {other} {second}; an input "
+                "and a constant need different names"
+            )
+    return declared
+
+
+def _dims(shape) -> str:
+    return ",".join(str(d) for d in shape)
+
+
+def _last_layer_output(run, source) -> list:
+    """The default output: the last variable assigned that holds a layer output."""
+    for var in reversed(source.order):
+        if _is_tensor(run.ns.get(var)):
+            return [var]
+    var = source.order[-1]
+    value = run.ns.get(var)
+    raise FbModelError(
+        f"line {source.assigned[var]}: no variable the cell assigns is the output of a layer "
+        f"('{var}' is {type(value).__name__} {value!r:.40}); write one timestep, as in "
+        "y = Dense(1)(x), and the last layer output assigned is the output"
+    )
+
+
+def _layer_outputs(run, source, variables) -> dict:
+    """{var: its tensor} after a run; a value that is no layer output is an error."""
+    values = {var: run.ns.get(var) for var in variables}
+    for var, value in values.items():
+        if not _is_tensor(value):
+            line = source.assigned.get(var, "?")
+            raise FbModelError(
+                f"line {line}: '{var}' is {type(value).__name__} {value!r:.40}, not the "
+                "output of a layer; prev() and outputs take layer outputs"
+            )
+    return values
+
+
+def _check_given(run, source, actual: dict):
+    """A shape or dtype given to prev() that the variable does not have is an error."""
+    for var, (index, shape, dtype) in run.given.items():
+        if var not in actual:
+            continue
+        have, have_dtype = actual[var]
+        where = f"line {source.site_lines[index]}: prev({var}, "
+        found = f"that '{var}' has (line {source.assigned[var]})"
+        if shape is not None and tuple(shape) != tuple(have):
+            raise FbModelError(
+                f"{where}shape={tuple(shape)}): the given shape {tuple(shape)} does not match "
+                f"the shape {tuple(have)} {found}; give shape={tuple(have)}, or leave shape "
+                "out to have it inferred"
+            )
+        if dtype is not None and keras.backend.standardize_dtype(dtype) != have_dtype:
+            raise FbModelError(
+                f"{where}dtype={dtype!r}): the given dtype {dtype} does not match the dtype "
+                f"{have_dtype} {found}; give dtype={have_dtype!r}, or leave dtype out to "
+                "have it inferred"
+            )
 
 
 def _assemble(run, tensors, inputs, constants, outputs, stateful, steps, name) -> FeedbackModel:

@@ -129,7 +129,7 @@ class FeedbackMagics(Magics):
     @argument(
         "--output",
         metavar="VAR[,VAR...]",
-        help="the output variables (default: the last variable the cell assigns)",
+        help="the output variables (default: the last variable the cell assigns a layer output to)",
     )
     @argument(
         "--steps",
@@ -156,7 +156,8 @@ class FeedbackMagics(Magics):
               is inferred. initial: "zeros", "learned" or a Keras initializer.
 
         These names of the language win over notebook variables of the same
-        name. The outputs are the last variable assigned (or --output). A
+        name. The output is the last variable assigned a layer output (or
+        --output); a plain statement after it, as cfg['units'] = 4, just runs. A
         model with only --constant inputs needs --steps N. The model (a
         fbx.FeedbackModel) is bound to NAME, returned, and drawn (cyclic, or
         unrolled with --unroll N).

@@ -12,14 +12,14 @@ that an invalid config gets an error that names the file too.
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import os
-import tempfile
 import zipfile
 import zlib
 
 import keras
+
+from fbexplorer._atomic import replacing
 
 __all__ = ["load_model", "loading_file", "save_atomically"]
 
@@ -36,14 +36,6 @@ def _local_archive(filepath, zipped=None) -> bool:
         path = os.fspath(filepath)
         return path.endswith(".keras") and "://" not in path and zipped is not False
     return False
-
-
-def _new_file_mode(path: str) -> int:
-    if os.path.exists(path):
-        return os.stat(path).st_mode & 0o777
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
 
 
 def save_atomically(save, filepath, *, overwrite: bool = True, zipped=None, **kwargs):
@@ -68,18 +60,8 @@ def save_atomically(save, filepath, *, overwrite: bool = True, zipped=None, **kw
 
         if not ask_to_proceed_with_overwrite(path):
             return None
-    directory = os.path.dirname(os.path.abspath(path))
-    mode = _new_file_mode(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".keras", dir=directory)
-    os.close(fd)
-    try:
+    with replacing(path, suffix=".keras") as tmp:
         save(tmp, overwrite=True, zipped=zipped, **kwargs)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
     return None
 
 

@@ -16,7 +16,6 @@ in the browser, so playback needs no kernel. `explore(callback)` shows what a
 from __future__ import annotations
 
 import html
-import os
 import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -26,6 +25,7 @@ import ipywidgets as widgets
 import numpy as np
 import pandas as pd
 
+from fbexplorer._atomic import write_text
 from fbexplorer.callbacks import TraceCallback, join_frames, recorded_rows
 from fbexplorer.draw import draw
 from fbexplorer.engine import FeedbackModel
@@ -584,16 +584,17 @@ class Explorer(widgets.VBox):
         The file holds the current node, sample, mode and colouring (every
         epoch, every step), the drawings (cyclic and unrolled), the script and
         its own Play button and sliders; it needs no server and no network.
+        The page is written whole or not at all (to a temporary file beside
+        `path`, then moved over it), so that an interrupted save leaves the
+        page that was there.
 
         Returns:
             The path written.
         """
         self._show_unrolled()
-        path = os.fspath(path)
         title = f"{self.model.name}: {self.node.value}, sample {self.sample.value}"
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(standalone_html(self.view, title=title, t=self.step.value))
-        return path
+        # Whole or not at all: an interrupted save leaves the page that was there.
+        return write_text(path, standalone_html(self.view, title=title, t=self.step.value))
 
     # ------------------------------------------------------------- observers
     def _on_node(self, change):

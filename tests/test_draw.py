@@ -8,6 +8,7 @@ import xml.etree.ElementTree as ET
 
 import graphviz
 import keras
+import numpy as np
 import pytest
 
 import fbexplorer as fbx
@@ -267,6 +268,217 @@ def test_collapse_draws_one_box_per_step():
     first = [e for e in across if e["head"] == "step@t2"]
     assert first[0]["labels"] == ["t-2", "loop"]
     assert sum("loop" in e["labels"] for e in across) == 1
+
+
+# ------------------------------------------------------------------ large drawings
+def many_loops(n):
+    """n layers in a chain; layer i also reads layer (i + n // 2) % n, 1 to 3 steps late."""
+    x = keras.Input((1,), name="x")
+    loops = [fbx.Feedback((2,), name=f"f{i}", delay=1 + i % 3) for i in range(n)]
+    h, outs = x, []
+    for i in range(n):
+        h = keras.layers.Concatenate(name=f"c{i}")([h, loops[i]])
+        outs.append(keras.layers.Dense(2, name=f"d{i}")(h))
+        h = outs[-1]
+    feedback = {f"f{i}": outs[(i + n // 2) % n] for i in range(n)}
+    return fbx.FeedbackModel(x, h, feedback=feedback, name=f"loops{n}")
+
+
+def skip_net():
+    """A forward edge over two ranks (a -> add) and a cell: lanes inside a step."""
+    x = keras.Input((2,), name="x")
+    loop = fbx.Feedback((3,), name="loop", delay=2)
+    a = keras.layers.Dense(3, name="a")(keras.layers.Concatenate(name="cat")([x, loop]))
+    c = keras.layers.Dense(3, name="c")(keras.layers.Dense(3, name="b")(a))
+    s = keras.layers.Add(name="add")([a, c])
+    h = fbx.cell(keras.layers.GRUCell(3, name="gru"))(s)
+    return fbx.FeedbackModel(x, h, feedback={"loop": s}, name="skip")
+
+
+def shared_net():
+    """One layer called twice: its node has a forward edge into itself."""
+    x = keras.Input((2,), name="x")
+    loop = fbx.Feedback((2,), name="loop")
+    shared = keras.layers.Dense(2, name="shared")
+    h = shared(shared(keras.layers.Add(name="add")([x, loop])))
+    return fbx.FeedbackModel(x, h, feedback={"loop": h}, name="shared_net")
+
+
+def expected_loops(n, steps):
+    """many_loops' unrolled drawing, worked out from its definition: (nodes, solid, dashed)."""
+    nodes = {f"x@t{t}" for t in range(steps)}
+    solid, dashed = set(), set()
+    for t in range(steps):
+        nodes |= {f"{k}{i}@t{t}" for k in "cd" for i in range(n)}
+        solid |= {(f"x@t{t}", f"c0@t{t}")} | {(f"c{i}@t{t}", f"d{i}@t{t}") for i in range(n)}
+        solid |= {(f"d{i}@t{t}", f"c{i + 1}@t{t}") for i in range(n - 1)}
+        for i in range(n):
+            delay = 1 + i % 3
+            if t >= delay:
+                dashed.add((f"d{(i + n // 2) % n}@t{t - delay}", f"c{i}@t{t}"))
+            else:
+                nodes.add(f"f{i}@init{t}")
+                dashed.add((f"f{i}@init{t}", f"c{i}@t{t}"))
+    return nodes, solid, dashed
+
+
+def numbers(text):
+    values = [float(v) for v in re.findall(r"-?\d+(?:\.\d+)?", text)]
+    return list(zip(values[::2], values[1::2]))
+
+
+def geometry(data: bytes):
+    """Boxes of nodes and clusters, and edges as (tail, head, path points, arrowhead points)."""
+    boxes, clusters, edges = {}, {}, []
+    for g in ET.fromstring(data).iter(f"{SVG}g"):
+        cls, title = g.get("class"), g.findtext(f"{SVG}title")
+        points = []
+        for shape in g:
+            if shape.tag == f"{SVG}ellipse":
+                cx, cy, rx, ry = (float(shape.get(k)) for k in ("cx", "cy", "rx", "ry"))
+                points += [(cx - rx, cy - ry), (cx + rx, cy + ry)]
+            elif shape.tag in (f"{SVG}polygon", f"{SVG}path"):
+                points += numbers(shape.get("points") or shape.get("d"))
+        if cls in ("node", "cluster"):
+            xs, ys = [p[0] for p in points], [p[1] for p in points]
+            (boxes if cls == "node" else clusters)[title] = (min(xs), min(ys), max(xs), max(ys))
+        elif cls == "edge":
+            tail, head = title.split("->")
+            path = numbers(next(g.iter(f"{SVG}path")).get("d"))
+            arrow = numbers(next(g.iter(f"{SVG}polygon")).get("points"))
+            edges.append((tail, head, path, arrow))
+    return boxes, clusters, edges
+
+
+def inside(point, box, margin=0.0):
+    """Whether `point` is in `box` grown by `margin` (shrunk where negative)."""
+    x, y = point
+    return box[0] - margin < x < box[2] + margin and box[1] - margin < y < box[3] + margin
+
+
+def check_geometry(data: bytes):
+    """No box overlaps another, each sits in its cluster, and every edge runs from its
+    tail's border to its head's border without passing through a box."""
+    boxes, clusters, edges = geometry(data)
+    names = sorted(boxes)
+    grid = np.array([boxes[n] for n in names])  # (nodes, 4): x0, y0, x1, y1
+    overlap = (grid[:, None, 0] < grid[None, :, 2]) & (grid[None, :, 0] < grid[:, None, 2])
+    overlap &= (grid[:, None, 1] < grid[None, :, 3]) & (grid[None, :, 1] < grid[:, None, 3])
+    np.fill_diagonal(overlap, False)
+    assert not overlap.any(), [names[i] for i in np.argwhere(overlap)[0]]
+    for name, box in boxes.items():
+        found = re.search(r"@(t\d+|init)\d*$", name)  # none in the cyclic view
+        where = found and found.group(1).replace("init", "initial")
+        cluster = clusters.get(f"cluster_{where}")
+        assert cluster is None or inside(box[:2], cluster) and inside(box[2:], cluster), name
+    samples, owners = [], []
+    for e, (tail, head, path, arrow) in enumerate(edges):
+        assert inside(path[0], boxes[tail], 2) and not inside(path[0], boxes[tail], -2)
+        assert any(inside(p, boxes[head], 2) for p in arrow), (tail, head)  # its tip
+        a, b = np.array(path[:-1]), np.array(path[1:])
+        k = np.linspace(0, 1, 21)[1:-1, None, None]
+        samples.append((a + (b - a) * k).reshape(-1, 2))
+        owners += [e] * len(samples[-1])
+    p = np.concatenate(samples)[:, None, :]  # every path, 19 points per piece
+    hit = (grid[None, :, 0] + 1.5 < p[..., 0]) & (p[..., 0] < grid[None, :, 2] - 1.5)
+    hit &= (grid[None, :, 1] + 1.5 < p[..., 1]) & (p[..., 1] < grid[None, :, 3] - 1.5)
+    if hit.any():
+        i, j = np.argwhere(hit)[0]
+        raise AssertionError(f"{edges[owners[i]][:2]} runs through {names[j]}")
+    return boxes, edges
+
+
+def structure(svg):
+    """What a drawing shows, whatever its layout."""
+    key = lambda e: (e["tail"], e["head"], e["dashed"], tuple(e["labels"]))  # noqa: E731
+    return svg["nodes"], svg["clusters"], sorted(map(key, svg["edges"]))
+
+
+def test_large_unrolled_drawing_gets_positions_of_its_own():
+    n, steps = 20, 3  # dot would take seconds, and minutes at 30 edges
+    diagram = fbx.draw(many_loops(n), unroll=steps)
+    assert "layout=nop2" in diagram.source
+    svg = parse_svg(diagram.pipe(format="svg"))
+    nodes, solid, dashed = expected_loops(n, steps)
+    assert set(svg["nodes"]) == nodes
+    assert {(e["tail"], e["head"]) for e in svg["edges"] if not e["dashed"]} == solid
+    assert {(e["tail"], e["head"]) for e in svg["edges"] if e["dashed"]} == dashed
+    assert sorted(svg["clusters"]) == sorted(
+        ["cluster_initial", *(f"cluster_t{t}" for t in range(steps))]
+    )
+    check_geometry(diagram.pipe(format="svg"))
+    assert "nop2" not in fbx.draw(seed(), unroll=4).source  # small drawings: dot's own layout
+
+
+@pytest.mark.parametrize("n, steps", [(20, 3), (40, 3), (20, 6)])
+def test_large_unrolled_drawing_grows_linearly_in_edges_and_steps(n, steps):
+    """Elements, and the points of every edge's path, O(edges x steps): dot's own
+    layout bends a delayed edge once per rank it crosses, O(layers) ranks each."""
+    diagram = fbx.draw(many_loops(n), unroll=steps)
+    _, edges = check_geometry(diagram.pipe(format="svg"))
+    nodes, solid, dashed = expected_loops(n, steps)
+    assert len(edges) == len(solid) + len(dashed) == 3 * n * steps
+    assert len(nodes) <= (3 * n + 1) * steps
+    assert all(len(path) <= 16 for _, _, path, _ in edges)  # five straight pieces at most
+
+
+def force_positions(monkeypatch):
+    import importlib
+
+    module = importlib.import_module("fbexplorer.draw")
+    monkeypatch.setattr(module, "DOT_WORK_LIMIT", -1)
+    monkeypatch.setattr(module, "CYCLIC_WORK_LIMIT", -1)
+
+
+@pytest.mark.parametrize(
+    "make, rankdir",
+    [(seed, "LR"), (lambda: seed(delay=2), "TB"), (lstm_net, "LR"), (nested_net, "RL")]
+    + [(forward_delay_net, "BT"), (multi_io_net, "LR"), (multi_io_net, "TB"), (skip_net, "LR")]
+    + [(shared_net, "LR")],
+)
+def test_positions_of_our_own_draw_what_dot_draws(monkeypatch, make, rankdir):
+    net = make()
+    by_dot = fbx.draw(net, unroll=3, rankdir=rankdir, highlight=1)
+    force_positions(monkeypatch)
+    ours = fbx.draw(net, unroll=3, rankdir=rankdir, highlight=1)
+    assert "layout=nop2" in ours.source and "layout=nop2" not in by_dot.source
+    assert structure(svg_of(ours)) == structure(svg_of(by_dot))
+    check_geometry(ours.pipe(format="svg"))
+
+
+@pytest.mark.parametrize(
+    "make, rankdir",
+    [(seed, "LR"), (lstm_net, "TB"), (skip_net, "LR"), (multi_io_net, "BT"), (shared_net, "LR")],
+)
+def test_cyclic_positions_of_our_own_draw_what_dot_draws(monkeypatch, make, rankdir):
+    net = make()
+    by_dot = fbx.draw(net, rankdir=rankdir, highlight="out" if make is seed else None)
+    force_positions(monkeypatch)
+    ours = fbx.draw(net, rankdir=rankdir, highlight="out" if make is seed else None)
+    assert "layout=nop2" in ours.source and "layout=nop2" not in by_dot.source
+    assert structure(svg_of(ours)) == structure(svg_of(by_dot))
+    check_geometry(ours.pipe(format="svg"))
+
+
+def test_large_cyclic_drawing_gets_positions_of_its_own():
+    n = 40  # dot: 30 s, its time about the square of the ranks the back edges span
+    diagram = fbx.draw(many_loops(n))
+    assert "layout=nop2" in diagram.source
+    svg = parse_svg(diagram.pipe(format="svg"))
+    dashed = {(e["tail"], e["head"]) for e in svg["edges"] if e["dashed"]}
+    assert dashed == {(f"d{(i + n // 2) % n}", f"c{i}") for i in range(n)}
+    _, edges = check_geometry(diagram.pipe(format="svg"))
+    assert len(edges) == 3 * n and all(len(path) <= 16 for _, _, path, _ in edges)
+    assert "nop2" not in fbx.draw(many_loops(10)).source
+
+
+def test_collapsed_positions_of_our_own_draw_what_dot_draws(monkeypatch):
+    net = seed(delay=3)
+    by_dot = fbx.draw(net, unroll=12, collapse=True)
+    force_positions(monkeypatch)
+    ours = fbx.draw(net, unroll=12, collapse=True)
+    assert structure(svg_of(ours)) == structure(svg_of(by_dot))
+    check_geometry(ours.pipe(format="svg"))
 
 
 # ------------------------------------------------------------------ highlight

@@ -508,7 +508,7 @@ def fbmodel_bare_cell():
 
 
 def fbmodel_not_a_tensor():
-    cell_magic("h = Dense(5)(x)\ny = 3\n")
+    cell_magic("h = Dense(5)(x)\ny = 3\n", line="net --input x:5 --output y --quiet")
 
 
 def fbmodel_nothing_assigned():
@@ -552,6 +552,34 @@ def fbexplore_fixed_not_fixed_points():
     shell.run_line_magic("load_ext", "fbexplorer")
     shell.user_ns.update(X=seq(), net=base())
     shell.run_line_magic("fbexplore", "net X --fixed X")
+
+
+def fbmodel_statement_after_output():
+    from IPython.core.interactiveshell import InteractiveShell
+
+    cfg = InteractiveShell.instance().user_ns["cfg"] = {}
+    net = cell_magic("h = Dense(5)(x)\ncfg['units'] = 4\nn = 3\n")
+    assert cfg == {"units": 4}
+    x = seq()
+    dense = net.step_model.get_layer("h")
+    expected = np.asarray(dense(x.reshape(-1, 5))).reshape(2, 3, 5)  # h at every step
+    np.testing.assert_allclose(np.asarray(net(x)), expected, atol=1e-6)
+
+
+def fbmodel_no_layer_output():
+    cell_magic("n = 3\n")
+
+
+def fbmodel_prev_shape_not_as_given():
+    cell_magic("h = Dense(3)(Concatenate()([x, prev(h, shape=(5,))]))\n")
+
+
+def fbmodel_input_given_twice():
+    cell_magic("h = Dense(5)(x)\n", line="net --input x:3 --input x:4 --quiet")
+
+
+def fbmodel_input_and_constant_same_name():
+    cell_magic("h = Dense(5)(x)\n", line="net --input x:3 --constant x:4 --quiet")
 
 
 def explore_not_a_model():
@@ -679,7 +707,8 @@ MISUSES = {f.__name__.replace("_", "-"): f for f in [
     fbmodel_bare_cell, fbmodel_not_a_tensor, fbmodel_nothing_assigned,
     fbmodel_bad_input_flag, fbmodel_unknown_model, fbmodel_constants_without_steps,
     fbmodel_input_hides_language_name, fbexplore_callback_with_data,
-    fbexplore_fixed_not_fixed_points,
+    fbexplore_fixed_not_fixed_points, fbmodel_no_layer_output, fbmodel_prev_shape_not_as_given,
+    fbmodel_input_given_twice, fbmodel_input_and_constant_same_name,
     wrong_rank, wrong_feature_size, string_input, not_numeric_input, zero_steps,
     different_lengths, wrong_number_of_inputs, unknown_input, mask_wrong_rank,
     mask_wrong_length, initial_state_unknown, initial_state_wrong_shape,
@@ -815,6 +844,7 @@ def portrait_nan():
 BEHAVIOURS = {f.__name__.replace("_", "-"): f for f in [
     integer_input, one_step, batch_of_one, delay_longer_than_sequence, nan_in_input,
     stateful_fit_shuffled, explore_stateful_over_memory_budget, explore_nan, portrait_nan,
+    stateful_fit_shuffled, fbmodel_statement_after_output,
 ]}  # fmt: skip
 
 

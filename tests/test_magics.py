@@ -1,5 +1,7 @@
 """The IPython layer: %%fbmodel and the line magics, through a real InteractiveShell."""
 
+import types
+
 import keras
 import numpy as np
 import pandas as pd
@@ -145,6 +147,23 @@ def test_outputs_default_to_the_last_variable_assigned(ip):
     assert model(seq(1, 2, 3)).shape == (1, 2, 6)
 
 
+def test_plain_python_after_the_output_runs_and_the_output_is_the_layers(ip):
+    """`cfg['units'] = 4` after the output changes a dict and binds no variable; `n = 3`
+    binds one that holds no layer output: the output is still the last layer output, h."""
+    ip.user_ns["cfg"] = cfg = {}
+    ip.user_ns["box"] = box = types.SimpleNamespace()
+    body = "h = Dense(4)(x)\ncfg['units'] = 4\nbox.size = 2\nn, (m, *rest) = 3, (4, 5)\n"
+    model = fbmodel(ip, "plain --input x:3 --quiet", body)
+    assert cfg == {"units": 4} and box.size == 2
+    x = seq(2, 5, 3)
+    dense = model.step_model.get_layer("h")
+    expected = np.asarray(dense(x.reshape(-1, 3))).reshape(2, 5, 4)  # Dense at every step
+    np.testing.assert_allclose(np.asarray(model(x)), expected, atol=1e-6)
+    # The variables unpacked are the cell's: --output may name them (and is refused here).
+    with pytest.raises(FbModelError, match="line 5: 'rest' is list"):
+        fbmodel(ip, "plain2 --input x:3 --output rest --quiet", body)
+
+
 def test_steps_for_a_constants_only_model(ip):
     body = "h = Dense(3, activation='tanh')(Concatenate()([c, prev(h)]))\n"
     model = fbmodel(ip, "cnet --constant c:2 --steps 4 --quiet", body)
@@ -285,7 +304,22 @@ def test_help_text_has_an_example(ip, capsys):
         ("a = Dense(5)(x)\nb = Dense(5)(c)\nc = Dense(5)(b)\n", "line 3: 'c' is used before"),
         ("a = Dense(5)(prev(x + 1))\n", "line 2: prev() takes the name of a variable"),
         ("a = Dense(5)(Concatenate()([x, prev(h9)]))\n", "line 2: prev(h9): 'h9' is never"),
-        ("a = Dense(5)(x)\ny = 3\n", "line 3: 'y' is int"),
+        ("y = 3\na = Dense(5)(Concatenate()([x, prev(y)]))\n", "line 2: 'y' is int"),
+        ("n = 3\n", "line 2: no variable the cell assigns is the output of a layer ('n' is int"),
+        ("cfg['k'] = 1\na = Dense(5)(prev(cfg))\n", "prev(cfg): 'cfg' is never assigned"),
+        (
+            "h = Dense(3)(Concatenate()([x, prev(h, shape=(5,))]))\n",
+            "line 2: prev(h, shape=(5,)): the given shape (5,) does not match the shape (3,)",
+        ),
+        (
+            "h = Dense(3)(Concatenate()([x, prev(x, shape=(4,))]))\n",
+            "line 2: prev(x, shape=(4,)): the given shape (4,) does not match the shape (5,) of "
+            "input 'x'",
+        ),
+        (
+            "h = Dense(3)(Concatenate()([x, prev(h, shape=(3,), dtype='int32')]))\n",
+            "the given dtype int32 does not match the dtype float32 that 'h' has",
+        ),
         ("import math\n", "the cell assigns no variable"),
         ("h = Add()([x, prev(h)])\nh2 = Dense(3)(h)\nh = h2\n", "Inputs have incompatible"),
         ("a = Dense(5)(prev(a, steps=0))\n", "steps must be an int >= 1"),
@@ -318,7 +352,9 @@ def test_cell_mistakes_are_one_line(ip, capsys, body, expected):
         ("1net --input x:5", "NAME must be a Python variable name"),
         ("net --input x:5 --output 'y z'", "--output"),
         ("net --input x:5 --output q", "--output q: the cell assigns no variable 'q'"),
-        ("net --input x:5 --input x:3", "input and constant names must differ"),
+        ("net --input x:5 --input x:3", "--input x is given twice, as x:5 and x:3"),
+        ("net --constant c:2 --constant c:2 --steps 3", "--constant c is given twice"),
+        ("net --input x:5 --constant x:5", "'x' is given both as --input x:5 and as --constant"),
         ("net --input 'x:5", "No closing quotation"),
         ("net --constant c:5", "give --steps N, as in %%fbmodel net --constant c:5 --steps"),
         ("net --constant c:5 --steps 0", "--steps 0: give a number of steps >= 1"),

@@ -278,6 +278,29 @@ def test_unrolled_window_is_drawn_when_asked(ex):
     assert narrow.window == 3  # never more steps than the sequence has
 
 
+def test_drawings_with_positions_of_our_own_show_the_same_targets(ex, monkeypatch):
+    """Where dot would take long, the drawing is placed by fbexplorer (`_strip.py`):
+    the explorer finds every node, initial value and delayed edge in it as in dot's."""
+    import importlib
+
+    ex.view.unrolled = True
+    by_dot = ex.view.unrolled_graph
+    module = importlib.import_module("fbexplorer.draw")
+    monkeypatch.setattr(module, "DOT_WORK_LIMIT", -1)
+    monkeypatch.setattr(module, "CYCLIC_WORK_LIMIT", -1)
+    ours = fbx.explore(NET, X)
+    assert ours.view.graph["svg"] != ex.view.graph["svg"]  # laid out otherwise
+    kinds = lambda g: {n: t["kind"] for n, t in g["targets"].items()}  # noqa: E731
+    assert kinds(ours.view.graph) == kinds(ex.view.graph)  # the cyclic view's boxes and edges
+    ours.view.unrolled = True
+    placed = ours.view.unrolled_graph
+    assert placed["svg"] != by_dot["svg"]
+    drawn, drawn_by_dot = titles(placed["svg"]), titles(by_dot["svg"])
+    key = lambda g, names: sorted((n, k, kind, names[i]) for n, k, kind, i in g["targets"])  # noqa: E731
+    assert key(placed, drawn) == key(by_dot, drawn_by_dot)
+    assert [drawn[i] for _, i in placed["clusters"]] == [f"cluster_t{k}" for k in range(5)]
+
+
 # --------------------------------------------------------------------- mode
 def test_stateful_view_shows_compare_stateful(ex):
     assert not ex.mode.disabled and ex.chunks == 2
@@ -401,6 +424,48 @@ def test_save_html_holds_everything_to_play_offline(ex, tmp_path):
     assert state["unrolled_graph"]["svg"].startswith("<?xml")  # drawn for the page
     close(decode(state["data"]["runs"][0]["values"], (1, T, 4))[0], reference("d1"))
     assert "export default" in page and "function render" in page
+
+
+def test_interrupted_save_html_keeps_the_old_page(ex, tmp_path, monkeypatch):
+    """A disk that fills halfway through the page: the page saved before survives."""
+    import builtins
+    import errno
+    import os
+
+    path = tmp_path / "ex.html"
+    ex.save_html(path)
+    path.chmod(0o640)
+    before = path.read_bytes()
+    real_open = builtins.open
+
+    class HalfFull:  # writes half of what it is given, then the disk is full
+        def __init__(self, file):
+            self.file = file
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.file.close()
+
+        def write(self, text):
+            self.file.write(text[: len(text) // 2])
+            self.file.flush()
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    def full_disk(file, mode="r", *args, **kwargs):
+        opened = real_open(file, mode, *args, **kwargs)
+        return HalfFull(opened) if "w" in mode else opened
+
+    ex.step.value = 3  # a different page
+    monkeypatch.setattr(builtins, "open", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        ex.save_html(path)
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["ex.html"]  # no temporary file left behind
+    ex.save_html(path)  # and a save that completes replaces it, keeping its permissions
+    assert path.read_bytes() != before and (path.stat().st_mode & 0o777) == 0o640
 
 
 def test_figure_for_papers(ex):
