@@ -333,7 +333,8 @@ def geometry(data: bytes):
     for g in ET.fromstring(data).iter(f"{SVG}g"):
         cls, title = g.get("class"), g.findtext(f"{SVG}title")
         points = []
-        for shape in g:
+        # A node with a tooltip wraps its shapes in <g><a>: read every descendant.
+        for shape in g.iter():
             if shape.tag == f"{SVG}ellipse":
                 cx, cy, rx, ry = (float(shape.get(k)) for k in ("cx", "cy", "rx", "ry"))
                 points += [(cx - rx, cy - ry), (cx + rx, cy + ry)]

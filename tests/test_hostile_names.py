@@ -248,7 +248,7 @@ def test_names_that_differ_get_boxes_that_differ():
     svg = pipe(fbx.FeedbackModel(x, h))
     check_svg(svg)
     boxes = [g for g in ET.fromstring(svg).iter(f"{SVG}g") if g.get("class") == "node"]
-    labels = [g.findtext(f"{SVG}text") for g in boxes]
+    labels = [g.findtext(f".//{SVG}text") for g in boxes]  # inside the tooltip's <a>
     assert sorted(labels) == sorted(["x", "a:b", "a_b", "%41", "A"])
     assert len({g.findtext(f"{SVG}title") for g in boxes}) == 5
 
