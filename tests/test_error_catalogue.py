@@ -50,6 +50,13 @@ def seq(batch=2, steps=3, width=5):
     return np.random.default_rng(0).normal(size=(batch, steps, width)).astype("float32")
 
 
+def memory_budget(size):
+    """A context with FBX_MEMORY_BUDGET set, so that messages quote one budget."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("FBX_MEMORY_BUDGET", size)
+    return patch.context()
+
+
 # ------------------------------------------------------------------ misuses
 def wrong_rank():
     base()(np.zeros((2, 5)))
@@ -138,6 +145,25 @@ def stateful_other_batch():
 
 def stateful_partial_last_batch():
     base(stateful=True).predict(np.zeros((10, 3, 5)), batch_size=4, verbose=0)
+
+
+def stateful_compact_compiled():
+    with memory_budget("1GB"):
+        net = base(delay=10**9, stateful=True)
+        net.compile("sgd", "mse")
+        net.fit(np.zeros((2, 3, 5)), np.zeros((2, 3, 5)), shuffle=False, verbose=0)
+
+
+def stateful_compact_growth():
+    with memory_budget("1kB"):
+        base(delay=10**9, stateful=True)(np.zeros((2, 30, 5)))
+
+
+def get_states_over_budget():
+    with memory_budget("1GB"):
+        net = base(delay=10**9, stateful=True)
+        net(np.zeros((2, 3, 5)))
+        net.get_states()
 
 
 def unbound_feedback():
@@ -283,6 +309,17 @@ def generate_unknown_output():
     base().generate(np.zeros((1, 3, 5)), steps=2, feed={"x": "out"})
 
 
+def return_state_over_budget():
+    with memory_budget("1GB"):
+        base(delay=10**9, return_state=True)(np.zeros((2, 3, 5)))
+
+
+def unknown_length_over_budget():
+    run = tf.function(base(delay=10**9), input_signature=[tf.TensorSpec((None, None, 5))])
+    with memory_budget("1GB"):
+        run(np.zeros((2, 3, 5), "float32"))
+
+
 def fixed_points_unknown_input():
     fbx.fixed_points(base(), {"y": np.zeros(5)})
 
@@ -303,6 +340,11 @@ def gradient_flow_unknown_node():
 
 def gradient_flow_not_compiled():
     fbx.gradient_flow(base(), np.zeros((2, 3, 5)), np.zeros((2, 3, 5)))
+
+
+def whole_state_over_budget():
+    with memory_budget("1GB"):
+        fbx.gradient_flow(base(delay=10**9), np.zeros((2, 3, 5)))
 
 
 # ------------------------------------------------------ the notebook layer
@@ -410,6 +452,13 @@ def trace_callback_unused():
     fbx.explore(fbx.TraceCallback(seq()))
 
 
+def trace_carried_over_budget():
+    with memory_budget("1GB"):
+        net = base(delay=10**9, stateful=True)
+        net(np.zeros((2, 3, 5)))
+        fbx.trace(net, seq())
+
+
 # ------------------------------------------------------ portraits and heatmaps
 def fixed_points_of_loop():
     """Fixed points of the state `loop` only, as `fbx.fixed_points` returns them."""
@@ -467,6 +516,9 @@ MISUSES = {f.__name__.replace("_", "-"): f for f in [
     fixed_points_unknown_input, fixed_points_wrong_shape, fixed_points_no_state,
     gradient_flow_unknown_node, gradient_flow_not_compiled,
     wrong_feature_size_after_predict, empty_batch, targets_wrong_length,
+    return_state_over_budget, unknown_length_over_budget, stateful_compact_compiled,
+    stateful_compact_growth, get_states_over_budget, whole_state_over_budget,
+    trace_carried_over_budget,
 ]}  # fmt: skip
 
 
