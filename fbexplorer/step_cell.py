@@ -6,6 +6,9 @@ import keras
 
 __all__ = ["StepCell"]
 
+# The most delay slots a nested model may have: each is a state of the outer loop.
+MAX_SLOTS = 10_000
+
 
 @keras.saving.register_keras_serializable(package="fbexplorer")
 class StepCell(keras.layers.Layer):
@@ -41,6 +44,14 @@ class StepCell(keras.layers.Layer):
                 f"fbx.cell('{model.name}'): delayed edges {starts} have initial values "
                 f"other than zeros, which a nested step cannot carry over. Build the "
                 f"inner model with initial='zeros' for them."
+            )
+        slots = sum(s.delay for s in graph.specs)
+        if slots > MAX_SLOTS:  # one state per slot: a delay of 1e9 would be 1e9 states
+            raise ValueError(
+                f"fbx.cell('{model.name}'): a nested model carries each delay slot as a "
+                f"state of its own, and its delays add up to {slots} slots, above "
+                f"{MAX_SLOTS}. Give the nested model shorter delays, or run it as a model "
+                f"of its own, whose loop holds a delay of any length."
             )
         self.model = model
         self._graph = graph

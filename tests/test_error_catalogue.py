@@ -276,6 +276,13 @@ def delayed_not_a_tensor():
     fbx.delayed(np.zeros(3))
 
 
+def nested_too_many_slots():
+    x = keras.Input((5,), name="x")
+    loop = fbx.Feedback((5,), name="loop", delay=10**9)
+    h = keras.layers.Dense(5, name="h")(keras.layers.Concatenate()([x, loop]))
+    fbx.cell(fbx.FeedbackModel(x, h, feedback={"loop": h}, name="inner"))
+
+
 def missing_input():
     base()({"loop": np.zeros((2, 3, 5))})
 
@@ -518,7 +525,7 @@ MISUSES = {f.__name__.replace("_", "-"): f for f in [
     wrong_feature_size_after_predict, empty_batch, targets_wrong_length,
     return_state_over_budget, unknown_length_over_budget, stateful_compact_compiled,
     stateful_compact_growth, get_states_over_budget, whole_state_over_budget,
-    trace_carried_over_budget,
+    trace_carried_over_budget, nested_too_many_slots,
 ]}  # fmt: skip
 
 
