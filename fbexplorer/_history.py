@@ -92,12 +92,24 @@ def _static(*values) -> bool:
     return all(isinstance(v, (int, np.integer)) for v in values)
 
 
+# Positions in a history run up to its delay, which may pass int32 (a delay
+# read from a file): where the tail's length is known only when run, they
+# are int64 tensors, and what is cut from them (counts, slice bounds, at most
+# the tail and the run) int32.
 def _max(a, b):
-    return max(int(a), int(b)) if _static(a, b) else ops.maximum(a, b)
+    return max(int(a), int(b)) if _static(a, b) else ops.maximum(_wide(a), _wide(b))
 
 
 def _min(a, b):
-    return min(int(a), int(b)) if _static(a, b) else ops.minimum(a, b)
+    return min(int(a), int(b)) if _static(a, b) else ops.minimum(_wide(a), _wide(b))
+
+
+def _wide(v):
+    return int(v) if _static(v) else ops.cast(v, "int64")
+
+
+def _narrow(v):
+    return int(v) if _static(v) else ops.cast(v, "int32")
 
 
 def window(h, k: int, lo, hi, batch, shape: tuple):
@@ -105,20 +117,23 @@ def window(h, k: int, lo, hi, batch, shape: tuple):
     `(hi - lo, batch, *shape)`: the copies of `fill` among them made, the
     tail sliced. `lo` may be a scalar tensor where the tail's length is one."""
     h = as_history(h)
-    m = tail_length(h) if h.fill is not None else k
-    start = k - m if _static(m) else k - ops.cast(m, "int32")  # where the tail begins
+    if h.fill is None:  # the tail is the whole history
+        whole = _static(lo, hi) and (lo, hi) == (0, k)
+        return h.tail if whole else h.tail[_narrow(lo) : _narrow(hi)]
+    m = _wide(tail_length(h))
+    width = _narrow(_wide(hi) - _wide(lo))
+    before, after = k - _wide(lo), k - _wide(hi)  # entries from lo, from hi, to the end
     parts = []
-    if h.fill is not None:
-        n_fill = _min(_max(start - lo, 0), hi - lo)
-        if not (_static(n_fill) and n_fill == 0):
-            parts.append(ops.broadcast_to(h.fill[None], (n_fill, batch) + tuple(shape)))
-    if h.tail is not None and not (_static(start) and start >= hi):
-        a, b = _max(lo - start, 0), _max(hi - start, 0)
+    n_fill = _narrow(_min(_max(before - m, 0), width))
+    if not (_static(n_fill) and n_fill == 0):
+        parts.append(ops.broadcast_to(h.fill[None], (n_fill, batch) + tuple(shape)))
+    a, b = _narrow(_max(m - before, 0)), _narrow(_max(m - after, 0))
+    if h.tail is not None and not (_static(b) and b == 0):
         whole = _static(a, b, m) and (a, b) == (0, m)
         parts.append(h.tail if whole else h.tail[a:b])
     out = parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=0)
-    if not _static(m):  # the length is hi - lo, though the slices hide it
-        out = ops.reshape(out, (hi - lo, batch) + tuple(shape))
+    if not _static(m, width):  # the length is hi - lo, though the slices hide it
+        out = ops.reshape(out, (width, batch) + tuple(shape))
     return out
 
 
@@ -134,13 +149,13 @@ def kept(h, k: int, new):
     z = new if h.tail is None else ops.concatenate([h.tail, ops.cast(new, h.tail.dtype)], axis=0)
     steps = new.shape[0]
     steps = steps if steps is not None else ops.shape(new)[0]
-    drop = m + steps - k
+    drop = _wide(m) + _wide(steps) - k
     if _static(drop):
         z = z[drop:] if drop > 0 else z
         if h.fill is None or drop >= 0:
             return z
         return History(h.fill, z)
-    return History(h.fill, z[ops.maximum(drop, 0) :])
+    return History(h.fill, z[_narrow(_max(drop, 0)) :])
 
 
 def after_masked(h, k: int, buffer, counts, batch, shape: tuple):
@@ -156,10 +171,9 @@ def after_masked(h, k: int, buffer, counts, batch, shape: tuple):
     """
     h = as_history(h)
     m = tail_length(h) if h.fill is not None else k
-    steps = buffer.shape[0]
-    n = min(k, m + steps) if _static(m) else ops.minimum(k, ops.cast(m, "int32") + steps)
-    lo = k - n
-    old = window(h, k, lo, k, batch, shape)
+    n = _min(k, _wide(m) + buffer.shape[0])
+    old = window(h, k, k - n, k, batch, shape)  # (n, batch, ...)
+    n = _narrow(n)
     both = ops.concatenate([old, ops.cast(buffer, old.dtype)], axis=0)  # (n + T, batch, ...)
     flat = ops.reshape(both, (-1,) + tuple(shape))
     rows = ops.arange(batch, dtype="int32")

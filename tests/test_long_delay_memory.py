@@ -2,9 +2,11 @@
 reads and keeps, whatever the delay, with the values of a numpy loop."""
 
 import os
+import resource
 import subprocess
 import sys
 import textwrap
+import zipfile
 
 import keras
 import numpy as np
@@ -97,9 +99,31 @@ def close(a, b):
     np.testing.assert_allclose(np.asarray(a), b, atol=1e-5)
 
 
+def virtual_bytes() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmSize in /proc/self/status")
+
+
+@pytest.fixture
+def capped():
+    """The process's address space capped 4 GB above its size for the test,
+    so that code making a delay of 1e9's whole history (24 GB here) fails
+    fast instead of taking the machine."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    cap = virtual_bytes() + 4 * 2**30
+    resource.setrlimit(
+        resource.RLIMIT_AS, (cap if hard == resource.RLIM_INFINITY else min(cap, hard), hard)
+    )
+    yield
+    resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
 # ------------------------------------------------------- outputs against numpy
 @pytest.mark.parametrize("k", DELAYS)
-def test_delays_around_the_run_length_equal_numpy(rng, k):
+def test_delays_around_the_run_length_equal_numpy(rng, k, capped):
     X, mask = data(rng), a_mask(rng)
     start = rng.normal(size=(B, 2)).astype("float32")
     net = echo(k)
@@ -124,7 +148,7 @@ def test_final_history_of_a_delay_near_the_run_equals_numpy(rng, k):
 
 @pytest.mark.parametrize("options", [{"go_backwards": True}, {"unroll": True}])
 @pytest.mark.parametrize("k", [T + 1, HUGE])
-def test_go_backwards_and_unroll(rng, k, options):
+def test_go_backwards_and_unroll(rng, k, options, capped):
     X, mask = data(rng), a_mask(rng)
     net = echo(k, **options)
     flip = options.get("go_backwards", False)
@@ -134,7 +158,7 @@ def test_go_backwards_and_unroll(rng, k, options):
 
 
 @pytest.mark.parametrize("long", [T + 3, HUGE])
-def test_a_chunked_run_beside_a_delay_longer_than_the_run(rng, long):
+def test_a_chunked_run_beside_a_delay_longer_than_the_run(rng, long, capped):
     """Delay 3 is at least a quarter of the 12 steps: the run goes in chunks of 3,
     and the long edge reads its history chunk by chunk."""
     from fbexplorer import _run
@@ -149,7 +173,7 @@ def test_a_chunked_run_beside_a_delay_longer_than_the_run(rng, long):
 
 # ------------------------------------------------------------- initial values
 @pytest.mark.parametrize("k", [T + 1, HUGE])
-def test_learned_and_drawn_initial_values_are_k_copies_of_one_value(rng, k):
+def test_learned_and_drawn_initial_values_are_k_copies_of_one_value(rng, k, capped):
     """`initial="learned"` or an initializer gives one value, read at every
     step before t = k; the learned one gets the gradient of all those reads."""
     X = tf.constant(data(rng))
@@ -168,7 +192,7 @@ def test_learned_and_drawn_initial_values_are_k_copies_of_one_value(rng, k):
     close(drawn(X), reference(X.numpy(), [(k, 0.5, np.repeat(w[None], B, 0))])[0])
 
 
-def test_training_with_a_delay_longer_than_the_run(rng):
+def test_training_with_a_delay_longer_than_the_run(rng, capped):
     X = data(rng)
     target = reference(X, [(HUGE, 0.5, None)])[0]
     net = echo(HUGE, initial="learned")
@@ -188,29 +212,50 @@ def test_stateful_continuation_equals_one_call_over_both(rng):
     close(net.get_states()["d"], whole_history(25, None, news))
 
 
-def test_stateful_huge_delay_carries_only_what_it_wrote(rng):
-    """k = 1e9: both calls read initial values; the carried history holds the
-    20 values written (then the initial value, set by set_states, again)."""
-    X = data(rng, 20)
-    net = echo(HUGE, stateful=True)
-    parts = [net(X[:, :10]), net(X[:, 10:])]
-    want, news = reference(X, [(HUGE, 0.5, None)])
+@pytest.mark.parametrize("k", [HUGE, 10**12])
+def test_stateful_huge_delay_carries_only_what_it_wrote(rng, k, capped):
+    """Every call reads initial values; the carried history holds the 40
+    values written (the last call masked, so each sample holds its own),
+    then the initial value again (set_states, reset_states). From the third
+    call on the compiled loop sees a history of a length unknown when traced,
+    past int32 for k = 1e12."""
+    X = data(rng, 40)
+    mask = np.ones((B, 40), bool)
+    mask[:, 31:] = a_mask(rng, 9)  # not the first step of a call: it repeats no output
+    net = echo(k, stateful=True)
+    parts = [net(X[:, a : a + 10], mask=mask[:, a : a + 10]) for a in range(0, 40, 10)]
+    want, news = reference(X, [(k, 0.5, None)], mask)
     close(np.concatenate([np.asarray(p) for p in parts], 1), want)
     carried = net._store.histories[0]
-    assert isinstance(carried, History) and tuple(carried.tail.shape) == (20, B, 2)
-    close(np.moveaxis(np.asarray(carried.tail), 0, 1), np.asarray(news))
+    assert isinstance(carried, History) and tuple(carried.tail.shape) == (40, B, 2)
+    close(np.moveaxis(np.asarray(carried.tail), 0, 1), whole_history(40, None, news))
     start = rng.normal(size=(B, 2)).astype("float32")
     net.set_states({"d": start})
-    close(net(X[:, :10]), reference(X[:, :10], [(HUGE, 0.5, start)])[0])
+    close(net(X[:, :10]), reference(X[:, :10], [(k, 0.5, start)])[0])
     net.reset_states()
     close(net(X[:, :10]), want[:, :10])
 
 
-def test_trace_reads_a_huge_delay_as_the_call_does(rng):
+def test_trace_reads_a_huge_delay_as_the_call_does(rng, capped):
     X = data(rng)
     net = echo(HUGE)
     traced = fbx.trace(net, X, nodes=["h"], as_arrays=True)["h"]
     close(traced, reference(X, [(HUGE, 0.5, None)])[0])
+
+
+def test_an_edited_file_with_delay_1e9_loads_and_runs_as_delay_10(rng, tmp_path, capped):
+    X = data(rng)
+    path, edited = tmp_path / "net.keras", tmp_path / "edited.keras"
+    echo(10).save(path)
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(edited, "w") as dst:
+        for item in src.infolist():
+            data_ = src.read(item.filename)
+            if item.filename == "config.json":
+                data_ = data_.replace(b'"delay": 10,', b'"delay": 1000000000,')
+            dst.writestr(item, data_)
+    net = fbx.load_model(edited)
+    assert net.graph.specs[0].delay == HUGE
+    close(net.predict(X, verbose=0), reference(X, [(HUGE, 0.5, None)])[0])
 
 
 # --------------------------------------------------------------------- memory
@@ -247,6 +292,10 @@ mask[0, :3] = False
 def run_all(k):
     net = model(k)
     outs = [np.asarray(net(X)), np.asarray(net(X, mask=mask)), net.predict(X, verbose=0)]
+    # Both delays read only initial values (zeros) in 10 steps: one Dense on [x, 0].
+    w, b = net.step_model.get_layer("h").get_weights()
+    zeros = np.concatenate([X, np.zeros((2, 10, 1), "float32")], -1)
+    np.testing.assert_allclose(outs[0], np.tanh(zeros @ w + b), atol=1e-5)
     net.compile("sgd", "mse")
     net.fit(X, Y, epochs=1, batch_size=2, verbose=0)
     learned = model(k, initial="learned")
@@ -266,6 +315,7 @@ def virtual_bytes():
         for line in f:
             if line.startswith("VmSize:"):
                 return int(line.split()[1]) * 1024
+
 
 short = run_all(10)
 base = peak_mib()
