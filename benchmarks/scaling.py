@@ -14,6 +14,10 @@ Two sweeps:
           inference per step nor the first fit should grow with k; the
           history holds k x the state (16 x 64 floats = 4 KiB per step of
           delay)
+  longT   the delay net at long runs: batch 4, T = 2,000 and 20,000, k = 1,
+          T/2, T and 5T (an edge longer than the run reads only initial
+          values; it should cost what k = T costs, and about what k = 1
+          costs)
 
 Times (training step and inference, medians of interleaved rounds) are taken
 in this one process; at large T a round makes fewer calls (reps * 100 / T, at
@@ -28,7 +32,9 @@ difference, "MiB over base", is what the model and its training step cost;
 step (T sweep), per added edge (edges sweep) or per added step of delay
 (delay sweep): constant along the T sweep means memory linear in T.
 
-Run: python benchmarks/scaling.py [--quick] [--jit] [--sweeps T,edges,delay]
+The longT sweep's value is `T:k`; it has no memory slope.
+
+Run: python benchmarks/scaling.py [--quick] [--jit] [--sweeps T,edges,delay,longT]
 """
 
 from __future__ import annotations
@@ -55,6 +61,9 @@ DELAY_SIZES = {"B": 16, "T": 200, "D": 32, "W": 64}
 DELAY_VALUES = (1, 10, 100, 1000, 10000)
 QUICK_DELAY_SIZES = {"B": 2, "T": 8, "D": 3, "W": 4}
 QUICK_DELAY_VALUES = (1, 100)
+LONG_T_SIZES = {"B": 4, "D": 32, "W": 64}
+LONG_T_VALUES = tuple(f"{t}:{k}" for t in (2000, 20000) for k in (1, t // 2, t, 5 * t))
+QUICK_LONG_T_VALUES = ("8:1", "8:40")
 FBX_LSTM, KERAS_LSTM, EDGES = "LSTM as Dense + Feedback", "keras.layers.LSTM", "k-edge net"
 DELAY = "delay-k net"
 
@@ -96,7 +105,15 @@ def delay_contender(s, k) -> common.Contender:
     return common.Contender(DELAY, build)
 
 
+def long_t(value) -> tuple[int, int]:
+    """`(T, k)` from a longT sweep value `"T:k"`."""
+    steps, k = (int(v) for v in value.split(":"))
+    return steps, k
+
+
 def sweep_steps(sweep, value, quick) -> int:
+    if sweep == "longT":
+        return long_t(value)[0]
     if sweep == "T":
         return value
     if sweep == "delay":
@@ -118,6 +135,10 @@ def point(sweep, value, contender, quick):
     if sweep == "delay":
         s = QUICK_DELAY_SIZES if quick else DELAY_SIZES
         cand = delay_contender(s, value)
+    elif sweep == "longT":
+        steps, k = long_t(value)
+        s = dict(QUICK_DELAY_SIZES if quick else LONG_T_SIZES, T=steps)
+        cand = delay_contender(s, k)
     else:
         s = QUICK_EDGE_SIZES if quick else EDGE_SIZES
         cand = edges_contender(s, value)
@@ -176,6 +197,8 @@ def add_slopes(rows) -> None:
     for r in rows:
         key = (r["sweep"], r["contender"])
         prev = last.get(key)
+        if r["sweep"] == "longT":
+            continue
         if prev is not None and "delta_mib" in r and "delta_mib" in prev:
             r["kib_per_unit"] = (
                 1024 * (r["delta_mib"] - prev["delta_mib"]) / (r["value"] - prev["value"])
@@ -207,7 +230,7 @@ def main(argv=None):
         p.add_argument(
             "--sweeps",
             default="T,edges,delay",
-            help="comma-separated sweeps to run (T, edges, delay; default: all)",
+            help="comma-separated sweeps to run (T, edges, delay, longT; default: T,edges,delay)",
         )
 
     args = common.parse_args(__doc__.splitlines()[0], argv=argv, extra=extra)
@@ -217,10 +240,13 @@ def main(argv=None):
     points += [("edges", k, EDGES) for k in edge_values]
     delay_values = QUICK_DELAY_VALUES if args.quick else DELAY_VALUES
     points += [("delay", k, DELAY) for k in delay_values]
+    points += [("longT", v, DELAY) for v in (QUICK_LONG_T_VALUES if args.quick else LONG_T_VALUES)]
     sweeps = {name.strip() for name in args.sweeps.split(",")}
-    unknown = sweeps - {"T", "edges", "delay"}
+    unknown = sweeps - {"T", "edges", "delay", "longT"}
     if unknown:
-        raise SystemExit(f"--sweeps: unknown sweep(s) {sorted(unknown)}; use T, edges, delay")
+        raise SystemExit(
+            f"--sweeps: unknown sweep(s) {sorted(unknown)}; use T, edges, delay, longT"
+        )
     points = [p for p in points if p[0] in sweeps]
     mem_points = points[:1] if args.quick else points  # a smoke test: one subprocess
     memory = memory_points(mem_points, args.jit, args.quick)
@@ -250,7 +276,8 @@ def main(argv=None):
     title = (
         f"Scaling, jit_compile={args.jit}; T sweep {T_SIZES if not args.quick else QUICK_T_SIZES}, "
         f"edges sweep {EDGE_SIZES if not args.quick else QUICK_EDGE_SIZES}, "
-        f"delay sweep {DELAY_SIZES if not args.quick else QUICK_DELAY_SIZES}; median of "
+        f"delay sweep {DELAY_SIZES if not args.quick else QUICK_DELAY_SIZES}, "
+        f"longT sweep {LONG_T_SIZES if not args.quick else QUICK_DELAY_SIZES}; median of "
         f"{args.rounds} rounds. Memory and first fit: one fresh process per point, "
         f"ru_maxrss (peak resident set of the whole process)"
     )

@@ -11,7 +11,11 @@ takes k x the state's size. A delay of 1 is a plain tensor.
 Edges of long delays (at least a quarter of the run) never get here:
 `_run` cuts the run into chunks no longer than their delay, and such an edge
 reads, within a chunk, only values written before it, as a per-step
-sequence. That keeps their gradient out of the loop: the gradient of a
+sequence. Under a mask they do, and an edge longer than the run (k > T)
+gets a ring of T slots only, holding the T oldest entries of its history:
+a masked sample's position moves at its unmasked steps, so no position
+reaches T, the ring never wraps, and the reads are those of the k-slot
+ring (`_history.after_masked` makes the history from `buffers`). That keeps their gradient out of the loop: the gradient of a
 buffer carried through `tf.while_loop` grows with k at every step (TensorList
 bookkeeping without XLA, dense buffer gradients under it).
 
@@ -119,6 +123,20 @@ class DelayLines:
             step = 1 if mask is None else ops.cast(mask, "int32")
             out.append(position + step)
         return out
+
+    def buffers(self, carry):
+        """(each edge's buffer `(slots, batch, *shape)` as it lies, slot j the
+        value written at position j; the write position(s))."""
+        position = carry[-1] if self.has_ring else None
+        out = []
+        for k, buf in zip(self.delays, carry):
+            if k == 1:
+                out.append(buf[None])
+            elif self.tensor_arrays:
+                out.append(buf.stack())
+            else:
+                out.append(ops.reshape(buf, (k, -1) + tuple(buf.shape[1:])))
+        return out, position
 
     def to_histories(self, carry) -> list:
         """Each edge's history `(delay, batch, *shape)`, oldest first."""

@@ -7,7 +7,9 @@ values, the outputs of the previous step where needed, and on JAX the step's
 non-trainable variables), and the step function, then hands them to
 `_loop.time_loop`; after the loop, a hoisting plan's post part (read-outs)
 runs on the values the loop emitted. It takes and returns the delayed edges' histories
-(`_carried_state`: `(delay, batch, *shape)` each, oldest first).
+(`_carried_state`: `(delay, batch, *shape)` each, oldest first, a tensor or a
+compact `_history.History`), and makes of each only the entries the run
+reads and keeps: a delay longer than the run costs what the run costs.
 """
 
 from __future__ import annotations
@@ -18,6 +20,15 @@ from keras import ops
 from fbexplorer._call_inputs import batch_of
 from fbexplorer._carried_state import executing_eagerly
 from fbexplorer._delay_lines import DelayLines, _expand_to, use_tensor_arrays
+from fbexplorer._history import (
+    History,
+    after_masked,
+    check_budget,
+    history_batch,
+    history_dtype,
+    kept,
+    window,
+)
 from fbexplorer._loop import loop_jit_for, time_loop
 from fbexplorer.graph import _state_shapes
 
@@ -224,7 +235,7 @@ def run(
     if seqs or consts:
         batch = batch_of(seqs + consts)
     else:
-        batch = histories[0].shape[1] or ops.shape(histories[0])[1]
+        batch = history_batch(histories[0])
     # Under XLA (`loop_jit`) the delay lines are tensors: the compiled loop
     # takes and returns plain tensors, and XLA updates them in place.
     jit = loop_jit_for(net.loop_jit, model, plan, training, length)
@@ -237,10 +248,16 @@ def run(
     span = bounds[0][1] if isinstance(length, int) and mask is None else None
     direct = [i for i, s in enumerate(specs) if span and s.delay > 1 and s.delay >= span]
     ring = [i for i in range(len(specs)) if i not in direct]
-    direct_specs = [(histories[i].dtype, (None,) + tuple(histories[i].shape[2:])) for i in direct]
+    direct_specs = [(history_dtype(histories[i]), (None,) + specs[i].shape) for i in direct]
+    # A ring holds an edge's whole history, or under a mask, for an edge
+    # longer than the run, its first `length` entries (`after_masked`).
+    slots = ring_slots(net, [specs[i] for i in ring], [histories[i] for i in ring], length, batch)
     lines = DelayLines(
-        [specs[i].delay for i in ring],
-        [histories[i] for i in ring],
+        slots,
+        [
+            window(histories[i], specs[i].delay, 0, n, batch, specs[i].shape)
+            for i, n in zip(ring, slots)
+        ],
         batch,
         tensor_arrays=use_tensor_arrays(unroll=net.unroll, mask=mask) and not jit,
     )
@@ -338,10 +355,15 @@ def run(
     emit_specs += [("float32", (None,))] if hold else []
     carry = lines.initial_carry() + last0 + [v.value for v in nt_vars]
     # Each spanning edge's timeline: its history, then the values written.
-    timelines = [[(ops.convert_to_tensor(histories[i]), specs[i].delay)] for i in direct]
+    timelines = [[(histories[i], specs[i].delay)] for i in direct]
+    shapes = {i: specs[i].shape for i in direct}
+
+    def read(i, parts, start, stop):
+        return _window(parts, start, stop, batch, shapes[i])
+
     chunks = []
     for start, stop in bounds:
-        reads = [_window(parts, start, stop) for parts in timelines]
+        reads = [read(i, parts, start, stop) for i, parts in zip(direct, timelines)]
         ys, carry = time_loop(
             step,
             [s[start:stop] if len(bounds) > 1 else s for s in time_major] + reads,
@@ -371,11 +393,38 @@ def run(
         last = [next(loop_last) if i not in post else outputs[i][:, -1] for i in range(n_out)]
     else:
         last = [y[:, -1] for y in outputs[:n_out]]
-    # A spanning edge's history: the last `delay` values of its timeline.
+    # A spanning edge's history: the last `delay` values of its timeline,
+    # kept as its old tail and the new values.
     spanned = [
-        _window(parts, length, length + specs[i].delay) for i, parts in zip(direct, timelines)
+        kept(histories[i], specs[i].delay, read(i, parts, specs[i].delay, specs[i].delay + length))
+        for i, parts in zip(direct, timelines)
     ]
-    return outputs, last, _merge(lines.to_histories(final[:n_slots]), spanned, ring, direct)
+    rung = lines.to_histories(final[:n_slots])
+    if any(n < specs[i].delay for i, n in zip(ring, slots)):  # under a mask only
+        buffers, _ = lines.buffers(final[:n_slots])
+        counts = ops.sum(ops.cast(mask, "int32"), axis=1)  # each sample's unmasked steps
+        for j, (i, n) in enumerate(zip(ring, slots)):
+            if n < specs[i].delay:
+                rung[j] = after_masked(
+                    histories[i], specs[i].delay, buffers[j], counts, batch, specs[i].shape
+                )
+    return outputs, last, _merge(rung, spanned, ring, direct)
+
+
+def ring_slots(net, specs, histories, length, batch) -> list:
+    """The slots of each ring: the delay, or under a mask, for an edge longer
+    than the run, the run's length. With a length unknown when traced the
+    whole history is made: within the memory budget."""
+    if isinstance(length, int):
+        return [min(s.delay, length) for s in specs]
+    check_budget(
+        net._label(),
+        "a run whose number of steps is unknown when traced holds",
+        [s for s, h in zip(specs, histories) if isinstance(h, History) and h.fill is not None],
+        batch,
+        "Give the sequences a fixed number of steps, or use a shorter delay.",
+    )
+    return [s.delay for s in specs]
 
 
 # A run is cut into at most this many chunks, so that edges of delays down to
@@ -401,13 +450,17 @@ def chunk_bounds(delays, length, mask) -> list:
     return [(a, min(a + span, length)) for a in range(0, length, span)]
 
 
-def _window(parts, start, stop):
-    """Steps `start:stop` of a timeline held as consecutive `(part, steps)`, time first."""
+def _window(parts, start, stop, batch, shape):
+    """Steps `start:stop` of a timeline held as consecutive `(part, steps)`,
+    time first; the first part is the history (a `History` or a tensor)."""
     out, offset = [], 0
-    for part, size in parts:
+    for j, (part, size) in enumerate(parts):
         lo, hi = max(start - offset, 0), min(stop - offset, size)
         if lo < hi:
-            out.append(part[lo:hi] if (lo, hi) != (0, size) else part)
+            if j == 0:
+                out.append(window(part, size, lo, hi, batch, shape))
+            else:
+                out.append(part[lo:hi] if (lo, hi) != (0, size) else part)
         offset += size
     return out[0] if len(out) == 1 else ops.concatenate(out, axis=0)
 

@@ -259,7 +259,10 @@ class FeedbackModel(keras.Model):
     # ------------------------------------------------------------------ call
     def call(self, inputs, initial_state=None, mask=None, training=None, steps=None):
         c = parse_call(self, inputs, mask, steps)
-        start = _carried_state.call_histories(self, c.batch, initial_state, c.seqs + c.consts)
+        if self.return_state:  # before the run: the whole histories it would return
+            _carried_state.check_returned_states(self, c.batch)
+        tensors = c.seqs + c.consts
+        start = _carried_state.call_histories(self, c.batch, initial_state, tensors, c.length)
         run = _run.runner(self, (c.seqs + c.consts)[0])
         # With sequences, the run reads the length from them (inside a compiled
         # function, so that a new length needs no new trace).

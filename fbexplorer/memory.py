@@ -20,9 +20,12 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
+import re
 
 __all__ = [
     "available_memory",
+    "budget_and_source",
     "check_memory",
     "format_bytes",
     "memory_budget",
@@ -119,10 +122,36 @@ def memory_budget() -> int:
     return _budget()[0]
 
 
+_UNITS = {"": 1, "B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12}
+
+
+def _from_environment() -> int | None:
+    """`FBX_MEMORY_BUDGET` in bytes (`2e9`, `2GB`, `512MB`), or None where unset."""
+    text = os.environ.get("FBX_MEMORY_BUDGET", "").strip()
+    if not text:
+        return None
+    found = re.fullmatch(r"([0-9.]+(?:[eE][+-]?[0-9]+)?)\s*([kKmMgGtT]?[bB]?)", text)
+    if found is None:
+        raise ValueError(
+            f"FBX_MEMORY_BUDGET is a number of bytes, such as 2e9, 2GB or 512MB. "
+            f"Received: FBX_MEMORY_BUDGET={text!r}"
+        )
+    unit = found.group(2).upper()
+    return int(float(found.group(1)) * _UNITS[unit if unit in ("", "B") else unit[0] + "B"])
+
+
+def budget_and_source() -> tuple[int, str]:
+    """`(bytes, where they come from)`: `fbx.set_memory_budget`'s setting, else the
+    `FBX_MEMORY_BUDGET` environment variable, else half the memory available now."""
+    return _budget()
+
+
 def _budget() -> tuple[int, str]:
-    """`(bytes, where they come from)`."""
     if _setting is not None:
         return _setting, "set with fbx.set_memory_budget"
+    from_environment = _from_environment()
+    if from_environment is not None:
+        return from_environment, "FBX_MEMORY_BUDGET"
     free = available_memory()
     if free is None:
         return FALLBACK, "a fixed default: the available memory could not be read"

@@ -272,7 +272,7 @@ def _start_histories(net, batch, index, take, initial_state, carried, what):
         value = overrides.get(spec.name)
         if value is not None and take is not None and np.ndim(value) > len(spec.shape):
             overrides[spec.name] = np.asarray(value)[take]
-    return _carried_state.start_histories(net, len(index), overrides, stored)
+    return _carried_state.start_histories(net, len(index), overrides, stored, compact=True)
 
 
 def _bounds(length: int, size: int) -> list[tuple[int, int]]:

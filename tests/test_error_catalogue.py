@@ -52,6 +52,13 @@ def seq(batch=2, steps=3, width=5):
     return np.random.default_rng(0).normal(size=(batch, steps, width)).astype("float32")
 
 
+def environment_budget(size):
+    """A context with FBX_MEMORY_BUDGET set, so that messages quote one budget."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("FBX_MEMORY_BUDGET", size)
+    return patch.context()
+
+
 @contextlib.contextmanager
 def memory_budget(nbytes):
     """The page's examples of refusals set a small memory budget; it is put back after."""
@@ -150,6 +157,25 @@ def stateful_other_batch():
 
 def stateful_partial_last_batch():
     base(stateful=True).predict(np.zeros((10, 3, 5)), batch_size=4, verbose=0)
+
+
+def stateful_compact_compiled():
+    with environment_budget("1GB"):
+        net = base(delay=10**9, stateful=True)
+        net.compile("sgd", "mse")
+        net.fit(np.zeros((2, 3, 5)), np.zeros((2, 3, 5)), shuffle=False, verbose=0)
+
+
+def stateful_compact_growth():
+    with environment_budget("1kB"):
+        base(delay=10**9, stateful=True)(np.zeros((2, 30, 5)))
+
+
+def get_states_over_budget():
+    with environment_budget("1GB"):
+        net = base(delay=10**9, stateful=True)
+        net(np.zeros((2, 3, 5)))
+        net.get_states()
 
 
 def unbound_feedback():
@@ -382,6 +408,17 @@ def generate_unknown_output():
     base().generate(np.zeros((1, 3, 5)), steps=2, feed={"x": "out"})
 
 
+def return_state_over_budget():
+    with environment_budget("1GB"):
+        base(delay=10**9, return_state=True)(np.zeros((2, 3, 5)))
+
+
+def unknown_length_over_budget():
+    run = tf.function(base(delay=10**9), input_signature=[tf.TensorSpec((None, None, 5))])
+    with environment_budget("1GB"):
+        run(np.zeros((2, 3, 5), "float32"))
+
+
 def fixed_points_unknown_input():
     fbx.fixed_points(base(), {"y": np.zeros(5)})
 
@@ -468,6 +505,11 @@ def gradient_flow_targets_wrong_batch():
 def gradient_flow_over_memory_budget():
     with memory_budget(1000):
         fbx.gradient_flow(base(), np.zeros((2, 3, 5)))
+
+
+def whole_state_over_budget():
+    with environment_budget("1GB"):
+        fbx.gradient_flow(base(delay=10**9), np.zeros((2, 3, 5)))
 
 
 # ------------------------------------------------------ the notebook layer
@@ -652,6 +694,13 @@ def explore_recording_bad_samples():
     fbx.explore(trained_with_a_trace_callback(), samples=[7])
 
 
+def trace_carried_over_budget():
+    with environment_budget("1GB"):
+        net = base(delay=10**9, stateful=True)
+        net(np.zeros((2, 3, 5)))
+        fbx.trace(net, seq())
+
+
 # ------------------------------------------------------ portraits and heatmaps
 def fixed_points_of_loop():
     """Fixed points of the state `loop` only, as `fbx.fixed_points` returns them."""
@@ -738,6 +787,9 @@ MISUSES = {f.__name__.replace("_", "-"): f for f in [
     explore_recording_over_memory_budget, explore_recording_unknown_node,
     explore_recording_bad_samples, portrait_no_state, portrait_over_memory_budget,
     portrait_never_finite,
+    return_state_over_budget, unknown_length_over_budget, stateful_compact_compiled,
+    stateful_compact_growth, get_states_over_budget, whole_state_over_budget,
+    trace_carried_over_budget,
 ]}  # fmt: skip
 
 
