@@ -487,13 +487,20 @@ def reset_states(net, batch_size=None):
     store.batch_size = batch_size
 
 
+# A stateful model holds its carried histories for as long as it lives, beside
+# everything else: as whole arrays they may take at most this share of the
+# memory budget (a delay of 1e9 at batch 2 is 8 GB of initial values, within
+# half of a 24 GB machine's free memory but not what a 10-step run needs).
+STATE_SHARE = 0.25
+
+
 def compact_choice(specs, batch) -> set:
     """The edges a stateful model carries compactly: none while the whole
-    histories fit the memory budget together, else the largest until the
-    rest fit."""
+    histories fit `STATE_SHARE` of the memory budget together, else the
+    largest until the rest fit."""
     chosen = set()
     rest = list(specs)
-    while rest and over_budget(rest, batch) is not None:
+    while rest and over_budget(rest, batch, share=STATE_SHARE) is not None:
         largest = max(rest, key=lambda s: history_bytes(s.delay, batch, s.shape, s.dtype))
         if largest.delay == 1:
             break

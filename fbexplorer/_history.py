@@ -210,12 +210,12 @@ def describe(spec, n: int, batch) -> str:
     return f"an array ({dims}) of {spec.dtype}, {size}"
 
 
-def over_budget(specs, batch, counts=None):
+def over_budget(specs, batch, counts=None, share=1.0):
     """The edge whose history is largest, if `counts` entries of each edge's
-    history (default: its delay) pass the budget together; else None."""
+    history (default: its delay) pass the budget together (or `share` of it); else None."""
     counts = [s.delay for s in specs] if counts is None else list(counts)
     sizes = [history_bytes(n, batch, s.shape, s.dtype) for s, n in zip(specs, counts)]
-    if not sizes or sum(sizes) <= memory_budget():
+    if not sizes or sum(sizes) <= memory_budget() * share:
         return None
     i = int(np.argmax(sizes))
     return specs[i], counts[i]
