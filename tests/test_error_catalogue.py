@@ -52,11 +52,12 @@ def seq(batch=2, steps=3, width=5):
     return np.random.default_rng(0).normal(size=(batch, steps, width)).astype("float32")
 
 
+@contextlib.contextmanager
 def environment_budget(size):
     """A context with FBX_MEMORY_BUDGET set, so that messages quote one budget."""
-    patch = pytest.MonkeyPatch()
-    patch.setenv("FBX_MEMORY_BUDGET", size)
-    return patch.context()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FBX_MEMORY_BUDGET", size)
+        yield
 
 
 @contextlib.contextmanager

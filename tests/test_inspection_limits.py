@@ -23,11 +23,26 @@ GB = 10**9
 
 
 @pytest.fixture
-def budget():
+def budget(monkeypatch):
     """Set the budget for one test: `budget(bytes)`; the default comes back after."""
+    monkeypatch.delenv("FBX_MEMORY_BUDGET", raising=False)
     previous = memory._setting
     yield fbx.set_memory_budget
     fbx.set_memory_budget(previous)
+
+
+def test_the_environment_sets_the_budget_where_nothing_was_set(budget, monkeypatch):
+    budget(None)
+    monkeypatch.setenv("FBX_MEMORY_BUDGET", "512MB")
+    assert fbx.memory_budget() == 512 * 10**6
+    monkeypatch.setenv("FBX_MEMORY_BUDGET", "2e9")
+    assert fbx.memory_budget() == 2 * 10**9
+    budget(10**6)  # what the code set wins
+    assert fbx.memory_budget() == 10**6
+    budget(None)
+    monkeypatch.setenv("FBX_MEMORY_BUDGET", "lots")
+    with pytest.raises(ValueError, match="FBX_MEMORY_BUDGET is a number of bytes"):
+        fbx.memory_budget()
 
 
 @pytest.fixture
