@@ -1,5 +1,7 @@
 """`.keras` save/load with no custom_objects gives identical outputs."""
 
+from pathlib import Path
+
 import keras
 import numpy as np
 
@@ -62,3 +64,16 @@ def test_save_load_compiled_and_trained(tmp_path, rng):
         atol=1e-6,
     )
     loaded.fit(X, X[:, -1], batch_size=4, epochs=1, verbose=0)
+
+
+def test_a_file_saved_by_version_0_1_still_loads():
+    """tests/data/saved_0_1.keras was written before the modules were renamed and
+    split (tests/data/make_saved_models.py): it loads and computes what it did."""
+    data = Path(__file__).parent / "data"
+    loaded = keras.saving.load_model(data / "saved_0_1.keras")
+    saved = np.load(data / "saved_0_1.npz")
+    assert type(loaded) is fbx.FeedbackModel
+    assert [s.delay for s in loaded.graph.specs][:2] == [3, 1]
+    np.testing.assert_allclose(
+        np.asarray(loaded([saved["x"], saved["img"]])), saved["y"], atol=1e-5
+    )
