@@ -37,7 +37,7 @@ import keras  # noqa: E402
 
 import fbexplorer as fbx  # noqa: E402
 
-draw_module = importlib.import_module("fbexplorer.draw")
+draw_module = importlib.import_module("fbexplorer.drawing")
 LIMIT, CYCLIC_LIMIT = draw_module.DOT_WORK_LIMIT, draw_module.CYCLIC_WORK_LIMIT
 
 

@@ -12,7 +12,7 @@ net = fbx.FeedbackModel(inputs=x, outputs=h3, feedback={"loop": h3})
 
 from fbexplorer import zoo  # registers the zoo's layers for load_model
 from fbexplorer.callbacks import TraceCallback
-from fbexplorer.draw import draw
+from fbexplorer.drawing import draw
 from fbexplorer.dynamics import (
     FixedPoints,
     fixed_points,
@@ -24,10 +24,10 @@ from fbexplorer.engine import FeedbackModel
 from fbexplorer.graph import Feedback, FeedbackSpec, StepGraph, cell, delayed
 from fbexplorer.memory import memory_budget, set_memory_budget
 from fbexplorer.plots import plot_comparison, plot_heatmap, plot_trace, similarity_order
-from fbexplorer.portrait import Projection, pca_project, portrait
+from fbexplorer.portraits import Projection, pca_project, portrait
 from fbexplorer.saving import load_model
 from fbexplorer.step_cell import StepCell
-from fbexplorer.trace import chunk_summary, compare, compare_stateful, trace, wide
+from fbexplorer.tracing import chunk_summary, compare, compare_stateful, trace, wide
 from fbexplorer.widgets import Explorer, explore
 
 __version__ = "0.1.0"

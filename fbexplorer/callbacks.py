@@ -74,7 +74,7 @@ class TraceCallback(keras.callbacks.Callback):
         self._epochs = 0  # epochs completed, across calls to fit
 
     def _record(self):
-        from fbexplorer.trace import trace
+        from fbexplorer.tracing import trace
 
         self.frames[self._epochs] = trace(
             self.model,
@@ -106,7 +106,7 @@ class TraceCallback(keras.callbacks.Callback):
 
     def _check_memory(self, epochs: int):
         """Refuse a fit whose traces would take more than the memory budget."""
-        from fbexplorer.trace import planned_size, resolve_nodes
+        from fbexplorer.tracing import planned_size, resolve_nodes
 
         names = resolve_nodes(self.model, self.nodes, "TraceCallback")
         size = planned_size(self.model, self.inputs, names, self.samples, None, "TraceCallback")

@@ -43,7 +43,7 @@ from fbexplorer.memory import (
     format_bytes,
     memory_budget,
 )
-from fbexplorer.trace import (
+from fbexplorer.tracing import (
     _batch_index,
     _catalog,
     _check_model,

@@ -64,7 +64,7 @@ def dot_id(name: str) -> str:
     """A DOT node id of `name`: its letters, digits and `_ . - /` kept, the rest `~XX`.
 
     Different names give different ids (`~` itself is written `~7E`), and an id holds no
-    quote, backslash, `:` (a port in an edge), `@` (draw.py's step separator), `<`, `&`,
+    quote, backslash, `:` (a port in an edge), `@` (drawing.py's step separator), `<`, `&`,
     `%` (dot's prefix of anonymous names) or space, so it reads the same in DOT, in the
     SVG's titles and in a CSS selector.
     A name whose id would be longer than `MAX_ID` characters gets the id's start, `~~`

@@ -226,7 +226,7 @@ class FeedbackMagics(Magics):
         )
         self.shell.user_ns[args.name] = model
         if not args.quiet:
-            from fbexplorer.draw import draw
+            from fbexplorer.drawing import draw
 
             display(draw(model, unroll=args.unroll))
         return model
@@ -242,7 +242,7 @@ class FeedbackMagics(Magics):
 
         Example: %fbdraw net --unroll 3
         """
-        from fbexplorer.draw import draw
+        from fbexplorer.drawing import draw
 
         args = parse_argstring(self.fbdraw, line)
         model = self._model(args.name, "fbdraw")
@@ -266,7 +266,7 @@ class FeedbackMagics(Magics):
 
         Example: %fbtrace net X[:4] --nodes d1,h3_prev,lstm/h -o df
         """
-        from fbexplorer.trace import trace
+        from fbexplorer.tracing import trace
 
         args = parse_argstring(self.fbtrace, line)
         model = self._model(args.name, "fbtrace")
@@ -293,7 +293,7 @@ class FeedbackMagics(Magics):
 
         Example: %fbcompare net X[:4] --chunks 4 --nodes d3,lstm/c -o cmp
         """
-        from fbexplorer.trace import compare_stateful
+        from fbexplorer.tracing import compare_stateful
 
         args = parse_argstring(self.fbcompare, line)
         model = self._model(args.name, "fbcompare")

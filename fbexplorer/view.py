@@ -77,7 +77,7 @@ def _svg_root(svg: str):
 def _groups(svg: str, names):
     """(kind, element id, title, carried) of every node, edge and cluster group.
 
-    `carried` lists those of `names` a delayed edge carries, read from its id (draw.py
+    `carried` lists those of `names` a delayed edge carries, read from its id (drawing.py
     names it with `carrier_id`), and is empty for anything else. Titles are node ids
     (`dot_id` of a name), never a name itself.
     """
@@ -96,7 +96,7 @@ def _base(name: str) -> str:
 
 
 def _drawn(name: str) -> str:
-    return dot_id(name)  # draw.py's node ids
+    return dot_id(name)  # drawing.py's node ids
 
 
 def graph_targets(svg: str, names) -> dict:

@@ -27,19 +27,19 @@ import pandas as pd
 
 from fbexplorer._atomic import write_text
 from fbexplorer.callbacks import TraceCallback, join_frames, recorded_rows
-from fbexplorer.draw import draw
+from fbexplorer.drawing import draw
 from fbexplorer.engine import FeedbackModel
 from fbexplorer.escaping import plotly_text
 from fbexplorer.memory import PER_VALUE, check_memory, over_budget, values_detail
 from fbexplorer.plots import plot_heatmap
-from fbexplorer.portrait import (
+from fbexplorer.portraits import (
     _fixed_point_values,
     nonfinite_note,
     nonfinite_steps,
     pca_project,
     portrait,
 )
-from fbexplorer.trace import (
+from fbexplorer.tracing import (
     check_size,
     chunk_bounds,
     compare_stateful,

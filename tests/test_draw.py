@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import fbexplorer as fbx
-from fbexplorer.draw import FeedbackDiagram, GraphvizNotFoundError
+from fbexplorer.drawing import FeedbackDiagram, GraphvizNotFoundError
 
 SVG = "{http://www.w3.org/2000/svg}"
 ACCENT = "#d95f02"
@@ -426,7 +426,7 @@ def test_large_unrolled_drawing_grows_linearly_in_edges_and_steps(n, steps):
 def force_positions(monkeypatch):
     import importlib
 
-    module = importlib.import_module("fbexplorer.draw")
+    module = importlib.import_module("fbexplorer.drawing")
     monkeypatch.setattr(module, "DOT_WORK_LIMIT", -1)
     monkeypatch.setattr(module, "CYCLIC_WORK_LIMIT", -1)
 

@@ -18,7 +18,7 @@ import pytest
 import fbexplorer as fbx
 from fbexplorer import dynamics, memory, widgets
 
-trace = importlib.import_module("fbexplorer.trace")  # the module, not fbx.trace
+trace = importlib.import_module("fbexplorer.tracing")  # the module, not fbx.trace
 GB = 10**9
 
 

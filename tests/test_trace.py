@@ -9,7 +9,7 @@ import pytest
 
 import fbexplorer as fbx
 
-trace_module = importlib.import_module("fbexplorer.trace")
+trace_module = importlib.import_module("fbexplorer.tracing")
 
 B, T, D = 3, 9, 5
 

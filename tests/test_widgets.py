@@ -22,7 +22,7 @@ import fbexplorer as fbx
 from fbexplorer.view import ExplorerView, decode
 
 SVG = "{http://www.w3.org/2000/svg}"
-HIGHLIGHT = "#c2185b"  # draw.py's colour for what `highlight` marks
+HIGHLIGHT = "#c2185b"  # drawing.py's colour for what `highlight` marks
 T = 6
 
 
@@ -285,7 +285,7 @@ def test_drawings_with_positions_of_our_own_show_the_same_targets(ex, monkeypatc
 
     ex.view.unrolled = True
     by_dot = ex.view.unrolled_graph
-    module = importlib.import_module("fbexplorer.draw")
+    module = importlib.import_module("fbexplorer.drawing")
     monkeypatch.setattr(module, "DOT_WORK_LIMIT", -1)
     monkeypatch.setattr(module, "CYCLIC_WORK_LIMIT", -1)
     ours = fbx.explore(NET, X)

@@ -342,7 +342,7 @@ def portrait(
     if isinstance(nodes, str):
         nodes = [nodes]
     if _is_model(trace_or_model):
-        from fbexplorer.trace import planned_size, resolve_nodes, trace
+        from fbexplorer.tracing import planned_size, resolve_nodes, trace
 
         model = trace_or_model
         if inputs is None and not model.graph.constant_names:

@@ -368,7 +368,7 @@ def trace(
         model: a `FeedbackModel`.
         inputs: the inputs as for a call: an array, a list, or a dict by name
             (a dict entry named after a feedback is its ground truth).
-        nodes: node names (see `fbexplorer.trace` module docs), a single
+        nodes: node names (see `fbexplorer.tracing` module docs), a single
             name, or None for every per-step input, delayed value, layer and
             cell state (constants only when named).
         samples: the number of leading samples to trace, or a list of sample
