@@ -41,7 +41,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-__all__ = ["DelayLines"]
+__all__ = ["DelayLines", "use_tensor_arrays"]
 
 
 class DelayLines:

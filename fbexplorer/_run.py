@@ -32,7 +32,7 @@ from fbexplorer._history import (
 from fbexplorer._loop import loop_jit_for, time_loop
 from fbexplorer.graph import _state_shapes
 
-__all__ = ["compiled", "run"]
+__all__ = ["MAX_SEGMENTS", "compiled", "hoist_plan", "run", "runner", "segment_bounds"]
 
 
 def dropout_cells(model):

@@ -49,6 +49,8 @@ from fbexplorer._renamed import given_twice_message, renamed_message
 from fbexplorer.engine import FeedbackModel
 from fbexplorer.graph import Feedback, cell, delayed
 
+__all__ = ["FILENAME", "FbModelError", "build", "namespace", "one_line", "parse"]
+
 FILENAME = "<fbmodel>"
 _MAX_PASSES = 6
 

@@ -55,7 +55,14 @@ from fbexplorer.tracing import (
     resolve_nodes,
 )
 
-__all__ = ["FixedPoints", "fixed_points", "gradient_flow", "gradient_norms", "plot_gradient_norms"]
+__all__ = [
+    "FixedPoints",
+    "dedupe_points",
+    "fixed_points",
+    "gradient_flow",
+    "gradient_norms",
+    "plot_gradient_norms",
+]
 
 
 # ------------------------------------------------------------ backend glue

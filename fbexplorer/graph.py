@@ -20,7 +20,7 @@ from fbexplorer import _saved_config
 from fbexplorer._checks import check_delay, check_edge, check_source, input_layer_name
 from fbexplorer._renamed import renamed_keyword
 
-__all__ = ["Feedback", "FeedbackSpec", "StepGraph", "cell", "delayed"]
+__all__ = ["Feedback", "FeedbackSpec", "StepGraph", "cell", "delayed", "pack"]
 
 _uid = itertools.count(1)
 _used_names: set = set()  # default names given by `delayed`, kept unique

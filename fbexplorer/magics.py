@@ -19,6 +19,8 @@ from IPython.display import display
 from fbexplorer.dsl import FbModelError, build, one_line
 from fbexplorer.engine import FeedbackModel
 
+__all__ = ["FeedbackMagics", "load_ipython_extension", "parse_argstring"]
+
 
 def parse_argstring(magic, line: str):
     """IPython's flag parsing, with unbalanced quotes as a UsageError too."""

@@ -39,7 +39,19 @@ from fbexplorer._call_inputs import parse_call
 from fbexplorer.graph import _state_shapes
 from fbexplorer.memory import PER_VALUE, check_memory, values_detail
 
-__all__ = ["chunk_summary", "compare", "compare_stateful", "trace", "wide"]
+__all__ = [
+    "WINDOW_STEPS",
+    "check_size",
+    "chunk_bounds",
+    "chunk_summary",
+    "compare",
+    "compare_stateful",
+    "node_units",
+    "planned_size",
+    "resolve_nodes",
+    "trace",
+    "wide",
+]
 
 KEYS = ["sample", "t", "node", "unit"]
 # Sequences longer than this run in windows of this many steps, one compiled
