@@ -9,7 +9,7 @@ measurements, the contenders taking turns round after round in this one
 process (medians):
 
 - the de-duplication alone, on the 4,000 states a search of the 64-unit
-  Elman net of `fixed_points.py` ends at after one chunk of 10
+  Elman net of `fixed_points.py` ends at after one compiled call of 10
   Levenberg-Marquardt steps (nearly all distinct);
 - the whole `fbx.fixed_points` call making them (4,000 starts, 10 steps,
   `slow_tolerance=1e9` so that every point is kept), with either dedupe.

@@ -10,7 +10,7 @@ Two sweeps:
   delay   one Dense(64, tanh) layer on 32 inputs and its own output from k
           steps ago, batch 16, T=200, k = 1, 10, 100, 1000, 10000: a delay-k
           edge is one ring buffer (k = 10) or, at least a quarter of the run
-          long, a sequence read in chunks (k >= 100), so neither training nor
+          long, a sequence read in segments (k >= 100), so neither training nor
           inference per step nor the first fit should grow with k; the
           history holds k x the state (16 x 64 floats = 4 KiB per step of
           delay)

@@ -15,7 +15,7 @@ import dataclasses
 import keras
 from keras import ops
 
-__all__ = ["CallInputs", "batch_of", "combine_mask", "parse_call"]
+__all__ = ["CallInputs", "batch_of", "check_data", "combine_mask", "parse_call"]
 
 
 @dataclasses.dataclass

@@ -42,11 +42,21 @@ from fbexplorer._history import (
 
 __all__ = [
     "StateStore",
+    "call_histories",
     "carried_histories",
+    "check_names",
     "check_returned_states",
+    "executing_eagerly",
+    "first_dim",
+    "get_states",
     "histories_to_dict",
+    "keep",
+    "prepare_batches",
+    "reset_states",
+    "set_states",
     "start_histories",
     "take_samples",
+    "threaded_variables",
 ]
 
 _KERAS_DEFAULT_BATCH = 32

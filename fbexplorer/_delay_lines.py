@@ -9,8 +9,8 @@ so neither tracing nor an inference step grows with the delay; the buffer
 takes k x the state's size. A delay of 1 is a plain tensor.
 
 Edges of long delays (at least a quarter of the run) never get here:
-`_run` cuts the run into chunks no longer than their delay, and such an edge
-reads, within a chunk, only values written before it, as a per-step
+`_run` cuts the run into segments no longer than their delay, and such an edge
+reads, within a segment, only values written before it, as a per-step
 sequence. Under a mask they do, and an edge longer than the run (k > T)
 gets a ring of T slots only, holding the T oldest entries of its history:
 a masked sample's position moves at its unmasked steps, so no position
@@ -41,7 +41,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-__all__ = ["DelayLines"]
+__all__ = ["DelayLines", "use_tensor_arrays"]
 
 
 class DelayLines:

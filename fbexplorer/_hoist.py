@@ -33,6 +33,8 @@ import keras
 import numpy as np
 from keras import ops
 
+__all__ = ["HoistPlan", "hoistable"]
+
 SEQ, CONST, LOOP = "seq", "const", "loop"
 
 

@@ -19,6 +19,15 @@ import keras
 import numpy as np
 from keras import ops
 
+__all__ = [
+    "AUTO_JIT_MAX_WEIGHTS",
+    "AUTO_JIT_MIN_STEPS",
+    "draws_or_updates",
+    "loop_jit_for",
+    "loop_weights",
+    "time_loop",
+]
+
 
 def time_loop(
     step, sequences, carry, length, out_specs, *, unroll=False, jit=False, invariants=None

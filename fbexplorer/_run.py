@@ -32,7 +32,7 @@ from fbexplorer._history import (
 from fbexplorer._loop import loop_jit_for, time_loop
 from fbexplorer.graph import _state_shapes
 
-__all__ = ["compiled", "run"]
+__all__ = ["MAX_SEGMENTS", "compiled", "hoist_plan", "run", "runner", "segment_bounds"]
 
 
 def dropout_cells(model):
@@ -239,12 +239,12 @@ def run(
     # Under XLA (`loop_jit`) the delay lines are tensors: the compiled loop
     # takes and returns plain tensors, and XLA updates them in place.
     jit = loop_jit_for(net.loop_jit, model, plan, training, length)
-    # The run goes in at most MAX_CHUNKS chunks. An edge whose delay spans a
-    # chunk reads, in that chunk, only values written before it (its
-    # history, earlier chunks' new values), in order: a per-step sequence,
+    # The run goes in at most MAX_SEGMENTS segments. An edge whose delay spans a
+    # segment reads, in that segment, only values written before it (its
+    # history, earlier segments' new values), in order: a per-step sequence,
     # its new values stacked like outputs, with no buffer in the loop nor in
     # its gradient. The others are ring buffers.
-    bounds = chunk_bounds([s.delay for s in specs], length, mask)
+    bounds = segment_bounds([s.delay for s in specs], length, mask)
     span = bounds[0][1] if isinstance(length, int) and mask is None else None
     direct = [i for i, s in enumerate(specs) if span and s.delay > 1 and s.delay >= span]
     ring = [i for i in range(len(specs)) if i not in direct]
@@ -361,7 +361,7 @@ def run(
     def read(i, parts, start, stop):
         return _window(parts, start, stop, batch, shapes[i])
 
-    chunks = []
+    segments = []
     for start, stop in bounds:
         reads = [read(i, parts, start, stop) for i, parts in zip(direct, timelines)]
         ys, carry = time_loop(
@@ -376,9 +376,9 @@ def run(
         )
         for parts, new in zip(timelines, ys[len(ys) - len(direct) :]):
             parts.append((new, stop - start))
-        chunks.append(ys[: len(ys) - len(direct)])
+        segments.append(ys[: len(ys) - len(direct)])
     final = carry
-    ys = chunks[0] if len(chunks) == 1 else [ops.concatenate(c, 0) for c in zip(*chunks)]
+    ys = segments[0] if len(segments) == 1 else [ops.concatenate(c, 0) for c in zip(*segments)]
     for var, value in zip(nt_vars, final[n_slots + n_last :]):
         var.assign(value)
     for cell, _, _ in cells:  # a mask belongs to the graph that made it
@@ -427,23 +427,23 @@ def ring_slots(net, specs, histories, length, batch) -> list:
     return [s.delay for s in specs]
 
 
-# A run is cut into at most this many chunks, so that edges of delays down to
-# a quarter of the run read no buffer; each chunk traces the step once more.
-MAX_CHUNKS = 4
+# A run is cut into at most this many segments, so that edges of delays down to
+# a quarter of the run read no buffer; each segment traces the step once more.
+MAX_SEGMENTS = 4
 
 
-def chunk_bounds(delays, length, mask) -> list:
-    """The `(start, stop)` steps of each chunk of a run.
+def segment_bounds(delays, length, mask) -> list:
+    """The `(start, stop)` steps of each segment of a run.
 
-    One chunk (the whole run) unless the length is known when traced, there
+    One segment (the whole run) unless the length is known when traced, there
     is no mask (a masked sample's history moves only at its unmasked steps)
-    and some delay k > 1 is at least `length / MAX_CHUNKS`: then chunks of
+    and some delay k > 1 is at least `length / MAX_SEGMENTS`: then segments of
     the shortest such k, whose edges (and all longer ones) read, within a
-    chunk, only values written before it.
+    segment, only values written before it.
     """
     if not isinstance(length, int):
         return [(0, length)]
-    long = [k for k in delays if k > 1 and k * MAX_CHUNKS >= length]
+    long = [k for k in delays if k > 1 and k * MAX_SEGMENTS >= length]
     if mask is not None or not long:
         return [(0, length)]
     span = min(min(long), length)

@@ -18,7 +18,7 @@ import pandas as pd
 
 from fbexplorer.memory import PER_VALUE, check_memory, values_detail
 
-__all__ = ["TraceCallback", "join_frames"]
+__all__ = ["TraceCallback", "join_frames", "recorded_rows"]
 
 
 class TraceCallback(keras.callbacks.Callback):

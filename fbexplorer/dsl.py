@@ -2,8 +2,8 @@
 
 A cell body is ordinary Python run once, symbolically, like a Keras functional
 model: Keras layers by name (`Dense`, `Concatenate`, `LSTMCell`, ...), `ops`
-for `keras.ops`, `cell` for `fbx.cell`, and `prev(var, steps=1,
-initial="zeros")`, the value that variable `var` had `steps` steps ago. `var`
+for `keras.ops`, `cell` for `fbx.cell`, and `prev(var, delay=1,
+initial="zeros")`, the value that variable `var` had `delay` steps ago. `var`
 may be assigned anywhere in the cell, later lines included, so feedback reads
 like feed-forward code:
 
@@ -38,14 +38,18 @@ import contextlib
 import itertools
 import re
 import traceback
+import warnings
 from dataclasses import dataclass, field
 
 import keras
 from keras.src.backend.common import global_state
 
 from fbexplorer import graph
+from fbexplorer._renamed import given_twice_message, renamed_message
 from fbexplorer.engine import FeedbackModel
 from fbexplorer.graph import Feedback, cell, delayed
+
+__all__ = ["FILENAME", "FbModelError", "build", "namespace", "one_line", "parse"]
 
 FILENAME = "<fbmodel>"
 _MAX_PASSES = 6
@@ -199,6 +203,7 @@ def parse(body: str, first_line: int = 2, layer_names: set = frozenset(), reserv
                 f"line {node.lineno}: prev({var}): '{var}' is never assigned in this cell; "
                 "prev() feeds back a variable the cell assigns"
             )
+        _rename_steps(node, var)
         sites.append(var)
         source.site_lines.append(node.lineno)
         node.args[0] = ast.Constant(len(sites) - 1)
@@ -220,6 +225,22 @@ def parse(body: str, first_line: int = 2, layer_names: set = frozenset(), reserv
     except SyntaxError as exc:
         raise FbModelError(f"line {exc.lineno}: invalid Python: {exc.msg}") from None
     return source, sites
+
+
+def _rename_steps(node: ast.Call, var: str) -> None:
+    """`prev(var, steps=k)`, the old spelling, becomes `prev(var, delay=k)`, with a
+    DeprecationWarning naming the cell line; both given is an error."""
+    old = [k for k in node.keywords if k.arg == "steps"]
+    if not old:
+        return
+    label, shown = f"line {node.lineno}: prev({var})", ast.unparse(old[0].value)
+    new = [k.value for k in node.keywords if k.arg == "delay"] + node.args[1:2]
+    if new:
+        message = given_twice_message(label, "steps", "delay", ast.unparse(new[0]), shown)
+        raise FbModelError(message)
+    message = renamed_message(label, "steps", "delay", shown)
+    warnings.warn_explicit(message, DeprecationWarning, FILENAME, node.lineno, module="__main__")
+    old[0].arg = "delay"
 
 
 def _cell_line(exc: BaseException) -> int | None:
@@ -336,7 +357,7 @@ class _Pass:
         self.declared = set(declared)
         self.guesses = guesses  # var -> (shape, dtype)
         self.default = default
-        self.placeholders: dict = {}  # (var, steps, initial) -> Feedback tensor
+        self.placeholders: dict = {}  # (var, delay, initial) -> Feedback tensor
         self.bindings: dict = {}  # feedback name -> var
         self.names: set = set()  # names given to delayed values
         self.assumed: dict = {}  # var -> shape guessed without evidence
@@ -354,17 +375,17 @@ class _Pass:
             self.calls.setdefault(id(target), (target, getattr(target, "_fbx_calls", 0)))
         return cell(target, **kwargs)
 
-    def prev(self, index, steps=1, initial="zeros", shape=None, dtype=None):
+    def prev(self, index, delay=1, initial="zeros", shape=None, dtype=None):
         var = self.sites[index]
-        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-            raise ValueError(f"prev({var}, steps={steps!r}): steps must be an int >= 1")
-        key = (var, steps, repr(initial))
+        if not isinstance(delay, int) or isinstance(delay, bool) or delay < 1:
+            raise ValueError(f"prev({var}, delay={delay!r}): delay must be an int >= 1")
+        key = (var, delay, repr(initial))
         if key in self.placeholders:
             return self.placeholders[key]
         if var in self.declared:  # an input: a forward delay, bound by itself
             _check_input_shape(var, self.ns[var], shape)
             self.placeholders[key] = delayed(
-                self.ns[var], steps=steps, initial=initial, name=self._name(var, steps)
+                self.ns[var], delay=delay, initial=initial, name=self._name(var, delay)
             )
             return self.placeholders[key]
         if shape is not None or dtype is not None:
@@ -381,16 +402,16 @@ class _Pass:
                 self.guesses[var] = (self.default, None)
                 self.assumed[var] = self.default
         guess_shape, guess_dtype = self.guesses[var]
-        name = self._name(var, steps)
+        name = self._name(var, delay)
         tensor = Feedback(
-            guess_shape, name=name, delay=steps, initial=initial, dtype=dtype or guess_dtype
+            guess_shape, name=name, delay=delay, initial=initial, dtype=dtype or guess_dtype
         )
         self.placeholders[key] = tensor
         self.bindings[name] = var
         return tensor
 
-    def _name(self, var, steps) -> str:
-        name = f"{var}_prev" if steps == 1 else f"{var}_prev{steps}"
+    def _name(self, var, delay) -> str:
+        name = f"{var}_prev" if delay == 1 else f"{var}_prev{delay}"
         while name in self.names:
             name += "_"
         self.names.add(name)

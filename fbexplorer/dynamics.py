@@ -55,7 +55,14 @@ from fbexplorer.tracing import (
     resolve_nodes,
 )
 
-__all__ = ["FixedPoints", "fixed_points", "gradient_flow", "gradient_norms", "plot_gradient_norms"]
+__all__ = [
+    "FixedPoints",
+    "dedupe_points",
+    "fixed_points",
+    "gradient_flow",
+    "gradient_norms",
+    "plot_gradient_norms",
+]
 
 
 # ------------------------------------------------------------ backend glue
@@ -198,12 +205,13 @@ def _state_map(net, layout: _Layout):
 
 
 class _Search:
-    """The compiled pieces of the search for one model: `q`, the Jacobian, a
-    chunk of Levenberg-Marquardt or Adam steps. The held inputs are
+    """The compiled pieces of the search for one model: `q`, the Jacobian, and
+    one compiled call of several Levenberg-Marquardt or Adam steps (`LM_PER_CALL`,
+    `ADAM_PER_CALL`). The held inputs are
     arguments, so a second search (other inputs, other starts) reuses them.
     """
 
-    LM_CHUNK, ADAM_CHUNK = 10, 100
+    LM_PER_CALL, ADAM_PER_CALL = 10, 100
 
     def __init__(self, net, layout):
         self.step = _state_map(net, layout)
@@ -245,7 +253,7 @@ class _Search:
             lam = ops.where(better, ops.maximum(lam / 3.0, 1e-12), ops.minimum(lam * 4.0, 1e12))
             return s, lam
 
-        return ops.fori_loop(0, self.LM_CHUNK, body, (s, lam))
+        return ops.fori_loop(0, self.LM_PER_CALL, body, (s, lam))
 
     def _adam(self, s, m, v, t0, learning_rate, held):
         grad = _grad(lambda x: ops.sum(self.q(x, held)))
@@ -261,7 +269,7 @@ class _Search:
             v_hat = v / (1 - b2**t)
             return s - learning_rate * m_hat / (ops.sqrt(v_hat) + eps), m, v
 
-        return ops.fori_loop(0, self.ADAM_CHUNK, body, (s, m, v))
+        return ops.fori_loop(0, self.ADAM_PER_CALL, body, (s, m, v))
 
 
 def _search(net, layout) -> _Search:
@@ -647,16 +655,16 @@ def fixed_points(
 
 
 def _run_search(search, starts, held, method, iterations, tolerance, learning_rate):
-    """Chunks of Levenberg-Marquardt or Adam steps from `starts` until every
+    """Calls of several Levenberg-Marquardt or Adam steps from `starts` until every
     point is below the tolerance or none improves: `(states, q, steps run)`."""
     q_fn = search.fn("q")
     s = ops.convert_to_tensor(starts)
     q_prev = ops.convert_to_numpy(q_fn(s, held)).astype("float64")
     if method == "newton":
-        chunk, run = search.LM_CHUNK, search.fn("newton")
+        per_call, run = search.LM_PER_CALL, search.fn("newton")
         carry = [ops.full((len(starts),), 1e-2, "float32")]
     else:
-        chunk, run = search.ADAM_CHUNK, search.fn("adam")
+        per_call, run = search.ADAM_PER_CALL, search.fn("adam")
         carry = [ops.zeros_like(s), ops.zeros_like(s)]
     done = 0
     while done < iterations:
@@ -665,7 +673,7 @@ def _run_search(search, starts, held, method, iterations, tolerance, learning_ra
         else:
             t0 = ops.convert_to_tensor(done, "int32")
             s, *carry = run(s, *carry, t0, ops.convert_to_tensor(learning_rate, s.dtype), held)
-        done += chunk
+        done += per_call
         q = ops.convert_to_numpy(q_fn(s, held)).astype("float64")
         moving = (q < q_prev * (1 - 1e-3)) & (q >= tolerance)
         q_prev = q

@@ -18,8 +18,9 @@ import keras
 
 from fbexplorer import _saved_config
 from fbexplorer._checks import check_delay, check_edge, check_source, input_layer_name
+from fbexplorer._renamed import renamed_keyword
 
-__all__ = ["Feedback", "FeedbackSpec", "StepGraph", "cell", "delayed"]
+__all__ = ["Feedback", "FeedbackSpec", "StepGraph", "cell", "delayed", "pack"]
 
 _uid = itertools.count(1)
 _used_names: set = set()  # default names given by `delayed`, kept unique
@@ -108,31 +109,33 @@ def Feedback(shape, *, name: str, delay: int = 1, initial="zeros", dtype=None):
     )
 
 
-def delayed(tensor, *, steps: int = 1, name: str | None = None, initial="zeros"):
-    """The value `tensor` had `steps` timesteps ago (a forward-path delay).
+@renamed_keyword("steps", "delay", "fbx.delayed")
+def delayed(tensor, *, delay: int = 1, name: str | None = None, initial="zeros"):
+    """The value `tensor` had `delay` timesteps ago (a forward-path delay).
 
     The delayed edge is bound automatically; nothing goes into `feedback=`.
 
     Args:
         tensor: a symbolic tensor of the step graph.
-        steps: the delay in timesteps (>= 1).
-        name: the edge's name (default: `"<layer>_delay<steps>"`).
-        initial: the value before the first `steps` steps, as for `Feedback`.
+        delay: the delay in timesteps (>= 1). `steps=`, its old name, still
+            works, with a DeprecationWarning.
+        name: the edge's name (default: `"<layer>_delay<delay>"`).
+        initial: the value before the first `delay` steps, as for `Feedback`.
     """
     if not hasattr(tensor, "_keras_history"):
         raise ValueError(
             "fbx.delayed expects a symbolic tensor of the step graph (the output "
             f"of a Keras layer or keras.Input). Received: {tensor!r}"
         )
-    steps = check_delay("fbx.delayed", steps, field="steps")
+    delay = check_delay("fbx.delayed", delay)
     if name is None:
-        base = f"{tensor._keras_history.operation.name}_delay{steps}"
+        base = f"{tensor._keras_history.operation.name}_delay{delay}"
         name = base if base not in _used_names else f"{base}_{next(_uid)}"
     _used_names.add(name)
     return _make_placeholder(
         name,
         tensor.shape[1:],
-        delay=steps,
+        delay=delay,
         initial=initial,
         dtype=tensor.dtype,
         kind="delayed",

@@ -19,6 +19,8 @@ from IPython.display import display
 from fbexplorer.dsl import FbModelError, build, one_line
 from fbexplorer.engine import FeedbackModel
 
+__all__ = ["FeedbackMagics", "load_ipython_extension", "parse_argstring"]
+
 
 def parse_argstring(magic, line: str):
     """IPython's flag parsing, with unbalanced quotes as a UsageError too."""
@@ -150,8 +152,8 @@ class FeedbackMagics(Magics):
         LSTMCell, ...), `ops` (keras.ops), `cell` (fbx.cell) and the
         notebook's own names, plus:
 
-          prev(var, steps=1, initial="zeros", shape=None)
-              the value variable `var` had `steps` steps ago. `var` may be
+          prev(var, delay=1, initial="zeros", shape=None)
+              the value variable `var` had `delay` steps ago. `var` may be
               assigned anywhere in the cell, later lines included; its shape
               is inferred. initial: "zeros", "learned" or a Keras initializer.
 

@@ -24,6 +24,12 @@ import os
 import re
 
 __all__ = [
+    "ADAM_VECTORS",
+    "FALLBACK",
+    "JACOBIAN_MATRICES",
+    "LM_MATRICES",
+    "PER_VALUE",
+    "PORTRAIT_PER_POINT",
     "available_memory",
     "budget_and_source",
     "check_memory",

@@ -21,7 +21,7 @@ from threadpoolctl import ThreadpoolController
 from fbexplorer.escaping import plotly_text
 from fbexplorer.plots import _node_arrays, _trace_nodes
 
-__all__ = ["Projection", "pca_project", "portrait"]
+__all__ = ["Projection", "nonfinite_note", "nonfinite_steps", "pca_project", "portrait"]
 
 COLORSCALE = "Viridis"
 FIXED_POINT_COLOR = "#d62728"

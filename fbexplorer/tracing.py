@@ -39,12 +39,24 @@ from fbexplorer._call_inputs import parse_call
 from fbexplorer.graph import _state_shapes
 from fbexplorer.memory import PER_VALUE, check_memory, values_detail
 
-__all__ = ["chunk_summary", "compare", "compare_stateful", "trace", "wide"]
+__all__ = [
+    "WINDOW_STEPS",
+    "check_size",
+    "chunk_bounds",
+    "chunk_summary",
+    "compare",
+    "compare_stateful",
+    "node_units",
+    "planned_size",
+    "resolve_nodes",
+    "trace",
+    "wide",
+]
 
 KEYS = ["sample", "t", "node", "unit"]
-# Sequences longer than this run as several compiled passes (the state
-# carried between them) with a progress bar.
-CHUNK_STEPS = 2000
+# Sequences longer than this run in windows of this many steps, one compiled
+# pass each (the state carried between them), with a progress bar.
+WINDOW_STEPS = 2000
 
 
 class _Probes:
@@ -288,7 +300,7 @@ def _run_windows(net, prep, names, bounds, slots, progress):
     if show:
         from tqdm.auto import tqdm
 
-        bounds = tqdm(bounds, desc=f"trace {net.name}", unit="chunk")
+        bounds = tqdm(bounds, desc=f"trace {net.name}", unit="window")
     for start, stop in bounds:
         seqs, teachers, mask, length = prep.window(net, start, stop)
         outs, _, slots = run(seqs, prep.consts, teachers, mask, list(slots), length)
@@ -349,7 +361,7 @@ def trace(
     """Record chosen nodes of a FeedbackModel at every timestep.
 
     The model runs its own compiled loop once over the sequence (long
-    sequences in passes of `CHUNK_STEPS` steps, the state carried between
+    sequences in windows of `WINDOW_STEPS` steps, the state carried between
     them, with a progress bar), with a probe model sharing the step model's
     layers in place of the step model, so the values are exactly those the
     model computes, in inference mode (`training=False`).
@@ -377,7 +389,7 @@ def trace(
         mask: `(batch, time)` booleans, as for a call.
         steps: the number of steps for a model without per-step inputs.
         progress: show a progress bar (default: when the sequence is longer
-            than `CHUNK_STEPS`).
+            than `WINDOW_STEPS`).
         as_arrays: return `{node: array}` instead of the tidy frame.
 
     Returns:
@@ -405,7 +417,7 @@ def trace(
     remedy += " to record less"
     size = (prep.batch, prep.length, node_units(model, names))
     check_size("fbx.trace", "trace_arrays" if as_arrays else "trace", model, names, size, remedy)
-    bounds = _bounds(prep.length, CHUNK_STEPS)
+    bounds = _bounds(prep.length, WINDOW_STEPS)
     arrays, _ = _run_windows(model, prep, names, bounds, prep.slots, progress)
     if as_arrays:
         return dict(zip(names, arrays))
@@ -459,7 +471,7 @@ def compare_stateful(
             where the stateless run restarts at every chunk.
         mask: `(batch, time)` booleans, as for a call.
         progress: show a progress bar over the chunks (default: for
-            sequences longer than twice `CHUNK_STEPS`).
+            sequences longer than twice `WINDOW_STEPS`).
 
     Returns:
         A DataFrame with columns `sample, t, chunk, node, unit, stateful,
@@ -478,7 +490,7 @@ def compare_stateful(
     size = (prep.batch, prep.length, node_units(model, names))
     remedy = "Pass samples= or nodes= to compare less"
     check_size("fbx.compare_stateful", "compare_stateful", model, names, size, remedy)
-    show = (prep.length > 2 * CHUNK_STEPS) if progress is None else bool(progress)
+    show = (prep.length > 2 * WINDOW_STEPS) if progress is None else bool(progress)
     order = [("stateful", b) for b in bounds] + [("stateless", b) for b in bounds]
     if show:
         from tqdm.auto import tqdm
@@ -488,7 +500,7 @@ def compare_stateful(
     carried = prep.slots
     for kind, (start, stop) in order:
         slots = carried if kind == "stateful" else prep.slots
-        inner = _bounds(stop - start, CHUNK_STEPS)
+        inner = _bounds(stop - start, WINDOW_STEPS)
         inner = [(start + a, start + b) for a, b in inner]
         arrays, final = _run_windows(model, prep, names, inner, slots, progress=False)
         if kind == "stateful":

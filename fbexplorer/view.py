@@ -29,7 +29,14 @@ import traitlets
 
 from fbexplorer.escaping import carried_names, dot_id, html_text, json_for_html
 
-__all__ = ["ExplorerView", "encode", "graph_targets", "standalone_html", "unrolled_targets"]
+__all__ = [
+    "ExplorerView",
+    "decode",
+    "encode",
+    "graph_targets",
+    "standalone_html",
+    "unrolled_targets",
+]
 
 _HERE = pathlib.Path(__file__).resolve().parent
 _SVG = "{http://www.w3.org/2000/svg}"

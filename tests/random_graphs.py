@@ -150,7 +150,7 @@ def build(recipe: dict, echo: bool = False, **model_kwargs):
         elif kind == "nested":  # a small feedback model as one block of this one
             y = fbx.cell(_inner_model(_width(x), op[2], op[3]))(x)
         else:
-            y = fbx.delayed(x, steps=op[2])
+            y = fbx.delayed(x, delay=op[2])
         nodes.append(y)
     reached = set().union(*(deps[i] for i in recipe["outputs"] + recipe["bind"]))
     outputs = [nodes[i] for i in recipe["outputs"]]

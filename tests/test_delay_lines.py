@@ -167,8 +167,8 @@ def test_under_xla(rng):
     )
 
 
-# A run goes in chunks as long as its shortest delay of at least a quarter of
-# the run (`_run.chunk_bounds`): an edge whose delay spans a chunk reads only
+# A run goes in segments as long as its shortest delay of at least a quarter of
+# the run (`_run.segment_bounds`): an edge whose delay spans a segment reads only
 # values written before it, as a per-step sequence, with no buffer in the loop.
 
 
@@ -272,7 +272,7 @@ def test_only_edges_shorter_than_the_run_get_a_ring_buffer(rng, monkeypatch):
     # Under a mask every edge is a ring; one longer than the run gets the
     # run's 40 slots, which hold all it reads.
     assert made == [[3], [3, 40]]
-    assert _run.chunk_bounds([3, 300], 40, None) == [(0, 40)]
-    assert _run.chunk_bounds([3, 15], 40, None) == [(0, 15), (15, 30), (30, 40)]
-    assert _run.chunk_bounds([3, 9], 40, None) == [(0, 40)]  # 9 < 40 / 4: a ring
-    assert _run.chunk_bounds([3, 15], 40, np.ones((2, 40), bool)) == [(0, 40)]
+    assert _run.segment_bounds([3, 300], 40, None) == [(0, 40)]
+    assert _run.segment_bounds([3, 15], 40, None) == [(0, 15), (15, 30), (30, 40)]
+    assert _run.segment_bounds([3, 9], 40, None) == [(0, 40)]  # 9 < 40 / 4: a ring
+    assert _run.segment_bounds([3, 15], 40, np.ones((2, 40), bool)) == [(0, 40)]

@@ -50,7 +50,7 @@ def forward_delay_net():
     """d1 reaches `add` twice: directly, and one step late through fbx.delayed."""
     x = keras.Input((2,), name="x")
     h1 = keras.layers.Dense(4, name="d1")(x)
-    s = keras.layers.Add(name="add")([h1, fbx.delayed(h1, steps=1, name="d1_late")])
+    s = keras.layers.Add(name="add")([h1, fbx.delayed(h1, delay=1, name="d1_late")])
     return fbx.FeedbackModel(x, keras.layers.Dense(1, name="out")(s), name="fwd")
 
 
@@ -190,7 +190,7 @@ def test_explicitly_wired_cell_gets_one_self_loop():
 def test_delayed_value_returned_as_output_gets_its_own_node():
     x = keras.Input((2,), name="x")
     y = keras.layers.Dense(2, name="d")(x)
-    net = fbx.FeedbackModel(x, [y, fbx.delayed(y, steps=2, name="late")])
+    net = fbx.FeedbackModel(x, [y, fbx.delayed(y, delay=2, name="late")])
     svg = svg_of(fbx.draw(net))
     assert svg["nodes"]["late"] == ["late", "delay t-2", "(None, 2)", "output"]
     dashed = [(e["tail"], e["head"], e["labels"]) for e in svg["edges"] if e["dashed"]]

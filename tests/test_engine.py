@@ -75,7 +75,7 @@ def test_multi_step_delay_equals_numpy_loop(seq, delay):
 def test_forward_path_delay():
     """y_t = x_{t-2} + x_t via fbx.delayed."""
     x = keras.Input((2,), name="x")
-    past = fbx.delayed(x, steps=2)
+    past = fbx.delayed(x, delay=2)
     y = keras.layers.Add()([x, past])
     net = fbx.FeedbackModel(x, y)
     seq = np.arange(2 * 6 * 2, dtype="float32").reshape(2, 6, 2)

@@ -8,6 +8,7 @@ the function of that id in `BEHAVIOURS`.
 """
 
 import contextlib
+import inspect
 import json
 import os
 import pathlib
@@ -23,6 +24,7 @@ import pytest
 import tensorflow as tf
 
 import fbexplorer as fbx
+from fbexplorer.dsl import FbModelError
 
 PAGE = pathlib.Path(__file__).parent.parent / "docs" / "errors.md"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -336,12 +338,19 @@ def delayed_not_a_tensor():
     fbx.delayed(np.zeros(3))
 
 
-def delayed_bad_steps():
+def delayed_bad_delay():
     h = keras.Input((5,), name="h")
-    for steps in (1.5, "2", True):
-        with pytest.raises(ValueError, match="`steps` must be an integer >= 1"):
-            fbx.delayed(h, steps=steps)
-    fbx.delayed(h, steps=0)
+    for delay in (1.5, "2", True):
+        with pytest.raises(ValueError, match="`delay` must be an integer >= 1"):
+            fbx.delayed(h, delay=delay)
+    fbx.delayed(h, delay=0)
+
+
+def delayed_delay_given_twice():
+    h = keras.Input((5,), name="h")
+    with pytest.raises(ValueError, match="`delay` is given twice"):
+        fbx.delayed(h, steps=2, delay=2)  # even when they agree
+    fbx.delayed(h, delay=1, steps=2)
 
 
 def bad_shape():
@@ -366,6 +375,26 @@ def bad_hoist():
 
 def bad_steps():
     base(steps=0)
+
+
+def delayed_steps_renamed():
+    message = catalogue()["delayed-steps-renamed"].split("DeprecationWarning: ", 1)[1]
+    x = keras.Input((5,), name="x")
+    with pytest.warns(DeprecationWarning) as record:
+        late = fbx.delayed(x, steps=2)
+    assert [str(w.message) for w in record] == [message]
+    assert record[0].filename == __file__  # the warning points at the caller's line
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        new = fbx.delayed(x, delay=2)  # no warning
+    assert "steps" not in inspect.signature(fbx.delayed).parameters  # help() shows delay=
+    xs = seq(steps=5)
+    want = xs.copy()
+    want[:, 2:] += xs[:, :-2]  # x[t] + x[t - 2], zeros before
+    for edge in (late, new):
+        assert edge._keras_history.operation._fbx_spec.delay == 2
+        net = fbx.FeedbackModel(x, keras.layers.Add()([x, edge]))
+        np.testing.assert_allclose(np.asarray(net(xs)), want, atol=1e-6)
 
 
 def nested_delays_too_long():
@@ -609,6 +638,23 @@ def fbmodel_statement_after_output():
     np.testing.assert_allclose(np.asarray(net(x)), expected, atol=1e-6)
 
 
+def fbmodel_prev_steps_renamed():
+    message = catalogue()["fbmodel-prev-steps-renamed"].split("DeprecationWarning: ", 1)[1]
+    body = "s = Add()([x, prev(s, {}=2)])\n"
+    with pytest.warns(DeprecationWarning) as record:
+        old = cell_magic(body.format("steps"))
+    assert [str(w.message) for w in record] == [message]  # once, though the body runs twice
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        new = cell_magic(body.format("delay"))
+    assert old.get_config() == new.get_config()  # the same model, names and all
+    xs = seq(steps=5)
+    want = xs.copy()
+    for t in range(2, 5):
+        want[:, t] += want[:, t - 2]  # s[t] = x[t] + s[t - 2]
+    np.testing.assert_allclose(np.asarray(old(xs)), want, atol=1e-5)
+
+
 def fbmodel_no_layer_output():
     cell_magic("n = 3\n")
 
@@ -623,6 +669,12 @@ def fbmodel_input_given_twice():
 
 def fbmodel_input_and_constant_same_name():
     cell_magic("h = Dense(5)(x)\n", line="net --input x:3 --constant x:4 --quiet")
+
+
+def fbmodel_prev_delay_given_twice():
+    with pytest.raises(FbModelError, match="`delay` is given twice"):
+        cell_magic("s = Add()([x, prev(s, 2, steps=2)])\n")  # a positional delay too
+    cell_magic("s = Add()([x, prev(s, delay=1, steps=2)])\n")
 
 
 def explore_not_a_model():
@@ -775,7 +827,7 @@ MISUSES = {f.__name__.replace("_", "-"): f for f in [
     fixed_points_unknown_input, fixed_points_wrong_shape, fixed_points_no_state,
     gradient_flow_unknown_node, gradient_flow_not_compiled,
     wrong_feature_size_after_predict, empty_batch, targets_wrong_length,
-    delayed_bad_steps, bad_shape, bad_flag, bad_hoist, bad_steps, nested_delays_too_long,
+    delayed_bad_delay, delayed_delay_given_twice, fbmodel_prev_delay_given_twice, bad_shape, bad_flag, bad_hoist, bad_steps, nested_delays_too_long,
     saved_bad_delay, saved_unknown_kind, saved_names_mismatch, saved_bad_option,
     saved_bad_layout, saved_step_model_broken,
     fixed_points_over_memory_budget, fixed_points_adam_over_memory_budget,
@@ -897,7 +949,8 @@ def portrait_nan():
 BEHAVIOURS = {f.__name__.replace("_", "-"): f for f in [
     integer_input, one_step, batch_of_one, delay_longer_than_sequence, nan_in_input,
     stateful_fit_shuffled, explore_stateful_over_memory_budget, explore_nan, portrait_nan,
-    stateful_fit_shuffled, fbmodel_statement_after_output,
+    stateful_fit_shuffled, fbmodel_statement_after_output, delayed_steps_renamed,
+    fbmodel_prev_steps_renamed,
 ]}  # fmt: skip
 
 

@@ -51,8 +51,8 @@ def test_source_dtype_mismatch():
 def test_bad_delay(delay):
     with pytest.raises(ValueError, match=r"Feedback 'loop': `delay` must be an integer >= 1"):
         fbx.Feedback((5,), name="loop", delay=delay)
-    with pytest.raises(ValueError, match=r"fbx.delayed: `steps` must be an integer >= 1"):
-        fbx.delayed(keras.Input((2,), name="z"), steps=delay)
+    with pytest.raises(ValueError, match=r"fbx.delayed: `delay` must be an integer >= 1"):
+        fbx.delayed(keras.Input((2,), name="z"), delay=delay)
 
 
 def test_bad_initial():

@@ -136,7 +136,7 @@ def several_ios(**kw):
     h = keras.layers.Dense(5, activation="tanh", name="h")(
         keras.layers.Concatenate()([mix, fb, enc])
     )
-    late = fbx.delayed(mix, steps=1, name="late")
+    late = fbx.delayed(mix, delay=1, name="late")
     y = keras.layers.Dense(2, name="y")(keras.layers.Concatenate()([h, late]))
     echo = keras.layers.Dense(3, name="echo")(x1)
     return hoisted_model(

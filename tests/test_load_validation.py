@@ -28,7 +28,7 @@ def build(delay=2, **options):
     c = keras.Input((2,), name="c")
     loop = fbx.Feedback((4,), name="loop", delay=delay)
     h = keras.layers.Dense(4, name="h")(keras.layers.Concatenate()([x, c, loop]))
-    dl = fbx.delayed(h, steps=3, name="dl", initial="ones")
+    dl = fbx.delayed(h, delay=3, name="dl", initial="ones")
     cell_out = fbx.cell(keras.layers.LSTMCell(2, name="lstm"))(h)
     y = keras.layers.Dense(2, name="y")(keras.layers.Concatenate()([cell_out, dl]))
     return fbx.FeedbackModel(x, [y, h], constants=[c], feedback={"loop": h}, name="net", **options)
@@ -385,12 +385,12 @@ def test_numpy_whole_numbers_are_whole_numbers():
     assert type(net.steps) is int and type(net.stateful) is bool and net.teacher_forcing == 0.5
 
 
-def test_delayed_steps_checked_before_naming():
+def test_delayed_delay_checked_before_naming():
     h = keras.Input((2,), name="zz")
-    for steps in (0, 1.5, "2", True):
-        with pytest.raises(ValueError, match=r"^fbx.delayed: `steps` must be an integer >= 1"):
-            fbx.delayed(h, steps=steps)
-    assert fbx.delayed(h, steps=2)._keras_history.operation.name == "zz_delay2"
+    for delay in (0, 1.5, "2", True):
+        with pytest.raises(ValueError, match=r"^fbx.delayed: `delay` must be an integer >= 1"):
+            fbx.delayed(h, delay=delay)
+    assert fbx.delayed(h, delay=2)._keras_history.operation.name == "zz_delay2"
 
 
 def test_a_nested_model_with_too_long_delays_is_refused_in_code():

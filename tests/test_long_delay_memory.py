@@ -30,7 +30,7 @@ def echo(k, initial="zeros", **kwargs):
 
 
 def two_delays(short, long, **kwargs):
-    """h_t = x_t + 0.5 a_t + 0.25 b_t: a ring edge beside a long one (a chunked run)."""
+    """h_t = x_t + 0.5 a_t + 0.25 b_t: a ring edge beside a long one (a segmented run)."""
     x = keras.Input((2,), name="x")
     a = fbx.Feedback((2,), name="a", delay=short)
     b = fbx.Feedback((2,), name="b", delay=long)
@@ -158,14 +158,14 @@ def test_go_backwards_and_unroll(rng, k, options, capped):
 
 
 @pytest.mark.parametrize("long", [T + 3, HUGE])
-def test_a_chunked_run_beside_a_delay_longer_than_the_run(rng, long, capped):
-    """Delay 3 is at least a quarter of the 12 steps: the run goes in chunks of 3,
-    and the long edge reads its history chunk by chunk."""
+def test_a_segmented_run_beside_a_delay_longer_than_the_run(rng, long, capped):
+    """Delay 3 is at least a quarter of the 12 steps: the run goes in segments of 3,
+    and the long edge reads its history segment by segment."""
     from fbexplorer import _run
 
     X = data(rng, 12)
     start = rng.normal(size=(B, 2)).astype("float32")
-    assert len(_run.chunk_bounds([3, long], 12, None)) == 4
+    assert len(_run.segment_bounds([3, long], 12, None)) == 4
     net = two_delays(3, long)
     want = reference(X, [(3, 0.5, None), (long, 0.25, start)])[0]
     close(net(X, initial_state={"b": start}), want)
@@ -276,7 +276,7 @@ def model(k, **kw):
     h = keras.layers.Dense(1, activation="tanh", name="h")(keras.layers.Concatenate()([x, d]))
     return fbx.FeedbackModel(x, h, feedback={"d": h}, **kw)
 
-def chunked(k):
+def segmented(k):
     keras.utils.set_random_seed(0)
     x = keras.Input((3,), name="x")
     a = fbx.Feedback((1,), name="a", delay=3)
@@ -302,7 +302,7 @@ def run_all(k):
     learned.compile("sgd", "mse")
     learned.fit(X, Y, epochs=1, batch_size=2, verbose=0)
     outs.append(np.asarray(learned(X, mask=mask)))
-    outs.append(np.asarray(chunked(k)(X)))
+    outs.append(np.asarray(segmented(k)(X)))
     stateful = model(k, stateful=True)
     outs += [np.asarray(stateful(X)), np.asarray(stateful(X))]
     return outs

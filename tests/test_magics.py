@@ -85,8 +85,8 @@ def test_prev_of_a_later_line_is_a_running_sum(ip):
     np.testing.assert_allclose(model(X), np.cumsum(X, axis=1), atol=1e-5)
 
 
-def test_prev_with_steps_two(ip):
-    model = fbmodel(ip, "acc2 --input x:2 --quiet", "s = Add()([x, prev(s, steps=2)])\n")
+def test_prev_with_delay_two(ip):
+    model = fbmodel(ip, "acc2 --input x:2 --quiet", "s = Add()([x, prev(s, delay=2)])\n")
     X = seq(2, 7, 2)
     want = X.copy()
     for t in range(2, 7):
@@ -96,7 +96,7 @@ def test_prev_with_steps_two(ip):
 
 
 def test_prev_of_an_input_is_a_forward_delay(ip):
-    model = fbmodel(ip, "lag --input x:2 --quiet", "h = Add()([x, prev(x, steps=2)])\n")
+    model = fbmodel(ip, "lag --input x:2 --quiet", "h = Add()([x, prev(x, delay=2)])\n")
     X = seq(2, 5, 2)
     want = X.copy()
     want[:, 2:] += X[:, :-2]
@@ -198,7 +198,7 @@ def test_inline_layers_and_cells_are_named_after_their_variables(ip):
 RERUN_CELL = """
 h = Dense(4, activation="tanh")(Concatenate()([x, prev(y)]))
 z = ops.tanh(cell(GRUCell(3))(Dense(3)(h)))
-y = Dense(2)(cell(LSTMCell(2))(Concatenate()([z, prev(x, steps=2)])))
+y = Dense(2)(cell(LSTMCell(2))(Concatenate()([z, prev(x, delay=2)])))
 """
 
 
@@ -227,7 +227,7 @@ def test_rerunning_a_cell_gives_the_same_names(ip):
 
 def test_delayed_default_names_are_stable_on_reruns(ip, monkeypatch):
     monkeypatch.setitem(ip.user_ns, "fbx", fbx)
-    body = "h = Dense(2)(x)\ny = Add()([fbx.delayed(h), fbx.delayed(h, steps=1)])\n"
+    body = "h = Dense(2)(x)\ny = Add()([fbx.delayed(h), fbx.delayed(h, delay=1)])\n"
     for _ in range(2):
         model = fbmodel(ip, "dl --input x:2 --quiet", body)
         assert [s.name for s in model.graph.specs] == ["h_delay1", "h_delay1_1"]
@@ -287,7 +287,7 @@ def test_fbmodel_draws_the_model(ip, monkeypatch):
 def test_help_text_has_an_example(ip, capsys):
     ip.run_cell("%%fbmodel?")
     out = capsys.readouterr().out
-    assert "prev(var, steps=1" in out and "Example" in out and "--input" in out
+    assert "prev(var, delay=1" in out and "Example" in out and "--input" in out
     text = " ".join(out.split())
     assert "--steps N" in text and "states are h/h and h/c" in text
     assert "running the cell again gives the same names" in text
@@ -322,7 +322,7 @@ def test_help_text_has_an_example(ip, capsys):
         ),
         ("import math\n", "the cell assigns no variable"),
         ("h = Add()([x, prev(h)])\nh2 = Dense(3)(h)\nh = h2\n", "Inputs have incompatible"),
-        ("a = Dense(5)(prev(a, steps=0))\n", "steps must be an int >= 1"),
+        ("a = Dense(5)(prev(a, delay=0))\n", "delay must be an int >= 1"),
         ("h = LSTMCell(3)(x)\n", "as in cell(LSTMCell(8))(x)"),
         ("return x\n", "line 2: invalid Python: 'return' outside function"),
         ("h = \x00\n", "line 2: invalid Python"),
@@ -403,7 +403,7 @@ NODES_CELL = """
 d = Dense(3, activation="tanh", name="d")
 a = d(Concatenate()([x, prev(b)]))
 b = d(Concatenate()([cell(LSTMCell(3))(ops.tanh(a)), x]))
-y = Add()([b, prev(x, steps=2)])
+y = Add()([b, prev(x, delay=2)])
 """
 
 

@@ -12,11 +12,11 @@ import fbexplorer as fbx
 # valid models, shape errors, name errors, syntax errors and delay-free cycles.
 TOKENS = [
     "h1", "h2", "h3", "x", "c", " = ", "=", "Dense(3)", "Dense(4, activation='tanh')",
-    "(", ")", "([", "])", "[", "]", ", ", "prev(", "prev(h1)", "prev(h2, steps=2)",
+    "(", ")", "([", "])", "[", "]", ", ", "prev(", "prev(h1)", "prev(h2, delay=2)",
     "prev(h3, initial='learned')", "Concatenate()", "Add()", "Multiply()", "LSTMCell(2)",
     "cell(LSTMCell(2))", "ops.tanh(", "Reshape((1, 3))", "1", "0", "-1", "+", "*", ":",
     "'", '"', "\n", "\n", "\n", " ", "    ", "\t", "#", "\\", "lambda", "def f():", "return",
-    "None", "import math", ".", "steps=", "shape=(3,)", "Dnese", "zz", "Conv2D(2, 3)",
+    "None", "import math", ".", "delay=", "shape=(3,)", "Dnese", "zz", "Conv2D(2, 3)",
     "cell = 1", "Dense(3, name='dense')", "GRUCell(3)", "h1 = cell(GRUCell(3))(",
 ]  # fmt: skip
 
@@ -27,7 +27,7 @@ operands = st.one_of(
     st.just("x"),
     names,
     names.map(lambda v: f"prev({v})"),
-    names.map(lambda v: f"prev({v}, steps=2)"),
+    names.map(lambda v: f"prev({v}, delay=2)"),
 )
 expressions = st.one_of(
     st.tuples(st.sampled_from([3, 4]), operands).map(lambda a: f"Dense({a[0]})({a[1]})"),

@@ -22,7 +22,7 @@ def test_save_load_everything(tmp_path, rng):
     h = fbx.cell(keras.layers.LSTMCell(4, name="lstm"), initial="learned")(
         keras.layers.Concatenate()([x, fb, img])
     )
-    past = fbx.delayed(h, steps=2)
+    past = fbx.delayed(h, delay=2)
     y = keras.layers.Dense(2, name="y")(keras.layers.Concatenate()([h, past, fixed]))
     net = fbx.FeedbackModel(
         x,

@@ -175,11 +175,11 @@ def test_long_sequences_run_in_passes_with_the_same_values(seq, monkeypatch, cap
     for backwards in (False, True):
         net = seed_network(go_backwards=backwards)
         whole = fbx.trace(net, seq, nodes=["d3", "loop"])
-        assert "chunk" not in capsys.readouterr().err  # no progress bar for short runs
-        monkeypatch.setattr(trace_module, "CHUNK_STEPS", 4)
+        assert "window" not in capsys.readouterr().err  # no progress bar for short runs
+        monkeypatch.setattr(trace_module, "WINDOW_STEPS", 4)
         parts = fbx.trace(net, seq, nodes=["d3", "loop"])
-        assert "3/3" in capsys.readouterr().err  # a progress bar over 3 passes
-        monkeypatch.setattr(trace_module, "CHUNK_STEPS", 2000)
+        assert "3/3" in capsys.readouterr().err  # a progress bar over 3 windows
+        monkeypatch.setattr(trace_module, "WINDOW_STEPS", 2000)
         pd.testing.assert_frame_equal(whole, parts)
         expected = np.asarray(net(seq))  # processing order, as go_backwards returns it
         layer = net.step_model.get_layer("out")

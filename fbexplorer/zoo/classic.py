@@ -123,7 +123,7 @@ def narx(
 
         y(t) = V act(W [x(t), x(t-1), ..., x(t-dx), y(t-1), ..., y(t-dy)] + b) + c
 
-    The input taps are forward-path delays (`fbx.delayed(x, steps=k)`, named
+    The input taps are forward-path delays (`fbx.delayed(x, delay=k)`, named
     `x_delay1` .. `x_delay{dx}`); the output taps are feedback edges `y1` ..
     `y{dy}` of delays 1 .. dy, all bound to the output. With `dy=0` the same
     network has no feedback at all (a time-delay network), the baseline
@@ -154,7 +154,7 @@ def narx(
                 f"narx: `{arg}` is a number of taps, an integer >= 0. Received: {arg}={value!r}"
             )
     x = keras.Input((n_in,), name="x")
-    taps = [x] + [delayed(x, steps=k, name=f"x_delay{k}") for k in range(1, dx + 1)]
+    taps = [x] + [delayed(x, delay=k, name=f"x_delay{k}") for k in range(1, dx + 1)]
     taps += [Feedback((n_out,), name=f"y{k}", delay=k) for k in range(1, dy + 1)]
     merged = keras.layers.Concatenate(name="taps")(taps) if len(taps) > 1 else x
     h = keras.layers.Dense(n_hidden, activation=activation, name="hidden")(merged)

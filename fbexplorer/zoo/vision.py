@@ -255,7 +255,7 @@ def _cornet(
     for area, f, s in zip(areas, filters, strides):
         h, w = -(-h // s), -(-w // s)
         if delayed_forward and below is not img:
-            below = delayed(below, steps=1, name=f"{area}_input")
+            below = delayed(below, delay=1, name=f"{area}_input")
         inp = layers.Conv2D(
             f, 3, strides=s, padding="same", activation="relu", name=f"{area}_conv_input"
         )(below)
