@@ -240,7 +240,7 @@ def docstring_namespace(module):
 
     import fbexplorer as fbx
 
-    def build():
+    def build(compiled=True):
         x = keras.Input((5,), name="x")
         loop = fbx.Feedback((5,), name="loop")
         h1 = keras.layers.Dense(5, activation="tanh", name="d1")(
@@ -250,7 +250,8 @@ def docstring_namespace(module):
             keras.layers.Dense(5, activation="tanh", name="d2")(h1)
         )
         net = fbx.FeedbackModel(x, keras.layers.Dense(5, name="out")(h3), feedback={"loop": h3})
-        net.compile("adam", "mse")
+        if compiled:
+            net.compile("adam", "mse")
         return net
 
     rng = np.random.default_rng(0)
@@ -263,7 +264,7 @@ def docstring_namespace(module):
     if module == "fbexplorer._atomic":
         ns.update(pathlib=__import__("pathlib"), page="<p>a page</p>")
     if module == "fbexplorer.saving":
-        ns["net"].save("net.keras")  # what fbx.load_model's example loads
+        build(compiled=False).save("net.keras")  # what fbx.load_model's example loads
     if module == "fbexplorer.portraits":
         ns["fps"] = fbx.fixed_points(ns["net"], {"x": np.zeros(5, "float32")}, n_starts=8)
     return ns
