@@ -166,15 +166,21 @@ def shell():
 
 @pytest.mark.parametrize("page", RUNNABLE, ids=name)
 def test_page_blocks_run(page, shell, tmp_path, monkeypatch, capsys):
+    import fbexplorer as fbx
+
     monkeypatch.chdir(tmp_path)
     ns = shell.user_ns
-    for i, (code, anchor, reason) in enumerate(blocks(page)):
-        if reason is not None:
-            continue
-        source = shell.transform_cell(code)  # %magics -> get_ipython().run_*_magic(...)
-        exec(compile(source, f"{name(page)}, python block {i + 1}", "exec"), ns)
-        if anchor in CHECKS:
-            CHECKS[anchor](ns, capsys.readouterr().out, tmp_path)
+    budget = fbx.set_memory_budget(None)  # a page may set its own (docs/memory.md)
+    try:
+        for i, (code, anchor, reason) in enumerate(blocks(page)):
+            if reason is not None:
+                continue
+            source = shell.transform_cell(code)  # %magics -> get_ipython().run_*_magic(...)
+            exec(compile(source, f"{name(page)}, python block {i + 1}", "exec"), ns)
+            if anchor in CHECKS:
+                CHECKS[anchor](ns, capsys.readouterr().out, tmp_path)
+    finally:
+        fbx.set_memory_budget(budget)
 
 
 def test_every_block_runs_or_says_why_not():
