@@ -7,6 +7,8 @@
 #               from disk with no server (the CDN files it loads come from npm),
 #               and exports figures through kaleido (tests/browser);
 #               FBX_BROWSER_NOTEBOOK=path picks the notebook; screenshots in build/
+#   make docs   the documentation site (mkdocs.yml, docs/) into build/site, with
+#               `mkdocs build --strict`: a broken link or reference fails it
 #   make lint   ruff
 #   make bench  the benchmarks (benchmarks/README.md); BENCH_ARGS=--quick for a smoke run
 #   make bench-torch  installs PyTorch (the CPU build where its index is reachable, else
@@ -24,7 +26,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Jupyter refuses to run as root without this flag (containers often run as root).
 LAB_FLAGS ?= $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
-.PHONY: setup graphviz chromium npm test test-browser lab lint bench bench-torch
+.PHONY: setup graphviz chromium npm test test-browser lab lint docs bench bench-torch
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -62,6 +64,15 @@ lab: setup
 	$(PY) -m pip install -q "jupyterlab>=4"
 	mkdir -p notebooks
 	$(VENV)/bin/jupyter lab notebooks/ $(LAB_FLAGS)
+
+DOCS_STAMP := $(VENV)/.installed-docs-$(TF_EXTRA)
+
+$(DOCS_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e ".[$(TF_EXTRA),docs]"
+	@touch $@
+
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir build/site
 
 lint: setup
 	$(PY) -m ruff check fbexplorer tests benchmarks

@@ -303,8 +303,8 @@ class HoistPlan:
         """Whether the loop reads more numbers per step from the hoisted
         per-step part than the raw inputs hold (an input projection to 4 * units
         gates does): batching such a part saves no work, and the wider loop
-        input costs more than it saves (measured: XLA inference 1.7x slower for
-        an LSTM, benchmarks/lstm.py)."""
+        input costs more than it saves (measured slower for an LSTM:
+        docs/performance.md, Hoisting)."""
 
         def width(t):
             return int(np.prod([d or 1 for d in t.shape[1:]]))

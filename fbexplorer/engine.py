@@ -93,9 +93,9 @@ class FeedbackModel(keras.Model):
             (default): for a small step (at most
             `fbexplorer._loop.AUTO_JIT_MAX_WEIGHTS` weights in the loop) over
             at least `AUTO_JIT_MIN_STEPS` steps, where TensorFlow's per-step
-            overhead dominates (a 3 x Dense(8) net measured 2.8x faster to
-            train and 1.7x to infer); an LSTM-sized step stays without (XLA
-            measured slower). `True`: always; `False`:
+            overhead dominates (a 3 x Dense(8) net trains and infers faster
+            under XLA); an LSTM-sized step stays without (XLA measured
+            slower; the figures are in docs/performance.md). `True`: always; `False`:
             never. Either way the results are the plain loop's; in training,
             a loop with random draws or statistics updates (Dropout,
             BatchNormalization) runs without XLA. Other backends ignore it.

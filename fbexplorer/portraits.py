@@ -220,10 +220,9 @@ def _blas() -> ThreadpoolController:
 def _one_blas_thread():
     """A context in which numpy's BLAS and LAPACK run on one thread.
 
-    A trace's SVD is small (1,000 steps x 64 units: about 10 ms on one
-    thread). With the cores busy (TensorFlow's threads, other processes),
-    OpenBLAS's threads wait for one another: on a loaded 2-core machine the
-    same SVD took 0.4 to 2 s on its default 2 threads.
+    A trace's SVD is small. With the cores busy (TensorFlow's threads, other
+    processes), OpenBLAS's threads wait for one another, and one thread is
+    faster (docs/performance.md, The explorer).
     """
     return _blas().limit(limits=1, user_api="blas")
 

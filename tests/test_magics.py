@@ -529,16 +529,3 @@ def test_line_magic_errors(ip, capsys, traced, magic, line, error, expected):
     assert expected in str(info.value)
     lines = rendered(ip, capsys, f"%{magic} {line}")
     assert len(lines) == 1 and expected in lines[0], lines
-
-
-def test_readme_cell_builds_the_readme_network(ip):
-    import pathlib
-    import re
-
-    text = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
-    cell = re.search(r"## In Jupyter.*?```python\n(%%fbmodel.*?)```", text, re.S).group(1)
-    line, body = cell.split("\n", 1)
-    model = fbmodel(ip, line.removeprefix("%%fbmodel ") + " --quiet", body)
-    names = {layer.name for layer in model.graph.model.layers}
-    assert {"d1", "d2", "d3"} <= names
-    assert [(s.name, s.delay) for s in model.graph.specs] == [("d3_prev", 1)]

@@ -2,7 +2,6 @@
 
 import re
 import types
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -287,22 +286,3 @@ def test_bad_input_gets_one_clear_error(rng):
         fbx.plot_heatmap(arrays, "loop", order=[4])
     with pytest.raises(ValueError, match="expects a trace"):
         fbx.plot_heatmap(np.zeros((2, 3)))
-
-
-# ------------------------------------------------------------------- README
-def test_readme_portraits_section_runs(rng):
-    text = (Path(__file__).parents[1] / "README.md").read_text()
-    code = re.search(r"### Portraits and heatmaps.*?```python\n(.*?)```", text, re.S).group(1)
-    x = keras.Input((1,), name="x")
-    loop = fbx.Feedback((8,), name="loop")
-    h1 = keras.layers.Dense(8, activation="tanh", name="d1")(keras.layers.Concatenate()([x, loop]))
-    h3 = keras.layers.Dense(8, activation="tanh", name="d3")(
-        keras.layers.Dense(8, activation="tanh", name="d2")(h1)
-    )
-    net = fbx.FeedbackModel(x, keras.layers.Dense(1, name="out")(h3), feedback={"loop": h3})
-    X = rng.uniform(-1, 1, size=(8, 20, 1)).astype("float32")
-    scope = {"fbx": fbx, "net": net, "X": X}
-    exec(compile(code, "README.md", "exec"), scope)
-    assert scope["arrays"]["d1"].shape == (4, 20, 8)
-    assert scope["fig"].layout.meta["nodes"] == ["loop"]
-    assert scope["coords"].shape == (4, 20, 2)

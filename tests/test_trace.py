@@ -297,23 +297,3 @@ def test_errors_name_the_fix(seq):
         fbx.trace(keras.Sequential([keras.layers.Dense(1)]), seq)
     with pytest.raises(ValueError, match="run 'x' is not a trace frame"):
         fbx.compare({"x": pd.DataFrame({"a": [1]})})
-
-
-def test_readme_trajectories_section_runs(rng):
-    import re
-    from pathlib import Path
-
-    text = (Path(__file__).parents[1] / "README.md").read_text()
-    code = re.search(r"## Trajectories.*?```python\n(.*?)```", text, re.S).group(1)
-    x = keras.Input((1,), name="x")
-    loop = fbx.Feedback((8,), name="loop")
-    h1 = keras.layers.Dense(8, activation="tanh", name="d1")(keras.layers.Concatenate()([x, loop]))
-    h3 = keras.layers.Dense(8, activation="tanh", name="d3")(
-        keras.layers.Dense(8, activation="tanh", name="d2")(h1)
-    )
-    net = fbx.FeedbackModel(x, keras.layers.Dense(1, name="out")(h3), feedback={"loop": h3})
-    X = rng.uniform(-1, 1, size=(8, 20, 1)).astype("float32")
-    scope = {"fbx": fbx, "net": net, "same": net, "X": X}
-    exec(compile(code, "README.md", "exec"), scope)
-    assert (scope["both"]["trained"] == scope["both"]["loaded"]).all()
-    assert fbx.chunk_summary(scope["cmp"])["max_abs_difference"].iloc[0] == 0
