@@ -372,56 +372,67 @@ def fixed_points(
     recording.check_model(model, "fixed_points")
     check_has_state(model, "fixed_points")
     held = held_inputs(model, inputs, "fixed_points")
-    _check_settings(
+    settings = _checked_settings(
+        model,
         n_starts=n_starts,
-        iterations=iterations,
+        noise=noise,
         tolerance=tolerance,
         slow_tolerance=slow_tolerance,
+        method=method,
+        iterations=iterations,
         learning_rate=learning_rate,
-        noise=noise,
         dedupe_tolerance=dedupe_tolerance,
+        seed=seed,
+        initial="visited" if initial is not None else "uniform",
     )
-    if method not in ("newton", "adam"):
-        raise ValueError(
-            f"fbx.fixed_points: method must be 'newton' or 'adam'. Received: {method!r}"
-        )
-    _check_finite_weights(model, "fixed_points")
-    if iterations is None:
-        iterations = 200 if method == "newton" else 5000
     layout = state_layout(model)
     _check_search_memory(n_starts, layout.size, method)
-    rng = np.random.default_rng(seed)
-    starts = _starts(model, initial, layout, rng, n_starts, noise)
+    starts = _starts(model, initial, layout, np.random.default_rng(seed), n_starts, noise)
     search = _search(model, layout)
-    flat, q, done = _run_search(search, starts, held, method, iterations, tolerance, learning_rate)
-    bound = tolerance if slow_tolerance is None else max(tolerance, slow_tolerance)
+    flat, q, settings["iterations_run"] = _run_search(search, starts, held, settings)
     n_converged = int(np.sum(q < tolerance))
+    bound = tolerance if slow_tolerance is None else max(tolerance, slow_tolerance)
     idx = _distinct(flat, q, bound, dedupe_tolerance)
-    flat, q = flat[idx], q[idx]
-    settings = {
-        "n_starts": int(n_starts),
-        "noise": float(noise),
-        "tolerance": float(tolerance),
-        "slow_tolerance": None if slow_tolerance is None else float(slow_tolerance),
-        "method": method,
-        "iterations": int(iterations),
-        "iterations_run": int(done),
-        "learning_rate": float(learning_rate),
-        "dedupe_tolerance": float(dedupe_tolerance),
-        "seed": seed,
-        "initial": "visited" if initial is not None else "uniform",
-    }
     names = model.graph.input_names + model.graph.constant_names
     return FixedPoints(
-        flat,
-        q,
-        _jacobians(search, flat, held, layout.size),
+        flat[idx],
+        q[idx],
+        _jacobians(search, flat[idx], held, layout.size),
         layout=layout,
         inputs={n: ops.convert_to_numpy(v) for n, v in zip(names, held)},
         settings=settings,
         n_starts=n_starts,
         n_converged=n_converged,
     )
+
+
+def _checked_settings(model, **values) -> dict:
+    """The search's settings, checked (counts, tolerances, the method, the weights) and
+    as used (`iterations` defaulted per method), as `FixedPoints.settings` keeps them."""
+    _check_settings(**{k: values[k] for k in _SETTINGS})
+    method = values["method"]
+    if method not in ("newton", "adam"):
+        raise ValueError(
+            f"fbx.fixed_points: method must be 'newton' or 'adam'. Received: {method!r}"
+        )
+    _check_finite_weights(model, "fixed_points")
+    iterations = values["iterations"]
+    if iterations is None:
+        iterations = 200 if method == "newton" else 5000
+    slow = values["slow_tolerance"]
+    return {
+        "n_starts": int(values["n_starts"]),
+        "noise": float(values["noise"]),
+        "tolerance": float(values["tolerance"]),
+        "slow_tolerance": None if slow is None else float(slow),
+        "method": method,
+        "iterations": int(iterations),
+        "iterations_run": 0,  # set once the search has run
+        "learning_rate": float(values["learning_rate"]),
+        "dedupe_tolerance": float(values["dedupe_tolerance"]),
+        "seed": values["seed"],
+        "initial": values["initial"],
+    }
 
 
 def _starts(model, initial, layout: StateLayout, rng, n_starts: int, noise: float):
@@ -448,9 +459,11 @@ def _jacobians(search, flat, held, size: int) -> np.ndarray:
     return ops.convert_to_numpy(search.fn("jacobian")(ops.convert_to_tensor(flat), held))
 
 
-def _run_search(search, starts, held, method, iterations, tolerance, learning_rate):
+def _run_search(search, starts, held, settings: dict):
     """Chunks of Levenberg-Marquardt or Adam steps from `starts` until every
     point is below the tolerance or none improves: `(states, q, steps run)`."""
+    method, iterations = settings["method"], settings["iterations"]
+    tolerance, learning_rate = settings["tolerance"], settings["learning_rate"]
     q_fn = search.fn("q")
     s = ops.convert_to_tensor(starts)
     q_prev = ops.convert_to_numpy(q_fn(s, held)).astype("float64")
