@@ -69,7 +69,7 @@ def _checked_targets(model, inputs, targets, samples, batch: int):
             )
     if samples is None:
         return targets
-    index = recording.batch_index(samples, batch, "gradient_flow")
+    index = recording.batch_index(samples, batch, what="gradient_flow")
     return keras.tree.map_structure(lambda v: np.asarray(v)[index], targets)
 
 
@@ -135,7 +135,7 @@ def gradient_flow(
         >>> fbx.plot_gradient_norms(fbx.gradient_norms(g))
     """
     what = "gradient_flow"
-    recording.check_model(model, what)
+    recording.check_model(model, what=what)
     names = _float_nodes(model, nodes)
     prep = recording.prepare(model, inputs, samples=samples, what=what)
     if prep.teachers:

@@ -369,7 +369,7 @@ def fixed_points(
         >>> fp.frame[fp.frame.stable]
         >>> net(X[:1, :30] * 0, initial_state=fp.initial_state(0))  # starts at a point
     """
-    recording.check_model(model, "fixed_points")
+    recording.check_model(model, what="fixed_points")
     check_has_state(model, "fixed_points")
     held = held_inputs(model, inputs, "fixed_points")
     settings = _checked_settings(

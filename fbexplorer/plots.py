@@ -290,11 +290,11 @@ def plot_heatmap(
     """
     import plotly.graph_objects as go
 
-    nodes = trace_nodes(trace, "plot_heatmap")
+    nodes = trace_nodes(trace, what="plot_heatmap")
     if not nodes:
         raise ValueError("fbx.plot_heatmap: the trace is empty.")
     node = nodes[0] if node is None else node
-    arrays, ids = node_arrays(trace, [node], "plot_heatmap")
+    arrays, ids = node_arrays(trace, [node], what="plot_heatmap")
     values = arrays[node]
     if sample is None:
         row = 0

@@ -388,14 +388,14 @@ def _trace_arrays(trace, inputs, nodes, samples, fixed_points, what: str):
             f"fbx.{what}: `inputs` is for a model; a trace is already traced. "
             f"Received: inputs of type {type(inputs).__name__}"
         )
-    known = recording.trace_nodes(trace, what)
+    known = recording.trace_nodes(trace, what=what)
     if nodes is None:
         states = getattr(fixed_points, "states", None)
         nodes = list(states) if isinstance(states, Mapping) else known
     chosen = list(dict.fromkeys(nodes))
     if not chosen:
         raise ValueError(f"fbx.{what}: `nodes` is empty. Name at least one node.")
-    arrays, ids = recording.node_arrays(trace, chosen, what)
+    arrays, ids = recording.node_arrays(trace, chosen, what=what)
     if samples is not None:
         rows = _select(ids, samples, what)
         arrays = {n: a[rows] for n, a in arrays.items()}

@@ -73,7 +73,7 @@ def _probes(net) -> _Probes:
     return cache
 
 
-def check_model(net, what: str = "trace"):
+def check_model(net, *, what: str = "trace"):
     """Refuse anything but a FeedbackModel, in the words of `fbx.<what>`."""
     from fbexplorer.engine import FeedbackModel
 
@@ -176,7 +176,7 @@ def node_units(net, names) -> int:
 
 
 # ------------------------------------------------------------------- sizes
-def batch_index(samples, batch: int, what: str) -> np.ndarray:
+def batch_index(samples, batch: int, *, what: str) -> np.ndarray:
     """The sample indices `samples` picks from a batch of `batch`: None for all, a count
     of leading samples, or a list of indices (checked, in the words of `fbx.<what>`)."""
     if samples is None:
@@ -208,7 +208,7 @@ def planned_size(net, inputs, names, *, samples=None, steps=None, what="trace"):
     call = parse_call(net, inputs, None, steps)
     if not isinstance(call.batch, int) or not isinstance(call.length, int):
         raise ValueError(f"fbx.{what} needs concrete arrays (a known batch size and length).")
-    count = len(batch_index(samples, call.batch, what))
+    count = len(batch_index(samples, call.batch, what=what))
     return count, call.length, node_units(net, names)
 
 
@@ -285,7 +285,7 @@ def prepare(
     length, batch = call.length, call.batch
     if not isinstance(batch, int) or not isinstance(length, int):
         raise ValueError(f"fbx.{what} needs concrete arrays (a known batch size and length).")
-    index = batch_index(samples, batch, what)
+    index = batch_index(samples, batch, what=what)
     take = None if samples is None else index
 
     def cut(v):
@@ -430,7 +430,7 @@ def tidy(names, arrays, sample_ids, *, columns=("value",)) -> pd.DataFrame:
     return df
 
 
-def check_columns(df, columns, what: str, source: str):
+def check_columns(df, columns, *, what: str, source: str):
     """Refuse a frame without `columns`: it did not come from `fbx.<source>`."""
     missing = [c for c in columns if c not in getattr(df, "columns", [])]
     if missing:
@@ -439,12 +439,12 @@ def check_columns(df, columns, what: str, source: str):
         )
 
 
-def trace_nodes(trace, what: str) -> list[str]:
+def trace_nodes(trace, *, what: str) -> list[str]:
     """The node names of a trace frame or of a `trace(..., as_arrays=True)` dict."""
     if isinstance(trace, Mapping):
         return [str(n) for n in trace]
     if isinstance(trace, pd.DataFrame):
-        check_columns(trace, ["sample", "t", "node", "unit", "value"], what, "trace")
+        check_columns(trace, ["sample", "t", "node", "unit", "value"], what=what, source="trace")
         return [str(n) for n in pd.unique(trace["node"].astype(str))]
     raise ValueError(
         f"fbx.{what} expects a trace: a frame from fbx.trace or its as_arrays=True dict "
@@ -452,14 +452,14 @@ def trace_nodes(trace, what: str) -> list[str]:
     )
 
 
-def node_arrays(trace, nodes: Sequence[str], what: str) -> tuple[dict, np.ndarray]:
+def node_arrays(trace, nodes: Sequence[str], *, what: str) -> tuple[dict, np.ndarray]:
     """`({node: array (samples, T, *shape)}, sample ids)` from a trace frame or dict.
 
     A dict's arrays are taken as they are (sample ids 0, 1, ...; checked to
     share the sample and time axes); a frame's rows become arrays
     `(samples, T, units)`, samples in increasing id order.
     """
-    known = trace_nodes(trace, what)
+    known = trace_nodes(trace, what=what)
     missing = [n for n in nodes if n not in known]
     if missing:
         raise ValueError(f"fbx.{what}: no node '{missing[0]}' in the trace. Nodes: {known}.")

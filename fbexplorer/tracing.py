@@ -189,7 +189,7 @@ def compare_stateful(
         >>> fbx.chunk_summary(cmp)
     """
     what = "compare_stateful"
-    recording.check_model(model, what)
+    recording.check_model(model, what=what)
     names = recording.resolve_nodes(model, nodes, what=what)
     prep = recording.prepare(
         model, inputs, samples=samples, initial_state=initial_state, mask=mask, what=what

@@ -106,7 +106,7 @@ def test_tidy_lays_out_rows_as_a_loop_would_and_node_arrays_reads_them_back():
     got = df.assign(node=df["node"].astype(str), value=df["value"].astype(float))
     pd.testing.assert_frame_equal(got, want, check_dtype=False)
     assert list(df["node"].cat.categories) == ["a", "b"] and df["t"].dtype == np.int32
-    arrays, got_ids = recording.node_arrays(df, ["a", "b"], "test")
+    arrays, got_ids = recording.node_arrays(df, ["a", "b"], what="test")
     np.testing.assert_array_equal(arrays["a"], a.reshape(2, 3, 4))
     np.testing.assert_array_equal(arrays["b"], b)
     np.testing.assert_array_equal(got_ids, ids)
