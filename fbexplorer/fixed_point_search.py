@@ -9,6 +9,7 @@ and linearises `F` there; a `FixedPoints` holds the result.
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pandas as pd
 from keras import ops
@@ -24,7 +25,6 @@ from fbexplorer.memory import (
 )
 from fbexplorer.state_map import (
     StateLayout,
-    backend,
     check_has_state,
     compile_fn,
     grad_fn,
@@ -109,7 +109,7 @@ def _search(net, layout) -> _Search:
     """The model's `_Search`, kept on the model on TensorFlow (whose compiled
     functions read the weights when they run; JAX's would keep the weights
     they were traced with)."""
-    if backend() != "tensorflow":
+    if keras.backend.backend() != "tensorflow":
         return _Search(net, layout)
     cache = net.__dict__.get("_fbx_search")
     if cache is None:

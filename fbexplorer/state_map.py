@@ -39,16 +39,16 @@ __all__ = [
 
 
 # ------------------------------------------------------------ backend glue
-def backend() -> str:
+def _backend() -> str:
     return keras.backend.backend()
 
 
 def compile_fn(fn):
-    if backend() == "tensorflow":
+    if _backend() == "tensorflow":
         import tensorflow as tf
 
         return tf.function(fn, autograph=False)
-    if backend() == "jax":
+    if _backend() == "jax":
         import jax
 
         return jax.jit(fn)
@@ -57,11 +57,11 @@ def compile_fn(fn):
 
 def grad_fn(fn):
     """`s -> d fn(s) / ds` for a scalar function of one tensor."""
-    if backend() == "jax":
+    if _backend() == "jax":
         import jax
 
         return jax.grad(fn)
-    if backend() == "tensorflow":
+    if _backend() == "tensorflow":
         import tensorflow as tf
 
         def grad(s):
@@ -72,14 +72,14 @@ def grad_fn(fn):
 
         return grad
     raise ValueError(
-        f"fbexplorer.state_map needs the TensorFlow or JAX backend. Received: {backend()}."
+        f"fbexplorer.state_map needs the TensorFlow or JAX backend. Received: {_backend()}."
     )
 
 
 def jacobian_fn(fn):
     """`s -> (fn(s), dfn/ds)` for a per-row map `fn: (P, D) -> (P, D)`; the
     Jacobian is `(P, D, D)`."""
-    if backend() == "jax":
+    if _backend() == "jax":
         import jax
 
         def jac(s):
