@@ -27,7 +27,7 @@ import numpy as np
 from fixed_points import FULL, network
 
 import fbexplorer as fbx
-from fbexplorer import dynamics
+from fbexplorer import fixed_point_search
 
 
 def quadratic(flat, q, tol):
@@ -57,7 +57,7 @@ def main() -> int:
     fp = fbx.fixed_points(net, held, **dict(settings, dedupe_tolerance=0.0))
     flat, q = fp.flat, fp.frame["q"].to_numpy()
     print(f"{len(flat)} points of {flat.shape[1]} numbers")
-    grid = dynamics.dedupe_points
+    grid = fixed_point_search.dedupe_points
     alone = {"quadratic": [], "grid": []}
     whole = {"quadratic": [], "grid": []}
     for r in range(rounds):
@@ -68,11 +68,11 @@ def main() -> int:
             alone[name].append(seconds)
             alone[name + " kept"] = kept
         for name in order:
-            dynamics.dedupe_points = quadratic if name == "quadratic" else grid
+            fixed_point_search.dedupe_points = quadratic if name == "quadratic" else grid
             try:
                 seconds, result = timed(lambda: fbx.fixed_points(net, held, **settings))
             finally:
-                dynamics.dedupe_points = grid
+                fixed_point_search.dedupe_points = grid
             whole[name].append(seconds)
             whole[name + " points"] = result.flat
     assert np.array_equal(alone["quadratic kept"], alone["grid kept"])

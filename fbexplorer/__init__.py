@@ -11,16 +11,11 @@ net = fbx.FeedbackModel(inputs=x, outputs=h3, feedback={"loop": h3})
 """
 
 from fbexplorer import zoo  # registers the zoo's layers for load_model
+from fbexplorer.bptt import gradient_flow, gradient_norms, plot_gradient_norms
 from fbexplorer.callbacks import TraceCallback
 from fbexplorer.drawing import draw
-from fbexplorer.dynamics import (
-    FixedPoints,
-    fixed_points,
-    gradient_flow,
-    gradient_norms,
-    plot_gradient_norms,
-)
 from fbexplorer.engine import FeedbackModel
+from fbexplorer.fixed_point_search import FixedPoints, fixed_points
 from fbexplorer.graph import Feedback, FeedbackSpec, StepGraph, cell, delayed
 from fbexplorer.memory import memory_budget, set_memory_budget
 from fbexplorer.plots import plot_comparison, plot_heatmap, plot_trace, similarity_order

@@ -106,10 +106,12 @@ class TraceCallback(keras.callbacks.Callback):
 
     def _check_memory(self, epochs: int):
         """Refuse a fit whose traces would take more than the memory budget."""
-        from fbexplorer.tracing import planned_size, resolve_nodes
+        from fbexplorer.recording import planned_size, resolve_nodes
 
-        names = resolve_nodes(self.model, self.nodes, "TraceCallback")
-        size = planned_size(self.model, self.inputs, names, self.samples, None, "TraceCallback")
+        names = resolve_nodes(self.model, self.nodes, what="TraceCallback")
+        size = planned_size(
+            self.model, self.inputs, names, samples=self.samples, what="TraceCallback"
+        )
         per_trace = size[0] * size[1] * size[2]
         kept = sum(len(df) for df in self.frames.values())
         traces = self._traces_to_come(epochs)

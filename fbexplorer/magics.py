@@ -350,7 +350,7 @@ class FeedbackMagics(Magics):
                  %fbexplore watch                        (watch = fbx.TraceCallback(X[:2]))
         """
         from fbexplorer.callbacks import TraceCallback
-        from fbexplorer.dynamics import FixedPoints
+        from fbexplorer.fixed_point_search import FixedPoints
         from fbexplorer.widgets import explore
 
         args = parse_argstring(self.fbexplore, line)
@@ -417,7 +417,7 @@ class FeedbackMagics(Magics):
 
         Example: %fbfixed net X[0,0] --initial X[:8] -o fp  (DATA without spaces)
         """
-        from fbexplorer.dynamics import fixed_points
+        from fbexplorer.fixed_point_search import fixed_points
 
         args = parse_argstring(self.fbfixed, line)
         model = self._model(args.name, "fbfixed")
@@ -446,7 +446,7 @@ class FeedbackMagics(Magics):
 
         Example: %fbgrad net X[:4] Y[:4] --nodes h1,h3 --plot -o g
         """
-        from fbexplorer.dynamics import gradient_flow, plot_gradient_norms
+        from fbexplorer.bptt import gradient_flow, plot_gradient_norms
 
         args = parse_argstring(self.fbgrad, line)
         model = self._model(args.name, "fbgrad")

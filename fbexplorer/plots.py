@@ -3,12 +3,13 @@ units against time as a heatmap."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
 from fbexplorer.escaping import plotly_text
+from fbexplorer.recording import node_arrays, trace_nodes
 
 __all__ = ["plot_comparison", "plot_heatmap", "plot_trace", "similarity_order"]
 
@@ -210,65 +211,6 @@ def plot_comparison(
 
 
 # ----------------------------------------------------------------- heatmaps
-def _trace_nodes(trace, what: str) -> list[str]:
-    """The node names of a trace frame or of a `trace(..., as_arrays=True)` dict."""
-    if isinstance(trace, Mapping):
-        return [str(n) for n in trace]
-    if isinstance(trace, pd.DataFrame):
-        _check_columns(trace, ["sample", "t", "node", "unit", "value"], what, "trace")
-        return [str(n) for n in pd.unique(trace["node"].astype(str))]
-    raise ValueError(
-        f"fbx.{what} expects a trace: a frame from fbx.trace or its as_arrays=True dict "
-        f"{{node: array (samples, T, ...)}}. Received: {type(trace).__name__}"
-    )
-
-
-def _node_arrays(trace, nodes: Sequence[str], what: str) -> tuple[dict, np.ndarray]:
-    """`({node: array (samples, T, *shape)}, sample ids)` from a trace frame or dict.
-
-    A dict's arrays are taken as they are (sample ids 0, 1, ...; checked to
-    share the sample and time axes); a frame's rows become arrays
-    `(samples, T, units)`, samples in increasing id order.
-    """
-    known = _trace_nodes(trace, what)
-    missing = [n for n in nodes if n not in known]
-    if missing:
-        raise ValueError(f"fbx.{what}: no node '{missing[0]}' in the trace. Nodes: {known}.")
-    out = {}
-    if isinstance(trace, Mapping):
-        for n in nodes:
-            a = np.asarray(trace[n])
-            if a.ndim < 2:
-                raise ValueError(
-                    f"fbx.{what}: the trace's array for node '{n}' must be (samples, T, ...), "
-                    f"as fbx.trace(..., as_arrays=True) returns. Received shape {a.shape}."
-                )
-            out[n] = a
-        ids = np.arange(next(iter(out.values())).shape[0]) if out else np.arange(0)
-    else:
-        ids = None
-        for n in nodes:
-            sub = trace[trace["node"].astype(str) == n].sort_values(["sample", "t", "unit"])
-            sample_ids = np.unique(sub["sample"].to_numpy())
-            s, t, u = len(sample_ids), sub["t"].nunique(), sub["unit"].nunique()
-            if len(sub) != s * t * u:
-                raise ValueError(
-                    f"fbx.{what}: node '{n}' does not have every (sample, t, unit) of the "
-                    f"trace once. Pass a frame from fbx.trace."
-                )
-            if ids is not None and not np.array_equal(ids, sample_ids):
-                raise ValueError(f"fbx.{what}: the nodes {list(nodes)} have other samples.")
-            ids = sample_ids
-            out[n] = sub["value"].to_numpy().reshape(s, t, u)
-    lead = {a.shape[:2] for a in out.values()}
-    if len(lead) > 1:
-        raise ValueError(
-            f"fbx.{what}: the nodes {list(nodes)} have other (samples, T): {sorted(lead)}. "
-            f"Trace them together."
-        )
-    return out, ids
-
-
 def similarity_order(values) -> np.ndarray:
     """An order of units that puts similar time courses next to each other.
 
@@ -348,11 +290,11 @@ def plot_heatmap(
     """
     import plotly.graph_objects as go
 
-    nodes = _trace_nodes(trace, "plot_heatmap")
+    nodes = trace_nodes(trace, what="plot_heatmap")
     if not nodes:
         raise ValueError("fbx.plot_heatmap: the trace is empty.")
     node = nodes[0] if node is None else node
-    arrays, ids = _node_arrays(trace, [node], "plot_heatmap")
+    arrays, ids = node_arrays(trace, [node], what="plot_heatmap")
     values = arrays[node]
     if sample is None:
         row = 0

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
+from fbexplorer import recording
 from fbexplorer.escaping import plotly_text
-from fbexplorer.plots import _node_arrays, _trace_nodes
 
 __all__ = ["Projection", "nonfinite_note", "nonfinite_steps", "pca_project", "portrait"]
 
@@ -228,7 +228,7 @@ def _one_blas_thread():
 
 
 # ------------------------------------------------------------ fixed points
-def _fixed_point_values(fixed_points, nodes, shapes, what: str):
+def fixed_point_values(fixed_points, nodes, shapes, what: str):
     """`({node: (points, *shape)}, stable (points,))` from a fixed-points result.
 
     Reads `fixed_points.states` (`{state name: (points, *shape)}`, or
@@ -341,60 +341,89 @@ def portrait(
     if isinstance(nodes, str):
         nodes = [nodes]
     if _is_model(trace_or_model):
-        from fbexplorer.tracing import planned_size, resolve_nodes, trace
-
-        model = trace_or_model
-        if inputs is None and not model.graph.constant_names:
-            raise ValueError(
-                f"fbx.{what}: traces model '{model.name}' on `inputs`; pass them, as for a "
-                f"call. Received: inputs=None"
-            )
-        if nodes is None and not model.feedback_names:
-            raise ValueError(
-                f"fbx.{what}: model '{model.name}' has no feedback, so it has no state to "
-                f"draw (by default a portrait draws the state). Pass nodes=[...] to draw "
-                f"other nodes, among {resolve_nodes(model, None, what)}."
-            )
-        chosen = resolve_nodes(model, nodes if nodes is not None else model.feedback_names, what)
-        count, steps, units = planned_size(model, inputs, chosen, samples, None, what)
-        _check_memory(chosen, count, steps, units)
-        arrays = trace(model, inputs, chosen, samples=samples, as_arrays=True)
-        ids = _sample_ids(samples, len(next(iter(arrays.values()))))
+        arrays, ids, chosen = _model_arrays(trace_or_model, inputs, nodes, samples, what)
     else:
-        if inputs is not None:
-            raise ValueError(
-                f"fbx.{what}: `inputs` is for a model; a trace is already traced. "
-                f"Received: inputs of type {type(inputs).__name__}"
-            )
-        known = _trace_nodes(trace_or_model, what)
-        if nodes is None:
-            states = getattr(fixed_points, "states", None)
-            nodes = list(states) if isinstance(states, Mapping) else known
-        chosen = list(dict.fromkeys(nodes))
-        if not chosen:
-            raise ValueError(f"fbx.{what}: `nodes` is empty. Name at least one node.")
-        arrays, ids = _node_arrays(trace_or_model, chosen, what)
-        if samples is not None:
-            rows = _select(ids, samples, what)
-            arrays = {n: a[rows] for n, a in arrays.items()}
-            ids = ids[rows]
-        first = np.shape(arrays[chosen[0]])
-        units = sum(int(np.prod(np.shape(arrays[n])[2:], dtype=np.int64)) for n in chosen)
-        _check_memory(chosen, first[0], first[1] if len(first) > 1 else 1, units)
-    if projection is None:
-        coords, projection = _fit(arrays, dims, chosen, what)
-    else:
-        if list(projection.nodes) != chosen or projection.dims != dims:
-            raise ValueError(
-                f"fbx.{what}: the projection is of nodes {list(projection.nodes)} in "
-                f"{projection.dims} dims; this portrait asks for {chosen} in {dims}. "
-                f"Pass the same nodes and dims, or leave projection out."
-            )
-        coords = projection.transform(arrays)
+        arrays, ids, chosen = _trace_arrays(
+            trace_or_model, inputs, nodes, samples, fixed_points, what
+        )
+    coords, projection = _projected(arrays, dims, chosen, projection, what)
     fig = go.Figure()
+    note = _diverged(coords, chosen, what)
+    _add_trajectories(fig, coords, ids, dims)
+    if fixed_points is not None:
+        _add_fixed_points(fig, fixed_points, projection, chosen, dims, what)
+    _lay_out(fig, projection, chosen, dims, title, note)
+    return fig
+
+
+def _model_arrays(model, inputs, nodes, samples, what: str):
+    """`(arrays, sample ids, node names)`: the model traced on `inputs`, within the budget."""
+    from fbexplorer.tracing import trace
+
+    if inputs is None and not model.graph.constant_names:
+        raise ValueError(
+            f"fbx.{what}: traces model '{model.name}' on `inputs`; pass them, as for a "
+            f"call. Received: inputs=None"
+        )
+    if nodes is None and not model.feedback_names:
+        raise ValueError(
+            f"fbx.{what}: model '{model.name}' has no feedback, so it has no state to "
+            f"draw (by default a portrait draws the state). Pass nodes=[...] to draw "
+            f"other nodes, among {recording.resolve_nodes(model, None, what=what)}."
+        )
+    wanted = nodes if nodes is not None else model.feedback_names
+    chosen = recording.resolve_nodes(model, wanted, what=what)
+    count, steps, units = recording.planned_size(model, inputs, chosen, samples=samples, what=what)
+    _check_memory(chosen, count, steps, units)
+    arrays = trace(model, inputs, chosen, samples=samples, as_arrays=True)
+    ids = _sample_ids(samples, len(next(iter(arrays.values()))))
+    return arrays, ids, chosen
+
+
+def _trace_arrays(trace, inputs, nodes, samples, fixed_points, what: str):
+    """`(arrays, sample ids, node names)` read from a trace frame or dict, cut to `samples`."""
+    if inputs is not None:
+        raise ValueError(
+            f"fbx.{what}: `inputs` is for a model; a trace is already traced. "
+            f"Received: inputs of type {type(inputs).__name__}"
+        )
+    known = recording.trace_nodes(trace, what=what)
+    if nodes is None:
+        states = getattr(fixed_points, "states", None)
+        nodes = list(states) if isinstance(states, Mapping) else known
+    chosen = list(dict.fromkeys(nodes))
+    if not chosen:
+        raise ValueError(f"fbx.{what}: `nodes` is empty. Name at least one node.")
+    arrays, ids = recording.node_arrays(trace, chosen, what=what)
+    if samples is not None:
+        rows = _select(ids, samples, what)
+        arrays = {n: a[rows] for n, a in arrays.items()}
+        ids = ids[rows]
+    first = np.shape(arrays[chosen[0]])
+    units = sum(int(np.prod(np.shape(arrays[n])[2:], dtype=np.int64)) for n in chosen)
+    _check_memory(chosen, first[0], first[1] if len(first) > 1 else 1, units)
+    return arrays, ids, chosen
+
+
+def _projected(arrays, dims: int, chosen, projection, what: str):
+    """`(coords (samples, T, dims), projection)`: fitted here, or in the one given."""
+    if projection is None:
+        return _fit(arrays, dims, chosen, what)
+    if list(projection.nodes) != chosen or projection.dims != dims:
+        raise ValueError(
+            f"fbx.{what}: the projection is of nodes {list(projection.nodes)} in "
+            f"{projection.dims} dims; this portrait asks for {chosen} in {dims}. "
+            f"Pass the same nodes and dims, or leave projection out."
+        )
+    return projection.transform(arrays), projection
+
+
+def _add_trajectories(fig, coords, ids, dims: int):
+    """One line per sample, coloured by `t` (a colour bar on the first)."""
+    import plotly.graph_objects as go
+
     steps = coords.shape[1]
     t = np.arange(steps)
-    note = _diverged(coords, chosen, what)
     scale = {"colorscale": COLORSCALE, "cmin": 0, "cmax": max(steps - 1, 1)}
     for i, sample in enumerate(ids):
         c = coords[i]
@@ -426,40 +455,49 @@ def portrait(
                     **common,
                 )
             )
-    if fixed_points is not None:
-        shapes = [projection.shapes[projection.nodes.index(n)] for n in chosen]
-        values, stable = _fixed_point_values(fixed_points, chosen, shapes, what)
-        points = projection.transform(values) if len(stable) else np.zeros((0, dims))
-        for label, keep, symbol in (
-            ("stable fixed points", stable, "circle"),
-            ("unstable fixed points", ~stable, "circle-open"),
-        ):
-            rows = np.flatnonzero(keep)
-            if not len(rows):
-                continue
-            p = points[rows]
-            marker = {
-                "symbol": symbol,
-                "size": 11 if dims == 2 else 6,
-                "color": FIXED_POINT_COLOR,
-                "line": {"color": FIXED_POINT_COLOR, "width": 2},
-            }
-            xyz = {"x": p[:, 0], "y": p[:, 1]}
-            cls = go.Scatter
-            if dims == 3:
-                xyz["z"] = p[:, 2]
-                cls = go.Scatter3d
-            fig.add_trace(
-                cls(
-                    mode="markers",
-                    name=label,
-                    marker=marker,
-                    customdata=rows,
-                    hovertext=[f"fixed point {r}" for r in rows],
-                    hoverinfo="text",
-                    **xyz,
-                )
+
+
+def _add_fixed_points(fig, fixed_points, projection, chosen, dims: int, what: str):
+    """The fixed points in the same space: stable filled, unstable hollow."""
+    import plotly.graph_objects as go
+
+    shapes = [projection.shapes[projection.nodes.index(n)] for n in chosen]
+    values, stable = fixed_point_values(fixed_points, chosen, shapes, what)
+    points = projection.transform(values) if len(stable) else np.zeros((0, dims))
+    for label, keep, symbol in (
+        ("stable fixed points", stable, "circle"),
+        ("unstable fixed points", ~stable, "circle-open"),
+    ):
+        rows = np.flatnonzero(keep)
+        if not len(rows):
+            continue
+        p = points[rows]
+        marker = {
+            "symbol": symbol,
+            "size": 11 if dims == 2 else 6,
+            "color": FIXED_POINT_COLOR,
+            "line": {"color": FIXED_POINT_COLOR, "width": 2},
+        }
+        xyz = {"x": p[:, 0], "y": p[:, 1]}
+        cls = go.Scatter
+        if dims == 3:
+            xyz["z"] = p[:, 2]
+            cls = go.Scatter3d
+        fig.add_trace(
+            cls(
+                mode="markers",
+                name=label,
+                marker=marker,
+                customdata=rows,
+                hovertext=[f"fixed point {r}" for r in rows],
+                hoverinfo="text",
+                **xyz,
             )
+        )
+
+
+def _lay_out(fig, projection, chosen, dims: int, title, note):
+    """Axis titles (each component's share of the variance), the title and the meta."""
     labels = [
         f"PC{k + 1} ({100 * r:.1f}% of variance)"
         for k, r in enumerate(projection.explained_variance_ratio)
@@ -482,7 +520,6 @@ def portrait(
             "explained_variance_ratio": projection.explained_variance_ratio.tolist(),
         },
     )
-    return fig
 
 
 def _check_memory(nodes, samples: int, steps: int, units: int):

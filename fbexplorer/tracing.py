@@ -25,30 +25,20 @@ Node names:
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Mapping, Sequence
 
-import keras
 import numpy as np
 import pandas as pd
-from keras import ops
 
-from fbexplorer import _carried_state, _run
-from fbexplorer._call_inputs import parse_call
-from fbexplorer.graph import _state_shapes
-from fbexplorer.memory import PER_VALUE, check_memory, values_detail
+from fbexplorer import recording
 
 __all__ = [
     "WINDOW_STEPS",
-    "check_size",
     "chunk_bounds",
     "chunk_summary",
     "compare",
     "compare_stateful",
-    "node_units",
-    "planned_size",
-    "resolve_nodes",
     "trace",
     "wide",
 ]
@@ -57,292 +47,6 @@ KEYS = ["sample", "t", "node", "unit"]
 # Sequences longer than this run in windows of this many steps, one compiled
 # pass each (the state carried between them), with a progress bar.
 WINDOW_STEPS = 2000
-
-
-class _Probes:
-    """Probe models and their compiled runs, cached per model and node list.
-
-    A plain object, so Keras does not track the probes as sublayers.
-    """
-
-    def __init__(self):
-        self.catalog = None
-        self.runs = {}
-
-
-def _probes(net) -> _Probes:
-    cache = net.__dict__.get("_fbx_probes")
-    if cache is None:
-        cache = _Probes()
-        object.__setattr__(net, "_fbx_probes", cache)
-    return cache
-
-
-def _check_model(net, what: str = "trace"):
-    from fbexplorer.engine import FeedbackModel
-
-    if not isinstance(net, FeedbackModel):
-        raise ValueError(
-            f"fbx.{what} expects a FeedbackModel. Received: {type(net).__name__}. Build one "
-            f"with fbx.FeedbackModel(inputs, outputs, feedback=...)."
-        )
-
-
-def _catalog(net) -> dict:
-    """Every traceable node: `{name: (kind, symbolic tensor)}`, in graph order.
-
-    Kinds: "input", "constant", "delayed", "layer", "state".
-    """
-    cache = _probes(net)
-    if cache.catalog is not None:
-        return cache.catalog
-    g = net.graph
-    sm = net.step_model
-    n_in, n_const, n_out = len(g.input_names), len(g.constant_names), g.n_outputs
-    found = {}
-    for i, name in enumerate(g.input_names):
-        found[name] = ("input", sm.inputs[i])
-    placeholders = set()
-    for i, spec in enumerate(g.specs):
-        tensor = sm.inputs[n_in + n_const + i]
-        placeholders.add(id(tensor._keras_history.operation))
-        if spec.kind != "cell":
-            found[spec.name] = ("delayed", tensor)
-    constant_ops = {id(sm.inputs[n_in + j]._keras_history.operation) for j in range(n_const)}
-    cells = {spec.cell for spec in g.specs if spec.kind == "cell"}
-    calls = {}
-    for depth in sorted(sm._nodes_by_depth, reverse=True):
-        for node in sm._nodes_by_depth[depth]:
-            op = node.operation
-            if node.is_input or id(op) in placeholders or id(op) in constant_ops:
-                continue
-            outs = list(node.output_tensors)
-            if op.name in cells and hasattr(op, "state_size"):  # states come by state name
-                n_states = len(_state_shapes(op)[0])
-                outs = outs[: len(outs) - n_states] or outs[:1]
-            k = calls.get(id(op), 0)
-            calls[id(op)] = k + 1
-            base = op.name if k == 0 else f"{op.name}#{k}"
-            if len(outs) == 1:
-                found[base] = ("layer", outs[0])
-            else:
-                for i, tensor in enumerate(outs):
-                    found[f"{base}[{i}]"] = ("layer", tensor)
-    for i, spec in enumerate(g.specs):
-        if spec.kind == "cell":
-            found[spec.name] = ("state", sm.outputs[n_out + i])
-    # Constants last: requested by name only, as they repeat at every step.
-    for j, name in enumerate(g.constant_names):
-        found[name] = ("constant", sm.inputs[n_in + j])
-    cache.catalog = found
-    return found
-
-
-def resolve_nodes(net, nodes, what: str = "trace") -> list[str]:
-    catalog = _catalog(net)
-    if nodes is None:
-        return [n for n, (kind, _) in catalog.items() if kind != "constant"]
-    if isinstance(nodes, str):
-        nodes = [nodes]
-    nodes = list(dict.fromkeys(nodes))
-    if not nodes:
-        raise ValueError(f"fbx.{what}: `nodes` is empty. Name at least one node, or pass None.")
-    unknown = [n for n in nodes if n not in catalog]
-    if unknown:
-        raise ValueError(
-            f"fbx.{what}: model '{net.name}' has no node '{unknown[0]}'. Known nodes: "
-            f"{list(catalog)}."
-        )
-    return nodes
-
-
-def node_units(net, names) -> int:
-    """The number of values the nodes `names` hold at one step of one sample."""
-    catalog = _catalog(net)
-    return sum(int(np.prod(catalog[n][1].shape[1:], dtype=np.int64)) for n in names)
-
-
-def planned_size(net, inputs, names, samples=None, steps=None, what="trace"):
-    """`(samples, steps, units)` a trace of `names` on `inputs` records, found
-    from the inputs' shapes without running the model."""
-    call = parse_call(net, inputs, None, steps)
-    if not isinstance(call.batch, int) or not isinstance(call.length, int):
-        raise ValueError(f"fbx.{what} needs concrete arrays (a known batch size and length).")
-    count = len(_batch_index(samples, call.batch, what))
-    return count, call.length, node_units(net, names)
-
-
-def check_size(what: str, kind: str, net, names, size, remedy: str, extra: float = 0.0):
-    """Refuse, before it starts, a recording of `size` = (samples, steps, units)
-    values of `names` whose estimate (`PER_VALUE[kind]` bytes each, plus
-    `extra` bytes) is above the memory budget."""
-    samples, steps, units = size
-    need = PER_VALUE[kind] * samples * steps * units + extra
-    detail = values_detail(samples, steps, units, len(names))
-    check_memory(what, need, detail, remedy)
-    return need
-
-
-def _compiled(net, names: tuple):
-    """(a run function, the probe) for these node names, made once per model."""
-    cache = _probes(net)
-    if names not in cache.runs:
-        catalog = _catalog(net)
-        sm = net.step_model
-        extras = [catalog[n][1] for n in names]
-        probe = keras.Model(sm.inputs, list(sm.outputs) + extras, name=f"{sm.name}_probe")
-        run = functools.partial(_run.run, net, training=False, sequences=False, probe=probe)
-        if keras.backend.backend() == "tensorflow":
-            import tensorflow as tf
-
-            # No autograph, as `_run.compiled`: it changed nothing in the graph
-            # but cost most of a model's first trace.
-            run = tf.function(run, reduce_retracing=True, autograph=False)
-        cache.runs[names] = run
-    return cache.runs[names]
-
-
-# ------------------------------------------------------------- preparation
-def _batch_index(samples, batch: int, what: str) -> np.ndarray:
-    if samples is None:
-        return np.arange(batch)
-    if isinstance(samples, (int, np.integer)) and not isinstance(samples, bool):
-        if not 1 <= samples <= batch:
-            raise ValueError(
-                f"fbx.{what}: samples={samples} asks for the first {samples} samples, but the "
-                f"batch has {batch}. Give 1 to {batch}, or a list of sample indices."
-            )
-        return np.arange(int(samples))
-    index = np.asarray(samples)
-    if index.ndim != 1 or index.size == 0 or not np.issubdtype(index.dtype, np.integer):
-        raise ValueError(
-            f"fbx.{what}: `samples` is a number of samples or a list of sample indices. "
-            f"Received: samples={samples!r}"
-        )
-    bad = index[(index < 0) | (index >= batch)]
-    if bad.size:
-        raise ValueError(
-            f"fbx.{what}: sample index {int(bad[0])} is out of range for a batch of {batch}."
-        )
-    return index
-
-
-class _Prepared:
-    """Inputs parsed as `FeedbackModel.call` does, cut down to the chosen samples."""
-
-    def __init__(self, net, inputs, samples, initial_state, mask, steps, carried, what):
-        call = parse_call(net, inputs, mask, steps)
-        length, batch = call.length, call.batch
-        if not isinstance(batch, int) or not isinstance(length, int):
-            raise ValueError(f"fbx.{what} needs concrete arrays (a known batch size and length).")
-        seqs, consts, teachers, mask = call.seqs, call.consts, call.teachers, call.mask
-        self.index = _batch_index(samples, batch, what)
-        take = None if samples is None else self.index
-
-        def cut(v):
-            return v if take is None else ops.take(v, take, axis=0)
-
-        self.seqs = [cut(s) for s in seqs]
-        self.consts = [cut(c) for c in consts]
-        self.teachers = {k: cut(ops.convert_to_tensor(v)) for k, v in teachers.items()}
-        self.mask = None if mask is None else cut(mask)
-        self.length = length
-        self.full_batch = batch  # the inputs' batch, before `samples` cut it
-        self.batch = len(self.index)
-        self.slots = _start_histories(net, batch, self.index, take, initial_state, carried, what)
-
-    def window(self, net, start: int, stop: int):
-        """The arguments of the loop for processing steps [start, stop)."""
-        if net.go_backwards:  # the loop reverses each window; take them from the end
-            start, stop = self.length - stop, self.length - start
-        seqs = [s[:, start:stop] for s in self.seqs]
-        teachers = {k: v[:, start:stop] for k, v in self.teachers.items()}
-        mask = None if self.mask is None else self.mask[:, start:stop]
-        return seqs, teachers, mask, (None if seqs else stop - start)
-
-
-def _start_histories(net, batch, index, take, initial_state, carried, what):
-    """The loop's starting histories for the chosen samples.
-
-    `initial_state` entries first; else, with `carried`, a stateful model's
-    carried values (read, not changed); else the initial values.
-    """
-    overrides = dict(initial_state or {})
-    _carried_state.check_names(net, overrides, "initial_state", f"fbx.{what}")
-    stored = _carried_state.carried_histories(net) if carried else None
-    if stored:
-        size = stored[0].shape[1]  # histories are (delay, batch, ...)
-        if size != batch:
-            raise ValueError(
-                f"fbx.{what}: model '{net.name}' is stateful and carries state for a batch "
-                f"of {size}, but the inputs have {batch} samples. Trace "
-                f"a batch of {size}, pass initial_state=, or call "
-                f"reset_states(batch_size={batch}) first."
-            )
-        stored = _carried_state.take_samples(stored, index)
-    for spec in net.graph.specs:
-        value = overrides.get(spec.name)
-        if value is not None and take is not None and np.ndim(value) > len(spec.shape):
-            overrides[spec.name] = np.asarray(value)[take]
-    return _carried_state.start_histories(net, len(index), overrides, stored, compact=True)
-
-
-def _bounds(length: int, size: int) -> list[tuple[int, int]]:
-    return [(s, min(s + size, length)) for s in range(0, length, size)]
-
-
-def _run_windows(net, prep, names, bounds, slots, progress):
-    """Run the probe over consecutive windows, carrying the slots; returns
-    (one numpy array (batch, steps, ...) per node, final slots)."""
-    run = _compiled(net, tuple(names))
-    pieces = [[] for _ in names]
-    show = (len(bounds) > 1) if progress is None else bool(progress)
-    if show:
-        from tqdm.auto import tqdm
-
-        bounds = tqdm(bounds, desc=f"trace {net.name}", unit="window")
-    for start, stop in bounds:
-        seqs, teachers, mask, length = prep.window(net, start, stop)
-        outs, _, slots = run(seqs, prep.consts, teachers, mask, list(slots), length)
-        for acc, out in zip(pieces, outs):
-            acc.append(ops.convert_to_numpy(out))
-    arrays = [p[0] if len(p) == 1 else np.concatenate(p, axis=1) for p in pieces]
-    return arrays, slots
-
-
-def _tidy(names, arrays, sample_ids, columns=("value",)) -> pd.DataFrame:
-    """Long format: one row per (node, sample, t, unit), in that order.
-
-    `arrays` holds one list of same-shaped arrays (batch, time, ...) per node;
-    each becomes one of `columns`. The frame is filled in place, column by
-    column, with as few copies as pandas allows (traces get large).
-    """
-    shapes = []
-    for group in arrays:
-        s, t = group[0].shape[:2]
-        shapes.append((s, t, int(np.prod(group[0].shape[2:], dtype=np.int64))))
-    total = sum(s * t * u for s, t, u in shapes)
-    index_type = np.int32 if max(total, 1) < 2**31 else np.int64
-    keys = np.empty((3, total), index_type)  # sample, t, unit: one block for pandas
-    codes = np.empty(total, np.int8 if len(names) < 128 else np.int32)
-    dtypes = [np.result_type(*[g[i].dtype for g in arrays]) for i in range(len(columns))]
-    values = [np.empty(total, d) for d in dtypes]
-    ids = np.asarray(sample_ids, index_type)
-    off = 0
-    for code, (group, (s, t, u)) in enumerate(zip(arrays, shapes)):
-        n = s * t * u
-        keys[0, off : off + n].reshape(s, t * u)[:] = ids[:, None]
-        keys[1, off : off + n].reshape(s, t, u)[:] = np.arange(t, dtype=index_type)[None, :, None]
-        keys[2, off : off + n].reshape(s * t, u)[:] = np.arange(u, dtype=index_type)
-        codes[off : off + n] = code
-        for out, arr in zip(values, group):
-            out[off : off + n] = np.asarray(arr).reshape(-1)
-        off += n
-    df = pd.DataFrame(keys.T, columns=["sample", "t", "unit"], copy=False)
-    df.insert(2, "node", pd.Categorical.from_codes(codes, categories=list(names)))
-    for c, v in zip(columns, values):
-        df[c] = v
-    return df
 
 
 # ------------------------------------------------------------------ public
@@ -410,18 +114,27 @@ def trace(
         >>> df[df.node == "loop"].groupby("t").value.mean()
         >>> fbx.trace(net, seq, nodes="loop", as_arrays=True)["loop"].shape  # (batch, T, 5)
     """
-    _check_model(model)
-    names = resolve_nodes(model, nodes)
-    prep = _Prepared(model, inputs, samples, initial_state, mask, steps, True, "trace")
+    recording.check_model(model)
+    names = recording.resolve_nodes(model, nodes)
+    prep = recording.prepare(
+        model,
+        inputs,
+        samples=samples,
+        initial_state=initial_state,
+        mask=mask,
+        steps=steps,
+        carried=True,
+    )
     remedy = "Pass samples= or nodes=" + ("" if as_arrays else " (or as_arrays=True)")
     remedy += " to record less"
-    size = (prep.batch, prep.length, node_units(model, names))
-    check_size("fbx.trace", "trace_arrays" if as_arrays else "trace", model, names, size, remedy)
-    bounds = _bounds(prep.length, WINDOW_STEPS)
-    arrays, _ = _run_windows(model, prep, names, bounds, prep.slots, progress)
+    size = (prep.batch, prep.length, recording.node_units(model, names))
+    kind = "trace_arrays" if as_arrays else "trace"
+    recording.check_size(names, size, what="fbx.trace", kind=kind, remedy=remedy)
+    bounds = recording.window_bounds(prep.length, WINDOW_STEPS)
+    arrays, _ = recording.run_windows(model, prep, names, bounds=bounds, progress=progress)
     if as_arrays:
         return dict(zip(names, arrays))
-    return _tidy(names, [[a] for a in arrays], prep.index)
+    return recording.tidy(names, [[a] for a in arrays], prep.index)
 
 
 def chunk_bounds(length: int, chunks) -> list[tuple[int, int]]:
@@ -483,14 +196,29 @@ def compare_stateful(
         >>> cmp = fbx.compare_stateful(net, seq, chunks=4, nodes="d3")
         >>> fbx.chunk_summary(cmp)
     """
-    _check_model(model, "compare_stateful")
-    names = resolve_nodes(model, nodes, "compare_stateful")
-    prep = _Prepared(model, inputs, samples, initial_state, mask, None, False, "compare_stateful")
+    what = "compare_stateful"
+    recording.check_model(model, what=what)
+    names = recording.resolve_nodes(model, nodes, what=what)
+    prep = recording.prepare(
+        model, inputs, samples=samples, initial_state=initial_state, mask=mask, what=what
+    )
     bounds = chunk_bounds(prep.length, chunks)
-    size = (prep.batch, prep.length, node_units(model, names))
+    size = (prep.batch, prep.length, recording.node_units(model, names))
     remedy = "Pass samples= or nodes= to compare less"
-    check_size("fbx.compare_stateful", "compare_stateful", model, names, size, remedy)
+    recording.check_size(names, size, what="fbx.compare_stateful", kind=what, remedy=remedy)
     show = (prep.length > 2 * WINDOW_STEPS) if progress is None else bool(progress)
+    runs = _run_both(model, prep, names, bounds, show)
+    groups = [[a, b, a - b] for a, b in zip(runs["stateful"], runs["stateless"])]
+    df = recording.tidy(names, groups, prep.index, columns=("stateful", "stateless", "difference"))
+    starts = np.array([s for s, _ in bounds])
+    df.insert(2, "chunk", np.searchsorted(starts, df["t"].to_numpy(), side="right") - 1)
+    df.attrs["boundaries"] = tuple(int(s) for s in starts[1:])
+    return df
+
+
+def _run_both(model, prep, names, bounds, show: bool) -> dict:
+    """`{"stateful": arrays, "stateless": arrays}`, one array `(batch, T, ...)` per
+    node: every chunk run from the previous chunk's final state, and from the start."""
     order = [("stateful", b) for b in bounds] + [("stateless", b) for b in bounds]
     if show:
         from tqdm.auto import tqdm
@@ -500,29 +228,19 @@ def compare_stateful(
     carried = prep.slots
     for kind, (start, stop) in order:
         slots = carried if kind == "stateful" else prep.slots
-        inner = _bounds(stop - start, WINDOW_STEPS)
-        inner = [(start + a, start + b) for a, b in inner]
-        arrays, final = _run_windows(model, prep, names, inner, slots, progress=False)
+        inner = [
+            (start + a, start + b) for a, b in recording.window_bounds(stop - start, WINDOW_STEPS)
+        ]
+        arrays, final = recording.run_windows(
+            model, prep, names, bounds=inner, slots=slots, progress=False
+        )
         if kind == "stateful":
             carried = final
         results[kind].append(arrays)
-    joined = {
+    return {
         kind: [np.concatenate([r[i] for r in runs], axis=1) for i in range(len(names))]
         for kind, runs in results.items()
     }
-    groups = [
-        [
-            joined["stateful"][i],
-            joined["stateless"][i],
-            joined["stateful"][i] - joined["stateless"][i],
-        ]
-        for i in range(len(names))
-    ]
-    df = _tidy(names, groups, prep.index, columns=("stateful", "stateless", "difference"))
-    starts = np.array([s for s, _ in bounds])
-    df.insert(2, "chunk", np.searchsorted(starts, df["t"].to_numpy(), side="right") - 1)
-    df.attrs["boundaries"] = tuple(int(s) for s in starts[1:])
-    return df
 
 
 def chunk_summary(cmp: pd.DataFrame) -> pd.DataFrame:

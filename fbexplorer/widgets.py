@@ -33,21 +33,14 @@ from fbexplorer.escaping import plotly_text
 from fbexplorer.memory import PER_VALUE, check_memory, over_budget, values_detail
 from fbexplorer.plots import plot_heatmap
 from fbexplorer.portraits import (
-    _fixed_point_values,
+    fixed_point_values,
     nonfinite_note,
     nonfinite_steps,
     pca_project,
     portrait,
 )
-from fbexplorer.tracing import (
-    check_size,
-    chunk_bounds,
-    compare_stateful,
-    node_units,
-    planned_size,
-    resolve_nodes,
-    trace,
-)
+from fbexplorer.recording import check_size, node_units, planned_size, resolve_nodes
+from fbexplorer.tracing import chunk_bounds, compare_stateful, trace
 from fbexplorer.view import ExplorerView, encode, graph_targets, standalone_html, unrolled_targets
 
 __all__ = ["Explorer", "explore"]
@@ -409,7 +402,7 @@ class Explorer(widgets.VBox):
         portrait = {"coords": coords.reshape(n_e, n_s, n_t, 2), "fixed": None}
         if self.fixed_points is not None:
             shapes = [tuple(a.shape[3:]) for a in self._states.values()]
-            points, stable = _fixed_point_values(self.fixed_points, names, shapes, "explore")
+            points, stable = fixed_point_values(self.fixed_points, names, shapes, "explore")
             fixed = self.projection.transform(points) if len(stable) else np.zeros((0, 2))
             # Fixed points are of the model's weights now: with a TraceCallback, the last epoch's.
             portrait.update(fixed=fixed, stable=stable, epoch=n_e - 1)
@@ -736,8 +729,8 @@ def explore(
         samples = samples.tolist()
     if isinstance(samples, (list, tuple)):
         samples = list(dict.fromkeys(samples))  # one line per sample, shown once
-    names = resolve_nodes(model, nodes, "explore")
-    size = planned_size(model, inputs, names, samples, None, "explore")
+    names = resolve_nodes(model, nodes, what="explore")
+    size = planned_size(model, inputs, names, samples=samples, what="explore")
     length = size[1]
     if chunks is None:
         chunks = 2 if length >= 2 else 1
@@ -782,7 +775,9 @@ def _check_explore_memory(model, names, size, stateful: bool) -> str | None:
     state_units = node_units(model, model.feedback_names)
     portrait = PER_VALUE["explore_portrait"] * samples * steps * state_units
     remedy = "Pass samples= or nodes= to explore less"
-    need = check_size("fbx.explore", "explore", model, names, size, remedy, portrait)
+    need = check_size(
+        names, size, what="fbx.explore", kind="explore", remedy=remedy, extra=portrait
+    )
     if not stateful:
         return None
     more = PER_VALUE["stateful_view"] * samples * steps * size[2]

@@ -7,7 +7,6 @@ work. The sizes of the issue's reproductions are used as they were (the
 arrays are made, the model never runs on them).
 """
 
-import importlib
 import re
 import warnings
 
@@ -16,9 +15,8 @@ import numpy as np
 import pytest
 
 import fbexplorer as fbx
-from fbexplorer import dynamics, memory, widgets
+from fbexplorer import fixed_point_search, memory, recording, widgets
 
-trace = importlib.import_module("fbexplorer.tracing")  # the module, not fbx.trace
 GB = 10**9
 
 
@@ -52,9 +50,8 @@ def nothing_runs(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("the model ran before the memory check refused")
 
-    monkeypatch.setattr(trace, "_run_windows", fail)
-    monkeypatch.setattr(dynamics, "_run_windows", fail)
-    monkeypatch.setattr(dynamics, "_search", fail)
+    monkeypatch.setattr(recording, "run_windows", fail)
+    monkeypatch.setattr(fixed_point_search, "_search", fail)
 
 
 def small(delay=1, units=5, name="net"):
@@ -164,8 +161,8 @@ def test_stateful_view_of_4_samples_at_T_20000_is_off(budget):
     """The explorer of 4 samples fits in 8 GB; the stateful view beside it does not."""
     net = deep()
     budget(8 * GB)
-    names = trace.resolve_nodes(net, None, "explore")
-    size = trace.planned_size(net, np.zeros((4, 20_000, 64), "float32"), names)
+    names = recording.resolve_nodes(net, None, what="explore")
+    size = recording.planned_size(net, np.zeros((4, 20_000, 64), "float32"), names)
     assert size == (4, 20_000, 1536)
     note = widgets._check_explore_memory(net, names, size, stateful=True)
     assert note.startswith("the stateful view would need about 14.7 GB of memory")
@@ -291,7 +288,7 @@ def test_fixed_points_refuse_the_jacobians_of_too_many_points(budget, monkeypatc
         kept["n"] = len(flat)
         return np.arange(len(flat))
 
-    monkeypatch.setattr(dynamics, "dedupe_points", keep_all)
+    monkeypatch.setattr(fixed_point_search, "dedupe_points", keep_all)
     with pytest.raises(ValueError, match="the Jacobians of the 64 distinct points") as error:
         fbx.fixed_points(
             net, {"x": np.zeros(40)}, n_starts=64, method="adam", iterations=100, slow_tolerance=1e9
@@ -449,7 +446,7 @@ def test_dedupe_keeps_what_the_quadratic_scan_keeps():
         q = rng.uniform(0, 1, len(flat))
         q[-20:] = q[:20]  # ties, broken by order as the scan breaks them
         for tol in (0.0, 1e-3, 0.3):
-            kept = dynamics.dedupe_points(flat, q, tol)
+            kept = fixed_point_search.dedupe_points(flat, q, tol)
             np.testing.assert_array_equal(kept, quadratic_dedupe(flat, q, tol), f"{size} {tol}")
 
 
@@ -459,12 +456,14 @@ def test_dedupe_of_large_states_with_a_tiny_tolerance():
     flat = np.concatenate([flat, flat[:50]])  # exact duplicates, far from the origin
     q = rng.uniform(0, 1, len(flat))
     for tol in (0.0, 1e-12, 1e7):
-        kept = dynamics.dedupe_points(flat, q, tol)
+        kept = fixed_point_search.dedupe_points(flat, q, tol)
         np.testing.assert_array_equal(kept, quadratic_dedupe(flat, q, tol), f"{tol}")
 
 
 def test_dedupe_of_nothing():
-    assert dynamics.dedupe_points(np.zeros((0, 4), "float32"), np.zeros(0), 1e-3).size == 0
+    assert (
+        fixed_point_search.dedupe_points(np.zeros((0, 4), "float32"), np.zeros(0), 1e-3).size == 0
+    )
 
 
 # ------------------------------------------------------------------ messages

@@ -1,0 +1,568 @@
+"""Fixed points of a feedback network: where one step leaves the state unchanged.
+
+`fixed_points` finds states with `F(s) = s` (`F`, the step as a map of the
+state: `fbexplorer.state_map`) by minimising `q(s) = 1/2 |F(s) - s|^2` from
+many starting states at once (Levenberg-Marquardt or Adam, in one compiled
+loop), as FixedPointFinder (Golub & Sussillo 2018) does for a single cell,
+and linearises `F` there; a `FixedPoints` holds the result.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pandas as pd
+from keras import ops
+
+from fbexplorer import recording
+from fbexplorer.memory import (
+    ADAM_VECTORS,
+    JACOBIAN_MATRICES,
+    LM_MATRICES,
+    check_memory,
+    format_bytes,
+    memory_budget,
+)
+from fbexplorer.state_map import (
+    StateLayout,
+    check_has_state,
+    compile_fn,
+    grad_fn,
+    held_inputs,
+    jacobian_fn,
+    state_layout,
+    state_map,
+)
+
+__all__ = ["FixedPoints", "dedupe_points", "fixed_points"]
+
+
+# --------------------------------------------------------- the compiled search
+class _Search:
+    """The compiled pieces of the search for one model: `q`, the Jacobian, and
+    one compiled call of several Levenberg-Marquardt or Adam steps (`LM_PER_CALL`,
+    `ADAM_PER_CALL`). The held inputs are
+    arguments, so a second search (other inputs, other starts) reuses them.
+    """
+
+    LM_PER_CALL, ADAM_PER_CALL = 10, 100
+
+    def __init__(self, net, layout):
+        self.step = state_map(net, layout)
+        self._fns = {}
+
+    def q(self, s, held):
+        r = self.step(s, held) - s
+        return 0.5 * ops.sum(r * r, axis=1)
+
+    def fn(self, name):
+        if name not in self._fns:
+            self._fns[name] = compile_fn(getattr(self, f"_{name}"))
+        return self._fns[name]
+
+    def _q(self, s, held):
+        return self.q(s, held)
+
+    def _jacobian(self, s, held):
+        return jacobian_fn(lambda x: self.step(x, held))(s)[1]
+
+    def _newton(self, s, lam, held):
+        """Levenberg-Marquardt steps, each point with its own damping: Newton's
+        method on `F(s) - s` near a fixed point (quadratic convergence),
+        gradient descent on `q` far from one."""
+        jac = jacobian_fn(lambda x: self.step(x, held))
+        eye = ops.eye(ops.shape(s)[1], dtype=s.dtype)
+
+        def body(i, carry):
+            s, lam = carry
+            f, j = jac(s)
+            r = f - s
+            a = j - eye[None]
+            at = ops.transpose(a, (0, 2, 1))
+            h = ops.matmul(at, a) + lam[:, None, None] * eye[None]
+            g = ops.matmul(at, r[:, :, None])
+            new = s - ops.solve(h, g)[:, :, 0]
+            better = self.q(new, held) < 0.5 * ops.sum(r * r, axis=1)
+            s = ops.where(better[:, None], new, s)
+            lam = ops.where(better, ops.maximum(lam / 3.0, 1e-12), ops.minimum(lam * 4.0, 1e12))
+            return s, lam
+
+        return ops.fori_loop(0, self.LM_PER_CALL, body, (s, lam))
+
+    def _adam(self, s, m, v, t0, learning_rate, held):
+        grad = grad_fn(lambda x: ops.sum(self.q(x, held)))
+        b1, b2, eps = 0.9, 0.999, 1e-8
+
+        def body(i, carry):
+            s, m, v = carry
+            g = grad(s)
+            t = ops.cast(t0 + i + 1, s.dtype)
+            m = b1 * m + (1 - b1) * g
+            v = b2 * v + (1 - b2) * g * g
+            m_hat = m / (1 - b1**t)
+            v_hat = v / (1 - b2**t)
+            return s - learning_rate * m_hat / (ops.sqrt(v_hat) + eps), m, v
+
+        return ops.fori_loop(0, self.ADAM_PER_CALL, body, (s, m, v))
+
+
+def _search(net, layout) -> _Search:
+    """The model's `_Search`, kept on the model on TensorFlow (whose compiled
+    functions read the weights when they run; JAX's would keep the weights
+    they were traced with)."""
+    if keras.backend.backend() != "tensorflow":
+        return _Search(net, layout)
+    cache = net.__dict__.get("_fbx_search")
+    if cache is None:
+        cache = _Search(net, layout)
+        object.__setattr__(net, "_fbx_search", cache)
+    return cache
+
+
+# ------------------------------------------------------------ the result
+class FixedPoints:
+    """Fixed (and slow) points of a feedback network, with its linearisation there.
+
+    Made by `fbx.fixed_points`; a result that can be sliced and read without
+    the model.
+
+    Attributes:
+        frame: a DataFrame, one row per point (index `point`), with `q`
+            (`1/2 |F(s) - s|^2`), `stable` (spectral radius below 1),
+            `spectral_radius`, `n_unstable` (eigenvalues of modulus above 1)
+            and `slow` (q above `tolerance`, kept by `slow_tolerance`).
+        states: `{state name: array (points, *shape)}`, or
+            `(points, k, *shape)` for a delay-k edge (oldest first): pass one
+            point as `initial_state` to start the model there.
+        eigenvalues: `(points, state size)` complex, by decreasing modulus.
+        flat: `(points, state size)`: the states as one vector each, in the
+            order of `names` (each history oldest first, C order); the rows
+            and columns of `jacobian(i)` follow it.
+        names: the state names, in the order of `flat`.
+        inputs: the held inputs and constants, `{name: array}`.
+        settings: every setting of the search, as used.
+        n_starts, n_converged: starting states, and how many ended below the
+            tolerance (before merging duplicates).
+    """
+
+    def __init__(self, flat, q, jacobians, *, layout, inputs, settings, n_starts, n_converged):
+        self.flat = np.asarray(flat)
+        self._jacobians = np.asarray(jacobians)
+        self._layout = layout
+        self.names = list(layout.names)
+        self.inputs = dict(inputs)
+        self.settings = dict(settings)
+        self.n_starts = int(n_starts)
+        self.n_converged = int(n_converged)
+        eig = np.linalg.eigvals(self._jacobians) if len(self.flat) else np.zeros((0, layout.size))
+        order = np.argsort(-np.abs(eig), axis=1, kind="stable")
+        self.eigenvalues = np.take_along_axis(eig, order, axis=1)
+        radius = np.abs(self.eigenvalues[:, 0]) if layout.size else np.zeros(len(self.flat))
+        q = np.asarray(q, "float64")
+        self.frame = pd.DataFrame(
+            {
+                "q": q,
+                "stable": radius < 1.0,
+                "spectral_radius": radius,
+                "n_unstable": (np.abs(self.eigenvalues) > 1.0).sum(axis=1),
+                "slow": q > self.settings["tolerance"],
+            },
+            index=pd.RangeIndex(len(q), name="point"),
+        )
+        self.states = layout.to_dict(self.flat)
+
+    def __len__(self) -> int:
+        return len(self.flat)
+
+    def __repr__(self) -> str:
+        n_stable = int(self.frame["stable"].sum())
+        return (
+            f"FixedPoints({len(self)} points, {n_stable} stable, {len(self) - n_stable} "
+            f"unstable; from {self.n_starts} starts, {self.n_converged} converged)"
+        )
+
+    def jacobian(self, i: int) -> np.ndarray:
+        """`dF/ds` at point `i`, `(state size, state size)`, by autodiff.
+
+        Rows and columns follow `flat`: for a delay-k edge its history, whose
+        shift (each value moves one slot older) shows as identity blocks.
+        """
+        if not -len(self) <= i < len(self):
+            raise ValueError(
+                f"FixedPoints.jacobian: point {i} is out of range; there are {len(self)} points."
+            )
+        return self._jacobians[i]
+
+    def select(self, which) -> FixedPoints:
+        """A FixedPoints of some points: a boolean mask or indices, as in
+        `fp.select(fp.frame.stable)`."""
+        which = np.asarray(which)
+        index = np.flatnonzero(which) if which.dtype == bool else which.astype(int).reshape(-1)
+        return FixedPoints(
+            self.flat[index],
+            self.frame["q"].to_numpy()[index],
+            self._jacobians[index],
+            layout=self._layout,
+            inputs=self.inputs,
+            settings=self.settings,
+            n_starts=self.n_starts,
+            n_converged=self.n_converged,
+        )
+
+    def initial_state(self, i: int) -> dict:
+        """Point `i` as `initial_state` for a call: `{name: (1, ...)}`."""
+        return {name: value[i : i + 1] for name, value in self.states.items()}
+
+
+# ------------------------------------------------------------- the search
+def _visited_starts(net, initial, layout: StateLayout, rng, n_starts: int) -> np.ndarray:
+    """`n_starts` full states the model passes through on `initial`, `(n_starts, D)`,
+    drawn at random among those whose values are finite."""
+    specs = net.graph.specs
+    catalogue = recording.catalogue(net)
+    names = [s.name for s in specs]
+    prep = recording.prepare(net, initial, what="fixed_points")
+    size = (prep.batch, prep.length, recording.node_units(net, names))
+    remedy = "Pass fewer or shorter sequences as initial= (or leave it out)"
+    recording.check_size(names, size, what="fbx.fixed_points", kind="trace_arrays", remedy=remedy)
+    arrays, _ = recording.run_windows(net, prep, names, bounds=[(0, prep.length)], progress=False)
+    length = prep.length
+    k_max = max(s.delay for s in specs)
+    # The history before step t: a delayed edge's values fed at t .. t+k-1; a
+    # cell's state handed on by step t-1.
+    times = np.arange(1, length - k_max + 1)
+    if times.size == 0:
+        raise ValueError(
+            f"fbx.fixed_points: `initial` has {length} steps; the longest delay is {k_max}, "
+            f"so at least {k_max + 1} steps are needed to read a whole state from it."
+        )
+    finite = np.ones((prep.batch, times.size), bool)  # (sample, time) of finite states
+    for spec, arr in zip(specs, arrays):
+        ok = np.isfinite(arr.reshape(arr.shape[0], arr.shape[1], -1)).all(axis=2)
+        if catalogue[spec.name][0] == "state":
+            finite &= ok[:, times - 1]
+        else:
+            window = np.lib.stride_tricks.sliding_window_view(ok, spec.delay, axis=1)
+            finite &= window[:, times].all(axis=2)
+    candidates = np.flatnonzero(finite.reshape(-1))
+    if not candidates.size:
+        raise ValueError(
+            f"fbx.fixed_points: the model's state is NaN or inf at every step of `initial` "
+            f"({prep.batch} samples x {length} steps): the model diverges there. Pass initial= "
+            f"data on which it stays finite, or leave initial out to start from [-1, 1]."
+        )
+    # As if every visited state were stacked (sample-major) and n_starts drawn.
+    if candidates.size == finite.size:
+        rows = rng.integers(0, candidates.size, n_starts)
+    else:
+        rows = candidates[rng.integers(0, candidates.size, n_starts)]
+    sample, at = np.divmod(rows, times.size)
+    at = times[at]
+    parts = []
+    for spec, arr in zip(specs, arrays):
+        if catalogue[spec.name][0] == "state":
+            h = arr[sample, at - 1][:, None]
+        else:
+            h = np.stack([arr[sample, at + j] for j in range(spec.delay)], axis=1)
+        parts.append(h.reshape(n_starts, -1))
+    return np.concatenate(parts, axis=1).astype("float32")
+
+
+def dedupe_points(flat, q, tol):
+    """Indices of distinct points, lowest q first among near ones.
+
+    Greedy, as a quadratic scan would be: in order of increasing `q`, a point
+    is kept unless a kept point lies within `tol` (Euclidean). Only kept
+    points in the neighbouring cells of a grid over 3 orthonormal
+    projections of the points (cells of side `tol`) can lie that close, since
+    a projection shortens distances: each point is compared with those alone.
+    """
+    n, size = flat.shape
+    if n == 0:
+        return np.zeros(0, int)
+    dims = min(3, size)
+    basis, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(size, dims)))
+    projected = flat.astype(np.float64) @ basis
+    # Cells of side >= tol (with a margin for rounding in the projection): any
+    # larger side is exact too, and keeps the cell numbers well inside int64.
+    side = max(tol * 1.001, float(np.abs(projected).max()) / 2**40, 1e-300)
+    cells = np.floor(projected / side).astype(np.int64)
+    offsets = np.array(np.meshgrid(*[[-1, 0, 1]] * dims, indexing="ij")).reshape(dims, -1).T
+    grid: dict = {}
+    keep = []
+    for i in np.argsort(q, kind="stable"):
+        near = [j for off in offsets for j in grid.get(tuple(cells[i] + off), ())]
+        if near and np.min(np.linalg.norm(flat[near] - flat[i], axis=1)) <= tol:
+            continue
+        keep.append(i)
+        grid.setdefault(tuple(cells[i]), []).append(i)
+    return np.asarray(sorted(keep), int)
+
+
+def fixed_points(
+    model,
+    inputs,
+    *,
+    initial=None,
+    n_starts: int = 256,
+    noise: float = 0.01,
+    tolerance: float = 1e-10,
+    slow_tolerance: float | None = None,
+    method: str = "newton",
+    iterations: int | None = None,
+    learning_rate: float = 0.01,
+    dedupe_tolerance: float = 1e-3,
+    seed: int = 0,
+) -> FixedPoints:
+    """Fixed points of a feedback network with its inputs held.
+
+    One step of the network maps its state `s` (every delayed edge's
+    history and every cell's state) to `F(s)`. Starting from `n_starts`
+    states at once, the search minimises `q(s) = 1/2 |F(s) - s|^2` in one
+    compiled loop; the points with `q` below `tolerance` are fixed points
+    (below `slow_tolerance`, slow points), and near duplicates are merged.
+    At each, the Jacobian `dF/ds` (autodiff) and its eigenvalues tell
+    stability: a point is stable when every eigenvalue lies inside the unit
+    circle.
+
+    Args:
+        model: a `FeedbackModel` with at least one delayed edge or cell.
+        inputs: one timestep's value for each per-step input and constant,
+            `{name: array}` without batch or time axes (an array alone for a
+            model of one input), held at every step.
+        initial: data as for a call (a batch of sequences): the search starts
+            from states the model visits on it, plus `noise`. Without it,
+            from states drawn uniformly from [-1, 1].
+        n_starts: the number of starting states.
+        noise: the standard deviation of Gaussian noise added to them.
+        tolerance: `q` below which a point is fixed.
+        slow_tolerance: a looser bound: points with `q` below it are kept too,
+            marked `slow` (slow points). Default: fixed points only.
+        method: `"newton"`: Levenberg-Marquardt steps, each point with its own
+            damping (Newton's method near a fixed point, so `q` falls to
+            float precision in a few steps; it solves a `state size` square
+            system per point and step, fine up to a few thousand numbers of
+            state). `"adam"`: Adam on `q`, as FixedPointFinder does: only
+            gradients, for large states, but slow to reach a tight tolerance.
+        iterations: the most steps (default 200 for "newton", 5000 for
+            "adam"). The search stops early once every point is below the
+            tolerance or no point improves.
+        learning_rate: Adam's step size (`method="adam"`).
+        dedupe_tolerance: points closer than this (Euclidean norm of the state
+            difference) are one point; the one of lowest `q` is kept.
+        seed: the random seed for choosing and perturbing the starts.
+
+    The settings are checked (counts positive integers, tolerances finite
+    and positive), NaN or inf held inputs and weights are refused, and the
+    starts from `initial` are drawn among the finite states it visits. The
+    memory of the search (about 12 matrices of the state's size squared per
+    start for "newton"; for "adam", 6 per point found, for its Jacobian) is
+    estimated first and refused above the budget (`fbx.set_memory_budget`)
+    with one line saying what to pass (`n_starts=`, `method="adam"`).
+
+    Returns:
+        A `FixedPoints`: `.frame` (`q`, `stable`, `spectral_radius`,
+        `n_unstable`, `slow`), `.states`, `.eigenvalues`, `.jacobian(i)`,
+        `.settings` (these arguments, as used).
+
+    Example:
+        >>> fp = fbx.fixed_points(net, {"x": np.zeros(5, "float32")}, initial=X)
+        >>> fp.frame[fp.frame.stable]
+        >>> net(X[:1, :30] * 0, initial_state=fp.initial_state(0))  # starts at a point
+    """
+    recording.check_model(model, what="fixed_points")
+    check_has_state(model, "fixed_points")
+    held = held_inputs(model, inputs, "fixed_points")
+    settings = _checked_settings(
+        model,
+        n_starts=n_starts,
+        noise=noise,
+        tolerance=tolerance,
+        slow_tolerance=slow_tolerance,
+        method=method,
+        iterations=iterations,
+        learning_rate=learning_rate,
+        dedupe_tolerance=dedupe_tolerance,
+        seed=seed,
+        initial="visited" if initial is not None else "uniform",
+    )
+    layout = state_layout(model)
+    _check_search_memory(n_starts, layout.size, method)
+    starts = _starts(model, initial, layout, np.random.default_rng(seed), n_starts, noise)
+    search = _search(model, layout)
+    flat, q, settings["iterations_run"] = _run_search(search, starts, held, settings)
+    n_converged = int(np.sum(q < tolerance))
+    bound = tolerance if slow_tolerance is None else max(tolerance, slow_tolerance)
+    idx = _distinct(flat, q, bound, dedupe_tolerance)
+    names = model.graph.input_names + model.graph.constant_names
+    return FixedPoints(
+        flat[idx],
+        q[idx],
+        _jacobians(search, flat[idx], held, layout.size),
+        layout=layout,
+        inputs={n: ops.convert_to_numpy(v) for n, v in zip(names, held)},
+        settings=settings,
+        n_starts=n_starts,
+        n_converged=n_converged,
+    )
+
+
+def _checked_settings(model, **values) -> dict:
+    """The search's settings, checked (counts, tolerances, the method, the weights) and
+    as used (`iterations` defaulted per method), as `FixedPoints.settings` keeps them."""
+    _check_settings(**{k: values[k] for k in _SETTINGS})
+    method = values["method"]
+    if method not in ("newton", "adam"):
+        raise ValueError(
+            f"fbx.fixed_points: method must be 'newton' or 'adam'. Received: {method!r}"
+        )
+    _check_finite_weights(model, "fixed_points")
+    iterations = values["iterations"]
+    if iterations is None:
+        iterations = 200 if method == "newton" else 5000
+    slow = values["slow_tolerance"]
+    return {
+        "n_starts": int(values["n_starts"]),
+        "noise": float(values["noise"]),
+        "tolerance": float(values["tolerance"]),
+        "slow_tolerance": None if slow is None else float(slow),
+        "method": method,
+        "iterations": int(iterations),
+        "iterations_run": 0,  # set once the search has run
+        "learning_rate": float(values["learning_rate"]),
+        "dedupe_tolerance": float(values["dedupe_tolerance"]),
+        "seed": values["seed"],
+        "initial": values["initial"],
+    }
+
+
+def _starts(model, initial, layout: StateLayout, rng, n_starts: int, noise: float):
+    """The starting states `(n_starts, D)`: visited on `initial` (else uniform in
+    [-1, 1]), plus Gaussian noise."""
+    if initial is not None:
+        starts = _visited_starts(model, initial, layout, rng, n_starts)
+    else:
+        starts = rng.uniform(-1.0, 1.0, (n_starts, layout.size)).astype("float32")
+    return starts + rng.normal(0.0, noise, starts.shape).astype("float32")
+
+
+def _distinct(flat, q, bound: float, dedupe_tolerance: float) -> np.ndarray:
+    """Indices of the finite points with `q` below `bound`, near duplicates merged."""
+    idx = np.flatnonzero(np.isfinite(q) & (q < bound))
+    return idx[dedupe_points(flat[idx], q[idx], dedupe_tolerance)] if idx.size else idx
+
+
+def _jacobians(search, flat, held, size: int) -> np.ndarray:
+    """`dF/ds` at each point, `(points, size, size)`, within the memory budget."""
+    if not len(flat):
+        return np.zeros((0, size, size), "float32")
+    _check_jacobian_memory(len(flat), size)
+    return ops.convert_to_numpy(search.fn("jacobian")(ops.convert_to_tensor(flat), held))
+
+
+def _run_search(search, starts, held, settings: dict):
+    """Calls of several Levenberg-Marquardt or Adam steps from `starts` until every
+    point is below the tolerance or none improves: `(states, q, steps run)`."""
+    method, iterations = settings["method"], settings["iterations"]
+    tolerance, learning_rate = settings["tolerance"], settings["learning_rate"]
+    q_fn = search.fn("q")
+    s = ops.convert_to_tensor(starts)
+    q_prev = ops.convert_to_numpy(q_fn(s, held)).astype("float64")
+    if method == "newton":
+        per_call, run = search.LM_PER_CALL, search.fn("newton")
+        carry = [ops.full((len(starts),), 1e-2, "float32")]
+    else:
+        per_call, run = search.ADAM_PER_CALL, search.fn("adam")
+        carry = [ops.zeros_like(s), ops.zeros_like(s)]
+    done = 0
+    while done < iterations:
+        if method == "newton":
+            s, *carry = run(s, *carry, held)
+        else:
+            t0 = ops.convert_to_tensor(done, "int32")
+            s, *carry = run(s, *carry, t0, ops.convert_to_tensor(learning_rate, s.dtype), held)
+        done += per_call
+        q = ops.convert_to_numpy(q_fn(s, held)).astype("float64")
+        moving = (q < q_prev * (1 - 1e-3)) & (q >= tolerance)
+        q_prev = q
+        if not np.any(moving):
+            break
+    return ops.convert_to_numpy(s), q_prev, done
+
+
+# What each setting of fixed_points is, for its messages.
+_SETTINGS = {
+    "n_starts": ("the number of starting states", "an integer >= 1"),
+    "iterations": ("the most steps of the search", "an integer >= 1, or None"),
+    "tolerance": ("the q below which a point is fixed", "a finite number > 0"),
+    "slow_tolerance": ("the q below which a slow point is kept", "a finite number > 0, or None"),
+    "learning_rate": ("Adam's step size", "a finite number > 0"),
+    "noise": ("the spread of the noise added to the starts", "a finite number >= 0"),
+    "dedupe_tolerance": ("the distance below which two points are one", "a finite number >= 0"),
+}
+
+
+def _check_settings(**values):
+    """Refuse a count that is no positive integer, a tolerance that is no finite
+    positive number: the search would otherwise return no point, silently."""
+    for name, value in values.items():
+        role, kind = _SETTINGS[name]
+        if value is None and "None" in kind:
+            continue
+        if kind.startswith("an integer"):
+            ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1
+        else:
+            ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+                value, bool
+            )
+            ok = ok and np.isfinite(value) and (value >= 0 if ">= 0" in kind else value > 0)
+        if not ok:
+            raise ValueError(
+                f"fbx.fixed_points: `{name}` is {role}, {kind}. Received: {name}={value!r}"
+            )
+
+
+def _check_finite_weights(net, what: str):
+    """Refuse a model whose step has a NaN or inf weight (a diverged training)."""
+    for weight in net.step_model.weights:
+        value = ops.convert_to_numpy(weight)
+        if not np.issubdtype(value.dtype, np.floating):
+            continue
+        bad = ~np.isfinite(value)
+        if bad.any():
+            raise ValueError(
+                f"fbx.{what}: weight '{weight.path}' of model '{net.name}' holds NaN or inf "
+                f"({int(bad.sum())} of {bad.size} values), so the step has no fixed points "
+                f"to find. Restore finite weights (a diverged training leaves NaN: reload a "
+                f"checkpoint, or train with a lower learning rate)."
+            )
+
+
+def _check_search_memory(n_starts: int, size: int, method: str):
+    """Refuse a search whose Jacobians (n_starts x size^2 floats, and the
+    Levenberg-Marquardt systems) would not fit in the memory budget."""
+    matrix = 4 * size * size
+    adam = ADAM_VECTORS * 4 * size * n_starts + JACOBIAN_MATRICES * matrix
+    square = f"{size:,} x {size:,} floats, the state's size squared"
+    if method == "adam":
+        detail = f"{n_starts:,} starts, then {JACOBIAN_MATRICES} matrices of {square}, per point"
+        remedy = "Search a model with a smaller state (shorter delays, fewer units)"
+        check_memory("fbx.fixed_points", adam, detail, remedy)
+        return
+    per_start = LM_MATRICES * matrix
+    fits = int(memory_budget() // per_start)
+    adam_hint = f'method="adam" (gradients only: about {format_bytes(adam)})'
+    remedy = f"Pass n_starts={fits} or fewer, or {adam_hint}" if fits else f"Pass {adam_hint}"
+    detail = f"{n_starts:,} starts, each with {LM_MATRICES} matrices of {square}"
+    check_memory("fbx.fixed_points", n_starts * per_start, detail, remedy)
+
+
+def _check_jacobian_memory(points: int, size: int):
+    """Refuse the Jacobians of more distinct points than the memory budget holds."""
+    need = JACOBIAN_MATRICES * 4 * size * size * points
+    detail = (
+        f"the Jacobians of the {points:,} distinct points found, {JACOBIAN_MATRICES} matrices of "
+        f"{size:,} x {size:,} floats each"
+    )
+    remedy = "Pass fewer n_starts=, a larger dedupe_tolerance= or a smaller slow_tolerance="
+    check_memory("fbx.fixed_points", need, detail, remedy)
