@@ -15,6 +15,7 @@ in the browser, so playback needs no kernel. `explore(callback)` shows what a
 
 from __future__ import annotations
 
+import functools
 import html
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -51,7 +52,31 @@ _MARK = "#d95f02"  # the marker at t, as explorer.js draws it
 
 
 class Explorer(widgets.VBox):
-    """The widget `fbx.explore` returns; see `explore` for what it shows.
+    """The widget `fbx.explore` returns.
+
+    The trajectories tab draws one line per unit of the chosen node, with a
+    marker at t. The portrait tab shows the model's state (every feedback
+    value and cell state, concatenated) on its 2 principal components
+    (`fbx.pca_project`, fitted over every traced sample and epoch, so the
+    axes stay fixed), one line for the chosen sample, a marker at t, and
+    the fixed points in the same plane (stable filled, unstable hollow); a
+    model without feedback has no portrait. The "unrolled" box swaps the
+    graph for `window` steps around t drawn unrolled (`fbx.draw(...,
+    unroll=window)`), the current step framed. All frames of the chosen
+    node and sample go to the browser once: Play, the slider and the epoch
+    slider redraw there, with no kernel round trip.
+
+    The `stateless` / `stateful` toggle: "stateless" shows the trace, the
+    whole sequence in one call. "stateful" shows `fbx.compare_stateful` with
+    the sequence cut into `chunks` chunks: solid lines carry every delayed
+    value and cell state from one chunk into the next (what a `stateful=True`
+    model computes when fed the chunks one call after another), dashed lines
+    start each chunk afresh (a stateless model fed the same chunks); dotted
+    lines mark the boundaries. Where the dashed lines leave the solid ones,
+    the network's memory of earlier chunks matters. Both runs start from
+    the initial values (or `initial_state`), not a stateful model's carried
+    state, which the trace does start from. The toggle is off when the two
+    runs must agree: a model without feedback, or a single chunk.
 
     Its parts are public, so code can drive it as a user would: `node`,
     `sample` (Dropdowns), `colour` (Dropdown: "mean", "norm" or "unit") and
@@ -88,9 +113,9 @@ class Explorer(widgets.VBox):
         self.fixed_points = fixed_points
         self._off_reason = off_reason
         self._off_note = off_note  # why the stateful view is off, in full
-        # stacklevel 3: the NaN warning points at the caller of fbx.explore
+        # stacklevel 4: the NaN warning points at fbx.explore's caller (explore, _explore_*, here)
         self.data = ExplorerData(
-            model, frame, comparison, chunks, fixed_points=fixed_points, states=states, stacklevel=3
+            model, frame, comparison, chunks, fixed_points=fixed_points, states=states, stacklevel=4
         )
         self.window = max(1, min(int(window), self.data.length))
         self.note = widgets.HTML()
@@ -440,46 +465,25 @@ def explore(
     graph with every node's box filled, on a diverging scale, by its value
     at step t (the mean of its units, their norm, or one unit: `fill by`),
     each delayed edge as wide as the norm of the value it carries, and a
-    legend. Below: a node picker (layers, per-step inputs, delayed values,
-    cell states, named as `fbx.trace` names them; the chosen node is
-    outlined), a sample picker, a Play button and a step slider, and tabs
-    with the chosen node's trajectories (one line per unit, a marker at t),
-    a units x time heatmap and the phase portrait, and a table of its
-    values at t. The portrait shows the model's state (every feedback value
-    and cell state, concatenated) on its 2 principal components
-    (`fbx.pca_project`, fitted over every traced sample and epoch, so the
-    axes stay fixed), one line for the chosen sample, a marker at t, and
-    `fixed_points` in the same plane (stable filled, unstable hollow); a
-    model without feedback has no portrait. The
-    "unrolled" box swaps the graph for `window` steps around t drawn
-    unrolled (`fbx.draw(..., unroll=window)`), the current step framed. All
-    frames of the chosen node and sample go to the browser once: Play, the
-    slider and the epoch slider redraw there, with no kernel round trip.
-    It opens on the first fed-back value (the loop's own signal).
-
-    The `stateless` / `stateful` toggle: "stateless" shows the trace, the
-    whole sequence in one call. "stateful" shows `fbx.compare_stateful` with
-    the sequence cut into `chunks` chunks: solid lines carry every delayed
-    value and cell state from one chunk into the next (what a `stateful=True`
-    model computes when fed the chunks one call after another), dashed lines
-    start each chunk afresh (a stateless model fed the same chunks); dotted
-    lines mark the boundaries. Where the dashed lines leave the solid ones,
-    the network's memory of earlier chunks matters. Both runs start from
-    the initial values (or `initial_state`), not a stateful model's carried
-    state, which the trace does start from. The toggle is off when the two
-    runs must agree: a model without feedback, or a single chunk.
+    legend. Below: a node picker (nodes named as `fbx.trace` names them; it
+    opens on the first fed-back value, the loop's own signal), a sample
+    picker, a Play button and a step slider, tabs with the chosen node's
+    trajectories, a units x time heatmap and the phase portrait of the
+    model's state, and a table of its values at t; an "unrolled" box, and a
+    `stateless` / `stateful` toggle that compares runs over `chunks` chunks
+    (`Explorer` says what each part shows). Play and the sliders redraw in
+    the browser, with no kernel round trip.
 
     `explore(callback)` shows what a `fbx.TraceCallback` recorded while the
     model trained, with an epoch slider beside the time slider (`nodes=` and
     `samples=` pick part of the recording).
 
     Memory: the explorer holds every traced value (samples x steps x units
-    of every node). Before tracing, it estimates what it needs and, above
-    the memory budget (`fbx.set_memory_budget`), refuses with one line that
-    says what to pass (`samples=`, `nodes=`); where the stateful view would
-    not fit beside it, the toggle is off and its tooltip says why. NaN and
-    inf (a diverging model) are drawn as gaps: a warning and each view's
-    title name the steps.
+    of every node). Above the memory budget (`fbx.set_memory_budget`) it
+    refuses, before tracing, with one line that says what to pass
+    (`samples=`, `nodes=`); where the stateful view would not fit beside it,
+    the toggle is off and its tooltip says why. NaN and inf (a diverging
+    model) are drawn as gaps: a warning and each view's title name the steps.
 
     Args:
         model: a `FeedbackModel`, or a `TraceCallback` that has recorded.
@@ -508,13 +512,55 @@ def explore(
         >>> ex.node.value = "loop"; ex.step.value = 5   # as if clicked
     """
     if isinstance(model, TraceCallback):
-        if inputs is not None:
-            raise ValueError(
-                "fbx.explore(callback) shows the inputs the TraceCallback traced; it takes "
-                f"no inputs. Received: inputs of type {type(inputs).__name__}. "
-                "Pass the probe inputs to fbx.TraceCallback(inputs) instead."
-            )
-        return _explore_recording(model, nodes, samples, window, fixed_points)
+        return _explore_recording(model, inputs, nodes, samples, window, fixed_points)
+    _check_explore_arguments(model, inputs, window, fixed_points)
+    if isinstance(samples, np.ndarray) and samples.ndim == 1:
+        samples = samples.tolist()
+    if isinstance(samples, (list, tuple)):
+        samples = list(dict.fromkeys(samples))  # one line per sample, shown once
+    return _explore_model(
+        model, inputs, nodes, samples, initial_state, chunks, window, fixed_points
+    )
+
+
+def _explore_model(model, inputs, nodes, samples, initial_state, chunks, window, fixed_points):
+    """`fbx.explore(model, inputs)`, its arguments checked: the trace, the
+    stateful comparison (a function, called when the view first opens) and
+    the states the portrait needs."""
+    names = resolve_nodes(model, nodes, "explore")
+    size = planned_size(model, inputs, names, samples, None, "explore")
+    if chunks is None:
+        chunks = 2 if size[1] >= 2 else 1
+    stateful = bool(model.feedback_names) and chunks != 1
+    if stateful:
+        chunk_bounds(size[1], chunks)  # names `chunks` when it is out of range, now
+    stateful_off = _check_explore_memory(model, names, size, stateful)
+    frame = trace(model, inputs, names, samples=samples, initial_state=initial_state)
+    comparison = None
+    if stateful and stateful_off is None:
+        comparison = functools.partial(
+            compare_stateful,
+            model,
+            inputs,
+            chunks,
+            names,
+            samples=samples,
+            initial_state=initial_state,
+        )
+    return Explorer(
+        model,
+        frame,
+        comparison,
+        chunks,
+        window=window,
+        fixed_points=fixed_points,
+        states=_untraced_states(model, inputs, names, samples, initial_state),
+        off_note=stateful_off,
+    )
+
+
+def _check_explore_arguments(model, inputs, window, fixed_points):
+    """`fbx.explore(model, inputs)`'s arguments, each refused with what to pass."""
     if not isinstance(model, FeedbackModel):
         raise ValueError(
             f"fbx.explore expects a FeedbackModel or a fbx.TraceCallback. Received: "
@@ -531,47 +577,19 @@ def explore(
             f"fbx.explore: `window` is the number of steps the unrolled view draws, an "
             f"integer >= 1. Received: window={window!r}"
         )
-    if isinstance(samples, np.ndarray) and samples.ndim == 1:
-        samples = samples.tolist()
-    if isinstance(samples, (list, tuple)):
-        samples = list(dict.fromkeys(samples))  # one line per sample, shown once
-    names = resolve_nodes(model, nodes, "explore")
-    size = planned_size(model, inputs, names, samples, None, "explore")
-    length = size[1]
-    if chunks is None:
-        chunks = 2 if length >= 2 else 1
-    stateful = bool(model.feedback_names) and chunks != 1
-    if stateful:
-        chunk_bounds(length, chunks)  # names `chunks` when it is out of range, now
-    stateful_off = _check_explore_memory(model, names, size, stateful)
-    frame = trace(model, inputs, names, samples=samples, initial_state=initial_state)
-    comparison = None
-    if stateful and stateful_off is None:
 
-        def comparison():  # computed when the stateful view first opens
-            return compare_stateful(
-                model, inputs, chunks, names, samples=samples, initial_state=initial_state
-            )
 
-    # The portrait needs every state: trace those `nodes` left out, samples in sorted order.
+def _untraced_states(model, inputs, names, samples, initial_state) -> dict:
+    """The states the portrait needs that `names` left out, traced, samples in
+    sorted order: `{state name: (1, sample, t, ...)}`."""
     missing = [n for n in model.feedback_names if n not in set(names)]
-    states = {}
-    if missing:
-        arrays = trace(
-            model, inputs, missing, samples=samples, initial_state=initial_state, as_arrays=True
-        )
-        order = np.argsort(samples, kind="stable") if isinstance(samples, list) else slice(None)
-        states = {n: a[order][None] for n, a in arrays.items()}
-    return Explorer(
-        model,
-        frame,
-        comparison,
-        chunks,
-        window=window,
-        fixed_points=fixed_points,
-        states=states,
-        off_note=stateful_off,
+    if not missing:
+        return {}
+    arrays = trace(
+        model, inputs, missing, samples=samples, initial_state=initial_state, as_arrays=True
     )
+    order = np.argsort(samples, kind="stable") if isinstance(samples, list) else slice(None)
+    return {n: a[order][None] for n, a in arrays.items()}
 
 
 def _check_explore_memory(model, names, size, stateful: bool) -> str | None:
@@ -590,9 +608,15 @@ def _check_explore_memory(model, names, size, stateful: bool) -> str | None:
     return over_budget("the stateful view", need + more, detail, remedy)
 
 
-def _explore_recording(callback, nodes, samples, window, fixed_points) -> Explorer:
+def _explore_recording(callback, inputs, nodes, samples, window, fixed_points) -> Explorer:
     """`fbx.explore(callback)`: the recorded traces (some nodes and samples of
     them), joined, with an epoch slider."""
+    if inputs is not None:
+        raise ValueError(
+            "fbx.explore(callback) shows the inputs the TraceCallback traced; it takes "
+            f"no inputs. Received: inputs of type {type(inputs).__name__}. "
+            "Pass the probe inputs to fbx.TraceCallback(inputs) instead."
+        )
     rows = recorded_rows(callback.frames, nodes, samples)
     count = sum(
         len(df) if keep is None else int(keep.sum())
