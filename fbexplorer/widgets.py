@@ -29,11 +29,9 @@ from fbexplorer._atomic import write_text
 from fbexplorer.callbacks import TraceCallback, join_frames, recorded_rows
 from fbexplorer.drawing import draw
 from fbexplorer.engine import FeedbackModel
-from fbexplorer.escaping import plotly_text
 from fbexplorer.explorer_data import COLOUR_BY, ExplorerData
+from fbexplorer.explorer_figures import panel_figure
 from fbexplorer.memory import PER_VALUE, check_memory, over_budget, values_detail
-from fbexplorer.plots import plot_heatmap
-from fbexplorer.portraits import portrait
 from fbexplorer.tracing import (
     check_size,
     chunk_bounds,
@@ -46,9 +44,6 @@ from fbexplorer.tracing import (
 from fbexplorer.view import ExplorerView, graph_targets, standalone_html, unrolled_targets
 
 __all__ = ["Explorer", "explore"]
-
-_PANELS = ("trajectories", "heatmap", "portrait")
-_MARK = "#d95f02"  # the marker at t, as explorer.js draws it
 
 
 class Explorer(widgets.VBox):
@@ -317,89 +312,15 @@ class Explorer(widgets.VBox):
         Returns:
             A `plotly.graph_objects.Figure`.
         """
-        panel = panel or self.view.panel
-        if panel not in _PANELS:
-            raise ValueError(
-                f"Explorer.figure: panel is one of {list(_PANELS)}. Received: panel={panel!r}"
-            )
-        row, t = self.data.samples.index(self.sample.value), self.step.value
-        if panel == "portrait":
-            return self._portrait_figure(row, t)
-        if panel == "heatmap":
-            figure = self._heatmap_figure(row)
-        else:
-            figure = self._trajectories_figure(row)
-        figure.add_vline(x=t, line={"color": _MARK, "width": 2})
-        return figure
-
-    def _title(self) -> str:
-        return f"{plotly_text(self.node.value)}, sample {self.sample.value}"
-
-    def _heatmap_figure(self, row: int):
-        """`fbx.plot_heatmap`, units in index order as the tab shows them."""
-        node, title = self.node.value, self._title()
-        column = self.data.runs(self.mode.value)[0][0]
-        figure = plot_heatmap(
-            {node: self.values(node, column)},
-            node,
-            sample=row,
-            order="index",
-            title=title + ("" if column == "value" else f", {column}"),
+        return panel_figure(
+            self.data,
+            panel or self.view.panel,
+            self.node.value,
+            self.sample.value,
+            self.step.value,
+            mode=self.mode.value,
+            epoch_index=self._epoch_index(None),
         )
-        figure.update_layout(template="plotly_white", xaxis_title="t", yaxis_title="unit")
-        return figure
-
-    def _trajectories_figure(self, row: int):
-        """One line per unit (and run, in the stateful view)."""
-        import plotly.graph_objects as go
-
-        figure = go.Figure(layout={"template": "plotly_white", "title": {"text": self._title()}})
-        for column, dashed in self.data.runs(self.mode.value):
-            data = self.values(self.node.value, column)[row]
-            for u in range(data.shape[1]):
-                figure.add_scatter(
-                    y=data[:, u],
-                    mode="lines",
-                    name=f"unit {u}" + ("" if column == "value" else f" {column}"),
-                    line={"dash": "dash" if dashed else "solid"},
-                )
-        figure.update_layout(xaxis_title="t", yaxis_title="value")
-        return figure
-
-    def _portrait_figure(self, row: int, t: int):
-        """`fbx.portrait` of one sample at the current epoch, in the tab's projection."""
-        found = self.data.portrait
-        if found is None:
-            raise ValueError(
-                f"Explorer.figure: model '{self.model.name}' has no portrait here: it needs at "
-                f"least 2 units of state (feedback names, cell states) in the trace. "
-                f"Received: panel='portrait'. Use 'trajectories' or 'heatmap'."
-            )
-        e = self._epoch_index(None)
-        nodes = list(found.projection.nodes)
-        shown = found.fixed is not None and e == found.epoch
-        sample = self.sample.value
-        title = f"Portrait of {plotly_text(', '.join(nodes))}, sample {sample}"
-        if self.data.epochs:
-            title += f", epoch {self.data.epochs[e]}"
-        figure = portrait(
-            {n: a[e, row : row + 1] for n, a in found.states.items()},
-            nodes=nodes,
-            projection=found.projection,
-            fixed_points=self.fixed_points if shown else None,
-            title=title,
-        )
-        figure.data[0].name = f"sample {sample}"
-        figure.data[0].text = [f"sample {sample}, t={k}" for k in range(len(figure.data[0].x))]
-        x, y = found.coords[e, row, t]
-        figure.add_scatter(
-            x=[x],
-            y=[y],
-            mode="markers",
-            name=f"t={t}",
-            marker={"color": _MARK, "size": 13, "symbol": "x"},
-        )
-        return figure
 
     def save_html(self, path) -> str:
         """Write the view to one HTML file that plays and scrubs offline, with no kernel.

@@ -100,3 +100,23 @@ def test_portrait_is_the_pca_of_the_states_and_epochs_are_named():
     assert data.values("loop").shape == (3, 5, 2)
     with pytest.raises(ValueError, match=r"no epoch 3 was traced\. Expected one of none"):
         data.epoch_index(3)
+
+
+def test_panel_figures_draw_the_data_without_a_widget():
+    from fbexplorer.explorer_figures import panel_figure
+
+    data = ExplorerData(stub(("loop", (2,))), tidy(ARRAYS))
+    lines = panel_figure(data, "trajectories", "d1", 2, 3)
+    for u, scatter in enumerate(lines.data):
+        np.testing.assert_array_equal(scatter.y, ARRAYS["d1"][2, :, u])
+    assert lines.layout.shapes[0].x0 == 3 and lines.layout.title.text == "d1, sample 2"
+    heat = panel_figure(data, "heatmap", "loop", 1, 0).data[0]
+    np.testing.assert_array_equal(np.asarray(heat.z), ARRAYS["loop"][1].T)
+    plane = panel_figure(data, "portrait", "d1", 1, 4)
+    np.testing.assert_allclose(
+        [plane.data[-1].x[0], plane.data[-1].y[0]], data.portrait.coords[0, 1, 4]
+    )
+    with pytest.raises(ValueError, match=r"panel is one of .* Received: panel='table'"):
+        panel_figure(data, "table", "d1", 1, 0)
+    with pytest.raises(ValueError, match="model 'stub' has no portrait here"):
+        panel_figure(ExplorerData(stub(), tidy(ARRAYS)), "portrait", "d1", 1, 0)
