@@ -575,6 +575,31 @@ def _at(name: str, t: int) -> str:
     return f"{dot_id(name)}@t{t}"
 
 
+def _check_draw_arguments(model, unroll, rankdir, collapse):
+    """`fbx.draw`'s arguments, each refused with what to pass."""
+    if not (hasattr(model, "graph") and hasattr(model, "step_model")):
+        raise ValueError(
+            f"fbx.draw expects a FeedbackModel. Received: {type(model).__name__}. "
+            f"For a plain Keras model use keras.utils.plot_model."
+        )
+    if unroll is not None and (isinstance(unroll, bool) or not isinstance(unroll, int)):
+        raise ValueError(
+            f"fbx.draw: `unroll` is None (the cyclic view) or a number of timesteps "
+            f">= 1. Received: unroll={unroll!r}"
+        )
+    if unroll is not None and unroll < 1:
+        raise ValueError(f"fbx.draw: `unroll` must be >= 1. Received: unroll={unroll}")
+    if collapse and unroll is None:
+        raise ValueError(
+            "fbx.draw: `collapse=True` draws each timestep as one box, so it needs "
+            "`unroll=N`. Pass unroll, or drop collapse."
+        )
+    if rankdir not in _RANKDIRS:
+        raise ValueError(
+            f"fbx.draw: `rankdir` must be one of {list(_RANKDIRS)}. Received: rankdir={rankdir!r}"
+        )
+
+
 # ---------------------------------------------------------------------- public
 def draw(
     model,
@@ -637,27 +662,7 @@ def draw(
         >>> print(fbx.draw(net).source)        # doctest: +SKIP
         >>> fbx.draw(net, unroll=3, highlight=("d1", 2))  # doctest: +SKIP
     """
-    if not (hasattr(model, "graph") and hasattr(model, "step_model")):
-        raise ValueError(
-            f"fbx.draw expects a FeedbackModel. Received: {type(model).__name__}. "
-            f"For a plain Keras model use keras.utils.plot_model."
-        )
-    if unroll is not None and (isinstance(unroll, bool) or not isinstance(unroll, int)):
-        raise ValueError(
-            f"fbx.draw: `unroll` is None (the cyclic view) or a number of timesteps "
-            f">= 1. Received: unroll={unroll!r}"
-        )
-    if unroll is not None and unroll < 1:
-        raise ValueError(f"fbx.draw: `unroll` must be >= 1. Received: unroll={unroll}")
-    if collapse and unroll is None:
-        raise ValueError(
-            "fbx.draw: `collapse=True` draws each timestep as one box, so it needs "
-            "`unroll=N`. Pass unroll, or drop collapse."
-        )
-    if rankdir not in _RANKDIRS:
-        raise ValueError(
-            f"fbx.draw: `rankdir` must be one of {list(_RANKDIRS)}. Received: rankdir={rankdir!r}"
-        )
+    _check_draw_arguments(model, unroll, rankdir, collapse)
     picture = _analyse(model)
     picture = dataclasses.replace(picture, rankdir=rankdir)
     names, times = _parse_highlight(highlight, picture, unroll)

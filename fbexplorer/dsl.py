@@ -495,28 +495,41 @@ def build(
     layer_names = {n for n, obj in names.items() if isinstance(obj, type)}
     declared = _declared(inputs, constants, names)
     source, sites = parse(body, first_line, layer_names, reserved=declared)
+    outputs = list(outputs) if outputs else None
+    _check_outputs(outputs, source, declared)
+    # The language's own names win over the notebook's (prev and cell come per run).
+    base = {"__builtins__": __builtins__, **(user_ns or {}), **names}
+    run, tensors, outs = _infer(source, sites, base, declared, inputs, constants, outputs)
+    return _assemble(run, tensors, inputs, constants, outs, stateful, steps, name)
+
+
+def _check_outputs(outputs, source, declared):
+    """`--output` names a variable the cell assigns (or an input)."""
     if not source.order:
         raise FbModelError(
             "the cell assigns no variable; write one timestep, as in y = Dense(1)(x), "
             "and the last layer output assigned is the output"
         )
-    outputs = list(outputs) if outputs else None
     for out in outputs or ():
         if out not in source.assigned and out not in declared:
             raise FbModelError(
                 f"--output {out}: the cell assigns no variable '{out}'; "
                 f"it assigns {', '.join(dict.fromkeys(source.order))}"
             )
-    # The language's own names win over the notebook's (prev and cell come per run).
-    base = {"__builtins__": __builtins__, **(user_ns or {}), **names}
 
-    # Candidate shapes for a prev() whose variable is not assigned yet.
+
+def _infer(source, sites, base, declared, inputs, constants, outputs):
+    """Run the cell until every `prev()`'s shape is what its variable turns out
+    to be: `(the last _Pass, its input tensors, the output variables)`.
+
+    A `prev()` whose variable is not assigned yet is first given a candidate
+    shape (an input's, a constant's, then `(1,)`); each pass corrects the
+    guesses that were wrong, and a pass whose automatic layer names clash
+    with the others' runs again clear of them.
+    """
     candidates = list(dict.fromkeys([tuple(s) for _, s in list(inputs) + list(constants)]))
     candidates.append((1,))
-
-    guesses: dict = {}
-    wrong: dict = {}
-    actual: dict = {}
+    guesses, wrong, actual = {}, {}, {}
     first_error = None
     candidate = 0
     taken = set(declared) | source.names  # names automatic ones must avoid
@@ -530,26 +543,13 @@ def build(
         try:
             run.run(source.code, base, tensors, taken)
         except Exception as exc:  # the user's code: any error becomes one line
-            message = _explain(exc, source)
-            if run.assumed and not isinstance(exc, (NameError, SyntaxError)):
-                assumed = ", ".join(f"prev({v}) shape {s}" for v, s in run.assumed.items())
-                message += (
-                    f" (shapes assumed while inferring: {assumed}; if that is the cause, "
-                    "give the shape, as in prev(h3, shape=(8,)))"
-                )
-            first_error = first_error or message
+            first_error = first_error or _pass_error(exc, run, source)
             if run.assumed and candidate + 1 < len(candidates):
                 candidate += 1
                 continue
             raise FbModelError(first_error) from None
         outs = outputs or _last_layer_output(run, source)
-        values = _layer_outputs(run, source, set(run.bindings.values()) | set(outs))
-        actual = {var: _spec(values[var]) for var in set(run.bindings.values())}
-        wrong = {
-            var: spec
-            for var, spec in actual.items()
-            if tuple(run.guesses[var][0]) != spec[0] or (run.guesses[var][1] or spec[1]) != spec[1]
-        }
+        values, actual, wrong = _mismatches(run, source, outs)
         if set(wrong) <= set(run.given):  # nothing left to infer: what was given must fit
             _check_given(run, source, actual)
         if wrong:
@@ -560,13 +560,38 @@ def build(
             taken |= avoid
             passes += 1
             continue
-        return _assemble(run, tensors, inputs, constants, outs, stateful, steps, name)
+        return run, tensors, outs
     _check_given(run, source, {v: s for v, s in actual.items() if v in wrong})
     raise FbModelError(
         "could not infer the shapes of "
         + ", ".join(f"prev({v})" for v in wrong)
         + "; give them, as in prev(h3, shape=(8,))"
     )
+
+
+def _pass_error(exc, run, source) -> str:
+    """The one line a pass's error becomes, naming the shapes it assumed."""
+    message = _explain(exc, source)
+    if run.assumed and not isinstance(exc, (NameError, SyntaxError)):
+        assumed = ", ".join(f"prev({v}) shape {s}" for v, s in run.assumed.items())
+        message += (
+            f" (shapes assumed while inferring: {assumed}; if that is the cause, "
+            "give the shape, as in prev(h3, shape=(8,)))"
+        )
+    return message
+
+
+def _mismatches(run, source, outs) -> tuple[dict, dict, dict]:
+    """`(values, actual, wrong)` of a pass: the layer outputs it needs, the
+    (shape, dtype) of each `prev()`'s variable, and those guessed wrong."""
+    values = _layer_outputs(run, source, set(run.bindings.values()) | set(outs))
+    actual = {var: _spec(values[var]) for var in set(run.bindings.values())}
+    wrong = {
+        var: spec
+        for var, spec in actual.items()
+        if tuple(run.guesses[var][0]) != spec[0] or (run.guesses[var][1] or spec[1]) != spec[1]
+    }
+    return values, actual, wrong
 
 
 def _declared(inputs, constants, names) -> list:

@@ -30,6 +30,40 @@ def parse_argstring(magic, line: str):
         raise UsageError(f"%{magic.__name__} {line}: {exc}") from None
 
 
+def _fbmodel_flags(args) -> tuple[list, list]:
+    """`%%fbmodel`'s flags, checked: `(inputs, constants)` as `[(name, shape), ...]`."""
+    if not args.name.isidentifier():
+        raise UsageError(f"%%fbmodel {args.name}: NAME must be a Python variable name")
+    if args.unroll is not None and args.quiet:
+        raise UsageError(
+            "%%fbmodel: --unroll N draws the time expansion, --quiet draws "
+            "nothing; give one of them"
+        )
+    if args.unroll is not None and args.unroll < 1:
+        raise UsageError(f"%%fbmodel: --unroll {args.unroll}: give a number of steps >= 1")
+    if args.steps is not None and args.steps < 1:
+        raise UsageError(f"%%fbmodel: --steps {args.steps}: give a number of steps >= 1")
+    inputs = [_shape_flag(t, "--input") for t in args.input]
+    constants = [_shape_flag(t, "--constant") for t in args.constant]
+    if not inputs and not constants:
+        raise UsageError(
+            "%%fbmodel: declare the inputs of one timestep, as in "
+            f"%%fbmodel {args.name} --input x:5"
+        )
+    if inputs and args.steps is not None:
+        raise UsageError(
+            f"%%fbmodel: --steps {args.steps} is for a model with only --constant inputs; "
+            "with --input, the number of steps is the length of the sequences"
+        )
+    if not inputs and args.steps is None:
+        raise UsageError(
+            "%%fbmodel: a model with only --constant inputs has no sequence to take "
+            f"the number of steps from; give --steps N, as in %%fbmodel {args.name} "
+            f"{' '.join('--constant ' + t for t in args.constant)} --steps 10"
+        )
+    return inputs, constants
+
+
 def _shape_flag(text: str, flag: str) -> tuple[str, tuple]:
     """`x:5` -> ("x", (5,)); `img:8,8,1` -> ("img", (8, 8, 1))."""
     name, sep, dims = text.partition(":")
@@ -187,35 +221,7 @@ class FeedbackMagics(Magics):
         %fbdraw net --unroll 3, %fbtrace net X, %fbexplore net X.
         """
         args = parse_argstring(self.fbmodel, line)
-        if not args.name.isidentifier():
-            raise UsageError(f"%%fbmodel {args.name}: NAME must be a Python variable name")
-        if args.unroll is not None and args.quiet:
-            raise UsageError(
-                "%%fbmodel: --unroll N draws the time expansion, --quiet draws "
-                "nothing; give one of them"
-            )
-        if args.unroll is not None and args.unroll < 1:
-            raise UsageError(f"%%fbmodel: --unroll {args.unroll}: give a number of steps >= 1")
-        if args.steps is not None and args.steps < 1:
-            raise UsageError(f"%%fbmodel: --steps {args.steps}: give a number of steps >= 1")
-        inputs = [_shape_flag(t, "--input") for t in args.input]
-        constants = [_shape_flag(t, "--constant") for t in args.constant]
-        if not inputs and not constants:
-            raise UsageError(
-                "%%fbmodel: declare the inputs of one timestep, as in "
-                f"%%fbmodel {args.name} --input x:5"
-            )
-        if inputs and args.steps is not None:
-            raise UsageError(
-                f"%%fbmodel: --steps {args.steps} is for a model with only --constant inputs; "
-                "with --input, the number of steps is the length of the sequences"
-            )
-        if not inputs and args.steps is None:
-            raise UsageError(
-                "%%fbmodel: a model with only --constant inputs has no sequence to take "
-                f"the number of steps from; give --steps N, as in %%fbmodel {args.name} "
-                f"{' '.join('--constant ' + t for t in args.constant)} --steps 10"
-            )
+        inputs, constants = _fbmodel_flags(args)
         model = build(
             cell,
             name=args.name,

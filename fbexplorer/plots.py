@@ -146,7 +146,6 @@ def plot_comparison(
     Example:
         >>> fbx.plot_comparison(fbx.compare_stateful(net, seq, chunks=4), node="d3")
     """
-    import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     need = ["sample", "t", "chunk", "node", "unit", "stateful", "stateless", "difference"]
@@ -165,6 +164,21 @@ def plot_comparison(
         vertical_spacing=0.06,
         subplot_titles=("stateful (solid) and stateless (dashed)", "stateful - stateless"),
     )
+    _add_comparison_lines(fig, sub, node, units, sample)
+    _mark_boundaries(fig, cmp)
+    fig.update_layout(
+        title=title or f"{plotly_text(node)}: stateful vs stateless (sample {sample})",
+        template="plotly_white",
+    )
+    fig.update_xaxes(title_text="t", row=2, col=1)
+    return fig
+
+
+def _add_comparison_lines(fig, sub: pd.DataFrame, node: str, units, sample):
+    """Three lines per unit of `sub` (one node and sample): stateful and
+    stateless in the top panel, their difference below, one colour per unit."""
+    import plotly.graph_objects as go
+
     colors = _palette()
     for j, u in enumerate(units):
         line = sub[sub["unit"] == u].sort_values("t")
@@ -189,6 +203,10 @@ def plot_comparison(
                 row=row,
                 col=1,
             )
+
+
+def _mark_boundaries(fig, cmp: pd.DataFrame):
+    """A dotted vertical line between the last step of each chunk and the first of the next."""
     starts = cmp.groupby("chunk")["t"].min().sort_index().to_numpy()[1:]
     for start in starts:
         fig.add_shape(
@@ -202,12 +220,6 @@ def plot_comparison(
             line=BOUNDARY_STYLE,
             name=f"boundary {int(start)}",
         )
-    fig.update_layout(
-        title=title or f"{plotly_text(node)}: stateful vs stateless (sample {sample})",
-        template="plotly_white",
-    )
-    fig.update_xaxes(title_text="t", row=2, col=1)
-    return fig
 
 
 # ----------------------------------------------------------------- heatmaps
@@ -257,6 +269,42 @@ def similarity_order(values) -> np.ndarray:
     return np.concatenate([moving[chain], still]).astype(np.int64)
 
 
+def _sample_row(ids: np.ndarray, sample) -> int:
+    """The row of `sample` among a trace's sample ids (None: the first)."""
+    if sample is None:
+        return 0
+    hits = np.flatnonzero(ids == sample) if np.isscalar(sample) else []
+    if isinstance(sample, bool) or len(hits) != 1:
+        raise ValueError(
+            f"fbx.plot_heatmap: sample {sample!r} is not in the trace. Samples: "
+            f"{[int(i) for i in ids]}."
+        )
+    return int(hits[0])
+
+
+def _unit_order(order, matrix: np.ndarray, node: str) -> np.ndarray:
+    """`plot_heatmap`'s rows: `order` of the units of `matrix` (units, T), int64."""
+    n_units = matrix.shape[0]
+    if isinstance(order, str) and order == "similarity":
+        chosen = similarity_order(matrix)
+    elif order is None or (isinstance(order, str) and order == "index"):
+        chosen = np.arange(n_units)
+    elif not isinstance(order, str) and np.ndim(order) == 1 and len(order) > 0:
+        chosen = np.asarray(order)
+        bad = [u for u in chosen.tolist() if not isinstance(u, int) or not 0 <= u < n_units]
+        if bad or len(set(chosen.tolist())) != len(chosen):
+            raise ValueError(
+                f"fbx.plot_heatmap: order lists unit indices 0 to {n_units - 1} of node "
+                f"'{node}', each at most once. Received: order={list(order)!r}"
+            )
+    else:
+        raise ValueError(
+            f"fbx.plot_heatmap: order is 'similarity', 'index', None or a list of unit "
+            f"indices. Received: order={order!r}"
+        )
+    return np.asarray(chosen, dtype=np.int64)
+
+
 def plot_heatmap(
     trace,
     node: str | None = None,
@@ -296,36 +344,9 @@ def plot_heatmap(
     node = nodes[0] if node is None else node
     arrays, ids = node_arrays(trace, [node], what="plot_heatmap")
     values = arrays[node]
-    if sample is None:
-        row = 0
-    else:
-        hits = np.flatnonzero(ids == sample) if np.isscalar(sample) else []
-        if isinstance(sample, bool) or len(hits) != 1:
-            raise ValueError(
-                f"fbx.plot_heatmap: sample {sample!r} is not in the trace. Samples: "
-                f"{[int(i) for i in ids]}."
-            )
-        row = int(hits[0])
+    row = _sample_row(ids, sample)
     matrix = values[row].reshape(values.shape[1], -1).T  # (units, T)
-    n_units = matrix.shape[0]
-    if isinstance(order, str) and order == "similarity":
-        chosen = similarity_order(matrix)
-    elif order is None or (isinstance(order, str) and order == "index"):
-        chosen = np.arange(n_units)
-    elif not isinstance(order, str) and np.ndim(order) == 1 and len(order) > 0:
-        chosen = np.asarray(order)
-        bad = [u for u in chosen.tolist() if not isinstance(u, int) or not 0 <= u < n_units]
-        if bad or len(set(chosen.tolist())) != len(chosen):
-            raise ValueError(
-                f"fbx.plot_heatmap: order lists unit indices 0 to {n_units - 1} of node "
-                f"'{node}', each at most once. Received: order={list(order)!r}"
-            )
-    else:
-        raise ValueError(
-            f"fbx.plot_heatmap: order is 'similarity', 'index', None or a list of unit "
-            f"indices. Received: order={order!r}"
-        )
-    chosen = np.asarray(chosen, dtype=np.int64)
+    chosen = _unit_order(order, matrix, node)
     sample_id = int(ids[row])
     fig = go.Figure(
         go.Heatmap(

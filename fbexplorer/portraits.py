@@ -21,7 +21,14 @@ from threadpoolctl import ThreadpoolController
 from fbexplorer import recording
 from fbexplorer.escaping import plotly_text
 
-__all__ = ["Projection", "nonfinite_note", "nonfinite_steps", "pca_project", "portrait"]
+__all__ = [
+    "Projection",
+    "fixed_point_values",
+    "nonfinite_note",
+    "nonfinite_steps",
+    "pca_project",
+    "portrait",
+]
 
 COLORSCALE = "Viridis"
 FIXED_POINT_COLOR = "#d62728"

@@ -15,9 +15,9 @@ in the browser, so playback needs no kernel. `explore(callback)` shows what a
 
 from __future__ import annotations
 
+import functools
 import html
 import re
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 
 import graphviz
@@ -29,70 +29,42 @@ from fbexplorer._atomic import write_text
 from fbexplorer.callbacks import TraceCallback, join_frames, recorded_rows
 from fbexplorer.drawing import draw
 from fbexplorer.engine import FeedbackModel
-from fbexplorer.escaping import plotly_text
+from fbexplorer.explorer_data import COLOUR_BY, ExplorerData
+from fbexplorer.explorer_figures import panel_figure
 from fbexplorer.memory import PER_VALUE, check_memory, over_budget, values_detail
-from fbexplorer.plots import plot_heatmap
-from fbexplorer.portraits import (
-    fixed_point_values,
-    nonfinite_note,
-    nonfinite_steps,
-    pca_project,
-    portrait,
-)
 from fbexplorer.recording import check_size, node_units, planned_size, resolve_nodes
 from fbexplorer.tracing import chunk_bounds, compare_stateful, trace
-from fbexplorer.view import ExplorerView, encode, graph_targets, standalone_html, unrolled_targets
+from fbexplorer.view import ExplorerView, graph_targets, standalone_html, unrolled_targets
 
 __all__ = ["Explorer", "explore"]
 
-_COLOUR_BY = ("mean", "norm", "unit")
-_PANELS = ("trajectories", "heatmap", "portrait")
-_MARK = "#d95f02"  # the marker at t, as explorer.js draws it
-
-
-def _blocks(frame: pd.DataFrame, columns, samples) -> tuple[list, dict]:
-    """(epochs, {column: {node: array (epoch, sample, t, unit)}}) from a tidy frame.
-
-    The rows' order key is built in place in one int64 array (a trace's rows
-    are already in order, so the columns are then reshaped, not copied): the
-    explorer's memory on top of the frame is about 17 bytes per row.
-    """
-    codes = frame["node"].cat.codes.to_numpy()
-    names = list(frame["node"].cat.categories)
-    t, u = frame["t"].to_numpy(), frame["unit"].to_numpy()
-    n_s, n_t, n_u = len(samples), int(t.max()) + 1, int(u.max()) + 1
-    key = codes.astype(np.int64)
-    epochs = []
-    if "epoch" in frame:
-        epochs = sorted(int(e) for e in pd.unique(frame["epoch"]))
-        key *= len(epochs)
-        key += np.searchsorted(epochs, frame["epoch"].to_numpy())
-    key *= n_s
-    sample = frame["sample"].to_numpy()
-    key += sample if list(samples) == list(range(n_s)) else np.searchsorted(samples, sample)
-    key *= n_t
-    key += t
-    key *= n_u
-    key += u
-    n_e = max(len(epochs), 1)
-    order = None if np.all(key[1:] > key[:-1]) else np.argsort(key, kind="stable")
-    del key
-    counts = np.bincount(codes, minlength=len(names))
-    starts = np.concatenate([[0], np.cumsum(counts)])
-    out = {}
-    for column in columns:
-        flat = frame[column].to_numpy()
-        flat = flat if order is None else flat[order]
-        out[column] = {
-            name: flat[starts[i] : starts[i + 1]].reshape(n_e, n_s, n_t, -1)
-            for i, name in enumerate(names)
-            if counts[i]
-        }
-    return epochs, out
-
 
 class Explorer(widgets.VBox):
-    """The widget `fbx.explore` returns; see `explore` for what it shows.
+    """The widget `fbx.explore` returns.
+
+    The trajectories tab draws one line per unit of the chosen node, with a
+    marker at t. The portrait tab shows the model's state (every feedback
+    value and cell state, concatenated) on its 2 principal components
+    (`fbx.pca_project`, fitted over every traced sample and epoch, so the
+    axes stay fixed), one line for the chosen sample, a marker at t, and
+    the fixed points in the same plane (stable filled, unstable hollow); a
+    model without feedback has no portrait. The "unrolled" box swaps the
+    graph for `window` steps around t drawn unrolled (`fbx.draw(...,
+    unroll=window)`), the current step framed. All frames of the chosen
+    node and sample go to the browser once: Play, the slider and the epoch
+    slider redraw there, with no kernel round trip.
+
+    The `stateless` / `stateful` toggle: "stateless" shows the trace, the
+    whole sequence in one call. "stateful" shows `fbx.compare_stateful` with
+    the sequence cut into `chunks` chunks: solid lines carry every delayed
+    value and cell state from one chunk into the next (what a `stateful=True`
+    model computes when fed the chunks one call after another), dashed lines
+    start each chunk afresh (a stateless model fed the same chunks); dotted
+    lines mark the boundaries. Where the dashed lines leave the solid ones,
+    the network's memory of earlier chunks matters. Both runs start from
+    the initial values (or `initial_state`), not a stateful model's carried
+    state, which the trace does start from. The toggle is off when the two
+    runs must agree: a model without feedback, or a single chunk.
 
     Its parts are public, so code can drive it as a user would: `node`,
     `sample` (Dropdowns), `colour` (Dropdown: "mean", "norm" or "unit") and
@@ -102,6 +74,8 @@ class Explorer(widgets.VBox):
     browser: graph, legend, tabs, readout); `note` and `graph_view` show
     the drawing where Graphviz's `dot` is missing. `links` holds the browser-side
     links (Play to `step`, `step` to `view.t`, `epoch` to `view.epoch`).
+    `data` is what the widgets show, computed without them
+    (`fbexplorer.explorer_data.ExplorerData`).
     `frame` is the trace, `comparison` the `compare_stateful` frame
     (computed when the stateful view is first opened; None where it is off).
     `projection` is the `fbx.Projection` of the portrait tab (the model's
@@ -123,81 +97,23 @@ class Explorer(widgets.VBox):
         states: Mapping[str, np.ndarray] | None = None,
         off_note: str | None = None,
     ):
-        self.model = model
-        self.frame = frame
-        self.chunks = chunks
-        self._comparison = comparison
+        self.model, self.frame, self.chunks = model, frame, chunks
+        self.fixed_points = fixed_points
         self._off_reason = off_reason
         self._off_note = off_note  # why the stateful view is off, in full
-        self._samples = sorted(int(s) for s in pd.unique(frame["sample"]))
-        self._epochs, blocks = _blocks(frame, ["value"], self._samples)
-        self._arrays = {"value": blocks["value"]}
-        self._stats = {}
-        self.fixed_points = fixed_points
-        self._warn_nonfinite(blocks["value"])
-        self._fit_portrait({**(states or {}), **blocks["value"]})
-        nodes = list(blocks["value"])
-        length = int(frame["t"].max()) + 1
-        self.window = max(1, min(int(window), length))
-
+        # stacklevel 4: the NaN warning points at fbx.explore's caller (explore, _explore_*, here)
+        self.data = ExplorerData(
+            model, frame, comparison, chunks, fixed_points=fixed_points, states=states, stacklevel=4
+        )
+        self.window = max(1, min(int(window), self.data.length))
         self.note = widgets.HTML()
         self.graph_view = None  # graphviz-anywidget, where `dot` is missing
         self._svg = True  # False once `dot` turned out to be missing
-        fed_back = [n for n in model.feedback_names if n in nodes]  # the loop's own signal
-        self.node = widgets.Dropdown(
-            options=nodes, value=(fed_back or nodes)[0], description="node"
-        )
-        self.sample = widgets.Dropdown(
-            options=[(f"sample {s}", s) for s in self._samples], description="sample"
-        )
-        self.mode = widgets.ToggleButtons(
-            options=["stateless", "stateful"],
-            value="stateless",
-            disabled=comparison is None,
-            tooltips=self._mode_tooltips(),
-        )
-        self.colour = widgets.Dropdown(
-            options=list(_COLOUR_BY), value="mean", description="fill by"
-        )
-        self.unit = widgets.BoundedIntText(
-            value=0,
-            min=0,
-            max=max(a.shape[-1] for a in blocks["value"].values()) - 1,
-            description="unit",
-            disabled=True,
-            layout=widgets.Layout(width="140px"),
-        )
-        self.play = widgets.Play(min=0, max=length - 1, interval=100, description="play")
-        self.step = widgets.IntSlider(
-            min=0, max=length - 1, description="t", layout=widgets.Layout(width="420px")
-        )
-        self.epoch = None
-        if self._epochs:
-            self.epoch = widgets.SelectionSlider(
-                options=[(str(e), i) for i, e in enumerate(self._epochs)],
-                value=len(self._epochs) - 1,
-                description="epoch",
-                layout=widgets.Layout(width="320px"),
-            )
-        self.view = ExplorerView(epoch=self.epoch.index if self.epoch is not None else 0)
-        self.links = [
-            widgets.jslink((self.play, "value"), (self.step, "value")),
-            widgets.jslink((self.step, "value"), (self.view, "t")),
-        ]
-        if self.epoch is not None:
-            self.links.append(widgets.jslink((self.epoch, "index"), (self.view, "epoch")))
-
+        self._make_pickers()
+        self._make_time()
         self._show_graph()
         self._send()
-        for widget, handler in (
-            (self.node, self._on_node),
-            (self.sample, self._on_data),
-            (self.mode, self._on_mode),
-            (self.colour, self._on_colour),
-            (self.unit, self._on_data),
-        ):
-            widget.observe(handler, "value")
-        self.view.observe(self._on_unrolled, "unrolled")
+        self._observe()
         time_row = [self.play, self.step] + ([self.epoch] if self.epoch is not None else [])
         graph_parts = [self.note] + ([self.graph_view] if self.graph_view is not None else [])
         super().__init__(
@@ -210,13 +126,76 @@ class Explorer(widgets.VBox):
             ]
         )
 
+    def _make_pickers(self):
+        """The node, sample, mode, colour and unit pickers."""
+        data = self.data
+        fed_back = [n for n in self.model.feedback_names if n in data.nodes]  # the loop's signal
+        self.node = widgets.Dropdown(
+            options=data.nodes, value=(fed_back or data.nodes)[0], description="node"
+        )
+        self.sample = widgets.Dropdown(
+            options=[(f"sample {s}", s) for s in data.samples], description="sample"
+        )
+        self.mode = widgets.ToggleButtons(
+            options=["stateless", "stateful"],
+            value="stateless",
+            disabled=not data.has_comparison,
+            tooltips=self._mode_tooltips(),
+        )
+        self.colour = widgets.Dropdown(options=list(COLOUR_BY), value="mean", description="fill by")
+        self.unit = widgets.BoundedIntText(
+            value=0,
+            min=0,
+            max=max(a.shape[-1] for a in data.arrays["value"].values()) - 1,
+            description="unit",
+            disabled=True,
+            layout=widgets.Layout(width="140px"),
+        )
+
+    def _make_time(self):
+        """Play, the step and epoch sliders, the view, and their links in the browser."""
+        length, epochs = self.data.length, self.data.epochs
+        self.play = widgets.Play(min=0, max=length - 1, interval=100, description="play")
+        self.step = widgets.IntSlider(
+            min=0, max=length - 1, description="t", layout=widgets.Layout(width="420px")
+        )
+        self.epoch = None
+        if epochs:
+            self.epoch = widgets.SelectionSlider(
+                options=[(str(e), i) for i, e in enumerate(epochs)],
+                value=len(epochs) - 1,
+                description="epoch",
+                layout=widgets.Layout(width="320px"),
+            )
+        self.view = ExplorerView(epoch=self.epoch.index if self.epoch is not None else 0)
+        self.links = [
+            widgets.jslink((self.play, "value"), (self.step, "value")),
+            widgets.jslink((self.step, "value"), (self.view, "t")),
+        ]
+        if self.epoch is not None:
+            self.links.append(widgets.jslink((self.epoch, "index"), (self.view, "epoch")))
+
+    def _observe(self):
+        for widget, handler in (
+            (self.node, self._on_node),
+            (self.sample, self._on_data),
+            (self.mode, self._on_mode),
+            (self.colour, self._on_colour),
+            (self.unit, self._on_data),
+        ):
+            widget.observe(handler, "value")
+        self.view.observe(self._on_unrolled, "unrolled")
+
     # ---------------------------------------------------------------- data
     @property
     def comparison(self) -> pd.DataFrame | None:
         """The `compare_stateful` frame (None where the stateful view is off)."""
-        if callable(self._comparison):
-            self._comparison = self._comparison()
-        return self._comparison
+        return self.data.comparison
+
+    @property
+    def projection(self):
+        """The portrait's `fbx.Projection` (None where there is no portrait)."""
+        return self.data.projection
 
     def values(self, node: str, column: str = "value", epoch: int | None = None) -> np.ndarray:
         """One node's values as an array (sample, t, unit), samples in `sample`'s order.
@@ -226,34 +205,17 @@ class Explorer(widgets.VBox):
         `epoch` is an epoch number a `TraceCallback` recorded (default: the
         epoch slider's).
         """
-        if column not in self._arrays:
-            _, blocks = _blocks(self.comparison, ["stateful", "stateless"], self._samples)
-            self._arrays.update(blocks)
-            self._arrays["difference"] = {
-                n: blocks["stateful"][n] - blocks["stateless"][n] for n in blocks["stateful"]
-            }
-        return self._arrays[column][node][self._epoch_index(epoch)]
+        return self.data.values(node, column, self._epoch_index(epoch))
 
     def _epoch_index(self, epoch) -> int:
         if epoch is None:
             return self.epoch.index if self.epoch is not None else 0
-        if epoch not in self._epochs:
-            raise ValueError(
-                f"Explorer.values: no epoch {epoch!r} was traced. Expected one of "
-                f"{self._epochs or 'none (this explorer has no epochs)'}. Received: epoch={epoch!r}"
-            )
-        return self._epochs.index(epoch)
-
-    def _runs(self) -> list[tuple[str, bool]]:
-        """(column, dashed) of the lines the current mode shows."""
-        if self.mode.value == "stateful":
-            return [("stateful", False), ("stateless", True)]
-        return [("value", False)]
+        return self.data.epoch_index(epoch)
 
     def _mode_tooltips(self) -> list[str]:
-        if self._comparison is None and self._off_note:
+        if not self.data.has_comparison and self._off_note:
             return [f"Off: {self._off_note}"] * 2
-        if self._comparison is None:
+        if not self.data.has_comparison:
             why = self._off_reason or (
                 "a model without feedback" if not self.model.feedback_names else "one chunk"
             )
@@ -265,185 +227,28 @@ class Explorer(widgets.VBox):
             "against each chunk started afresh (dashed) (fbx.compare_stateful).",
         ]
 
-    def _node_stats(self, row: int, by: str) -> np.ndarray:
-        """(epoch, node, t): what fills each node's box, for one sample."""
-        key = (row, by, self.unit.value if by == "unit" else None)
-        if key not in self._stats:
-            rows = []
-            for data in self._arrays["value"].values():
-                data = data[:, row].astype(np.float32)
-                if by == "mean":
-                    with np.errstate(over="ignore", invalid="ignore"):  # inf and NaN: unfilled
-                        rows.append(data.mean(-1))
-                elif by == "norm":
-                    with np.errstate(over="ignore", invalid="ignore"):
-                        rows.append(np.sqrt((data**2).sum(-1)))
-                elif self.unit.value < data.shape[-1]:
-                    rows.append(data[..., self.unit.value])
-                else:  # a node with fewer units is left unfilled
-                    rows.append(np.full(data.shape[:2], np.nan, np.float32))
-            self._stats[key] = np.stack(rows, axis=1)
-        return self._stats[key]
-
-    def _warn_nonfinite(self, arrays: Mapping[str, np.ndarray]):
-        """Say where the trace is NaN or inf (a diverging model): the view draws
-        the finite values, with gaps, and each title names the steps."""
-        bad = {}
-        for name, data in arrays.items():  # (epoch, sample, t, unit)
-            if np.issubdtype(data.dtype, np.inexact):
-                count, first = nonfinite_steps(data.reshape((-1,) + data.shape[2:]))
-                if count:
-                    bad[name] = (count, first)
-        if bad:
-            first = min(f for _, f in bad.values())
-            steps = int(self.frame["t"].max()) + 1
-            count = max(c for c, _ in bad.values())
-            warnings.warn(
-                f"fbx.explore: the nodes {list(bad)} hold NaN or inf from t={first} (at most "
-                f"{count} of {steps} steps in one node); the view draws the finite values, with "
-                f"gaps, and each title names the steps.",
-                stacklevel=4,
-            )
-
-    def _payload(self) -> dict:
-        node, sample = self.node.value, self.sample.value
-        row = self._samples.index(sample)
-        names = list(self._arrays["value"])
-        runs = []
-        for column, dashed in self._runs():
-            if column not in self._arrays:
-                self.values(node, column)  # computes the comparison's arrays
-            data = self._arrays[column][node][:, row]
-            runs.append({"name": column, "dash": dashed, "values": encode(data)})
-        by = self.colour.value
-        fill = self._node_stats(row, by)
-        finite = fill[np.isfinite(fill)]
-        top = float(np.abs(finite).max()) if finite.size else 1.0
-        label = f"unit {self.unit.value}" if by == "unit" else f"{by} of the units"
-        colour = {
-            "by": label,
-            "names": names,
-            "values": encode(fill),
-            "range": [0.0 if by == "norm" else -top, top],
-        }
+    def _send(self):
+        """Hand the view the page of the current node, sample, mode and colouring."""
         edges = [n for n, t in self.view.graph.get("targets", {}).items() if t["kind"] == "edge"]
         edges += [
             n for n, _, kind, _ in self.view.unrolled_graph.get("targets", []) if kind == "edge"
         ]
-        norms = self._node_stats(row, "norm")
-        picked = [names.index(n) for n in set(edges) if n in names]
-        size = None
-        if picked:
-            widths = norms[:, picked]
-            widths = widths[np.isfinite(widths)]
-            size = {"values": encode(norms), "max": float(widths.max()) if widths.size else 1.0}
-            size["max"] = size["max"] or 1.0
-        title = f"{node}, sample {sample}"
-        if self.mode.value == "stateful":
-            title += f": {self.chunks} chunks, stateful (solid) and stateless (dashed)"
-        count, first = nonfinite_steps(self._arrays["value"][node][:, row])
-        if count:
-            title += (
-                f" ({nonfinite_note(count, first, int(self.step.max) + 1)}; drawn where finite)"
-            )
-        return {
-            "length": int(self.step.max) + 1,
-            "epochs": list(self._epochs),
-            "node": node,
-            "sample": sample,
-            "units": int(self._arrays["value"][node].shape[-1]),
-            "title": title,
-            "runs": runs,
-            "difference": self.mode.value == "stateful",
-            "boundaries": list(self.comparison.attrs["boundaries"])
-            if self.mode.value == "stateful"
-            else [],
-            "colour": colour,
-            "size": size,
-            "panels": self._panel_data(node, row),
-        }
-
-    def _fit_portrait(self, values: Mapping[str, np.ndarray]):
-        """The portrait: the model's states on 2 principal components.
-
-        `values` holds `{node: (epoch, sample, t, ...)}`; the states among
-        them (feedback names, cell states), each step's values concatenated,
-        are projected with `fbx.pca_project`, fitted over every sample and
-        epoch, so the axes stay put while the epoch slider moves. Sets
-        `projection` (None without at least 2 units of state and 3 points)
-        and projects `fixed_points` into the same plane.
-        """
-        self.projection, self._states, self._portrait = None, {}, None
-        specs = [s for s in self.model.graph.specs if s.name in values]
-        specs = [s for s in specs if np.issubdtype(np.asarray(values[s.name]).dtype, np.floating)]
-        units = sum(int(np.prod(s.shape, dtype=np.int64)) for s in specs)
-        n_e, n_s, n_t = (
-            max(len(self._epochs), 1),
-            len(self._samples),
-            int(self.frame["t"].max()) + 1,
+        self.view.data = self.data.page(
+            self.node.value,
+            self.sample.value,
+            mode=self.mode.value,
+            by=self.colour.value,
+            unit=self.unit.value,
+            edges=edges,
         )
-        if units < 2 or n_e * n_s * n_t < 3:
-            if self.fixed_points is not None:
-                raise ValueError(
-                    "fbx.explore: fixed_points are drawn on the portrait of the model's state, "
-                    "which needs at least 2 units of state (feedback names, cell states) in "
-                    f"the trace. Received: the states {[s.name for s in specs]}, "
-                    f"{units} unit{'s' * (units != 1)}. "
-                    "Leave fixed_points out, or trace the states (a TraceCallback with nodes=None)."
-                )
-            return
-        self._states = {
-            s.name: np.asarray(values[s.name]).reshape((n_e, n_s, n_t) + tuple(s.shape))
-            for s in specs
-        }
-        names = list(self._states)
-        flat = {n: a.reshape((n_e * n_s, n_t) + a.shape[3:]) for n, a in self._states.items()}
-        coords, self.projection = pca_project(flat, 2, nodes=names)
-        portrait = {"coords": coords.reshape(n_e, n_s, n_t, 2), "fixed": None}
-        if self.fixed_points is not None:
-            shapes = [tuple(a.shape[3:]) for a in self._states.values()]
-            points, stable = fixed_point_values(self.fixed_points, names, shapes, "explore")
-            fixed = self.projection.transform(points) if len(stable) else np.zeros((0, 2))
-            # Fixed points are of the model's weights now: with a TraceCallback, the last epoch's.
-            portrait.update(fixed=fixed, stable=stable, epoch=n_e - 1)
-        self._portrait = portrait
-
-    def _panel_data(self, node: str, row: int) -> dict:
-        """Data of the panels beyond trajectories and heatmap: `{panel name: JSON}`.
-
-        Each key is a panel of `explorer.js`'s `PANELS` table, which shows its
-        tab only when its data is here. "portrait": the chosen sample's state
-        on the 2 principal components, `coords` (epoch, t, 2), `encode`d;
-        with fixed points, `fixed` (points, 2), `stable` and `fixed_epoch`
-        (the epoch they belong to).
-        """
-        if self.projection is None:
-            return {}
-        p = self._portrait
-        data = {
-            "nodes": list(self.projection.nodes),
-            "variance": [float(r) for r in self.projection.explained_variance_ratio],
-            "coords": encode(p["coords"][:, row]),
-        }
-        if p["fixed"] is not None:
-            data.update(
-                fixed=encode(p["fixed"]),
-                stable=[bool(b) for b in p["stable"]],
-                fixed_epoch=int(p["epoch"]),
-            )
-        return {"portrait": data}
-
-    def _send(self):
-        self.view.data = self._payload()
 
     # -------------------------------------------------------------- drawing
     def _show_graph(self):
         diagram = self._diagram(self.node.value)
-        names = list(self._arrays["value"])
         if self._svg:
             try:
                 svg = diagram.pipe(format="svg", encoding="utf-8")
-                self.view.graph = {"svg": svg, "targets": graph_targets(svg, names)}
+                self.view.graph = {"svg": svg, "targets": graph_targets(svg, self.data.nodes)}
                 return
             except graphviz.ExecutableNotFound:  # no `dot`: render in the browser
                 self._svg = False
@@ -484,8 +289,8 @@ class Explorer(widgets.VBox):
             svg = draw(self.model, unroll=self.window).pipe(format="svg", encoding="utf-8")
         except graphviz.ExecutableNotFound:
             return
-        names = list(self._arrays["value"])
-        self.view.unrolled_graph = {"svg": svg, **unrolled_targets(svg, names, self.window)}
+        targets = unrolled_targets(svg, self.data.nodes, self.window)
+        self.view.unrolled_graph = {"svg": svg, **targets}
         self._send()  # the delayed edges it adds get their widths
 
     def figure(self, panel: str | None = None):
@@ -500,76 +305,15 @@ class Explorer(widgets.VBox):
         Returns:
             A `plotly.graph_objects.Figure`.
         """
-        import plotly.graph_objects as go
-
-        panel = panel or self.view.panel
-        if panel not in _PANELS:
-            raise ValueError(
-                f"Explorer.figure: panel is one of {list(_PANELS)}. Received: panel={panel!r}"
-            )
-        node, sample = self.node.value, self.sample.value
-        row, t = self._samples.index(sample), self.step.value
-        if panel == "portrait":
-            return self._portrait_figure(row, t)
-        title = f"{plotly_text(node)}, sample {sample}"
-        figure = go.Figure(layout={"template": "plotly_white", "title": {"text": title}})
-        if panel == "heatmap":  # fbx.plot_heatmap, units in index order as the tab shows them
-            column = self._runs()[0][0]
-            figure = plot_heatmap(
-                {node: self.values(node, column)},
-                node,
-                sample=row,
-                order="index",
-                title=title + ("" if column == "value" else f", {column}"),
-            )
-            figure.update_layout(template="plotly_white", xaxis_title="t", yaxis_title="unit")
-        else:
-            for column, dashed in self._runs():
-                data = self.values(node, column)[row]
-                for u in range(data.shape[1]):
-                    figure.add_scatter(
-                        y=data[:, u],
-                        mode="lines",
-                        name=f"unit {u}" + ("" if column == "value" else f" {column}"),
-                        line={"dash": "dash" if dashed else "solid"},
-                    )
-            figure.update_layout(xaxis_title="t", yaxis_title="value")
-        figure.add_vline(x=t, line={"color": "#d95f02", "width": 2})
-        return figure
-
-    def _portrait_figure(self, row: int, t: int):
-        """`fbx.portrait` of one sample at the current epoch, in the tab's projection."""
-        if self.projection is None:
-            raise ValueError(
-                f"Explorer.figure: model '{self.model.name}' has no portrait here: it needs at "
-                f"least 2 units of state (feedback names, cell states) in the trace. "
-                f"Received: panel='portrait'. Use 'trajectories' or 'heatmap'."
-            )
-        e = self._epoch_index(None)
-        nodes = list(self.projection.nodes)
-        shown = self.fixed_points is not None and e == self._portrait["epoch"]
-        sample = self.sample.value
-        title = f"Portrait of {plotly_text(', '.join(nodes))}, sample {sample}"
-        if self._epochs:
-            title += f", epoch {self._epochs[e]}"
-        figure = portrait(
-            {n: a[e, row : row + 1] for n, a in self._states.items()},
-            nodes=nodes,
-            projection=self.projection,
-            fixed_points=self.fixed_points if shown else None,
-            title=title,
+        return panel_figure(
+            self.data,
+            panel or self.view.panel,
+            self.node.value,
+            self.sample.value,
+            self.step.value,
+            mode=self.mode.value,
+            epoch_index=self._epoch_index(None),
         )
-        figure.data[0].name = f"sample {sample}"
-        figure.data[0].text = [f"sample {sample}, t={k}" for k in range(len(figure.data[0].x))]
-        x, y = self._portrait["coords"][e, row, t]
-        figure.add_scatter(
-            x=[x],
-            y=[y],
-            mode="markers",
-            name=f"t={t}",
-            marker={"color": _MARK, "size": 13, "symbol": "x"},
-        )
-        return figure
 
     def save_html(self, path) -> str:
         """Write the view to one HTML file that plays and scrubs offline, with no kernel.
@@ -603,7 +347,8 @@ class Explorer(widgets.VBox):
         except ValueError as error:  # the comparison would not fit in memory now
             if change.new != "stateful":
                 raise
-            self._comparison, self._off_note = None, str(error)
+            self.data.drop_comparison()
+            self._off_note = str(error)
             self.mode.tooltips = self._mode_tooltips()
             self.mode.value = "stateless"
             self.mode.disabled = True
@@ -634,46 +379,25 @@ def explore(
     graph with every node's box filled, on a diverging scale, by its value
     at step t (the mean of its units, their norm, or one unit: `fill by`),
     each delayed edge as wide as the norm of the value it carries, and a
-    legend. Below: a node picker (layers, per-step inputs, delayed values,
-    cell states, named as `fbx.trace` names them; the chosen node is
-    outlined), a sample picker, a Play button and a step slider, and tabs
-    with the chosen node's trajectories (one line per unit, a marker at t),
-    a units x time heatmap and the phase portrait, and a table of its
-    values at t. The portrait shows the model's state (every feedback value
-    and cell state, concatenated) on its 2 principal components
-    (`fbx.pca_project`, fitted over every traced sample and epoch, so the
-    axes stay fixed), one line for the chosen sample, a marker at t, and
-    `fixed_points` in the same plane (stable filled, unstable hollow); a
-    model without feedback has no portrait. The
-    "unrolled" box swaps the graph for `window` steps around t drawn
-    unrolled (`fbx.draw(..., unroll=window)`), the current step framed. All
-    frames of the chosen node and sample go to the browser once: Play, the
-    slider and the epoch slider redraw there, with no kernel round trip.
-    It opens on the first fed-back value (the loop's own signal).
-
-    The `stateless` / `stateful` toggle: "stateless" shows the trace, the
-    whole sequence in one call. "stateful" shows `fbx.compare_stateful` with
-    the sequence cut into `chunks` chunks: solid lines carry every delayed
-    value and cell state from one chunk into the next (what a `stateful=True`
-    model computes when fed the chunks one call after another), dashed lines
-    start each chunk afresh (a stateless model fed the same chunks); dotted
-    lines mark the boundaries. Where the dashed lines leave the solid ones,
-    the network's memory of earlier chunks matters. Both runs start from
-    the initial values (or `initial_state`), not a stateful model's carried
-    state, which the trace does start from. The toggle is off when the two
-    runs must agree: a model without feedback, or a single chunk.
+    legend. Below: a node picker (nodes named as `fbx.trace` names them; it
+    opens on the first fed-back value, the loop's own signal), a sample
+    picker, a Play button and a step slider, tabs with the chosen node's
+    trajectories, a units x time heatmap and the phase portrait of the
+    model's state, and a table of its values at t; an "unrolled" box, and a
+    `stateless` / `stateful` toggle that compares runs over `chunks` chunks
+    (`Explorer` says what each part shows). Play and the sliders redraw in
+    the browser, with no kernel round trip.
 
     `explore(callback)` shows what a `fbx.TraceCallback` recorded while the
     model trained, with an epoch slider beside the time slider (`nodes=` and
     `samples=` pick part of the recording).
 
     Memory: the explorer holds every traced value (samples x steps x units
-    of every node). Before tracing, it estimates what it needs and, above
-    the memory budget (`fbx.set_memory_budget`), refuses with one line that
-    says what to pass (`samples=`, `nodes=`); where the stateful view would
-    not fit beside it, the toggle is off and its tooltip says why. NaN and
-    inf (a diverging model) are drawn as gaps: a warning and each view's
-    title name the steps.
+    of every node). Above the memory budget (`fbx.set_memory_budget`) it
+    refuses, before tracing, with one line that says what to pass
+    (`samples=`, `nodes=`); where the stateful view would not fit beside it,
+    the toggle is off and its tooltip says why. NaN and inf (a diverging
+    model) are drawn as gaps: a warning and each view's title name the steps.
 
     Args:
         model: a `FeedbackModel`, or a `TraceCallback` that has recorded.
@@ -702,13 +426,55 @@ def explore(
         >>> ex.node.value = "loop"; ex.step.value = 5   # as if clicked
     """
     if isinstance(model, TraceCallback):
-        if inputs is not None:
-            raise ValueError(
-                "fbx.explore(callback) shows the inputs the TraceCallback traced; it takes "
-                f"no inputs. Received: inputs of type {type(inputs).__name__}. "
-                "Pass the probe inputs to fbx.TraceCallback(inputs) instead."
-            )
-        return _explore_recording(model, nodes, samples, window, fixed_points)
+        return _explore_recording(model, inputs, nodes, samples, window, fixed_points)
+    _check_explore_arguments(model, inputs, window, fixed_points)
+    if isinstance(samples, np.ndarray) and samples.ndim == 1:
+        samples = samples.tolist()
+    if isinstance(samples, (list, tuple)):
+        samples = list(dict.fromkeys(samples))  # one line per sample, shown once
+    return _explore_model(
+        model, inputs, nodes, samples, initial_state, chunks, window, fixed_points
+    )
+
+
+def _explore_model(model, inputs, nodes, samples, initial_state, chunks, window, fixed_points):
+    """`fbx.explore(model, inputs)`, its arguments checked: the trace, the
+    stateful comparison (a function, called when the view first opens) and
+    the states the portrait needs."""
+    names = resolve_nodes(model, nodes, what="explore")
+    size = planned_size(model, inputs, names, samples=samples, what="explore")
+    if chunks is None:
+        chunks = 2 if size[1] >= 2 else 1
+    stateful = bool(model.feedback_names) and chunks != 1
+    if stateful:
+        chunk_bounds(size[1], chunks)  # names `chunks` when it is out of range, now
+    stateful_off = _check_explore_memory(model, names, size, stateful)
+    frame = trace(model, inputs, names, samples=samples, initial_state=initial_state)
+    comparison = None
+    if stateful and stateful_off is None:
+        comparison = functools.partial(
+            compare_stateful,
+            model,
+            inputs,
+            chunks,
+            names,
+            samples=samples,
+            initial_state=initial_state,
+        )
+    return Explorer(
+        model,
+        frame,
+        comparison,
+        chunks,
+        window=window,
+        fixed_points=fixed_points,
+        states=_untraced_states(model, inputs, names, samples, initial_state),
+        off_note=stateful_off,
+    )
+
+
+def _check_explore_arguments(model, inputs, window, fixed_points):
+    """`fbx.explore(model, inputs)`'s arguments, each refused with what to pass."""
     if not isinstance(model, FeedbackModel):
         raise ValueError(
             f"fbx.explore expects a FeedbackModel or a fbx.TraceCallback. Received: "
@@ -725,47 +491,19 @@ def explore(
             f"fbx.explore: `window` is the number of steps the unrolled view draws, an "
             f"integer >= 1. Received: window={window!r}"
         )
-    if isinstance(samples, np.ndarray) and samples.ndim == 1:
-        samples = samples.tolist()
-    if isinstance(samples, (list, tuple)):
-        samples = list(dict.fromkeys(samples))  # one line per sample, shown once
-    names = resolve_nodes(model, nodes, what="explore")
-    size = planned_size(model, inputs, names, samples=samples, what="explore")
-    length = size[1]
-    if chunks is None:
-        chunks = 2 if length >= 2 else 1
-    stateful = bool(model.feedback_names) and chunks != 1
-    if stateful:
-        chunk_bounds(length, chunks)  # names `chunks` when it is out of range, now
-    stateful_off = _check_explore_memory(model, names, size, stateful)
-    frame = trace(model, inputs, names, samples=samples, initial_state=initial_state)
-    comparison = None
-    if stateful and stateful_off is None:
 
-        def comparison():  # computed when the stateful view first opens
-            return compare_stateful(
-                model, inputs, chunks, names, samples=samples, initial_state=initial_state
-            )
 
-    # The portrait needs every state: trace those `nodes` left out, samples in sorted order.
+def _untraced_states(model, inputs, names, samples, initial_state) -> dict:
+    """The states the portrait needs that `names` left out, traced, samples in
+    sorted order: `{state name: (1, sample, t, ...)}`."""
     missing = [n for n in model.feedback_names if n not in set(names)]
-    states = {}
-    if missing:
-        arrays = trace(
-            model, inputs, missing, samples=samples, initial_state=initial_state, as_arrays=True
-        )
-        order = np.argsort(samples, kind="stable") if isinstance(samples, list) else slice(None)
-        states = {n: a[order][None] for n, a in arrays.items()}
-    return Explorer(
-        model,
-        frame,
-        comparison,
-        chunks,
-        window=window,
-        fixed_points=fixed_points,
-        states=states,
-        off_note=stateful_off,
+    if not missing:
+        return {}
+    arrays = trace(
+        model, inputs, missing, samples=samples, initial_state=initial_state, as_arrays=True
     )
+    order = np.argsort(samples, kind="stable") if isinstance(samples, list) else slice(None)
+    return {n: a[order][None] for n, a in arrays.items()}
 
 
 def _check_explore_memory(model, names, size, stateful: bool) -> str | None:
@@ -786,9 +524,15 @@ def _check_explore_memory(model, names, size, stateful: bool) -> str | None:
     return over_budget("the stateful view", need + more, detail, remedy)
 
 
-def _explore_recording(callback, nodes, samples, window, fixed_points) -> Explorer:
+def _explore_recording(callback, inputs, nodes, samples, window, fixed_points) -> Explorer:
     """`fbx.explore(callback)`: the recorded traces (some nodes and samples of
     them), joined, with an epoch slider."""
+    if inputs is not None:
+        raise ValueError(
+            "fbx.explore(callback) shows the inputs the TraceCallback traced; it takes "
+            f"no inputs. Received: inputs of type {type(inputs).__name__}. "
+            "Pass the probe inputs to fbx.TraceCallback(inputs) instead."
+        )
     rows = recorded_rows(callback.frames, nodes, samples)
     count = sum(
         len(df) if keep is None else int(keep.sum())

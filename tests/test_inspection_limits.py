@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import fbexplorer as fbx
-from fbexplorer import fixed_point_search, memory, recording, widgets
+from fbexplorer import explorer_data, fixed_point_search, memory, recording, widgets
 
 GB = 10**9
 
@@ -322,8 +322,9 @@ def test_explore_of_a_diverging_model_draws_the_finite_steps():
         for a in arrays.values()
         if not np.isfinite(a).all()
     )  # h and its inputs go first; loop, h of the step before, one step later
-    with pytest.warns(UserWarning, match=rf"hold NaN or inf from t={first} "):
+    with pytest.warns(UserWarning, match=rf"hold NaN or inf from t={first} ") as caught:
         ex = fbx.explore(net, x)
+    assert [w.filename for w in caught if "NaN" in str(w.message)] == [__file__]  # the caller
     # The projection is the PCA of the finite states (numpy's SVD, as a reference).
     flat = states.reshape(-1, 3).astype("float64")
     fit = flat[np.isfinite(flat).all(axis=1)]
@@ -331,7 +332,7 @@ def test_explore_of_a_diverging_model_draws_the_finite_steps():
     np.testing.assert_allclose(
         np.abs(ex.projection.components), np.abs(vt[:2]), rtol=1e-5, atol=1e-8
     )
-    coords = ex._portrait["coords"][0]  # (sample, t, 2)
+    coords = ex.data.portrait.coords[0]  # (sample, t, 2)
     assert np.isnan(coords[bad]).all() and np.isfinite(coords[~bad]).all()
     row_bad = bad[ex.sample.value]
     note = f"NaN or inf at {int(row_bad.sum())} of 12 steps, from t={int(np.argmax(row_bad))}"
@@ -500,7 +501,7 @@ def test_blocks_reorder_rows_that_come_out_of_order():
     x = seq(batch=3)
     frame = fbx.trace(net, x, samples=[2, 0])
     shuffled = frame.sample(frac=1.0, random_state=0)
-    _, blocks = widgets._blocks(shuffled, ["value"], [0, 2])
+    _, blocks = explorer_data.blocks(shuffled, ["value"], [0, 2])
     arrays = fbx.trace(net, x, as_arrays=True)
     for name, block in blocks["value"].items():
         np.testing.assert_array_equal(block[0], arrays[name][[0, 2]].reshape(2, 6, -1))

@@ -73,21 +73,9 @@ def draw_generator(
     canvas_prev = Feedback((size,), name="canvas")
     dec_h_prev = Feedback((dec_units,), name="dec_h")
     dec_c_prev = Feedback((dec_units,), name="dec_c")
-
-    flat = layers.Flatten(name="x_flat")(img)
-    drawn = layers.Activation("sigmoid", name="canvas_image_prev")(canvas_prev)
-    err = layers.Subtract(name="x_err")([flat, drawn])
-    enc_in = layers.Concatenate(name="encoder_in")([flat, err, dec_h_prev])
-    h_enc = cell(layers.LSTMCell(enc_units, name="encoder"))(enc_in)
-    mean = layers.Dense(n_z, name="z_mean")(h_enc)
-    log_var = layers.Dense(n_z, name="z_log_var")(h_enc)
-    z_post = GaussianSample(seed=seed, name="z_posterior")([mean, log_var])
-    z_prior = GaussianSample(at_inference=True, seed=seed, name="z_prior")(mean)
-    z = PriorSwitch(name="z")([z_post, z_prior])
-    h_dec, (_, c_dec) = layers.LSTMCell(dec_units, name="decoder")(z, [dec_h_prev, dec_c_prev])
-    canvas = layers.Add(name="canvas_sum")([canvas_prev, layers.Dense(size, name="write")(h_dec)])
-    picture = layers.Reshape(shape, name="picture")(
-        layers.Activation("sigmoid", name="canvas_image")(canvas)
+    z, mean, log_var = _encode(img, canvas_prev, dec_h_prev, enc_units, n_z, seed)
+    picture, canvas, h_dec, c_dec = _decode_and_write(
+        z, canvas_prev, dec_h_prev, dec_c_prev, dec_units, shape
     )
     kl = GaussianKL(name="kl")([mean, log_var])
     return VariationalModel(
@@ -100,3 +88,29 @@ def draw_generator(
         final_only=True,
         name=name,
     )
+
+
+def _encode(img, canvas_prev, dec_h_prev, enc_units: int, n_z: int, seed):
+    """Read the image and its error against the canvas: `(z, mean, log_var)`,
+    `z` from the posterior in training, from the prior where sampling it."""
+    flat = layers.Flatten(name="x_flat")(img)
+    drawn = layers.Activation("sigmoid", name="canvas_image_prev")(canvas_prev)
+    err = layers.Subtract(name="x_err")([flat, drawn])
+    enc_in = layers.Concatenate(name="encoder_in")([flat, err, dec_h_prev])
+    h_enc = cell(layers.LSTMCell(enc_units, name="encoder"))(enc_in)
+    mean = layers.Dense(n_z, name="z_mean")(h_enc)
+    log_var = layers.Dense(n_z, name="z_log_var")(h_enc)
+    z_post = GaussianSample(seed=seed, name="z_posterior")([mean, log_var])
+    z_prior = GaussianSample(at_inference=True, seed=seed, name="z_prior")(mean)
+    return PriorSwitch(name="z")([z_post, z_prior]), mean, log_var
+
+
+def _decode_and_write(z, canvas_prev, dec_h_prev, dec_c_prev, dec_units: int, shape):
+    """The decoder's step and its write onto the canvas: `(picture, canvas, h_dec, c_dec)`."""
+    h_dec, (_, c_dec) = layers.LSTMCell(dec_units, name="decoder")(z, [dec_h_prev, dec_c_prev])
+    size = canvas_prev.shape[-1]
+    canvas = layers.Add(name="canvas_sum")([canvas_prev, layers.Dense(size, name="write")(h_dec)])
+    picture = layers.Reshape(shape, name="picture")(
+        layers.Activation("sigmoid", name="canvas_image")(canvas)
+    )
+    return picture, canvas, h_dec, c_dec

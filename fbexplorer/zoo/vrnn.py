@@ -75,7 +75,20 @@ def vrnn(
     h_prev = Feedback((units,), name="h")
     phi_x_layer = layers.Dense(n_features, activation="relu", name="phi_x")
     phi_x = phi_x_layer(x)
+    z, gaussians = _latent(phi_x, h_prev, n_z, n_hidden, seed)
+    phi_z, x_hat = _decode(z, h_prev, n_features, n_hidden, n_x)
+    phi_x_used = PriorSwitch(name="phi_x_used")([phi_x, phi_x_layer(x_hat)])
+    rnn_in = layers.Concatenate(name="gru_in")([phi_x_used, phi_z])
+    h, _ = layers.GRUCell(units, name="gru")(rnn_in, [h_prev])
+    kl = GaussianKL(name="kl")(gaussians)
+    return VariationalModel(
+        x, [x_hat, kl], feedback={"h": h}, reconstruction="gaussian", sigma=sigma, name=name
+    )
 
+
+def _latent(phi_x, h_prev, n_z: int, n_hidden: int, seed):
+    """The prior p(z_t | h_{t-1}), the posterior q(z_t | x_t, h_{t-1}) and z(t):
+    `(z, [mq, lq, mp, lp])`, z from the posterior in training, the prior where sampling."""
     p = layers.Dense(n_hidden, activation="relu", name="prior")(h_prev)
     mp = layers.Dense(n_z, name="prior_mean")(p)
     lp = layers.Dense(n_z, name="prior_log_var")(p)
@@ -83,19 +96,14 @@ def vrnn(
     q = layers.Dense(n_hidden, activation="relu", name="encoder")(q)
     mq = layers.Dense(n_z, name="posterior_mean")(q)
     lq = layers.Dense(n_z, name="posterior_log_var")(q)
-
     z_post = GaussianSample(seed=seed, name="z_posterior")([mq, lq])
     z_prior = GaussianSample(at_inference=True, seed=seed, name="z_prior")([mp, lp])
-    z = PriorSwitch(name="z")([z_post, z_prior])
+    return PriorSwitch(name="z")([z_post, z_prior]), [mq, lq, mp, lp]
+
+
+def _decode(z, h_prev, n_features: int, n_hidden: int, n_x: int):
+    """z's features and the decoder's mean: `(phi_z, x_hat)`."""
     phi_z = layers.Dense(n_features, activation="relu", name="phi_z")(z)
     d = layers.Concatenate(name="decoder_in")([phi_z, h_prev])
     d = layers.Dense(n_hidden, activation="relu", name="decoder")(d)
-    x_hat = layers.Dense(n_x, name="x_hat")(d)
-
-    phi_x_used = PriorSwitch(name="phi_x_used")([phi_x, phi_x_layer(x_hat)])
-    rnn_in = layers.Concatenate(name="gru_in")([phi_x_used, phi_z])
-    h, _ = layers.GRUCell(units, name="gru")(rnn_in, [h_prev])
-    kl = GaussianKL(name="kl")([mq, lq, mp, lp])
-    return VariationalModel(
-        x, [x_hat, kl], feedback={"h": h}, reconstruction="gaussian", sigma=sigma, name=name
-    )
+    return phi_z, layers.Dense(n_x, name="x_hat")(d)
