@@ -16,7 +16,7 @@ from keras import ops
 from fbexplorer import recording
 from fbexplorer.fixed_point_search import dedupe_points, fixed_points
 from fbexplorer.memory import check_memory
-from fbexplorer.starting_states import starting_states
+from fbexplorer.starting_states import is_state_dict, starting_states
 from fbexplorer.state_map import (
     check_has_state,
     compile_fn,
@@ -60,12 +60,13 @@ class Attractors:
             `initial_state` takes them: for a cycle one of its states, for a
             continuum the endpoint nearest its mean.
         labels: `(starts,)`, the attractor (row) each run ends on.
-        endpoints: `{state name: (starts, *shape)}`, where each run ended.
+        starts, endpoints: `{state name: (starts, *shape)}`, where each run
+            started and where it ended (after `steps + 2 max_period` steps).
         names: the state names; inputs: the held inputs and constants;
         settings: every setting, as used.
     """
 
-    def __init__(self, frame, flat, orbits, labels, ends, *, layout, inputs, settings):
+    def __init__(self, frame, flat, orbits, labels, runs, *, layout, inputs, settings):
         self.frame = frame
         self.flat = np.asarray(flat)
         self._orbits = orbits
@@ -75,7 +76,8 @@ class Attractors:
         self.inputs = dict(inputs)
         self.settings = dict(settings)
         self.states = layout.to_dict(self.flat)
-        self.endpoints = layout.to_dict(np.asarray(ends))
+        self.starts = layout.to_dict(np.asarray(runs[0]))
+        self.endpoints = layout.to_dict(np.asarray(runs[1]))
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -150,7 +152,9 @@ def attractors(
     `max_lyapunov` is estimated from two nearby runs (Benettin's method):
     beside each run, a copy 1e-4 away is run too; the log of their distance's
     growth each step is averaged over the second half of the `steps`, and the
-    copy is put back to 1e-4 away along the difference after every step.
+    copy is put back to 1e-4 away (times the state's norm, when above 1)
+    along the difference after every step. Steps where the state is no longer
+    finite are left out (NaN if none is left).
 
     Args:
         model: a `FeedbackModel` with at least one delayed edge or cell.
@@ -194,8 +198,8 @@ def attractors(
         noise=noise,
         dedupe_tolerance=dedupe_tolerance,
     )
-    settings.update(seed=seed, initial="uniform" if initial is None else "given")
     layout = state_layout(model)
+    settings.update(seed=seed, initial=_initial_kind(initial, layout))
     window = 2 * max_period + 1
     _check_census_memory(starts, layout.size, window)
     rng = np.random.default_rng(seed)
@@ -209,11 +213,18 @@ def attractors(
         flat,
         orbits,
         labels,
-        record[-1],
+        (begin, record[-1]),
         layout=layout,
         inputs={n: ops.convert_to_numpy(v) for n, v in zip(names, held)},
         settings=settings,
     )
+
+
+def _initial_kind(initial, layout) -> str:
+    """Where the starts come from, as `settings["initial"]` says."""
+    if initial is None:
+        return "uniform"
+    return "states" if is_state_dict(initial, layout) else "visited"
 
 
 # ------------------------------------------------------------ the simulation
@@ -225,25 +236,33 @@ def _simulate(step, begin, rng, held, steps: int, window: int):
     measured = max(1, steps // 2)
 
     def run(s, v, held):
+        def apart(s):  # the copies' distance: SEPARATION, relative to a large state
+            return SEPARATION * ops.maximum(1.0, ops.sqrt(ops.sum(s * s, axis=1)))
+
         def body(i, carry):
-            s, u, total = carry
+            s, u, before, total, count = carry
             s, u = step(s, held), step(u, held)
             diff = u - s
             d = ops.sqrt(ops.sum(diff * diff, axis=1))
             safe = ops.maximum(d, 1e-30)
-            growth = ops.log(safe / SEPARATION)
-            total = total + ops.where(i >= steps - measured, growth, ops.zeros_like(growth))
-            u = s + ops.where((d > 0)[:, None], diff * (SEPARATION / safe)[:, None], SEPARATION * v)
-            return s, u, total
+            growth = ops.log(safe / before)
+            counted = ops.logical_and(i >= steps - measured, ops.isfinite(growth))
+            total = total + ops.where(counted, growth, ops.zeros_like(growth))
+            count = count + ops.cast(counted, count.dtype)
+            after = apart(s)
+            u = s + ops.where((d > 0)[:, None], diff * (after / safe)[:, None], after[:, None] * v)
+            return s, u, after, total, count
 
         zero = ops.zeros((ops.shape(s)[0],), s.dtype)
-        s, _, total = ops.fori_loop(0, steps, body, (s, s + SEPARATION * v, zero))
+        first = apart(s)
+        carry = (s, s + first[:, None] * v, first, zero, zero)
+        s, _, _, total, count = ops.fori_loop(0, steps, body, carry)
 
         def record(i, buffer):
             return ops.concatenate([buffer[1:], step(buffer[-1], held)[None]], axis=0)
 
         buffer = ops.broadcast_to(s[None], (window,) + tuple(s.shape))
-        return ops.fori_loop(0, window - 1, record, buffer), total / measured
+        return ops.fori_loop(0, window - 1, record, buffer), total / count
 
     record, total = compile_fn(run)(
         ops.convert_to_tensor(begin), ops.convert_to_tensor(direction.astype("float32")), held
