@@ -182,7 +182,7 @@ def attractors(
         and their linearisation.
 
     Example:
-        >>> census = fbx.attractors(net, {"x": np.zeros(2, "float32")}, starts=64)
+        >>> census = fbx.attractors(net, {"x": np.zeros(5, "float32")}, starts=64)
         >>> census.frame            # kind, period, dimension, share, max_lyapunov
         >>> fp = census.refine(net)  # exact fixed points, seeded at the attractors
     """
