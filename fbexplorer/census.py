@@ -298,7 +298,7 @@ def _classify(step, held, record, lyapunov, settings):
     groups += _fixed_groups(step, held, last, np.flatnonzero(settled), bound, settings)
     cycling = np.flatnonzero((period > 1) & ~diverged)
     groups += _cycle_groups(record, cycling, period, settings["dedupe_tolerance"])
-    groups += _irregular_groups(record, np.flatnonzero(~settled & (period == 0)))
+    groups += _irregular_groups(record, np.flatnonzero(~settled & (period == 0)), lyapunov)
     if diverged.any():
         members = np.flatnonzero(diverged)
         groups.append(("divergent", None, None, members, last[members[0]], last[members[:1]]))
@@ -410,11 +410,19 @@ def _cycle_groups(record, members, period, tolerance: float):
     return [("cycle", int(p), 0, np.array(m), orbit[0], orbit) for p, orbit, m in found]
 
 
-def _irregular_groups(record, members):
-    """Unsettled runs whose recorded ranges overlap (transitively) are one attractor."""
+def _irregular_groups(record, members, lyapunov):
+    """Unsettled runs whose ranges overlap (transitively) are one attractor. The range
+    of a converging run (negative exponent) reaches as far as it still goes: its last
+    step times `1 / (1 - exp(exponent))`, at most the spread of all unsettled runs."""
     if not members.size:
         return []
-    low, high = record[:, members].min(axis=0), record[:, members].max(axis=0)
+    runs = record[:, members]
+    low, high = runs.min(axis=0), runs.max(axis=0)
+    spread = float((high.max(axis=0) - low.min(axis=0)).max())
+    rate = np.exp(np.minimum(np.nan_to_num(lyapunov[members], nan=0.0), 0.0))
+    last = np.abs(runs[-1] - runs[-2]).max(axis=1)
+    reach = np.where(rate < 1.0, np.minimum(last / np.maximum(1.0 - rate, 1e-12), spread), 0.0)
+    low, high = low - reach[:, None], high + reach[:, None]
     a, b = [], []
     for i in range(len(members)):
         overlap = np.flatnonzero((low[i] <= high).all(axis=1) & (low <= high[i]).all(axis=1))

@@ -223,3 +223,35 @@ def test_runs_of_a_cell_with_a_constant_and_a_delay_end_where_the_census_says():
         orbit = flat_orbit(census, i)
         gap = np.abs(end[census.labels == i][:, None] - orbit[None]).max(axis=2).min(axis=1)
         assert (gap <= 1e-4).all()
+
+
+def test_a_slow_line_is_a_continuum_of_slow_points_with_slow_tolerance():
+    """Eigenvalue 0.9999 along a line: the runs drift too slowly to settle within
+    `tolerance`, so they are irregular with a negative exponent, unless the slow
+    points count (`slow_tolerance`): then the line is one continuum."""
+    a, q = rotated([0.9999, 0.5])
+    net = linear_net(a, np.zeros(2))
+    unsettled = fbx.attractors(net, HELD, starts=64, steps=100)
+    first = unsettled.frame.iloc[0]  # runs near 0 move less than `tolerance`, and settle
+    assert first["kind"] == "irregular" and first["share"] > 0.5
+    assert first["max_lyapunov"] == pytest.approx(np.log(0.9999), abs=1e-4)
+    assert (unsettled.frame["kind"] == "irregular").sum() == 1
+    census = fbx.attractors(net, HELD, starts=64, steps=100, slow_tolerance=1e-3)
+    assert list(census.frame["kind"]) == ["continuum"] and census.frame["dimension"][0] == 1
+    np.testing.assert_allclose(census.endpoints["s"] @ q[:, -1], 0.0, atol=1e-5)
+
+
+def test_starts_visited_on_data_end_where_free_runs_of_the_model_end():
+    x = keras.Input((1,), name="u")
+    loop = fbx.Feedback((4,), name="h")
+    d = keras.layers.Dense(4, activation="tanh", name="d")
+    h = d(keras.layers.Concatenate(name="cat")([x, loop]))
+    net = fbx.FeedbackModel(x, h, feedback={"h": h}, return_state=True, name="elman")
+    rng = np.random.default_rng(3)
+    d.kernel.assign(rng.normal(0, 0.9, (5, 4)).astype("float32"))
+    data = rng.normal(size=(3, 10, 1)).astype("float32")
+    held = {"u": np.array([0.2], "float32")}
+    census = fbx.attractors(net, held, initial=data, starts=16, steps=200, max_period=4)
+    assert census.settings["initial"] == "visited"
+    assert set(census.frame["kind"]) <= {"fixed", "cycle"}
+    assert_free_runs_end_there(net, census, held, 200 + 2 * 4)
