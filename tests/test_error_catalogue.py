@@ -542,7 +542,6 @@ def whole_state_over_budget():
         fbx.gradient_flow(base(delay=10**9), np.zeros((2, 3, 5)))
 
 
-
 def attractors_no_state():
     x = keras.Input((5,), name="x")
     plain = fbx.FeedbackModel(x, keras.layers.Dense(5)(x), name="plain")
@@ -573,6 +572,7 @@ def attractors_initial_states_different_counts():
 def attractors_over_memory_budget():
     with memory_budget(10**6):
         fbx.attractors(base(), {"x": np.zeros(5)})
+
 
 # ------------------------------------------------------ the notebook layer
 def cell_magic(body, line="net --input x:5 --quiet"):
