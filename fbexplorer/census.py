@@ -423,12 +423,13 @@ def _irregular_groups(record, members, lyapunov):
     last = np.abs(runs[-1] - runs[-2]).max(axis=1)
     reach = np.where(rate < 1.0, np.minimum(last / np.maximum(1.0 - rate, 1e-12), spread), 0.0)
     low, high = low - reach[:, None], high + reach[:, None]
-    a, b = [], []
+    label = np.arange(len(members))  # merged row by row: no list of all the pairs
     for i in range(len(members)):
-        overlap = np.flatnonzero((low[i] <= high).all(axis=1) & (low <= high[i]).all(axis=1))
-        a.append(np.full(len(overlap), i))
-        b.append(overlap)
-    label = _components(len(members), np.concatenate(a), np.concatenate(b))
+        overlap = (low[i] <= high).all(axis=1) & (low <= high[i]).all(axis=1)
+        joined = np.isin(label, np.unique(label[overlap]))
+        label[joined] = label[joined].min()
+        if label.max() == 0:  # all one already
+            break
     groups = []
     for c in np.unique(label):
         who = members[label == c]
