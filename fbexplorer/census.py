@@ -90,8 +90,6 @@ class Attractors:
     def orbit(self, i: int) -> dict:
         """The states of attractor `i`'s cycle in order, `{name: (period, *shape)}`
         (one state for a fixed point)."""
-        if not -len(self) <= i < len(self):
-            raise IndexError(f"Attractors.orbit: attractor {i} is out of range ({len(self)}).")
         return self._layout.to_dict(self._orbits[i])
 
     def initial_state(self, i: int) -> dict:
