@@ -130,9 +130,9 @@ def attractors(
     steps are recorded, and each run is classified from them:
 
     - period `p`: the least `p <= max_period` with `|s[t+p] - s[t]| <=
-      tolerance` (largest difference of any number, times the state's size
-      when it is above 1) over the recorded steps; `p = 1` is a fixed point,
-      `p > 1` a cycle. Runs on one cycle (or point) closer than
+      tolerance` over the recorded steps (the largest difference of any
+      number, against `tolerance` times the run's largest absolute value
+      where that is above 1); `p = 1` is a fixed point, `p > 1` a cycle. Runs on one cycle (or point) closer than
       `dedupe_tolerance` (Euclidean) are one attractor.
     - "continuum": fixed endpoints (or slow ones, moving less than
       `slow_tolerance` a step) that are distinct but connected: each is
