@@ -132,8 +132,9 @@ def attractors(
     - period `p`: the least `p <= max_period` with `|s[t+p] - s[t]| <=
       tolerance` over the recorded steps (the largest difference of any
       number, against `tolerance` times the run's largest absolute value
-      where that is above 1); `p = 1` is a fixed point, `p > 1` a cycle. Runs on one cycle (or point) closer than
-      `dedupe_tolerance` (Euclidean) are one attractor.
+      where that is above 1); `p = 1` is a fixed point, `p > 1` a cycle.
+      Runs on one cycle (or point) closer than `dedupe_tolerance`
+      (Euclidean) are one attractor.
     - "continuum": fixed endpoints (or slow ones, moving less than
       `slow_tolerance` a step) that are distinct but connected: each is
       linked to its nearest endpoints when the points at 1/4, 1/2 and 3/4 of
