@@ -13,6 +13,7 @@ net = fbx.FeedbackModel(inputs=x, outputs=h3, feedback={"loop": h3})
 from fbexplorer import zoo  # registers the zoo's layers for load_model
 from fbexplorer.bptt import gradient_flow, gradient_norms, plot_gradient_norms
 from fbexplorer.callbacks import TraceCallback
+from fbexplorer.census import Attractors, attractors
 from fbexplorer.drawing import draw
 from fbexplorer.engine import FeedbackModel
 from fbexplorer.fixed_point_search import FixedPoints, fixed_points
@@ -36,6 +37,7 @@ def load_ipython_extension(ipython):
 
 
 __all__ = [
+    "Attractors",
     "Explorer",
     "Feedback",
     "FeedbackModel",
@@ -45,6 +47,7 @@ __all__ = [
     "StepCell",
     "StepGraph",
     "TraceCallback",
+    "attractors",
     "cell",
     "chunk_summary",
     "compare",

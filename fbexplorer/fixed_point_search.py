@@ -23,8 +23,8 @@ from fbexplorer.memory import (
     format_bytes,
     memory_budget,
 )
+from fbexplorer.starting_states import starting_states
 from fbexplorer.state_map import (
-    StateLayout,
     check_has_state,
     compile_fn,
     grad_fn,
@@ -215,59 +215,6 @@ class FixedPoints:
 
 
 # ------------------------------------------------------------- the search
-def _visited_starts(net, initial, layout: StateLayout, rng, n_starts: int) -> np.ndarray:
-    """`n_starts` full states the model passes through on `initial`, `(n_starts, D)`,
-    drawn at random among those whose values are finite."""
-    specs = net.graph.specs
-    catalogue = recording.catalogue(net)
-    names = [s.name for s in specs]
-    prep = recording.prepare(net, initial, what="fixed_points")
-    size = (prep.batch, prep.length, recording.node_units(net, names))
-    remedy = "Pass fewer or shorter sequences as initial= (or leave it out)"
-    recording.check_size(names, size, what="fbx.fixed_points", kind="trace_arrays", remedy=remedy)
-    arrays, _ = recording.run_windows(net, prep, names, bounds=[(0, prep.length)], progress=False)
-    length = prep.length
-    k_max = max(s.delay for s in specs)
-    # The history before step t: a delayed edge's values fed at t .. t+k-1; a
-    # cell's state handed on by step t-1.
-    times = np.arange(1, length - k_max + 1)
-    if times.size == 0:
-        raise ValueError(
-            f"fbx.fixed_points: `initial` has {length} steps; the longest delay is {k_max}, "
-            f"so at least {k_max + 1} steps are needed to read a whole state from it."
-        )
-    finite = np.ones((prep.batch, times.size), bool)  # (sample, time) of finite states
-    for spec, arr in zip(specs, arrays):
-        ok = np.isfinite(arr.reshape(arr.shape[0], arr.shape[1], -1)).all(axis=2)
-        if catalogue[spec.name][0] == "state":
-            finite &= ok[:, times - 1]
-        else:
-            window = np.lib.stride_tricks.sliding_window_view(ok, spec.delay, axis=1)
-            finite &= window[:, times].all(axis=2)
-    candidates = np.flatnonzero(finite.reshape(-1))
-    if not candidates.size:
-        raise ValueError(
-            f"fbx.fixed_points: the model's state is NaN or inf at every step of `initial` "
-            f"({prep.batch} samples x {length} steps): the model diverges there. Pass initial= "
-            f"data on which it stays finite, or leave initial out to start from [-1, 1]."
-        )
-    # As if every visited state were stacked (sample-major) and n_starts drawn.
-    if candidates.size == finite.size:
-        rows = rng.integers(0, candidates.size, n_starts)
-    else:
-        rows = candidates[rng.integers(0, candidates.size, n_starts)]
-    sample, at = np.divmod(rows, times.size)
-    at = times[at]
-    parts = []
-    for spec, arr in zip(specs, arrays):
-        if catalogue[spec.name][0] == "state":
-            h = arr[sample, at - 1][:, None]
-        else:
-            h = np.stack([arr[sample, at + j] for j in range(spec.delay)], axis=1)
-        parts.append(h.reshape(n_starts, -1))
-    return np.concatenate(parts, axis=1).astype("float32")
-
-
 def dedupe_points(flat, q, tol):
     """Indices of distinct points, lowest q first among near ones.
 
@@ -331,8 +278,10 @@ def fixed_points(
             `{name: array}` without batch or time axes (an array alone for a
             model of one input), held at every step.
         initial: data as for a call (a batch of sequences): the search starts
-            from states the model visits on it, plus `noise`. Without it,
-            from states drawn uniformly from [-1, 1].
+            from states the model visits on it, plus `noise`. Or states by
+            name, `{state name: (n, *shape)}` as `.states` holds them (of a
+            `FixedPoints` or of `fbx.attractors`), cycled to `n_starts`, plus
+            `noise`. Without it, from states drawn uniformly from [-1, 1].
         n_starts: the number of starting states.
         noise: the standard deviation of Gaussian noise added to them.
         tolerance: `q` below which a point is fixed.
@@ -388,7 +337,8 @@ def fixed_points(
     )
     layout = state_layout(model)
     _check_search_memory(n_starts, layout.size, method)
-    starts = _starts(model, initial, layout, np.random.default_rng(seed), n_starts, noise)
+    rng = np.random.default_rng(seed)
+    starts = starting_states(model, initial, layout, rng, n_starts, noise, what="fixed_points")
     search = _search(model, layout)
     flat, q, settings["iterations_run"] = _run_search(search, starts, held, settings)
     n_converged = int(np.sum(q < tolerance))
@@ -434,16 +384,6 @@ def _checked_settings(model, **values) -> dict:
         "seed": values["seed"],
         "initial": values["initial"],
     }
-
-
-def _starts(model, initial, layout: StateLayout, rng, n_starts: int, noise: float):
-    """The starting states `(n_starts, D)`: visited on `initial` (else uniform in
-    [-1, 1]), plus Gaussian noise."""
-    if initial is not None:
-        starts = _visited_starts(model, initial, layout, rng, n_starts)
-    else:
-        starts = rng.uniform(-1.0, 1.0, (n_starts, layout.size)).astype("float32")
-    return starts + rng.normal(0.0, noise, starts.shape).astype("float32")
 
 
 def _distinct(flat, q, bound: float, dedupe_tolerance: float) -> np.ndarray:

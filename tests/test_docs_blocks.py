@@ -200,6 +200,7 @@ def test_every_check_has_its_block():
 DOCTEST_MODULES = [
     "fbexplorer._atomic",
     "fbexplorer.callbacks",
+    "fbexplorer.census",
     "fbexplorer.drawing",
     "fbexplorer.bptt",
     "fbexplorer.engine",

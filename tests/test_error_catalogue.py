@@ -542,6 +542,38 @@ def whole_state_over_budget():
         fbx.gradient_flow(base(delay=10**9), np.zeros((2, 3, 5)))
 
 
+def attractors_no_state():
+    x = keras.Input((5,), name="x")
+    plain = fbx.FeedbackModel(x, keras.layers.Dense(5)(x), name="plain")
+    fbx.attractors(plain, {"x": np.zeros(5)})
+
+
+def attractors_bad_starts():
+    fbx.attractors(base(), {"x": np.zeros(5)}, starts=0)
+
+
+def attractors_bad_max_period():
+    fbx.attractors(base(), {"x": np.zeros(5)}, max_period=0)
+
+
+def attractors_initial_states_wrong_shape():
+    fbx.attractors(base(), {"x": np.zeros(5)}, initial={"loop": np.zeros((4, 6))})
+
+
+def attractors_initial_states_different_counts():
+    x = keras.Input((5,), name="x")
+    a, b = fbx.Feedback((3,), name="a"), fbx.Feedback((3,), name="b")
+    h = keras.layers.Dense(3)(keras.layers.Concatenate()([x, a, b]))
+    two = fbx.FeedbackModel(x, h, feedback={"a": h, "b": h}, name="two")
+    initial = {"a": np.zeros((2, 3)), "b": np.zeros((4, 3))}
+    fbx.attractors(two, {"x": np.zeros(5)}, initial=initial)
+
+
+def attractors_over_memory_budget():
+    with memory_budget(10**6):
+        fbx.attractors(base(), {"x": np.zeros(5)})
+
+
 # ------------------------------------------------------ the notebook layer
 def cell_magic(body, line="net --input x:5 --quiet"):
     from IPython.core.interactiveshell import InteractiveShell
@@ -843,6 +875,9 @@ MISUSES = {f.__name__.replace("_", "-"): f for f in [
     return_state_over_budget, unknown_length_over_budget, stateful_compact_compiled,
     stateful_compact_growth, get_states_over_budget, whole_state_over_budget,
     trace_carried_over_budget,
+    attractors_no_state, attractors_bad_starts, attractors_bad_max_period,
+    attractors_initial_states_wrong_shape, attractors_initial_states_different_counts,
+    attractors_over_memory_budget,
 ]}  # fmt: skip
 
 
