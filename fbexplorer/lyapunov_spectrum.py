@@ -186,8 +186,8 @@ def _check_free_run(net, prep):
         what = f"ground truth for '{next(iter(prep.teachers))}'" if prep.teachers else "a mask"
         raise ValueError(
             f"fbx.lyapunov: the exponents are those of model '{net.name}' running freely, "
-            f"step by step, but the inputs hold {what}. Pass the per-step inputs and "
-            f"constants only. Received: {what}."
+            f"step by step; teacher forcing and masks replace or skip steps. Pass the "
+            f"per-step inputs and constants only. Received: {what}."
         )
 
 

@@ -542,6 +542,29 @@ def whole_state_over_budget():
         fbx.gradient_flow(base(delay=10**9), np.zeros((2, 3, 5)))
 
 
+def lyapunov_no_state():
+    x = keras.Input((5,), name="x")
+    plain = fbx.FeedbackModel(x, keras.layers.Dense(5, name="d")(x), name="plain")
+    fbx.lyapunov(plain, np.zeros((2, 3, 5)))
+
+
+def lyapunov_bad_n():
+    fbx.lyapunov(base(), np.zeros((2, 3, 5)), n=6)
+
+
+def lyapunov_bad_discard():
+    fbx.lyapunov(base(), np.zeros((2, 3, 5)), discard=3)
+
+
+def lyapunov_teacher_forced():
+    fbx.lyapunov(base(), {"x": np.zeros((2, 3, 5)), "loop": np.zeros((2, 3, 5))})
+
+
+def lyapunov_over_memory_budget():
+    with memory_budget(10_000):
+        fbx.lyapunov(base(delay=10), np.zeros((2, 3, 5)))
+
+
 # ------------------------------------------------------ the notebook layer
 def cell_magic(body, line="net --input x:5 --quiet"):
     from IPython.core.interactiveshell import InteractiveShell
@@ -843,6 +866,8 @@ MISUSES = {f.__name__.replace("_", "-"): f for f in [
     return_state_over_budget, unknown_length_over_budget, stateful_compact_compiled,
     stateful_compact_growth, get_states_over_budget, whole_state_over_budget,
     trace_carried_over_budget,
+    lyapunov_no_state, lyapunov_bad_n, lyapunov_bad_discard, lyapunov_teacher_forced,
+    lyapunov_over_memory_budget,
 ]}  # fmt: skip
 
 

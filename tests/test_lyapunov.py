@@ -173,11 +173,3 @@ def test_discard_out_of_range(discard):
     with pytest.raises(ValueError, match=r"`discard` .* an integer from 0 to 4"):
         fbx.lyapunov(linear(np.eye(1)), np.zeros((2, 5, 1), "float32"), discard=discard)
 
-
-def test_memory_is_checked_before_the_run():
-    previous = fbx.set_memory_budget(1000)
-    try:
-        with pytest.raises(ValueError, match=r"fbx.lyapunov would need about .* \(8 samples"):
-            fbx.lyapunov(linear(np.eye(4)), np.zeros((8, 5, 4), "float32"))
-    finally:
-        fbx.set_memory_budget(previous)
