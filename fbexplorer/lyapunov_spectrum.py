@@ -63,8 +63,8 @@ def lyapunov(model, inputs, *, n=None, discard=None, initial_state=None, steps=N
     (`fbx.set_memory_budget`) before anything runs.
 
     Example:
-        >>> lam = fbx.lyapunov(net, X, n=2)   # (samples, 2)
-        >>> lam[:, 0].mean() > 0              # chaos: the largest is positive
+        >>> lam = fbx.lyapunov(net, X, n=2)   # (samples, 2), largest first
+        >>> chaotic = lam[:, 0] > 0           # nearby states part, on these samples
     """
     recording.check_model(model, what="lyapunov")
     check_has_state(model, "lyapunov")

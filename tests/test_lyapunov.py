@@ -172,4 +172,3 @@ def test_n_out_of_range(n):
 def test_discard_out_of_range(discard):
     with pytest.raises(ValueError, match=r"`discard` .* an integer from 0 to 4"):
         fbx.lyapunov(linear(np.eye(1)), np.zeros((2, 5, 1), "float32"), discard=discard)
-
