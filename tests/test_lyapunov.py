@@ -172,3 +172,53 @@ def test_n_out_of_range(n):
 def test_discard_out_of_range(discard):
     with pytest.raises(ValueError, match=r"`discard` .* an integer from 0 to 4"):
         fbx.lyapunov(linear(np.eye(1)), np.zeros((2, 5, 1), "float32"), discard=discard)
+
+
+# ------------------------------------------------- cells, driven runs, direction
+def qr_exponents(jacobians, discard):
+    """The QR method in float64 numpy: `jacobians` (T, D, D) of one trajectory."""
+    frame = np.linalg.qr(np.random.default_rng(5).normal(size=jacobians.shape[1:]))[0]
+    total = np.zeros(jacobians.shape[1])
+    for t, jac in enumerate(jacobians):
+        frame, r = np.linalg.qr(jac @ frame)
+        total += np.log(np.abs(np.diag(r))) * (t >= discard)
+    return np.sort(total / (len(jacobians) - discard))[::-1]
+
+
+def test_cell_state_against_a_numpy_qr_loop_on_the_traced_run():
+    """A driven SimpleRNNCell, `h' = tanh(x W + h U + b)`: its Jacobian is
+    `diag(1 - h'^2) U^T`, from the traced states; the numpy loop starts from
+    another frame, which 30 discarded steps align."""
+    x = keras.Input((2,), name="x")
+    rnn = keras.layers.SimpleRNNCell(4, name="rnn")
+    net = fbx.FeedbackModel(x, fbx.cell(rnn)(x), feedback={}, name="cellnet")
+    rng = np.random.default_rng(0)
+    U = rng.normal(size=(4, 4)) * 1.25
+    rnn.recurrent_kernel.assign(U.astype("float32"))
+    X = rng.normal(size=(3, 80, 2)).astype("float32") * 0.5
+    h0 = {"rnn/h": rng.uniform(-0.5, 0.5, (3, 4)).astype("float32")}
+    lam = fbx.lyapunov(net, X, discard=30, initial_state=h0)
+    h = fbx.trace(net, X, initial_state=h0, nodes=["rnn"], as_arrays=True)["rnn"]
+    jacobians = (1.0 - h.astype("float64") ** 2)[..., :, None] * U.T  # (3, 80, 4, 4)
+    expected = np.stack([qr_exponents(j, 30) for j in jacobians])
+    np.testing.assert_allclose(lam, expected, atol=1e-4)
+
+
+def test_go_backwards_runs_the_inputs_from_the_end():
+    """A driven logistic map (u moves the orbit): a model that reads its inputs
+    backwards has the exponents of the forward model on the reversed inputs."""
+    rng = np.random.default_rng(2)
+    X = rng.uniform(-0.02, 0.02, (3, 60, 1)).astype("float32")
+    x0 = {"x": starts(3, 0.2, 0.8)}
+
+    def model(**options):
+        u = keras.Input((1,), name="u")
+        x = fbx.Feedback((1,), name="x")
+        y = keras.layers.Lambda(lambda v: 3.9 * v[0] * (1.0 - v[0]) + v[1], name="f")([x, u])
+        return fbx.FeedbackModel(u, y, feedback={"x": y}, **options)
+
+    back = fbx.lyapunov(model(go_backwards=True), X, initial_state=x0, discard=5)
+    forward = fbx.lyapunov(model(), X[:, ::-1], initial_state=x0, discard=5)
+    other = fbx.lyapunov(model(), X, initial_state=x0, discard=5)
+    np.testing.assert_allclose(back, forward, atol=1e-5)
+    assert np.abs(back - other).max() > 1e-3  # the direction matters here
