@@ -222,3 +222,12 @@ def test_go_backwards_runs_the_inputs_from_the_end():
     other = fbx.lyapunov(model(), X, initial_state=x0, discard=5)
     np.testing.assert_allclose(back, forward, atol=1e-5)
     assert np.abs(back - other).max() > 1e-3  # the direction matters here
+
+
+def test_new_weights_are_read_at_every_call():
+    """`h' = a h + u`: the exponent is ln|a|, also after the weight changes (the
+    compiled pass, kept on the model on TensorFlow, reads the weights as it runs)."""
+    net, X = linear(np.array([[0.5]])), np.ones((2, 20, 1), "float32")
+    np.testing.assert_allclose(fbx.lyapunov(net, X), np.log(0.5), atol=1e-6)
+    net.get_layer("A").kernel.assign([[-2.0]])
+    np.testing.assert_allclose(fbx.lyapunov(net, X), np.log(2.0), atol=1e-6)
