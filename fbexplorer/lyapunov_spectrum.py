@@ -17,7 +17,7 @@ import numpy as np
 from keras import ops
 
 from fbexplorer import recording
-from fbexplorer.memory import JACOBIAN_MATRICES, check_memory
+from fbexplorer.memory import LYAPUNOV_MATRICES, check_memory
 from fbexplorer.state_map import check_has_state, compile_fn, state_layout, state_map
 
 __all__ = ["lyapunov"]
@@ -58,9 +58,13 @@ def lyapunov(model, inputs, *, n=None, discard=None, initial_state=None, steps=N
         as `x' = 0`) gets `-inf`. The estimate's error falls as `1/sqrt(steps)`
         for chaotic trajectories, faster on regular ones.
 
-    Memory: the Jacobians take about 6 matrices of the state's size squared per
-    sample; the estimate is checked against the memory budget
-    (`fbx.set_memory_budget`) before anything runs.
+    Cost: the `n` directions are pushed through each step in forward mode
+    (Jacobian-vector products, never the whole Jacobian) and orthonormalised
+    by a QR of a `state size x n` matrix per sample and step: a few
+    exponents are cheap, the whole spectrum of a large state is not (pass
+    `n=`). Memory: about 8 matrices of `state size x n` floats per sample,
+    checked against the memory budget (`fbx.set_memory_budget`) before
+    anything runs.
 
     Example:
         >>> lam = fbx.lyapunov(net, X, n=2)   # (samples, 2), largest first
@@ -75,7 +79,7 @@ def lyapunov(model, inputs, *, n=None, discard=None, initial_state=None, steps=N
     layout = state_layout(model)
     n = _checked_n(model, n, layout)
     discard = _checked_discard(discard, prep.length)
-    _check_jacobian_memory(prep.batch, layout.size)
+    _check_frame_memory(prep.batch, layout.size, n)
     start = np.concatenate(
         [h.reshape(prep.batch, -1) for h in recording.start_histories(model, prep)], axis=1
     ).astype("float32")
@@ -110,10 +114,13 @@ def _tangent_map(step):
     import tensorflow as tf
 
     def tangent(s, held, q):
-        with tf.GradientTape() as tape:
-            tape.watch(s)
-            new = step(s, held)
-        return new, ops.matmul(tape.batch_jacobian(new, s), q)
+        def push(v):  # forward mode, one direction per point: J_p v_p
+            with tf.autodiff.ForwardAccumulator(s, v) as acc:
+                new = step(s, held)
+            return acc.jvp(new)
+
+        moved = tf.vectorized_map(push, tf.transpose(q, (2, 0, 1)))  # (n, P, D)
+        return step(s, held), tf.transpose(moved, (1, 2, 0))
 
     return tangent
 
@@ -191,12 +198,12 @@ def _check_free_run(net, prep):
         )
 
 
-def _check_jacobian_memory(samples: int, size: int):
-    """Refuse a pass whose per-step Jacobians would not fit in the memory budget."""
-    need = JACOBIAN_MATRICES * 4 * size * size * samples
+def _check_frame_memory(samples: int, size: int, n: int):
+    """Refuse a pass whose frames and their images would not fit in the memory budget."""
+    need = LYAPUNOV_MATRICES * 4 * size * n * samples
     detail = (
-        f"{samples:,} samples, each with {JACOBIAN_MATRICES} matrices of {size:,} x {size:,} "
-        f"floats, the state's size squared"
+        f"{samples:,} samples, each with {LYAPUNOV_MATRICES} matrices of {size:,} x {n:,} "
+        f"floats, the state's size by n"
     )
-    remedy = "Pass fewer samples, or a model with a smaller state (shorter delays, fewer units)"
+    remedy = "Pass a smaller n=, fewer samples, or a model with a smaller state"
     check_memory("fbx.lyapunov", need, detail, remedy)
