@@ -86,7 +86,7 @@ def lyapunov(model, inputs, *, n=None, discard=None, initial_state=None, steps=N
     frame, _ = np.linalg.qr(np.random.default_rng(seed).normal(size=(layout.size, n)))
     frame = np.broadcast_to(frame.astype("float32"), (prep.batch, layout.size, n))
     seqs = [ops.flip(s, axis=1) if prep.go_backwards else s for s in prep.seqs]
-    sums = _compiled(model, layout)(
+    finite, sums = _compiled(model, layout)(
         ops.convert_to_tensor(start),
         ops.convert_to_tensor(frame),
         [ops.moveaxis(s, 1, 0) for s in seqs],  # time first
@@ -95,6 +95,7 @@ def lyapunov(model, inputs, *, n=None, discard=None, initial_state=None, steps=N
         ops.convert_to_tensor(discard, "int32"),
     )
     exponents = ops.convert_to_numpy(sums).astype("float64") / (prep.length - discard)
+    exponents[~ops.convert_to_numpy(finite)] = np.nan  # diverged: no exponents to give
     return -np.sort(-exponents, axis=1)
 
 
@@ -105,10 +106,8 @@ def _tangent_map(step):
         import jax
 
         def tangent(s, held, q):
-            def push(v):  # one direction per point: J_p v_p
-                return jax.jvp(lambda x: step(x, held), (s,), (v,))[1]
-
-            return step(s, held), jax.vmap(push, in_axes=2, out_axes=2)(q)
+            new, push = jax.linearize(lambda x: step(x, held), s)  # push(v): J_p v_p per point
+            return new, jax.vmap(push, in_axes=2, out_axes=2)(q)
 
         return tangent
     import tensorflow as tf
@@ -126,7 +125,8 @@ def _tangent_map(step):
 
 
 def _pass(step):
-    """One pass over time: the state, the frame and the sums of `ln |R_ii|`."""
+    """One pass over time, carrying the state, the frame and the sums of `ln |R_ii|`:
+    returns whether each sample's last state is finite, and the sums."""
     tangent = _tangent_map(step)
 
     def run(s, q, seqs, consts, length, discard):
@@ -140,7 +140,8 @@ def _pass(step):
             return s, q, sums
 
         sums = ops.zeros(ops.shape(q)[:1] + ops.shape(q)[2:], q.dtype)
-        return ops.fori_loop(0, length, body, (s, q, sums))[2]
+        s, _, sums = ops.fori_loop(0, length, body, (s, q, sums))
+        return ops.all(ops.isfinite(s), axis=1), sums
 
     return run
 

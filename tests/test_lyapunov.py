@@ -231,3 +231,12 @@ def test_new_weights_are_read_at_every_call():
     np.testing.assert_allclose(fbx.lyapunov(net, X), np.log(0.5), atol=1e-6)
     net.get_layer("A").kernel.assign([[-2.0]])
     np.testing.assert_allclose(fbx.lyapunov(net, X), np.log(2.0), atol=1e-6)
+
+
+def test_a_diverging_sample_gets_nan_and_leaves_the_others_alone():
+    """x0 = 2 runs off to -inf under the logistic map; 0.3 and 0.7 share their
+    orbit after one step (f(0.3) = f(0.7)), so they share their exponents."""
+    x0 = np.array([[0.3], [2.0], [0.7]], "float32")
+    lam = fbx.lyapunov(logistic(), np.zeros((3, 200, 1), "float32"), initial_state={"x": x0})
+    assert np.isnan(lam[1]).all() and np.isfinite(lam[[0, 2]]).all()
+    np.testing.assert_allclose(lam[0], lam[2], atol=1e-5)
