@@ -18,6 +18,7 @@ from fbexplorer.drawing import draw
 from fbexplorer.engine import FeedbackModel
 from fbexplorer.fixed_point_search import FixedPoints, fixed_points
 from fbexplorer.graph import Feedback, FeedbackSpec, StepGraph, cell, delayed
+from fbexplorer.lyapunov_spectrum import lyapunov
 from fbexplorer.memory import memory_budget, set_memory_budget
 from fbexplorer.plots import plot_comparison, plot_heatmap, plot_trace, similarity_order
 from fbexplorer.portraits import Projection, pca_project, portrait
@@ -59,6 +60,7 @@ __all__ = [
     "gradient_flow",
     "gradient_norms",
     "load_model",
+    "lyapunov",
     "memory_budget",
     "pca_project",
     "plot_comparison",

@@ -28,6 +28,7 @@ __all__ = [
     "FALLBACK",
     "JACOBIAN_MATRICES",
     "LM_MATRICES",
+    "LYAPUNOV_MATRICES",
     "PER_VALUE",
     "PORTRAIT_PER_POINT",
     "available_memory",
@@ -68,6 +69,11 @@ PORTRAIT_PER_POINT = 200  # the figure's hover text and arrays, per step and sam
 LM_MATRICES = 12
 JACOBIAN_MATRICES = 6
 ADAM_VECTORS = 12  # the state, Adam's moments, the gradient, temporaries
+# Lyapunov exponents, per sample, in float32 matrices of (state size) x n: the
+# frame, its image under the step (n forward-mode directions at once), the QR
+# and temporaries; measured 6.1 on TensorFlow 2.21 and 4.0 on JAX 0.10 (a
+# state of 500, n = 500, 16 samples; 2-core AMD EPYC).
+LYAPUNOV_MATRICES = 8
 
 _setting: int | None = None
 

@@ -32,6 +32,7 @@ from keras import ops
 
 from fbexplorer import _carried_state, _run
 from fbexplorer._call_inputs import parse_call
+from fbexplorer._history import full
 from fbexplorer.graph import _state_shapes
 from fbexplorer.memory import PER_VALUE, check_memory, values_detail
 
@@ -48,6 +49,7 @@ __all__ = [
     "prepare",
     "resolve_nodes",
     "run_windows",
+    "start_histories",
     "tidy",
     "trace_nodes",
     "window_bounds",
@@ -329,6 +331,18 @@ def _start_histories(net, batch, index, take, initial_state, carried, what):
         if value is not None and take is not None and np.ndim(value) > len(spec.shape):
             overrides[spec.name] = np.asarray(value)[take]
     return _carried_state.start_histories(net, len(index), overrides, stored, compact=True)
+
+
+def start_histories(net, prepared: Prepared) -> list:
+    """The histories the loop starts from, whole, as numpy arrays: one
+    `(batch, delay, *shape)` per delayed edge and cell state in `graph.specs`
+    order, oldest first (the value fed at the first step first), as
+    `initial_state` takes a delay-k edge's history."""
+    out = []
+    for spec, h in zip(net.graph.specs, prepared.slots):
+        whole = full(h, spec.delay, prepared.batch, tuple(spec.shape))  # (delay, batch, ...)
+        out.append(np.moveaxis(ops.convert_to_numpy(whole), 0, 1))
+    return out
 
 
 # ----------------------------------------------------------------- windows

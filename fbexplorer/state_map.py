@@ -154,16 +154,20 @@ def state_layout(net) -> StateLayout:
     )
 
 
-def state_map(net, layout: StateLayout):
+def state_map(net, layout: StateLayout, *, batched: bool = False):
     """`F(flat, held)` on flat states `(P, D)`, the inputs and constants `held`
-    (unbatched, in model order)."""
+    (in model order): unbatched, held alike for every point; with `batched`,
+    `(P, ...)`, one value per point (one step of a driven trajectory each)."""
     sm = net.step_model
     n_out = net.graph.n_outputs
 
     def step(flat, held):
         points = ops.shape(flat)[0]
         hists = layout.split(flat)
-        feeds = [ops.broadcast_to(v[None], (points,) + tuple(v.shape)) for v in held]
+        if batched:
+            feeds = list(held)
+        else:
+            feeds = [ops.broadcast_to(v[None], (points,) + tuple(v.shape)) for v in held]
         feeds += [ops.cast(h[:, 0], d) for h, d in zip(hists, layout.dtypes)]
         outs = sm(feeds, training=False)
         outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]

@@ -90,6 +90,11 @@ def check_fixed_points(ns, out, tmp_path):
     assert ns["fig"].layout.yaxis.type == "log"
 
 
+def check_lyapunov(ns, out, tmp_path):
+    # The logistic map at r = 4 stretches by 2 per step on average: ln 2.
+    assert ns["lam"].shape == (8, 1) and abs(np.median(ns["lam"][:, 0]) - np.log(2)) < 0.02
+
+
 def check_delays(ns, out, tmp_path):
     # y[t] = x[t] + y[t - 3], with y = 0 before step 0: a numpy loop.
     y = np.zeros(7 + 3)
@@ -140,6 +145,7 @@ CHECKS = {
     "tracing": check_tracing,
     "portraits": check_portraits,
     "fixed-points": check_fixed_points,
+    "lyapunov": check_lyapunov,
     "delays-feedback": check_delays,
     "stateful": check_stateful,
     "generation": check_generation,
@@ -206,6 +212,7 @@ DOCTEST_MODULES = [
     "fbexplorer.engine",
     "fbexplorer.fixed_point_search",
     "fbexplorer.graph",
+    "fbexplorer.lyapunov_spectrum",
     "fbexplorer.memory",
     "fbexplorer.plots",
     "fbexplorer.portraits",

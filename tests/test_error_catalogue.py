@@ -572,6 +572,27 @@ def attractors_initial_states_different_counts():
 def attractors_over_memory_budget():
     with memory_budget(10**6):
         fbx.attractors(base(), {"x": np.zeros(5)})
+def lyapunov_no_state():
+    x = keras.Input((5,), name="x")
+    plain = fbx.FeedbackModel(x, keras.layers.Dense(5, name="d")(x), name="plain")
+    fbx.lyapunov(plain, np.zeros((2, 3, 5)))
+
+
+def lyapunov_bad_n():
+    fbx.lyapunov(base(), np.zeros((2, 3, 5)), n=6)
+
+
+def lyapunov_bad_discard():
+    fbx.lyapunov(base(), np.zeros((2, 3, 5)), discard=3)
+
+
+def lyapunov_teacher_forced():
+    fbx.lyapunov(base(), {"x": np.zeros((2, 3, 5)), "loop": np.zeros((2, 3, 5))})
+
+
+def lyapunov_over_memory_budget():
+    with memory_budget(10_000):
+        fbx.lyapunov(base(delay=10), np.zeros((2, 3, 5)))
 
 
 # ------------------------------------------------------ the notebook layer
@@ -878,6 +899,8 @@ MISUSES = {f.__name__.replace("_", "-"): f for f in [
     attractors_no_state, attractors_bad_starts, attractors_bad_max_period,
     attractors_initial_states_wrong_shape, attractors_initial_states_different_counts,
     attractors_over_memory_budget,
+    lyapunov_no_state, lyapunov_bad_n, lyapunov_bad_discard, lyapunov_teacher_forced,
+    lyapunov_over_memory_budget,
 ]}  # fmt: skip
 
 
