@@ -29,18 +29,15 @@ calls, with their weights), so nothing is copied and saving is unchanged.
 
 from __future__ import annotations
 
+import functools
+
 import keras
 import numpy as np
 from keras import ops
 
+from fbexplorer._keras import nodes_in_depth_order, producer, replay, sublayers
+
 SEQ, CONST, LOOP = "seq", "const", "loop"
-
-
-def _call(op, args, kwargs, training):
-    """Calls a node's operation, passing `training` as Keras's functional models do."""
-    if training is not None and "training" in getattr(op, "_call_context_args", {}):
-        kwargs = dict(kwargs, training=training)
-    return op(*args, **kwargs)
 
 
 def _touches_batch_axis(op, rank) -> bool:
@@ -79,7 +76,7 @@ def hoistable(node) -> bool:
     if not isinstance(op, keras.layers.Layer):
         rank = len(node.input_tensors[0].shape) if node.input_tensors else 0
         return not _touches_batch_axis(op, rank)
-    for layer in [op, *op._flatten_layers(include_self=False, recursive=True)]:
+    for layer in [op, *sublayers(op)]:
         if (
             isinstance(layer, (keras.layers.BatchNormalization, keras.layers.RNN))
             or hasattr(layer, "state_size")
@@ -89,11 +86,6 @@ def hoistable(node) -> bool:
         ):
             return False
     return True
-
-
-def _producer(tensor):
-    op, node_index, _ = tensor._keras_history
-    return op._inbound_nodes[node_index]
 
 
 def _split_dense(node, kind, nodes_in_model):
@@ -113,7 +105,7 @@ def _split_dense(node, kind, nodes_in_model):
         return None
     if node.arguments.kwargs or len(node.input_tensors[0].shape) != 2:
         return None
-    cat = _producer(node.input_tensors[0])
+    cat = producer(node.input_tensors[0])
     if id(cat) not in nodes_in_model or type(cat.operation) is not keras.layers.Concatenate:
         return None
     if cat.operation.axis not in (-1, 1) or cat.arguments.kwargs:
@@ -171,6 +163,11 @@ class _Split:
         return z
 
 
+def _finish(split, kernels, values):
+    """A split Dense's output in the loop (`replay`'s stand-in for its call)."""
+    return split.finish(values[split.key], kernels, values)
+
+
 class HoistPlan:
     """How one step model splits into a hoisted part and a loop part.
 
@@ -203,9 +200,7 @@ class HoistPlan:
         kind = {}
         for i, t in enumerate(inputs):
             kind[id(t)] = SEQ if i < n_inputs else CONST if i < n_inputs + n_constants else LOOP
-        nodes = []
-        for depth in sorted(model._nodes_by_depth, reverse=True):
-            nodes += [n for n in model._nodes_by_depth[depth] if n.operation and not n.is_input]
+        nodes = [n for n in nodes_in_depth_order(model) if n.operation and not n.is_input]
         in_model = {id(n) for n in nodes}
         pre, loop, splits = [], [], {}
         for node in nodes:
@@ -358,24 +353,15 @@ class HoistPlan:
                 seq_vals[key] = ops.tile(v, reps)
             return seq_vals[key]
 
-        for node in self.pre_nodes:
-            if kind[id(node.outputs[0])] == CONST:
-                values = const_vals
-            else:
-                for t in node.input_tensors:
-                    if id(t) in self.tiled:
-                        tile(id(t))
-                values = seq_vals
-            args, kwargs = node.arguments.fill_in(values)
-            out = _call(node.operation, args, kwargs, training)
-            for t, v in zip(node.outputs, keras.tree.flatten(out)):
-                values[id(t)] = v
+        # The constants' part first (it reads constants only), then the
+        # per-step part, which reads constants tiled over time.
+        replay([n for n in self.pre_nodes if kind[id(n.outputs[0])] == CONST], const_vals, training)
         for s in self.const_splits:
             const_vals[s.key] = s.partial(const_vals)
+        for key in self.tiled:
+            tile(key)
+        replay([n for n in self.pre_nodes if kind[id(n.outputs[0])] != CONST], seq_vals, training)
         for s in self.seq_splits:
-            for t, _, _ in s.hoisted:
-                if id(t) in self.tiled:
-                    tile(id(t))
             seq_vals[s.key] = s.partial(seq_vals)
 
         def unflatten(v):
@@ -414,11 +400,7 @@ class HoistPlan:
             values[id(t)] = ops.reshape(v, (-1,) + tuple(ops.shape(v)[2:]))
         for t, v in zip(self.post_const, post_in[n:]):
             values[id(t)] = ops.tile(v, (length,) + (1,) * (len(v.shape) - 1))
-        for node in self.post_nodes:
-            args, kwargs = node.arguments.fill_in(values)
-            out = _call(node.operation, args, kwargs, training)
-            for t, v in zip(node.outputs, keras.tree.flatten(out)):
-                values[id(t)] = v
+        replay(self.post_nodes, values, training)
         outputs = [values[id(self.model.outputs[i])] for i in self.post_outputs]
         return [ops.reshape(v, (length, batch) + tuple(ops.shape(v)[1:])) for v in outputs]
 
@@ -444,15 +426,8 @@ class HoistPlan:
             pos += len(s.looped)
         for t, v in zip(self.placeholders, placeholders):
             values[id(t)] = v
-        for node in self.loop_nodes:
-            split = self.split_of.get(id(node))
-            if split is not None:
-                out = split.finish(values[split.key], kernels[id(split)], values)
-            else:
-                args, kwargs = node.arguments.fill_in(values)
-                out = _call(node.operation, args, kwargs, training)
-            for t, v in zip(node.outputs, keras.tree.flatten(out)):
-                values[id(t)] = v
+        replace = {id(s.node): functools.partial(_finish, s, kernels[id(s)]) for s in self.splits}
+        replay(self.loop_nodes, values, training, replace=replace)
         post = set(self.post_outputs)
         outs = [None if i in post else values[id(t)] for i, t in enumerate(self.model.outputs)]
         return outs + [values[id(t)] for t in self.emitted]

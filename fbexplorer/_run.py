@@ -17,6 +17,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from fbexplorer import _keras
 from fbexplorer._call_inputs import batch_of
 from fbexplorer._carried_state import executing_eagerly
 from fbexplorer._delay_lines import DelayLines, _expand_to, use_tensor_arrays
@@ -65,12 +66,13 @@ def dropout_cells(model):
         elif isinstance(getattr(layer, "cell", None), keras.layers.Layer):
             visit(layer.cell, in_shape)
 
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if not layer._inbound_nodes or not hasattr(layer, "state_size"):
+    for layer in _keras.sublayers(model):
+        call = _keras.first_call(layer)
+        if call is None or not hasattr(layer, "state_size"):
             continue
         if not (has_dropout(layer) or hasattr(layer, "cells") or hasattr(layer, "cell")):
             continue
-        args = layer._inbound_nodes[0].arguments.args
+        args = call.arguments.args
         inputs = keras.tree.flatten(args[0])[0]
         visit(layer, tuple(inputs.shape[1:]))
     return found

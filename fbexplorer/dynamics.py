@@ -32,6 +32,7 @@ from keras import ops
 
 from fbexplorer import _carried_state
 from fbexplorer._call_inputs import check_data
+from fbexplorer._keras import compiled_loss, nodes_by_depth
 from fbexplorer._loop import time_loop
 from fbexplorer.escaping import plotly_text
 from fbexplorer.graph import pack
@@ -756,9 +757,9 @@ def _check_jacobian_memory(points: int, size: int):
 def _perturbed_step(sm, targets: dict, training=False):
     """The step model's graph, replayed with `perturbation[i]` added to the
     tensor `targets[i]` (by id): the same layers, so the same weights."""
-    from fbexplorer._hoist import _call
+    from fbexplorer._keras import call_node as _call
 
-    depths = sorted(sm._nodes_by_depth, reverse=True)
+    depths = sorted(nodes_by_depth(sm), reverse=True)
 
     def call(feeds, perturbations):
         values = {}
@@ -770,7 +771,7 @@ def _perturbed_step(sm, targets: dict, training=False):
         for tensor, value in zip(sm.inputs, feeds):
             put(tensor, value)
         for depth in depths:
-            for node in sm._nodes_by_depth[depth]:
+            for node in nodes_by_depth(sm)[depth]:
                 if node.is_input or any(id(x) not in values for x in node.input_tensors):
                     continue
                 args, kwargs = node.arguments.fill_in(values)
@@ -806,7 +807,7 @@ def _loss_fn(model, targets, loss):
             return lambda y: ops.sum(fn(y))
         return lambda y: ops.mean(fn(targets, y))
     if targets is not None:
-        compiled = getattr(model, "_compile_loss", None)
+        compiled = compiled_loss(model)
         if compiled is None:
             raise ValueError(
                 f"fbx.gradient_flow: targets were given, but model '{model.name}' is not "

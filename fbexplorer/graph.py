@@ -16,7 +16,7 @@ from typing import Any
 
 import keras
 
-from fbexplorer import _saved_config
+from fbexplorer import _keras, _saved_config
 from fbexplorer._checks import check_delay, check_edge, check_source, input_layer_name
 
 __all__ = ["Feedback", "FeedbackSpec", "StepGraph", "cell", "delayed"]
@@ -77,7 +77,7 @@ def _make_placeholder(name, shape, *, delay, initial, dtype, kind, cell_name=Non
         kind=kind,
         cell=cell_name,
     )
-    layer = tensor._keras_history.operation
+    layer = _keras.operation_of(tensor)
     layer._fbx_spec = spec
     layer._fbx_source = source
     return tensor
@@ -119,14 +119,14 @@ def delayed(tensor, *, steps: int = 1, name: str | None = None, initial="zeros")
         name: the edge's name (default: `"<layer>_delay<steps>"`).
         initial: the value before the first `steps` steps, as for `Feedback`.
     """
-    if not hasattr(tensor, "_keras_history"):
+    if not _keras.has_history(tensor):
         raise ValueError(
             "fbx.delayed expects a symbolic tensor of the step graph (the output "
             f"of a Keras layer or keras.Input). Received: {tensor!r}"
         )
     steps = check_delay("fbx.delayed", steps, field="steps")
     if name is None:
-        base = f"{tensor._keras_history.operation.name}_delay{steps}"
+        base = f"{_keras.operation_of(tensor).name}_delay{steps}"
         name = base if base not in _used_names else f"{base}_{next(_uid)}"
     _used_names.add(name)
     return _make_placeholder(
@@ -263,7 +263,7 @@ def cell(layer, *, initial="zeros", state_names=None):
         output, new_states = layer(inputs, _pack_states(structure, states), **kwargs)
         new_states = keras.tree.flatten(new_states)
         for placeholder, new in zip(states, new_states):
-            placeholder._keras_history.operation._fbx_source = new
+            _keras.operation_of(placeholder)._fbx_source = new
         return output
 
     return apply
@@ -274,15 +274,13 @@ def _spec_of(layer) -> FeedbackSpec | None:
 
 
 def _is_input_tensor(tensor) -> bool:
-    if not hasattr(tensor, "_keras_history"):
+    if not _keras.has_history(tensor):
         return False
-    op, node_index, _ = tensor._keras_history
-    return op is not None and op._inbound_nodes[node_index].is_input
+    return _keras.operation_of(tensor) is not None and _keras.producer(tensor).is_input
 
 
 def _tensor_name(tensor) -> str:
-    op = tensor._keras_history.operation
-    return op.name
+    return _keras.operation_of(tensor).name
 
 
 def _reached_inputs(tensors) -> list:
@@ -291,8 +289,7 @@ def _reached_inputs(tensors) -> list:
     stack = list(reversed(tensors))
     while stack:
         tensor = stack.pop()
-        op, node_index, _ = tensor._keras_history
-        node = op._inbound_nodes[node_index]
+        op, node = _keras.operation_of(tensor), _keras.producer(tensor)
         if id(node) in seen_nodes:
             continue
         seen_nodes.add(id(node))
@@ -421,14 +418,14 @@ class StepGraph:
                     raise ValueError(
                         f"{label}: every entry of `{kind}` must be a keras.Input. Received: {t!r}"
                     )
-                if _spec_of(t._keras_history.operation) is not None:
+                if _spec_of(_keras.operation_of(t)) is not None:
                     raise ValueError(
-                        f"{label}: Feedback '{_spec_of(t._keras_history.operation).name}' "
+                        f"{label}: Feedback '{_spec_of(_keras.operation_of(t)).name}' "
                         f"is listed in `{kind}`. Feedback placeholders are bound with "
                         f"feedback={{name: source}}, not passed as {kind}."
                     )
         for key, src in feedback.items():
-            if not hasattr(src, "_keras_history"):
+            if not _keras.has_history(src):
                 raise ValueError(
                     f"{label}: feedback '{key}' must be bound to a symbolic tensor of "
                     f"the step graph. Received: {src!r}"
@@ -491,7 +488,7 @@ class StepGraph:
                 sources[n] = feedback[n]
             check_source(label, n, spec.shape, spec.dtype, sources[n])
 
-        known = {id(t._keras_history.operation) for t in flat_inputs + flat_consts}
+        known = {id(_keras.operation_of(t)) for t in flat_inputs + flat_consts}
         for layer in plain_inputs:
             if id(layer) not in known:
                 raise ValueError(
@@ -511,8 +508,8 @@ class StepGraph:
         )
         return cls(
             model,
-            [t._keras_history.operation.name for t in flat_inputs],
-            [t._keras_history.operation.name for t in flat_consts],
+            [_keras.operation_of(t).name for t in flat_inputs],
+            [_keras.operation_of(t).name for t in flat_consts],
             out_structure,
             specs,
         )

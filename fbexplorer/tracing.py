@@ -36,6 +36,7 @@ from keras import ops
 
 from fbexplorer import _carried_state, _run
 from fbexplorer._call_inputs import parse_call
+from fbexplorer._keras import nodes_by_depth, operation_of
 from fbexplorer.graph import _state_shapes
 from fbexplorer.memory import PER_VALUE, check_memory, values_detail
 
@@ -93,14 +94,14 @@ def _catalog(net) -> dict:
     placeholders = set()
     for i, spec in enumerate(g.specs):
         tensor = sm.inputs[n_in + n_const + i]
-        placeholders.add(id(tensor._keras_history.operation))
+        placeholders.add(id(operation_of(tensor)))
         if spec.kind != "cell":
             found[spec.name] = ("delayed", tensor)
-    constant_ops = {id(sm.inputs[n_in + j]._keras_history.operation) for j in range(n_const)}
+    constant_ops = {id(operation_of(sm.inputs[n_in + j])) for j in range(n_const)}
     cells = {spec.cell for spec in g.specs if spec.kind == "cell"}
     calls = {}
-    for depth in sorted(sm._nodes_by_depth, reverse=True):
-        for node in sm._nodes_by_depth[depth]:
+    for depth in sorted(nodes_by_depth(sm), reverse=True):
+        for node in nodes_by_depth(sm)[depth]:
             op = node.operation
             if node.is_input or id(op) in placeholders or id(op) in constant_ops:
                 continue
