@@ -7,8 +7,8 @@ goes through a small named function of this module, so that a Keras release
 that moves one breaks here, in one place, and `tests/test_keras_adapter.py`
 names what is missing.
 
-Tested with Keras 3.15 (`pyproject.toml` accepts `keras>=3.10,<4`; the names
-below are those of Keras 3.10 to 3.15). `PRIVATE_ATTRIBUTES` and
+Supported: `keras>=3.10,<4` (`pyproject.toml`). Tested with Keras 3.15.1;
+every name below was checked in Keras 3.10.0's source. `PRIVATE_ATTRIBUTES` and
 `PRIVATE_MODULES` list everything this module touches; the tests check that
 each exists on the installed Keras and that no other module of the package
 names any of them.
