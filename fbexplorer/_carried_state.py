@@ -43,6 +43,7 @@ from fbexplorer._history import (
 
 __all__ = [
     "StateStore",
+    "add_initial_weights",
     "carried_histories",
     "check_returned_states",
     "histories_to_dict",
@@ -144,6 +145,25 @@ def check_threaded(net):
 
 
 # ------------------------------------------------------------ one history
+def add_initial_weights(net, specs) -> dict:
+    """`{edge name: weight}` for the edges whose initial value is not zeros:
+    a trainable weight for `"learned"` (starting at zeros), else a fixed one
+    drawn once from the initializer, added to `net` (so saved with it)."""
+    weights = {}
+    for spec in specs:
+        if isinstance(spec.initial, str) and spec.initial == "zeros":
+            continue
+        learned = isinstance(spec.initial, str) and spec.initial == "learned"
+        weights[spec.name] = net.add_weight(
+            shape=spec.shape,
+            initializer="zeros" if learned else spec.initial,
+            dtype=spec.dtype,
+            trainable=learned,
+            name=f"{spec.name.replace('/', '_')}_initial",
+        )
+    return weights
+
+
 def initial_fill(net, spec, batch):
     """The edge's initial value for each sample, `(batch, *shape)`: every
     entry of its starting history is this value (k copies, not k draws).
