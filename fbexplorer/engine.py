@@ -267,6 +267,10 @@ class FeedbackModel(CheckedLoops, keras.Model):
         None when hoisting is off or nothing can be hoisted."""
         return _run.hoist_plan(self, model)
 
+    def _initial_slots(self, batch, initial_state, tensors):
+        """The starting histories of a call (see `_carried_state`)."""
+        return _carried_state.call_histories(self, batch, initial_state, tensors)
+
     # --------------------------------------------------------------- states
     def reset_states(self, batch_size: int | None = None):
         """Reset the stateful model's carried values to their initial values.
