@@ -273,10 +273,11 @@ def run(
     carry = edges.lines.initial_carry() + _first_last(net, outs, layout, batch, feed_init)
     layout.n_direct = len(edges.direct)
     layout.n_slots, layout.n_last = edges.lines.n_carry, len(carry) - edges.lines.n_carry
-    carry += [v.value for v in step.nt_vars]
     # Cells with dropout of their own (LSTMCell(dropout=...)) use one mask
     # per sequence, as in keras.layers.RNN: made here, outside the loop.
     with dropout_masks(dropout_cells(net.step_model), batch, training):
+        # After the masks: their draws moved the seeds the loop carries (JAX).
+        carry += [v.value for v in step.nt_vars]
         ys, final, timelines = _chunks(step, time_major, carry, length, batch, histories, jit)
         for var, value in zip(step.nt_vars, layout.split_carry(final)[2]):
             var.assign(value)
