@@ -15,7 +15,9 @@ import dataclasses
 import keras
 from keras import ops
 
-__all__ = ["CallInputs", "batch_of", "check_data", "combine_mask", "parse_call"]
+from fbexplorer.graph import pack
+
+__all__ = ["CallInputs", "batch_of", "check_data", "combine_mask", "output_shape", "parse_call"]
 
 
 @dataclasses.dataclass
@@ -267,3 +269,27 @@ def combine_mask(net, mask):
         m = ops.cast(m, "bool")
         combined = m if combined is None else ops.logical_and(combined, m)
     return combined
+
+
+def output_shape(net, input_shape):
+    """`net`'s output shapes (and with `return_state` its states' shapes, by
+    name) for inputs of shapes `input_shape` `(batch, time, ...)`: a shape, a
+    list of them or a dict by name (`FeedbackModel.compute_output_shape`)."""
+    g = net.graph
+    shapes = input_shape
+    if isinstance(shapes, dict):
+        shapes = [shapes[n] for n in g.input_names + g.constant_names if n in shapes]
+    elif not (
+        isinstance(shapes, (list, tuple)) and shapes and isinstance(shapes[0], (list, tuple))
+    ):
+        shapes = [shapes]
+    first = tuple(shapes[0]) if shapes else (None,)
+    batch = first[0]
+    lead = (batch, first[1] if g.input_names else net.steps)
+    lead = lead if net.return_sequences else (batch,)
+    outs = [lead + tuple(t.shape[1:]) for t in net.step_model.outputs[: g.n_outputs]]
+    result = pack(outs, g.output_structure)
+    if net.return_state:
+        states = {s.name: (batch,) + ((s.delay,) if s.delay > 1 else ()) + s.shape for s in g.specs}
+        return result, states
+    return result

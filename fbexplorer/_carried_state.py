@@ -27,6 +27,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from fbexplorer import _keras
 from fbexplorer._history import (
     History,
     as_history,
@@ -42,6 +43,7 @@ from fbexplorer._history import (
 
 __all__ = [
     "StateStore",
+    "add_initial_weights",
     "call_histories",
     "carried_histories",
     "check_names",
@@ -60,12 +62,6 @@ __all__ = [
 ]
 
 _KERAS_DEFAULT_BATCH = 32
-
-
-def in_symbolic_scope() -> bool:
-    from keras.src.backend.common.symbolic_scope import in_symbolic_scope
-
-    return in_symbolic_scope()
 
 
 def executing_eagerly(tensor) -> bool:
@@ -144,12 +140,10 @@ def check_threaded(net):
     """Inside a JAX trace, the carried state must come in through a
     `StatelessScope` that maps it (`stateless_call`, as Keras's loops do):
     a value assigned to the variable there could not leave the trace."""
-    from keras.src.backend.common.stateless_scope import get_stateless_scope
-
     variables = store_variables(net)
     if not variables:  # no delayed edge: nothing to carry
         return
-    scope = get_stateless_scope()
+    scope = _keras.current_stateless_scope()
     if scope is None or scope.get_current_value(variables[0]) is None:
         raise ValueError(
             f"{net._label()} is stateful and was called inside a compiled JAX "
@@ -161,6 +155,25 @@ def check_threaded(net):
 
 
 # ------------------------------------------------------------ one history
+def add_initial_weights(net, specs) -> dict:
+    """`{edge name: weight}` for the edges whose initial value is not zeros:
+    a trainable weight for `"learned"` (starting at zeros), else a fixed one
+    drawn once from the initializer, added to `net` (so saved with it)."""
+    weights = {}
+    for spec in specs:
+        if isinstance(spec.initial, str) and spec.initial == "zeros":
+            continue
+        learned = isinstance(spec.initial, str) and spec.initial == "learned"
+        weights[spec.name] = net.add_weight(
+            shape=spec.shape,
+            initializer="zeros" if learned else spec.initial,
+            dtype=spec.dtype,
+            trainable=learned,
+            name=f"{spec.name.replace('/', '_')}_initial",
+        )
+    return weights
+
+
 def initial_fill(net, spec, batch):
     """The edge's initial value for each sample, `(batch, *shape)`: every
     entry of its starting history is this value (k copies, not k draws).
@@ -202,11 +215,11 @@ def cell_starts(net) -> dict:
     for layer in net.step_model.layers:
         if not (hasattr(layer, "get_initial_state") and hasattr(layer, "state_size")):
             continue
-        for node in layer._inbound_nodes:
+        for node in _keras.inbound_nodes(layer):
             args = node.arguments.args
             states = args[1] if len(args) > 1 else node.arguments.kwargs.get("states")
             for index, tensor in enumerate(keras.tree.flatten(states)):
-                name = by_layer_name.get(getattr(tensor._keras_history.operation, "name", None))
+                name = by_layer_name.get(getattr(_keras.operation_of(tensor), "name", None))
                 if name is not None:
                     found[name] = (layer, index)
     object.__setattr__(net, "_fbx_cell_starts", found)
@@ -351,7 +364,7 @@ def call_histories(net, batch, initial_state, tensors, length=None):
     what it will grow to."""
     check_names(net, dict(initial_state or {}), "initial_state", net._label())
     stored = None
-    if net.stateful and not in_symbolic_scope():
+    if net.stateful and not _keras.in_symbolic_scope():
         stored = stateful_histories(net, batch, tensors, length)
     return start_histories(net, batch, initial_state, stored, compact=True)
 
@@ -438,7 +451,7 @@ def stateful_histories(net, batch, tensors, length=None):
 def keep(net, final):
     """After a call: a stateful model keeps the final histories (a compact
     one as it comes, a variable's made whole)."""
-    if not net.stateful or in_symbolic_scope():
+    if not net.stateful or _keras.in_symbolic_scope():
         return
     store = net._store
     for i, (spec, entry, value) in enumerate(zip(net.graph.specs, store.histories, final)):

@@ -17,6 +17,8 @@ import reprlib
 import keras
 import numpy as np
 
+from fbexplorer import _keras
+
 __all__ = [
     "KINDS",
     "check_choice",
@@ -144,7 +146,7 @@ def check_source(label: str, name: str, shape: tuple, dtype: str, source) -> Non
     if src_shape != tuple(shape) or src_dtype != dtype:
         raise ValueError(
             f"{label}: Feedback '{name}' expects shape {tuple(shape)} and dtype {dtype}, "
-            f"but its source '{source._keras_history.operation.name}' has shape "
+            f"but its source '{_keras.operation_of(source).name}' has shape "
             f"{src_shape} and dtype {src_dtype}. Make the source match (for example with "
             f"a Dense or Reshape layer), or declare "
             f"fbx.Feedback({src_shape}, name='{name}', dtype='{src_dtype}')."

@@ -29,20 +29,17 @@ calls, with their weights), so nothing is copied and saving is unchanged.
 
 from __future__ import annotations
 
+import functools
+
 import keras
 import numpy as np
 from keras import ops
 
+from fbexplorer._keras import nodes_in_depth_order, producer, replay, sublayers
+
 __all__ = ["HoistPlan", "hoistable"]
 
 SEQ, CONST, LOOP = "seq", "const", "loop"
-
-
-def _call(op, args, kwargs, training):
-    """Calls a node's operation, passing `training` as Keras's functional models do."""
-    if training is not None and "training" in getattr(op, "_call_context_args", {}):
-        kwargs = dict(kwargs, training=training)
-    return op(*args, **kwargs)
 
 
 def _touches_batch_axis(op, rank) -> bool:
@@ -81,7 +78,7 @@ def hoistable(node) -> bool:
     if not isinstance(op, keras.layers.Layer):
         rank = len(node.input_tensors[0].shape) if node.input_tensors else 0
         return not _touches_batch_axis(op, rank)
-    for layer in [op, *op._flatten_layers(include_self=False, recursive=True)]:
+    for layer in [op, *sublayers(op)]:
         if (
             isinstance(layer, (keras.layers.BatchNormalization, keras.layers.RNN))
             or hasattr(layer, "state_size")
@@ -91,11 +88,6 @@ def hoistable(node) -> bool:
         ):
             return False
     return True
-
-
-def _producer(tensor):
-    op, node_index, _ = tensor._keras_history
-    return op._inbound_nodes[node_index]
 
 
 def _split_dense(node, kind, nodes_in_model):
@@ -115,7 +107,7 @@ def _split_dense(node, kind, nodes_in_model):
         return None
     if node.arguments.kwargs or len(node.input_tensors[0].shape) != 2:
         return None
-    cat = _producer(node.input_tensors[0])
+    cat = producer(node.input_tensors[0])
     if id(cat) not in nodes_in_model or type(cat.operation) is not keras.layers.Concatenate:
         return None
     if cat.operation.axis not in (-1, 1) or cat.arguments.kwargs:
@@ -173,6 +165,58 @@ class _Split:
         return z
 
 
+def _classify(nodes, kind, per_step):
+    """Each node's kind (`kind`, by output tensor id, filled in; the inputs'
+    given), in depth order. Returns `(pre nodes, loop nodes, {id(node):
+    _Split})` for the Dense layers over a Concatenate the loop splits."""
+    pre, loop, splits = [], [], {}
+    in_model = {id(n) for n in nodes}
+    for node in nodes:
+        ks = {kind[id(t)] for t in node.input_tensors}
+        if LOOP in ks or (SEQ in ks and not per_step) or not hoistable(node):
+            k = LOOP
+            # Without per-step hoisting, a split hoists only constant parts.
+            seen = kind if per_step else {i: LOOP if v == SEQ else v for i, v in kind.items()}
+            parts = _split_dense(node, seen, in_model)
+            if parts is not None:
+                splits[id(node)] = _Split(node, parts, seen)
+        else:
+            k = SEQ if SEQ in ks else CONST
+        for t in node.outputs:
+            kind[id(t)] = k
+        (loop if k == LOOP else pre).append(node)
+    return pre, loop, splits
+
+
+class _Walk:
+    """Walks back through the loop nodes, from tensors to the nodes they need."""
+
+    def __init__(self, loop, splits):
+        self.producer = {id(t): n for n in loop for t in n.outputs}
+        self.splits = splits
+
+    def back(self, tensors, through, whole=False) -> set:
+        """The ids of the loop nodes that `tensors` need, through nodes
+        `through` accepts (a split Dense needs only its loop parts, unless
+        `whole`)."""
+        producer = self.producer
+        found, stack = set(), [producer[id(t)] for t in tensors if id(t) in producer]
+        while stack:
+            node = stack.pop()
+            if id(node) in found or not through(node):
+                continue
+            found.add(id(node))
+            split = None if whole else self.splits.get(id(node))
+            deps = [p[0] for p in split.looped] if split else node.input_tensors
+            stack += [producer[id(t)] for t in deps if id(t) in producer]
+        return found
+
+
+def _finish(split, kernels, values):
+    """A split Dense's output in the loop (`replay`'s stand-in for its call)."""
+    return split.finish(values[split.key], kernels, values)
+
+
 class HoistPlan:
     """How one step model splits into a hoisted part and a loop part.
 
@@ -202,62 +246,46 @@ class HoistPlan:
         self.seq_inputs = inputs[:n_inputs]
         self.const_inputs = inputs[n_inputs : n_inputs + n_constants]
         self.placeholders = inputs[n_inputs + n_constants :]
+        nodes = [n for n in nodes_in_depth_order(model) if n.operation and not n.is_input]
         kind = {}
         for i, t in enumerate(inputs):
             kind[id(t)] = SEQ if i < n_inputs else CONST if i < n_inputs + n_constants else LOOP
-        nodes = []
-        for depth in sorted(model._nodes_by_depth, reverse=True):
-            nodes += [n for n in model._nodes_by_depth[depth] if n.operation and not n.is_input]
-        in_model = {id(n) for n in nodes}
-        pre, loop, splits = [], [], {}
-        for node in nodes:
-            ks = {kind[id(t)] for t in node.input_tensors}
-            if LOOP in ks or (SEQ in ks and not per_step) or not hoistable(node):
-                k = LOOP
-                # Without per-step hoisting, a split hoists only constant parts.
-                seen = kind if per_step else {i: LOOP if v == SEQ else v for i, v in kind.items()}
-                parts = _split_dense(node, seen, in_model)
-                if parts is not None:
-                    splits[id(node)] = _Split(node, parts, seen)
-            else:
-                k = SEQ if SEQ in ks else CONST
-            for t in node.outputs:
-                kind[id(t)] = k
-            (loop if k == LOOP else pre).append(node)
-        self.kind = kind
-        producer = {id(t): n for n in loop for t in n.outputs}
+        pre, loop, splits = _classify(nodes, kind, per_step)
+        self.kind, self.pre_nodes = kind, pre
+        walk = _Walk(loop, splits)
+        post_ids = self._find_post(nodes, loop, walk, set(post))
+        needed = walk.back(
+            [t for i, t in enumerate(model.outputs) if i not in set(self.post_outputs)]
+            + self.emitted,
+            lambda n: id(n) not in post_ids,
+        )
+        self.loop_nodes = [n for n in loop if id(n) in needed]
+        self.splits = [splits[id(n)] for n in self.loop_nodes if id(n) in splits]
+        self.split_of = {id(s.node): s for s in self.splits}
+        self.seq_splits = [s for s in self.splits if s.kind == SEQ]
+        self.const_splits = [s for s in self.splits if s.kind == CONST]
+        self._find_bounds()
+        self.hoisted = [n.operation.name for n in pre] + [s.dense.name for s in self.splits]
 
-        def walk_back(tensors, through, whole=False):
-            """The loop nodes that `tensors` need, through nodes `through`
-            accepts (a split Dense needs only its loop parts, unless `whole`)."""
-            found, stack = set(), [producer[id(t)] for t in tensors if id(t) in producer]
-            while stack:
-                node = stack.pop()
-                if id(node) in found or not through(node):
-                    continue
-                found.add(id(node))
-                split = None if whole else splits.get(id(node))
-                deps = [p[0] for p in split.looped] if split else node.input_tensors
-                stack += [producer[id(t)] for t in deps if id(t) in producer]
-            return found
-
-        # The post part: loop nodes that only outputs computed after the loop
-        # need (read-outs); nothing the next step reads depends on them.
-        post = set(post)
+    def _find_post(self, nodes, loop, walk, post) -> set:
+        """The post part: loop nodes that only outputs computed after the loop
+        need (read-outs); nothing the next step reads depends on them. Sets
+        `post_nodes`, `post_outputs` and what the post part reads (`emitted`,
+        `post_seq`, `post_const`); returns the post nodes' ids."""
+        model, kind = self.model, self.kind
         stay_outputs = [t for i, t in enumerate(model.outputs) if i not in post]
         post_outputs = [t for i, t in enumerate(model.outputs) if i in post]
-        required = walk_back(stay_outputs, lambda n: True)
-        candidates = walk_back(post_outputs, lambda n: id(n) not in required, whole=True)
+        required = walk.back(stay_outputs, lambda n: True)
+        candidates = walk.back(post_outputs, lambda n: id(n) not in required, whole=True)
         # A node that must see one step at a time keeps itself and what it
         # reads in the loop.
         pinned = [t for n in loop if id(n) in candidates and not hoistable(n) for t in n.outputs]
-        required |= walk_back(pinned, lambda n: True)
+        required |= walk.back(pinned, lambda n: True)
         post_ids = candidates - required
         self.post_nodes = [n for n in nodes if id(n) in post_ids]
         # Outputs the post part computes (the others come out of the loop).
         made_post = {id(t) for n in self.post_nodes for t in n.outputs}
         self.post_outputs = [i for i, t in enumerate(model.outputs) if id(t) in made_post]
-        post_set = set(self.post_outputs)
         # What the post part reads: the loop's tensors, emitted by every step;
         # the pre part's per-step values, on `(time * batch, ...)`; constants.
         reads = {}
@@ -266,38 +294,31 @@ class HoistPlan:
         self.emitted = [t for t in reads.values() if kind[id(t)] == LOOP]
         self.post_seq = [t for t in reads.values() if kind[id(t)] == SEQ]
         self.post_const = [t for t in reads.values() if kind[id(t)] == CONST]
-        needed = walk_back(
-            [t for i, t in enumerate(model.outputs) if i not in post_set] + self.emitted,
-            lambda n: id(n) not in post_ids,
-        )
-        self.loop_nodes = [n for n in loop if id(n) in needed]
-        self.splits = [splits[id(n)] for n in self.loop_nodes if id(n) in splits]
-        self.split_of = {id(s.node): s for s in self.splits}
-        self.pre_nodes = pre
+        return post_ids
 
-        # Boundaries: hoisted values that the loop reads or that are outputs.
+    def _find_bounds(self):
+        """The boundaries: hoisted values that the loop reads or that are
+        outputs (`seq_bounds`, `const_bounds`), and the constants that
+        hoisted per-step work reads, tiled over time (`tiled`)."""
+        kind, post_set = self.kind, set(self.post_outputs)
         read = []
         for node in self.loop_nodes:
             split = self.split_of.get(id(node))
             read += [p[0] for p in split.looped] if split else node.input_tensors
-        read += [t for i, t in enumerate(model.outputs) if i not in post_set]
+        read += [t for i, t in enumerate(self.model.outputs) if i not in post_set]
         seen, self.seq_bounds, self.const_bounds = set(), [], []
         for t in read:
             if id(t) in seen or kind[id(t)] == LOOP:
                 continue
             seen.add(id(t))
             (self.seq_bounds if kind[id(t)] == SEQ else self.const_bounds).append(t)
-        self.seq_splits = [s for s in self.splits if s.kind == SEQ]
-        self.const_splits = [s for s in self.splits if s.kind == CONST]
-        # Constants that hoisted per-step work reads: tiled over time.
         tiled = set()
-        for node in pre:
+        for node in self.pre_nodes:
             if kind[id(node.outputs[0])] == SEQ:
                 tiled |= {id(t) for t in node.input_tensors if kind[id(t)] == CONST}
         for s in self.seq_splits:
             tiled |= {id(p[0]) for p in s.hoisted if kind[id(p[0])] == CONST}
         self.tiled = tiled
-        self.hoisted = [n.operation.name for n in pre] + [s.dense.name for s in self.splits]
 
     def widens(self) -> bool:
         """Whether the loop reads more numbers per step from the hoisted
@@ -360,24 +381,15 @@ class HoistPlan:
                 seq_vals[key] = ops.tile(v, reps)
             return seq_vals[key]
 
-        for node in self.pre_nodes:
-            if kind[id(node.outputs[0])] == CONST:
-                values = const_vals
-            else:
-                for t in node.input_tensors:
-                    if id(t) in self.tiled:
-                        tile(id(t))
-                values = seq_vals
-            args, kwargs = node.arguments.fill_in(values)
-            out = _call(node.operation, args, kwargs, training)
-            for t, v in zip(node.outputs, keras.tree.flatten(out)):
-                values[id(t)] = v
+        # The constants' part first (it reads constants only), then the
+        # per-step part, which reads constants tiled over time.
+        replay([n for n in self.pre_nodes if kind[id(n.outputs[0])] == CONST], const_vals, training)
         for s in self.const_splits:
             const_vals[s.key] = s.partial(const_vals)
+        for key in self.tiled:
+            tile(key)
+        replay([n for n in self.pre_nodes if kind[id(n.outputs[0])] != CONST], seq_vals, training)
         for s in self.seq_splits:
-            for t, _, _ in s.hoisted:
-                if id(t) in self.tiled:
-                    tile(id(t))
             seq_vals[s.key] = s.partial(seq_vals)
 
         def unflatten(v):
@@ -416,11 +428,7 @@ class HoistPlan:
             values[id(t)] = ops.reshape(v, (-1,) + tuple(ops.shape(v)[2:]))
         for t, v in zip(self.post_const, post_in[n:]):
             values[id(t)] = ops.tile(v, (length,) + (1,) * (len(v.shape) - 1))
-        for node in self.post_nodes:
-            args, kwargs = node.arguments.fill_in(values)
-            out = _call(node.operation, args, kwargs, training)
-            for t, v in zip(node.outputs, keras.tree.flatten(out)):
-                values[id(t)] = v
+        replay(self.post_nodes, values, training)
         outputs = [values[id(self.model.outputs[i])] for i in self.post_outputs]
         return [ops.reshape(v, (length, batch) + tuple(ops.shape(v)[1:])) for v in outputs]
 
@@ -446,15 +454,8 @@ class HoistPlan:
             pos += len(s.looped)
         for t, v in zip(self.placeholders, placeholders):
             values[id(t)] = v
-        for node in self.loop_nodes:
-            split = self.split_of.get(id(node))
-            if split is not None:
-                out = split.finish(values[split.key], kernels[id(split)], values)
-            else:
-                args, kwargs = node.arguments.fill_in(values)
-                out = _call(node.operation, args, kwargs, training)
-            for t, v in zip(node.outputs, keras.tree.flatten(out)):
-                values[id(t)] = v
+        replace = {id(s.node): functools.partial(_finish, s, kernels[id(s)]) for s in self.splits}
+        replay(self.loop_nodes, values, training, replace=replace)
         post = set(self.post_outputs)
         outs = [None if i in post else values[id(t)] for i, t in enumerate(self.model.outputs)]
         return outs + [values[id(t)] for t in self.emitted]

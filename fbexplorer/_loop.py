@@ -19,6 +19,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from fbexplorer import _keras
+
 __all__ = [
     "AUTO_JIT_MAX_WEIGHTS",
     "AUTO_JIT_MIN_STEPS",
@@ -235,7 +237,7 @@ def loop_weights(model, plan=None) -> int:
     if plan is not None:
         ops_ = [n.operation for n in plan.loop_nodes]
     else:
-        ops_ = [layer for layer in model._flatten_layers(include_self=False, recursive=False)]
+        ops_ = _keras.sublayers(model, recursive=False)
     seen, total = set(), 0
     for op in ops_:
         for v in getattr(op, "weights", []):
@@ -265,19 +267,20 @@ def draws_or_updates(model, plan=None) -> bool:
     if plan is not None:
         tops = [n.operation for n in plan.loop_nodes if isinstance(n.operation, keras.Layer)]
     else:
-        tops = list(model._flatten_layers(include_self=False, recursive=False))
+        tops = _keras.sublayers(model, recursive=False)
     for top in tops:
-        for layer in [top, *top._flatten_layers(include_self=False, recursive=True)]:
+        for layer in [top, *_keras.sublayers(top)]:
             if any(type(c).__name__ in _RANDOM_OR_STATEFUL for c in type(layer).__mro__):
                 return True
             rates = (getattr(layer, "dropout", 0), getattr(layer, "recurrent_dropout", 0))
             if any(isinstance(r, (int, float)) and r > 0 for r in rates):
                 return True
             is_cell = hasattr(layer, "state_size")
-            if getattr(layer, "_seed_generators", None) and not is_cell:
+            generators = _keras.seed_generators(layer)
+            if generators and not is_cell:
                 return True
-            seeds = {id(g.state) for g in getattr(layer, "_seed_generators", None) or []}
-            if any(id(v) not in seeds for v in layer._non_trainable_variables):
+            seeds = {id(g.state) for g in generators}
+            if any(id(v) not in seeds for v in _keras.own_non_trainable_variables(layer)):
                 return True
     return False
 

@@ -14,9 +14,13 @@ reads and keeps: a delay longer than the run costs what the run costs.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+
 import keras
 from keras import ops
 
+from fbexplorer import _keras
 from fbexplorer._call_inputs import batch_of
 from fbexplorer._carried_state import executing_eagerly
 from fbexplorer._delay_lines import DelayLines, _expand_to, use_tensor_arrays
@@ -65,12 +69,13 @@ def dropout_cells(model):
         elif isinstance(getattr(layer, "cell", None), keras.layers.Layer):
             visit(layer.cell, in_shape)
 
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if not layer._inbound_nodes or not hasattr(layer, "state_size"):
+    for layer in _keras.sublayers(model):
+        call = _keras.first_call(layer)
+        if call is None or not hasattr(layer, "state_size"):
             continue
         if not (has_dropout(layer) or hasattr(layer, "cells") or hasattr(layer, "cell")):
             continue
-        args = layer._inbound_nodes[0].arguments.args
+        args = call.arguments.args
         inputs = keras.tree.flatten(args[0])[0]
         visit(layer, tuple(inputs.shape[1:]))
     return found
@@ -143,6 +148,84 @@ def hoist_plan(net, model=None, keep_all=None, jit=False):
     return plan if plan.hoisted or plan.post_nodes else None
 
 
+@dataclasses.dataclass
+class Layout:
+    """Where each value sits in the loop's per-step sequences, its carry and
+    what each step stacks.
+
+    Sequences, time-major, in order: `n_seq` inputs (or their hoisted
+    values), a truth per edge in `teachers`, the coin flips (`coins`), the
+    mask (`masked`), each step's index if unmasked, else -1 (`hold`), then
+    one read per spanning edge (`n_direct`).
+
+    Carry: `n_slots` delay-line entries, `n_last` previous outputs (with
+    `hold`, the last unmasked step's index last), then on JAX the step's
+    non-trainable variables.
+
+    Stacked per step: the outputs `loop_ys` (with `keep_all`), a probe's
+    extra outputs, the values the post part reads, the held index (`hold`),
+    then each spanning edge's new source value.
+    """
+
+    n_seq: int
+    teachers: list
+    coins: bool
+    masked: bool
+    hold: bool
+    n_direct: int = 0
+    n_slots: int = 0
+    n_last: int = 0
+
+    def split_sequences(self, xs):
+        """`(inputs, truths by name, coin, mask, step index, spanning reads)`
+        of one step's sequence values (None for those the run has not)."""
+        xs = list(xs)
+        pos = self.n_seq
+        truths = dict(zip(self.teachers, xs[pos : pos + len(self.teachers)]))
+        pos += len(self.teachers)
+        coin = xs[pos] if self.coins else None
+        pos += int(self.coins)
+        m = xs[pos] if self.masked else None
+        pos += int(self.masked)
+        t_pos = xs[pos] if self.hold else None
+        pos += int(self.hold)
+        return xs[: self.n_seq], truths, coin, m, t_pos, xs[pos : pos + self.n_direct]
+
+    def split_carry(self, carry):
+        """`(delay-line entries, previous outputs, non-trainable variables)`."""
+        a, b = self.n_slots, self.n_slots + self.n_last
+        return list(carry[:a]), list(carry[a:b]), list(carry[b:])
+
+
+@dataclasses.dataclass
+class Edges:
+    """How the run holds its delayed edges: its segments (`segment_bounds`), the
+    edges that span a segment (`direct`, read as sequences) and the others
+    (`ring`, with `slots` each, in `lines`)."""
+
+    bounds: list
+    direct: list
+    ring: list
+    slots: list
+    lines: DelayLines
+    direct_specs: list
+
+
+@dataclasses.dataclass
+class Outputs:
+    """The step's outputs: `n_out` the model's, then its sources up to
+    `n_main`, then a probe's extra ones up to `n_all`; `post` those computed
+    after the loop; `loop_ys` the model's outputs the loop computes."""
+
+    n_out: int
+    n_main: int
+    n_all: int
+    post: set
+    loop_ys: list
+    keep_all: bool
+    carry_last: bool
+
+
 def run(
     net,
     seqs,
@@ -170,28 +253,46 @@ def run(
     extra values are stacked after the stacked outputs (which are then
     returned only when `sequences` or `return_sequences` asks for them).
     """
-    g = net.graph
-    specs = g.specs
-    n_out = g.n_outputs
     model = net.step_model if probe is None else probe
-    n_main = len(net.step_model.outputs)
-    n_all = len(model.outputs)  # the step's outputs, then a probe's extra ones
-    extra_specs = [(t.dtype, (None,) + tuple(t.shape[1:])) for t in model.outputs[n_main:]]
     feed = feed or {}
     if length is None:  # read it from the sequences
         length = seqs[0].shape[1]
         if length is None:
             length = ops.shape(seqs[0])[1]
     keep_all = net.return_sequences if sequences is None else sequences
-    step_outputs = net.step_model.outputs
-    out_shapes = [tuple(t.shape[1:]) for t in step_outputs[:n_out]]
-    out_dtypes = [t.dtype for t in step_outputs[:n_out]]
-    carry_last = bool(mask is not None or not keep_all or feed)
+    plan, time_major, loop_consts, post_in, layout = _sequences(
+        net, model, seqs, consts, teachers, mask, training, keep_all, length, feed
+    )
+    batch = batch_of(seqs + consts) if seqs or consts else history_batch(histories[0])
+    outs = _outputs(net, model, plan, mask, keep_all, feed)
+    # Under XLA (`loop_jit`) the delay lines are tensors: the compiled loop
+    # takes and returns plain tensors, and XLA updates them in place.
+    jit = loop_jit_for(net.loop_jit, model, plan, training, length)
+    edges = _edges(net, histories, length, mask, batch, jit)
+    step = _Step(net, model, plan, layout, edges, outs, loop_consts, training, feed)
+    carry = edges.lines.initial_carry() + _first_last(net, outs, layout, batch, feed_init)
+    layout.n_direct = len(edges.direct)
+    layout.n_slots, layout.n_last = edges.lines.n_carry, len(carry) - edges.lines.n_carry
+    # Cells with dropout of their own (LSTMCell(dropout=...)) use one mask
+    # per sequence, as in keras.layers.RNN: made here, outside the loop.
+    with dropout_masks(dropout_cells(net.step_model), batch, training):
+        # After the masks: their draws moved the seeds the loop carries (JAX).
+        carry += [v.value for v in step.nt_vars]
+        ys, final, timelines = _segments(step, time_major, carry, length, batch, histories, jit)
+        for var, value in zip(step.nt_vars, layout.split_carry(final)[2]):
+            var.assign(value)
+    return _finish(step, ys, final, timelines, post_in, histories, mask, length, batch)
 
-    # Sequences, time-major: inputs, truths, coin flips, mask.
+
+def _sequences(net, model, seqs, consts, teachers, mask, training, keep_all, length, feed):
+    """The loop's per-step sequences, time-major, and their layout: the
+    inputs (or, with a hoisting plan, its per-step values, computed here once
+    over all steps), the teacher-forcing truths, the coin flips, the mask.
+
+    Returns `(plan, sequences, the constants the step reads, the values the
+    post part reads, Layout)`.
+    """
     time_major = [ops.moveaxis(s, 1, 0) for s in seqs]
-    # The hoisted part runs here, once over all steps: the loop then reads
-    # its per-step values in place of the inputs, and its constants.
     plan = None
     if not feed:
         # Under "auto", read-outs run after the loop only when it runs under
@@ -199,28 +300,21 @@ def run(
         plan = hoist_plan(net, model, keep_all)
         if net.hoist == "auto" and loop_jit_for(net.loop_jit, model, plan, training, length):
             plan = hoist_plan(net, model, keep_all, jit=True)
-    post_in = []
+    post_in, loop_consts = [], list(consts)
     if plan is not None:
         time_major, loop_consts, post_in = plan.precompute(time_major, consts, training)
-        n_seq_in = len(time_major)
-    else:
-        loop_consts = list(consts)
-        n_seq_in = len(seqs)
-    # The post part (read-outs) runs after the loop, on the values the loop
-    # emits at every step.
-    post = set(plan.post_outputs) if plan is not None else set()
-    emitted = list(plan.emitted) if plan is not None else []
-    loop_ys = [i for i in range(n_out) if i not in post]
+    n_seq = len(time_major)
     # Under a mask an output holds its value of the last unmasked step: the
     # loop emits that step's index (-1 before any) for the post outputs.
-    hold = mask is not None and any(i < n_out for i in post)
-    teacher_names = [s.name for s in specs if s.name in teachers]
-    time_major += [ops.moveaxis(teachers[n], 1, 0) for n in teacher_names]
-    use_coins = bool(teacher_names) and bool(training) and net.teacher_forcing < 1.0
-    if use_coins:
-        t_shape = ops.shape(time_major[n_seq_in])[:2]
-        coins = keras.random.uniform(t_shape, seed=net._seed_generator)
-        time_major.append(coins < net.teacher_forcing)
+    post = plan.post_outputs if plan is not None else []
+    hold = mask is not None and any(i < net.graph.n_outputs for i in post)
+    names = [s.name for s in net.graph.specs if s.name in teachers]
+    time_major += [ops.moveaxis(teachers[n], 1, 0) for n in names]
+    coins = bool(names) and bool(training) and net.teacher_forcing < 1.0
+    if coins:
+        t_shape = ops.shape(time_major[n_seq])[:2]
+        draws = keras.random.uniform(t_shape, seed=net._seed_generator)
+        time_major.append(draws < net.teacher_forcing)
     if mask is not None:
         time_major.append(ops.moveaxis(mask, 1, 0))
     if net.go_backwards:
@@ -231,184 +325,246 @@ def run(
         m_tm = time_major[-1]
         steps = ops.cast(ops.arange(ops.shape(m_tm)[0]), "float32")
         time_major.append(ops.where(m_tm, ops.expand_dims(steps, 1), -1.0))
+    return (
+        plan,
+        time_major,
+        loop_consts,
+        post_in,
+        Layout(n_seq, names, coins, mask is not None, hold),
+    )
 
-    if seqs or consts:
-        batch = batch_of(seqs + consts)
-    else:
-        batch = history_batch(histories[0])
-    # Under XLA (`loop_jit`) the delay lines are tensors: the compiled loop
-    # takes and returns plain tensors, and XLA updates them in place.
-    jit = loop_jit_for(net.loop_jit, model, plan, training, length)
-    # The run goes in at most MAX_SEGMENTS segments. An edge whose delay spans a
-    # segment reads, in that segment, only values written before it (its
-    # history, earlier segments' new values), in order: a per-step sequence,
-    # its new values stacked like outputs, with no buffer in the loop nor in
-    # its gradient. The others are ring buffers.
+
+def _outputs(net, model, plan, mask, keep_all, feed) -> Outputs:
+    """Which of the step's outputs the loop computes, stacks and carries."""
+    n_out = net.graph.n_outputs
+    post = set(plan.post_outputs) if plan is not None else set()
+    carry_last = bool(mask is not None or not keep_all or feed)
+    loop_ys = [i for i in range(n_out) if i not in post]
+    n_main = len(net.step_model.outputs)
+    return Outputs(n_out, n_main, len(model.outputs), post, loop_ys, keep_all, carry_last)
+
+
+def _edges(net, histories, length, mask, batch, jit) -> Edges:
+    """The segments of the run, and how each delayed edge is held.
+
+    The run goes in at most MAX_SEGMENTS segments. An edge whose delay spans a
+    segment reads, in that segment, only values written before it (its history,
+    earlier segments' new values), in order: a per-step sequence, its new
+    values stacked like outputs, with no buffer in the loop nor in its
+    gradient. The others are ring buffers; a ring holds an edge's whole
+    history, or under a mask, for an edge longer than the run, its first
+    `length` entries (`after_masked`).
+    """
+    specs = net.graph.specs
     bounds = segment_bounds([s.delay for s in specs], length, mask)
     span = bounds[0][1] if isinstance(length, int) and mask is None else None
     direct = [i for i, s in enumerate(specs) if span and s.delay > 1 and s.delay >= span]
     ring = [i for i in range(len(specs)) if i not in direct]
     direct_specs = [(history_dtype(histories[i]), (None,) + specs[i].shape) for i in direct]
-    # A ring holds an edge's whole history, or under a mask, for an edge
-    # longer than the run, its first `length` entries (`after_masked`).
     slots = ring_slots(net, [specs[i] for i in ring], [histories[i] for i in ring], length, batch)
-    lines = DelayLines(
-        slots,
-        [
-            window(histories[i], specs[i].delay, 0, n, batch, specs[i].shape)
-            for i, n in zip(ring, slots)
-        ],
-        batch,
-        tensor_arrays=use_tensor_arrays(unroll=net.unroll, mask=mask) and not jit,
-    )
-    n_slots = lines.n_carry  # delayed edges, then write positions
-    if carry_last:
+    starts = [
+        window(histories[i], specs[i].delay, 0, n, batch, specs[i].shape)
+        for i, n in zip(ring, slots)
+    ]
+    arrays = use_tensor_arrays(unroll=net.unroll, mask=mask) and not jit
+    lines = DelayLines(slots, starts, batch, tensor_arrays=arrays)
+    return Edges(bounds, direct, ring, slots, lines, direct_specs)
+
+
+def _first_last(net, outs, layout, batch, feed_init) -> list:
+    """The carry's previous outputs before the first step (zeros, or
+    closed-loop generation's `feed_init`), and under `hold` the index -1."""
+    last0 = []
+    if outs.carry_last:
         if feed_init is not None:
             last0 = list(feed_init)
         else:
-            last0 = [ops.zeros((batch,) + out_shapes[i], out_dtypes[i]) for i in loop_ys]
-    else:
-        last0 = []
-    if hold:
+            step_outputs = net.step_model.outputs
+            last0 = [
+                ops.zeros((batch,) + tuple(step_outputs[i].shape[1:]), step_outputs[i].dtype)
+                for i in outs.loop_ys
+            ]
+    if layout.hold:
         last0.append(ops.full((batch,), -1.0, "float32"))
-    n_last = len(last0)
-    # JAX traces the loop body as a pure function: variables the step
-    # changes (dropout seeds, BatchNormalization statistics) ride in the
-    # carry and are written back after the loop.
-    thread = keras.backend.backend() == "jax" and not net.unroll
-    nt_vars = model.non_trainable_variables if thread else []
-    tr_values = [v.value for v in model.trainable_variables] if thread else []
+    return last0
 
-    def apply(feeds):
-        if plan is None:
-            return model(feeds, training=training)
-        n = len(loop_consts)
-        return plan.step(
-            feeds[:n_seq_in], feeds[n_seq_in : n_seq_in + n], feeds[n_seq_in + n :], training
+
+class _Step:
+    """The loop's body: one step of the step model (or of its hoisting
+    plan's loop part) on one step's sequence values and the carry."""
+
+    def __init__(self, net, model, plan, layout, edges, outs, loop_consts, training, feed):
+        self.net, self.model, self.plan, self.layout = net, model, plan, layout
+        self.edges, self.outs, self.loop_consts = edges, outs, loop_consts
+        self.training, self.feed = training, feed
+        self.n_inputs = len(net.graph.input_names)
+        # JAX traces the loop body as a pure function: variables the step
+        # changes (dropout seeds, BatchNormalization statistics) ride in the
+        # carry and are written back after the loop.
+        self.thread = keras.backend.backend() == "jax" and not net.unroll
+        self.nt_vars = model.non_trainable_variables if self.thread else []
+        self.tr_values = [v.value for v in model.trainable_variables] if self.thread else []
+
+    def out_specs(self) -> list:
+        """`(dtype, shape)` of what each step stacks (see `Layout`)."""
+        outs, model = self.outs, self.model
+        step_outputs = self.net.step_model.outputs
+        specs = [
+            (step_outputs[i].dtype, (None,) + tuple(step_outputs[i].shape[1:]))
+            for i in outs.loop_ys
+        ]
+        extras = [
+            (t.dtype, (None,) + tuple(t.shape[1:]))
+            for i, t in enumerate(model.outputs[outs.n_main :])
+            if outs.n_main + i not in outs.post
+        ]
+        emitted = self.plan.emitted if self.plan is not None else []
+        emits = [(t.dtype, (None,) + tuple(t.shape[1:])) for t in emitted]
+        emits += [("float32", (None,))] if self.layout.hold else []
+        return (specs if outs.keep_all else []) + extras + emits + self.edges.direct_specs
+
+    def apply(self, feeds):
+        if self.plan is None:
+            return self.model(feeds, training=self.training)
+        n_seq, n = self.layout.n_seq, len(self.loop_consts)
+        return self.plan.step(
+            feeds[:n_seq], feeds[n_seq : n_seq + n], feeds[n_seq + n :], self.training
         )
 
-    def call_step(feeds, nt_values):
-        if not thread:
-            return apply(feeds), []
-        if plan is None:
-            return model.stateless_call(tr_values, nt_values, feeds, training=training)
-        mapping = list(zip(model.trainable_variables, tr_values)) + list(zip(nt_vars, nt_values))
+    def call_step(self, feeds, nt_values):
+        if not self.thread:
+            return self.apply(feeds), []
+        model, tr_values = self.model, self.tr_values
+        if self.plan is None:
+            return model.stateless_call(tr_values, nt_values, feeds, training=self.training)
+        mapping = list(zip(model.trainable_variables, tr_values))
+        mapping += list(zip(self.nt_vars, nt_values))
         with keras.StatelessScope(state_mapping=mapping) as scope:
-            outs = apply(feeds)
-        return outs, [scope.get_current_value(v) for v in nt_vars]
+            outs = self.apply(feeds)
+        return outs, [scope.get_current_value(v) for v in self.nt_vars]
 
-    def step(xs, carry):
-        bufs, last = carry[:n_slots], carry[n_slots : n_slots + n_last]
-        nt_values = carry[n_slots + n_last :]
-        xs = list(xs)
-        seq_vals = xs[:n_seq_in]
-        pos = n_seq_in
-        truths = dict(zip(teacher_names, xs[pos : pos + len(teacher_names)]))
-        pos += len(teacher_names)
-        coin = xs[pos] if use_coins else None
-        pos += int(use_coins)
-        m = xs[pos] if mask is not None else None
-        pos += int(mask is not None)
-        t_pos = xs[pos] if hold else None  # this step's index if unmasked, else -1
-        pos += int(hold)
-        if feed:
+    def __call__(self, xs, carry):
+        layout, edges, o = self.layout, self.edges, self.outs
+        bufs, last, nt_values = layout.split_carry(carry)
+        seq_vals, truths, coin, m, t_pos, reads = layout.split_sequences(xs)
+        if self.feed:
             it = iter(seq_vals)
-            seq_vals = [last[feed[i]] if i in feed else next(it) for i in range(len(g.input_names))]
-        delayed = _merge(lines.read(bufs), xs[pos : pos + len(direct)], ring, direct)
-        feeds = list(seq_vals) + list(loop_consts) + delayed
-        outs, nt_values = call_step(feeds, nt_values)
+            seq_vals = [
+                last[self.feed[i]] if i in self.feed else next(it) for i in range(self.n_inputs)
+            ]
+        delayed = _merge(edges.lines.read(bufs), reads, edges.ring, edges.direct)
+        outs, nt_values = self.call_step(
+            list(seq_vals) + list(self.loop_consts) + delayed, nt_values
+        )
         outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
-        outs, emits = outs[:n_all], outs[n_all:]
-        ys, sources = [outs[i] for i in loop_ys], list(outs[n_out:n_main])
-        extras = [v for v in outs[n_main:] if v is not None]
-        for i, spec in enumerate(specs):
+        outs, emits = outs[: o.n_all], outs[o.n_all :]
+        ys, sources = [outs[i] for i in o.loop_ys], list(outs[o.n_out : o.n_main])
+        extras = [v for v in outs[o.n_main :] if v is not None]
+        for i, spec in enumerate(self.net.graph.specs):
             if spec.name in truths:
+                truth = ops.cast(truths[spec.name], sources[i].dtype)
                 new = sources[i]
-                truth = ops.cast(truths[spec.name], new.dtype)
-                new = truth if coin is None else ops.where(_expand_to(coin, new), truth, new)
-                sources[i] = new
-        new_bufs = lines.write(bufs, [delayed[i] for i in ring], [sources[i] for i in ring], m)
+                sources[i] = truth if coin is None else ops.where(_expand_to(coin, new), truth, new)
+        ring = edges.ring
+        new_bufs = edges.lines.write(
+            bufs, [delayed[i] for i in ring], [sources[i] for i in ring], m
+        )
         if m is not None:
             ys = [ops.where(_expand_to(m, y), y, p) for y, p in zip(ys, last)]
-        new_last = list(ys) if carry_last else []
-        stacked = (list(ys) if keep_all else []) + list(extras) + list(emits)
-        if hold:
+        new_last = list(ys) if o.carry_last else []
+        stacked = (list(ys) if o.keep_all else []) + list(extras) + list(emits)
+        if layout.hold:
             held = ops.maximum(last[-1], t_pos)
             new_last.append(held)
             stacked.append(held)
-        stacked += [ops.cast(sources[i], d) for i, (d, _) in zip(direct, direct_specs)]
+        stacked += [ops.cast(sources[i], d) for i, (d, _) in zip(edges.direct, edges.direct_specs)]
         return stacked, new_bufs + new_last + list(nt_values)
 
-    # Cells with dropout of their own (LSTMCell(dropout=...)) use one mask
-    # per sequence, as in keras.layers.RNN: made here, outside the loop.
-    cells = dropout_cells(net.step_model)
+
+@contextlib.contextmanager
+def dropout_masks(cells, batch, training):
+    """Within the block, each cell of `dropout_cells` holds one dropout mask
+    per sequence (in training; none outside), as in `keras.layers.RNN`; after
+    it, even when the loop raised, none: a mask belongs to the graph that
+    made it."""
     for cell, in_shape, state_shape in cells:
         cell.reset_dropout_mask()
         cell.reset_recurrent_dropout_mask()
         if training:
             cell.get_dropout_mask(ops.zeros((batch,) + in_shape, cell.compute_dtype))
             cell.get_recurrent_dropout_mask(ops.zeros((batch,) + state_shape, cell.compute_dtype))
+    try:
+        yield
+    finally:
+        for cell, _, _ in cells:
+            cell.reset_dropout_mask()
+            cell.reset_recurrent_dropout_mask()
 
-    specs_out = [(out_dtypes[i], (None,) + out_shapes[i]) for i in loop_ys]
-    extra_specs = [e for i, e in enumerate(extra_specs) if n_main + i not in post]
-    emit_specs = [(t.dtype, (None,) + tuple(t.shape[1:])) for t in emitted]
-    emit_specs += [("float32", (None,))] if hold else []
-    carry = lines.initial_carry() + last0 + [v.value for v in nt_vars]
-    # Each spanning edge's timeline: its history, then the values written.
-    timelines = [[(histories[i], specs[i].delay)] for i in direct]
-    shapes = {i: specs[i].shape for i in direct}
 
-    def read(i, parts, start, stop):
-        return _window(parts, start, stop, batch, shapes[i])
+def _segments(step, time_major, carry, length, batch, histories, jit):
+    """The loop over each segment in turn, the carry of one handed to the next.
 
+    Returns `(stacked values, time-major, without the spanning edges' new
+    values; the final carry; each spanning edge's timeline)`: its history,
+    then each segment's new values.
+    """
+    net, edges, specs = step.net, step.edges, step.net.graph.specs
+    timelines = [[(histories[i], specs[i].delay)] for i in edges.direct]
+    out_specs, n_direct, bounds = step.out_specs(), len(edges.direct), edges.bounds
     segments = []
     for start, stop in bounds:
-        reads = [read(i, parts, start, stop) for i, parts in zip(direct, timelines)]
+        reads = [
+            _window(parts, start, stop, batch, specs[i].shape)
+            for i, parts in zip(edges.direct, timelines)
+        ]
         ys, carry = time_loop(
             step,
             [s[start:stop] if len(bounds) > 1 else s for s in time_major] + reads,
             carry,
             stop - start if len(bounds) > 1 else length,
-            (specs_out if keep_all else []) + extra_specs + emit_specs + direct_specs,
+            out_specs,
             unroll=net.unroll,
             jit=jit,
-            invariants=loop_consts,
+            invariants=step.loop_consts,
         )
-        for parts, new in zip(timelines, ys[len(ys) - len(direct) :]):
+        for parts, new in zip(timelines, ys[len(ys) - n_direct :]):
             parts.append((new, stop - start))
-        segments.append(ys[: len(ys) - len(direct)])
-    final = carry
+        segments.append(ys[: len(ys) - n_direct])
     ys = segments[0] if len(segments) == 1 else [ops.concatenate(c, 0) for c in zip(*segments)]
-    for var, value in zip(nt_vars, final[n_slots + n_last :]):
-        var.assign(value)
-    for cell, _, _ in cells:  # a mask belongs to the graph that made it
-        cell.reset_dropout_mask()
-        cell.reset_recurrent_dropout_mask()
-    ys = list(ys)
-    if post:
-        ys = _place_post(plan, ys, post_in, training, hold, keep_all, n_out, n_main, n_all)
+    return list(ys), carry, timelines
+
+
+def _finish(step, ys, final, timelines, post_in, histories, mask, length, batch):
+    """After the loop: the post part's outputs in their places, batch-major
+    outputs, the last step's outputs and the final histories."""
+    o, layout, edges, specs = step.outs, step.layout, step.edges, step.net.graph.specs
+    if o.post:
+        args = (step.training, layout.hold, o.keep_all, o.n_out, o.n_main, o.n_all)
+        ys = _place_post(step.plan, ys, post_in, *args)
     outputs = [ops.moveaxis(y, 0, 1) for y in ys]
-    if carry_last:
-        loop_last = iter(final[n_slots : n_slots + len(loop_ys)])
-        last = [next(loop_last) if i not in post else outputs[i][:, -1] for i in range(n_out)]
+    bufs, last_carry, _ = layout.split_carry(final)
+    if o.carry_last:
+        loop_last = iter(last_carry[: len(o.loop_ys)])
+        last = [next(loop_last) if i not in o.post else outputs[i][:, -1] for i in range(o.n_out)]
     else:
-        last = [y[:, -1] for y in outputs[:n_out]]
+        last = [y[:, -1] for y in outputs[: o.n_out]]
     # A spanning edge's history: the last `delay` values of its timeline,
     # kept as its old tail and the new values.
-    spanned = [
-        kept(histories[i], specs[i].delay, read(i, parts, specs[i].delay, specs[i].delay + length))
-        for i, parts in zip(direct, timelines)
-    ]
-    rung = lines.to_histories(final[:n_slots])
+    spanned = []
+    for i, parts in zip(edges.direct, timelines):
+        k = specs[i].delay
+        spanned.append(kept(histories[i], k, _window(parts, k, k + length, batch, specs[i].shape)))
+    rung = edges.lines.to_histories(bufs)
+    ring, slots = edges.ring, edges.slots
     if any(n < specs[i].delay for i, n in zip(ring, slots)):  # under a mask only
-        buffers, _ = lines.buffers(final[:n_slots])
+        buffers, _ = edges.lines.buffers(bufs)
         counts = ops.sum(ops.cast(mask, "int32"), axis=1)  # each sample's unmasked steps
         for j, (i, n) in enumerate(zip(ring, slots)):
             if n < specs[i].delay:
                 rung[j] = after_masked(
                     histories[i], specs[i].delay, buffers[j], counts, batch, specs[i].shape
                 )
-    return outputs, last, _merge(rung, spanned, ring, direct)
+    return outputs, last, _merge(rung, spanned, ring, edges.direct)
 
 
 def ring_slots(net, specs, histories, length, batch) -> list:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import keras
 
+from fbexplorer import _keras
 from fbexplorer._checks import (
     check_edge,
     check_flag,
@@ -159,7 +160,7 @@ def _check_names(label: str, config: dict, model) -> None:
     counts = {}
     for j, ((role, name), tensor) in enumerate(zip(given, model.inputs)):
         i = counts[role] = counts.get(role, -1) + 1
-        actual = tensor._keras_history.operation.name
+        actual = _keras.operation_of(tensor).name
         if name != actual:
             raise ValueError(
                 f"{label}: {role} {i} is named {short_repr(name)} in its config, but the step "

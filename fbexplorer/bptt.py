@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from keras import ops
 
-from fbexplorer import _carried_state, recording
+from fbexplorer import _carried_state, _keras, recording
 from fbexplorer._call_inputs import check_data
 from fbexplorer._loop import time_loop
 from fbexplorer.escaping import plotly_text
@@ -31,9 +31,7 @@ __all__ = ["gradient_flow", "gradient_norms", "plot_gradient_norms"]
 def _perturbed_step(sm, targets: dict, training=False):
     """The step model's graph, replayed with `perturbation[i]` added to the
     tensor `targets[i]` (by id): the same layers, so the same weights."""
-    from fbexplorer._hoist import _call
-
-    depths = sorted(sm._nodes_by_depth, reverse=True)
+    nodes = _keras.nodes_in_depth_order(sm)
 
     def call(feeds, perturbations):
         values = {}
@@ -44,14 +42,7 @@ def _perturbed_step(sm, targets: dict, training=False):
 
         for tensor, value in zip(sm.inputs, feeds):
             put(tensor, value)
-        for depth in depths:
-            for node in sm._nodes_by_depth[depth]:
-                if node.is_input or any(id(x) not in values for x in node.input_tensors):
-                    continue
-                args, kwargs = node.arguments.fill_in(values)
-                out = _call(node.operation, args, kwargs, training)
-                for tensor, value in zip(node.outputs, keras.tree.flatten(out)):
-                    put(tensor, value)
+        _keras.replay(nodes, values, training, store=put)
         return [values[id(t)] for t in sm.outputs]
 
     return call
@@ -81,7 +72,7 @@ def _loss_fn(model, targets, loss):
             return lambda y: ops.sum(fn(y))
         return lambda y: ops.mean(fn(targets, y))
     if targets is not None:
-        compiled = getattr(model, "_compile_loss", None)
+        compiled = _keras.compiled_loss(model)
         if compiled is None:
             raise ValueError(
                 f"fbx.gradient_flow: targets were given, but model '{model.name}' is not "

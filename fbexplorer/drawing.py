@@ -21,6 +21,7 @@ import dataclasses
 
 import graphviz
 
+from fbexplorer import _keras
 from fbexplorer._strip import Strip, cyclic_work, dot_work, label_size, rank_and_order
 from fbexplorer.escaping import carrier_id, dot_id, dot_text, dot_tooltip
 
@@ -145,17 +146,16 @@ def _model_nodes(model):
     A layer also used outside the step model has more calls; only those that
     the step model's outputs and inputs reach are its own.
     """
-    reached = set()
-    stack = [t._keras_history for t in list(model.outputs) + list(model.inputs)]
+    reached, stack = set(), [_keras.producer(t) for t in list(model.outputs) + list(model.inputs)]
     while stack:
-        op, index, _ = stack.pop()
-        if (id(op), index) in reached:
+        node = stack.pop()
+        if id(node) in reached:
             continue
-        reached.add((id(op), index))
-        stack.extend(t._keras_history for t in op._inbound_nodes[index].input_tensors)
+        reached.add(id(node))
+        stack.extend(_keras.producer(t) for t in node.input_tensors)
     for op in model.operations:
-        for i, node in enumerate(op._inbound_nodes):
-            if (id(op), i) in reached:
+        for node in _keras.inbound_nodes(op):
+            if id(node) in reached:
                 yield op, node
 
 
@@ -166,7 +166,7 @@ def _analyse(model) -> _Picture:
     n_out = graph.n_outputs
 
     def op_of(tensor):
-        return tensor._keras_history.operation
+        return _keras.operation_of(tensor)
 
     placeholders = {id(op_of(t)): i for i, t in enumerate(step.inputs[n_in + n_const :])}
     inputs = {id(op_of(t)) for t in step.inputs[:n_in]}

@@ -42,9 +42,8 @@ import warnings
 from dataclasses import dataclass, field
 
 import keras
-from keras.src.backend.common import global_state
 
-from fbexplorer import graph
+from fbexplorer import _keras, graph
 from fbexplorer._renamed import given_twice_message, renamed_message
 from fbexplorer.engine import FeedbackModel
 from fbexplorer.graph import Feedback, cell, delayed
@@ -298,16 +297,13 @@ def _cell_names(taken: set):
     `gru_cell_1`. Afterwards the process-wide counters move past the names
     used here, so that layers made outside stay clear of them.
     """
-    key = "object_name_uids"
-    outer = global_state.get_global_attribute(
-        key, default=collections.defaultdict(int), set_to_default=True
-    )
+    outer = _keras.names_counter()
     uids = _CellUids(taken)
-    global_state.set_global_attribute(key, uids)
+    _keras.set_names_counter(uids)
     try:
         yield uids
     finally:
-        global_state.set_global_attribute(key, outer)
+        _keras.set_names_counter(outer)
         for prefix, n in uids.items():
             outer[prefix] = max(outer.get(prefix, 0), n)
 
@@ -334,11 +330,10 @@ def _graph_names(tensors) -> collections.Counter:
     sources included) carry each name."""
     ops, seen, stack = {}, set(), list(tensors)
     while stack:
-        history = getattr(stack.pop(), "_keras_history", None)
-        if history is None:
+        tensor = stack.pop()
+        if not _keras.has_history(tensor):
             continue
-        op, node_index, _ = history
-        node = op._inbound_nodes[node_index]
+        op, node = _keras.operation_of(tensor), _keras.producer(tensor)
         if id(node) in seen:
             continue
         seen.add(id(node))

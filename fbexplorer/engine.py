@@ -14,13 +14,13 @@ The class is the public face; each concern lives in its own module:
 from __future__ import annotations
 
 import contextlib
-import warnings
 
 import keras
 
 from fbexplorer import _carried_state, _generation, _run
-from fbexplorer._call_inputs import check_data, combine_mask, parse_call
+from fbexplorer._call_inputs import combine_mask, output_shape, parse_call
 from fbexplorer._checks import check_options
+from fbexplorer._fit_loops import CheckedLoops
 from fbexplorer._saved_config import check_model_config, saved_label
 from fbexplorer.graph import StepGraph, pack
 
@@ -35,7 +35,7 @@ class _Holder:
 
 
 @keras.saving.register_keras_serializable(package="fbexplorer")
-class FeedbackModel(keras.Model):
+class FeedbackModel(CheckedLoops, keras.Model):
     """A Keras model that runs a step graph over time, with feedback edges.
 
     The step graph is built with ordinary Keras layers on `keras.Input`s (one
@@ -177,29 +177,11 @@ class FeedbackModel(keras.Model):
         )
         self._graph = step_graph
         self.step_model = step_graph.model
-        self.return_sequences = options["return_sequences"]
-        self.return_state = options["return_state"]
-        self.stateful = options["stateful"]
-        self.go_backwards = options["go_backwards"]
-        self.unroll = options["unroll"]
-        self.teacher_forcing = options["teacher_forcing"]
-        self.steps = options["steps"]
-        self._initial = {}
-        for spec in step_graph.specs:
-            if isinstance(spec.initial, str) and spec.initial == "zeros":
-                continue
-            learned = isinstance(spec.initial, str) and spec.initial == "learned"
-            self._initial[spec.name] = self.add_weight(
-                shape=spec.shape,
-                initializer="zeros" if learned else spec.initial,
-                dtype=spec.dtype,
-                trainable=learned,
-                name=f"{spec.name.replace('/', '_')}_initial",
-            )
+        for option, value in options.items():  # return_sequences ... loop_jit
+            setattr(self, option, value)
+        self._initial = _carried_state.add_initial_weights(self, step_graph.specs)
         self._seed_generator = keras.random.SeedGenerator(name="teacher_forcing_seed")
         self._store = _carried_state.StateStore()
-        self.hoist = options["hoist"]
-        self.loop_jit = options["loop_jit"]
         self._plans = _Holder({})  # id(model) -> (model, its HoistPlan)
         self._per_step = None  # hoist per-step work too; decided on the step model
         self._tf_run = None
@@ -316,49 +298,6 @@ class FeedbackModel(keras.Model):
         """
         _carried_state.set_states(self, states)
 
-    # ----------------------------------------------------------- Keras's loops
-    # Each checks the data against the model (Keras traces its step function
-    # for loosened shapes, so the call's own checks would not see a new
-    # feature size) and fixes a stateful model's batch size, before Keras.
-    def fit(self, x=None, y=None, batch_size=None, *args, **kwargs):
-        check_data(self, x, y)
-        shuffle = args[5] if len(args) > 5 else kwargs.get("shuffle", True)
-        if self.stateful and shuffle and not _carried_state.first_dim(x)[1]:
-            warnings.warn(
-                f"{self._label()} is stateful, and fit shuffles the samples "
-                f"(shuffle=True, the default): each batch then continues the state of "
-                f"other sequences than its own. Pass shuffle=False to carry each "
-                f"sequence's state into its next batch.",
-                stacklevel=2,
-            )
-        _carried_state.prepare_batches(self, x, batch_size)
-        return super().fit(x, y, batch_size, *args, **kwargs)
-
-    def predict(self, x, batch_size=None, *args, **kwargs):
-        check_data(self, x)
-        _carried_state.prepare_batches(self, x, batch_size)
-        return super().predict(x, batch_size, *args, **kwargs)
-
-    def evaluate(self, x=None, y=None, batch_size=None, *args, **kwargs):
-        check_data(self, x, y)
-        _carried_state.prepare_batches(self, x, batch_size)
-        return super().evaluate(x, y, batch_size, *args, **kwargs)
-
-    def train_on_batch(self, x, y=None, *args, **kwargs):
-        check_data(self, x, y)
-        _carried_state.prepare_batches(self, x, None, whole=True)
-        return super().train_on_batch(x, y, *args, **kwargs)
-
-    def test_on_batch(self, x, y=None, *args, **kwargs):
-        check_data(self, x, y)
-        _carried_state.prepare_batches(self, x, None, whole=True)
-        return super().test_on_batch(x, y, *args, **kwargs)
-
-    def predict_on_batch(self, x):
-        check_data(self, x)
-        _carried_state.prepare_batches(self, x, None, whole=True)
-        return super().predict_on_batch(x)
-
     # ------------------------------------------------------------ generation
     def generate(self, inputs, steps: int, feed: dict, *, initial_state=None):
         """Run over `inputs`, then continue `steps` more steps in closed loop.
@@ -404,26 +343,7 @@ class FeedbackModel(keras.Model):
     def compute_output_shape(self, input_shape):
         """Output shapes from the inputs' `(batch, time, ...)` (needed by
         wrappers such as `keras.layers.Bidirectional` on symbolic inputs)."""
-        g = self._graph
-        shapes = input_shape
-        if isinstance(shapes, dict):
-            shapes = [shapes[n] for n in g.input_names + g.constant_names if n in shapes]
-        elif not (
-            isinstance(shapes, (list, tuple)) and shapes and isinstance(shapes[0], (list, tuple))
-        ):
-            shapes = [shapes]
-        first = tuple(shapes[0]) if shapes else (None,)
-        batch = first[0]
-        lead = (batch, first[1] if g.input_names else self.steps)
-        lead = lead if self.return_sequences else (batch,)
-        outs = [lead + tuple(t.shape[1:]) for t in self.step_model.outputs[: g.n_outputs]]
-        result = pack(outs, g.output_structure)
-        if self.return_state:
-            states = {
-                s.name: (batch,) + ((s.delay,) if s.delay > 1 else ()) + s.shape for s in g.specs
-            }
-            return result, states
-        return result
+        return output_shape(self, input_shape)
 
     @property
     def variables(self):

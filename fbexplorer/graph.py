@@ -16,7 +16,7 @@ from typing import Any
 
 import keras
 
-from fbexplorer import _saved_config
+from fbexplorer import _keras, _saved_config
 from fbexplorer._checks import check_delay, check_edge, check_source, input_layer_name
 from fbexplorer._renamed import renamed_keyword
 
@@ -78,7 +78,7 @@ def _make_placeholder(name, shape, *, delay, initial, dtype, kind, cell_name=Non
         kind=kind,
         cell=cell_name,
     )
-    layer = tensor._keras_history.operation
+    layer = _keras.operation_of(tensor)
     layer._fbx_spec = spec
     layer._fbx_source = source
     return tensor
@@ -122,14 +122,14 @@ def delayed(tensor, *, delay: int = 1, name: str | None = None, initial="zeros")
         name: the edge's name (default: `"<layer>_delay<delay>"`).
         initial: the value before the first `delay` steps, as for `Feedback`.
     """
-    if not hasattr(tensor, "_keras_history"):
+    if not _keras.has_history(tensor):
         raise ValueError(
             "fbx.delayed expects a symbolic tensor of the step graph (the output "
             f"of a Keras layer or keras.Input). Received: {tensor!r}"
         )
     delay = check_delay("fbx.delayed", delay)
     if name is None:
-        base = f"{tensor._keras_history.operation.name}_delay{delay}"
+        base = f"{_keras.operation_of(tensor).name}_delay{delay}"
         name = base if base not in _used_names else f"{base}_{next(_uid)}"
     _used_names.add(name)
     return _make_placeholder(
@@ -266,7 +266,7 @@ def cell(layer, *, initial="zeros", state_names=None):
         output, new_states = layer(inputs, _pack_states(structure, states), **kwargs)
         new_states = keras.tree.flatten(new_states)
         for placeholder, new in zip(states, new_states):
-            placeholder._keras_history.operation._fbx_source = new
+            _keras.operation_of(placeholder)._fbx_source = new
         return output
 
     return apply
@@ -277,15 +277,13 @@ def _spec_of(layer) -> FeedbackSpec | None:
 
 
 def _is_input_tensor(tensor) -> bool:
-    if not hasattr(tensor, "_keras_history"):
+    if not _keras.has_history(tensor):
         return False
-    op, node_index, _ = tensor._keras_history
-    return op is not None and op._inbound_nodes[node_index].is_input
+    return _keras.operation_of(tensor) is not None and _keras.producer(tensor).is_input
 
 
 def _tensor_name(tensor) -> str:
-    op = tensor._keras_history.operation
-    return op.name
+    return _keras.operation_of(tensor).name
 
 
 def _reached_inputs(tensors) -> list:
@@ -294,8 +292,7 @@ def _reached_inputs(tensors) -> list:
     stack = list(reversed(tensors))
     while stack:
         tensor = stack.pop()
-        op, node_index, _ = tensor._keras_history
-        node = op._inbound_nodes[node_index]
+        op, node = _keras.operation_of(tensor), _keras.producer(tensor)
         if id(node) in seen_nodes:
             continue
         seen_nodes.add(id(node))
@@ -304,6 +301,114 @@ def _reached_inputs(tensors) -> list:
         else:
             stack.extend(reversed(node.input_tensors))
     return found
+
+
+def _check_given(label, flat_inputs, flat_consts, feedback) -> None:
+    """Inputs and constants are `keras.Input`s (not placeholders); each
+    `feedback` source is a symbolic tensor."""
+    for kind, group in (("inputs", flat_inputs), ("constants", flat_consts)):
+        for t in group:
+            if not _is_input_tensor(t):
+                raise ValueError(
+                    f"{label}: every entry of `{kind}` must be a keras.Input. Received: {t!r}"
+                )
+            if _spec_of(_keras.operation_of(t)) is not None:
+                raise ValueError(
+                    f"{label}: Feedback '{_spec_of(_keras.operation_of(t)).name}' "
+                    f"is listed in `{kind}`. Feedback placeholders are bound with "
+                    f"feedback={{name: source}}, not passed as {kind}."
+                )
+    for key, src in feedback.items():
+        if not _keras.has_history(src):
+            raise ValueError(
+                f"{label}: feedback '{key}' must be bound to a symbolic tensor of "
+                f"the step graph. Received: {src!r}"
+            )
+
+
+def _walk_placeholders(flat_outputs, feedback):
+    """The input layers the outputs and sources reach: `(placeholders,
+    plain keras.Inputs, {name: source} of the automatically bound edges)`.
+
+    The sources of automatically bound edges may reach further placeholders,
+    so the walk repeats until nothing new appears.
+    """
+    placeholders, plain_inputs, sources = [], [], {}
+    frontier = list(flat_outputs) + list(feedback.values())
+    seen_layers = set()
+    while frontier:
+        reached = _reached_inputs(frontier)
+        frontier = []
+        for layer in reached:
+            if id(layer) in seen_layers:
+                continue
+            seen_layers.add(id(layer))
+            spec = _spec_of(layer)
+            if spec is None:
+                plain_inputs.append(layer)
+                continue
+            placeholders.append(layer)
+            if spec.kind != "feedback":
+                src = layer._fbx_source
+                sources[spec.name] = src
+                frontier.append(src)
+    return placeholders, plain_inputs, sources
+
+
+def _placeholders_by_name(label, placeholders) -> dict:
+    """`{edge name: placeholder layer}`, refusing two of one name."""
+    by_name = {}
+    for layer in placeholders:
+        spec = _spec_of(layer)
+        if spec.name in by_name:
+            raise ValueError(
+                f"{label}: two Feedback placeholders are named '{spec.name}'. "
+                f"Give each a unique name."
+            )
+        by_name[spec.name] = layer
+    return by_name
+
+
+def _bind(label, feedback, by_name, sources) -> None:
+    """Each name in `feedback` names a used `Feedback`, each used `Feedback`
+    is in it; adds their sources to `sources` and checks every source's
+    shape and dtype against its placeholder."""
+    for key in feedback:
+        if key not in by_name:
+            used = sorted(n for n, lay in by_name.items() if _spec_of(lay).kind == "feedback")
+            raise ValueError(
+                f"{label}: feedback names '{key}', but no Feedback placeholder of "
+                f"that name is used by the step graph. Placeholders used: {used}. "
+                f"Fix the name, or use fbx.Feedback(..., name='{key}') in the graph."
+            )
+        if _spec_of(by_name[key]).kind != "feedback":
+            raise ValueError(
+                f"{label}: '{key}' is bound automatically (it comes from "
+                f"fbx.{_spec_of(by_name[key]).kind}); remove it from `feedback`."
+            )
+    for n, layer in by_name.items():
+        spec = _spec_of(layer)
+        if spec.kind == "feedback":
+            if n not in feedback:
+                raise ValueError(
+                    f"{label}: Feedback '{n}' is used by the step graph but not "
+                    f"bound. Add feedback={{'{n}': <source tensor>}} to say which "
+                    f"tensor it feeds back."
+                )
+            sources[n] = feedback[n]
+        check_source(label, n, spec.shape, spec.dtype, sources[n])
+
+
+def _check_plain_inputs(label, plain_inputs, given) -> None:
+    """Every `keras.Input` the graph uses is among the inputs or constants."""
+    known = {id(_keras.operation_of(t)) for t in given}
+    for layer in plain_inputs:
+        if id(layer) not in known:
+            raise ValueError(
+                f"{label}: the step graph uses keras.Input '{layer.name}', which is "
+                f"in neither `inputs` (a sequence, one value per step) nor "
+                f"`constants` (the same value at every step). Add it to one of them."
+            )
 
 
 def _flatten_io(value, what: str):
@@ -411,6 +516,9 @@ class StepGraph:
     # ------------------------------------------------------------------ build
     @classmethod
     def from_tensors(cls, inputs, outputs, feedback, constants=None, name=None):
+        """The step graph of the tensors a `FeedbackModel` is built from, each
+        checked: the inputs and constants (`keras.Input`s), every placeholder
+        the outputs reach bound once, every `keras.Input` used listed."""
         label = f"FeedbackModel '{name}'" if name else "FeedbackModel"
         flat_inputs, _ = _flatten_io(inputs, "inputs")
         flat_consts, _ = _flatten_io(constants, "constants")
@@ -418,91 +526,11 @@ class StepGraph:
         if not flat_outputs:
             raise ValueError(f"{label}: `outputs` is empty. Pass the tensor(s) to return.")
         feedback = dict(feedback or {})
-        for kind, group in (("inputs", flat_inputs), ("constants", flat_consts)):
-            for t in group:
-                if not _is_input_tensor(t):
-                    raise ValueError(
-                        f"{label}: every entry of `{kind}` must be a keras.Input. Received: {t!r}"
-                    )
-                if _spec_of(t._keras_history.operation) is not None:
-                    raise ValueError(
-                        f"{label}: Feedback '{_spec_of(t._keras_history.operation).name}' "
-                        f"is listed in `{kind}`. Feedback placeholders are bound with "
-                        f"feedback={{name: source}}, not passed as {kind}."
-                    )
-        for key, src in feedback.items():
-            if not hasattr(src, "_keras_history"):
-                raise ValueError(
-                    f"{label}: feedback '{key}' must be bound to a symbolic tensor of "
-                    f"the step graph. Received: {src!r}"
-                )
-
-        # Walk the graph; sources of automatically bound edges may reach
-        # further placeholders, so repeat until nothing new appears.
-        placeholders, plain_inputs = [], []
-        sources = {}
-        frontier = list(flat_outputs) + list(feedback.values())
-        seen_layers = set()
-        while frontier:
-            reached = _reached_inputs(frontier)
-            frontier = []
-            for layer in reached:
-                if id(layer) in seen_layers:
-                    continue
-                seen_layers.add(id(layer))
-                spec = _spec_of(layer)
-                if spec is None:
-                    plain_inputs.append(layer)
-                    continue
-                placeholders.append(layer)
-                if spec.kind != "feedback":
-                    src = layer._fbx_source
-                    sources[spec.name] = src
-                    frontier.append(src)
-        by_name = {}
-        for layer in placeholders:
-            spec = _spec_of(layer)
-            if spec.name in by_name:
-                raise ValueError(
-                    f"{label}: two Feedback placeholders are named '{spec.name}'. "
-                    f"Give each a unique name."
-                )
-            by_name[spec.name] = layer
-
-        for key in feedback:
-            if key not in by_name:
-                used = sorted(n for n, lay in by_name.items() if _spec_of(lay).kind == "feedback")
-                raise ValueError(
-                    f"{label}: feedback names '{key}', but no Feedback placeholder of "
-                    f"that name is used by the step graph. Placeholders used: {used}. "
-                    f"Fix the name, or use fbx.Feedback(..., name='{key}') in the graph."
-                )
-            if _spec_of(by_name[key]).kind != "feedback":
-                raise ValueError(
-                    f"{label}: '{key}' is bound automatically (it comes from "
-                    f"fbx.{_spec_of(by_name[key]).kind}); remove it from `feedback`."
-                )
-        for n, layer in by_name.items():
-            spec = _spec_of(layer)
-            if spec.kind == "feedback":
-                if n not in feedback:
-                    raise ValueError(
-                        f"{label}: Feedback '{n}' is used by the step graph but not "
-                        f"bound. Add feedback={{'{n}': <source tensor>}} to say which "
-                        f"tensor it feeds back."
-                    )
-                sources[n] = feedback[n]
-            check_source(label, n, spec.shape, spec.dtype, sources[n])
-
-        known = {id(t._keras_history.operation) for t in flat_inputs + flat_consts}
-        for layer in plain_inputs:
-            if id(layer) not in known:
-                raise ValueError(
-                    f"{label}: the step graph uses keras.Input '{layer.name}', which is "
-                    f"in neither `inputs` (a sequence, one value per step) nor "
-                    f"`constants` (the same value at every step). Add it to one of them."
-                )
-
+        _check_given(label, flat_inputs, flat_consts, feedback)
+        placeholders, plain_inputs, sources = _walk_placeholders(flat_outputs, feedback)
+        by_name = _placeholders_by_name(label, placeholders)
+        _bind(label, feedback, by_name, sources)
+        _check_plain_inputs(label, plain_inputs, flat_inputs + flat_consts)
         # Order: explicitly bound edges in `feedback` order, then the rest as found.
         order = [n for n in feedback] + [n for n in by_name if n not in feedback]
         specs = [_spec_of(by_name[n]) for n in order]
@@ -514,8 +542,8 @@ class StepGraph:
         )
         return cls(
             model,
-            [t._keras_history.operation.name for t in flat_inputs],
-            [t._keras_history.operation.name for t in flat_consts],
+            [_keras.operation_of(t).name for t in flat_inputs],
+            [_keras.operation_of(t).name for t in flat_consts],
             out_structure,
             specs,
         )

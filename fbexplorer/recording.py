@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 from keras import ops
 
-from fbexplorer import _carried_state, _run
+from fbexplorer import _carried_state, _keras, _run
 from fbexplorer._call_inputs import parse_call
 from fbexplorer._history import full
 from fbexplorer.graph import _state_shapes
@@ -110,10 +110,10 @@ def _build_catalogue(net) -> dict:
     placeholders = set()
     for i, spec in enumerate(g.specs):
         tensor = sm.inputs[n_in + n_const + i]
-        placeholders.add(id(tensor._keras_history.operation))
+        placeholders.add(id(_keras.operation_of(tensor)))
         if spec.kind != "cell":
             found[spec.name] = ("delayed", tensor)
-    constant_ops = {id(sm.inputs[n_in + j]._keras_history.operation) for j in range(n_const)}
+    constant_ops = {id(_keras.operation_of(sm.inputs[n_in + j])) for j in range(n_const)}
     skip = placeholders | constant_ops
     cells = {spec.cell for spec in g.specs if spec.kind == "cell"}
     found.update(_layer_nodes(sm, skip, cells))
@@ -129,8 +129,8 @@ def _layer_nodes(sm, skip: set, cells: set) -> dict:
     """The step model's layer and op calls, deepest first: `"name"`, `"name#1"` for a
     second call, `"name[i]"` for each output of a call with several."""
     found, calls = {}, {}
-    for depth in sorted(sm._nodes_by_depth, reverse=True):
-        for node in sm._nodes_by_depth[depth]:
+    for depth in sorted(_keras.nodes_by_depth(sm), reverse=True):
+        for node in _keras.nodes_by_depth(sm)[depth]:
             op = node.operation
             if node.is_input or id(op) in skip:
                 continue

@@ -19,6 +19,7 @@ import zlib
 
 import keras
 
+from fbexplorer import _keras
 from fbexplorer._atomic import replacing
 
 __all__ = ["load_model", "loading_file", "save_atomically"]
@@ -56,9 +57,7 @@ def save_atomically(save, filepath, *, overwrite: bool = True, zipped=None, **kw
         return save(filepath, overwrite=overwrite, zipped=zipped, **kwargs)
     path = os.fspath(filepath)
     if os.path.exists(path) and not overwrite:
-        from keras.src.utils.io_utils import ask_to_proceed_with_overwrite
-
-        if not ask_to_proceed_with_overwrite(path):
+        if not _keras.ask_to_overwrite(path):
             return None
     with replacing(path, suffix=".keras") as tmp:
         save(tmp, overwrite=True, zipped=zipped, **kwargs)

@@ -572,6 +572,8 @@ def attractors_initial_states_different_counts():
 def attractors_over_memory_budget():
     with memory_budget(10**6):
         fbx.attractors(base(), {"x": np.zeros(5)})
+
+
 def lyapunov_no_state():
     x = keras.Input((5,), name="x")
     plain = fbx.FeedbackModel(x, keras.layers.Dense(5, name="d")(x), name="plain")

@@ -13,6 +13,7 @@ import contextlib
 import keras
 from keras import ops
 
+from fbexplorer import _keras
 from fbexplorer.engine import FeedbackModel
 
 __all__ = ["GaussianKL", "GaussianSample", "PriorSwitch", "VariationalModel"]
@@ -159,9 +160,7 @@ class VariationalModel(FeedbackModel):
     def prior_sampling(self):
         """Within this block, every `PriorSwitch` takes the prior's branch."""
         switches = [
-            layer
-            for layer in self.step_model._flatten_layers(include_self=False, recursive=True)
-            if isinstance(layer, PriorSwitch)
+            layer for layer in _keras.sublayers(self.step_model) if isinstance(layer, PriorSwitch)
         ]
         for s in switches:
             s.use_prior.assign(1.0)
