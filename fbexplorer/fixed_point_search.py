@@ -15,6 +15,7 @@ import pandas as pd
 from keras import ops
 
 from fbexplorer import recording
+from fbexplorer.linearisation import MARGINAL_TOLERANCE, stability_labels
 from fbexplorer.memory import (
     ADAM_VECTORS,
     JACOBIAN_MATRICES,
@@ -120,6 +121,9 @@ def _search(net, layout) -> _Search:
 
 
 # ------------------------------------------------------------ the result
+_STABILITY = ["stable", "marginal", "unstable"]
+
+
 class FixedPoints:
     """Fixed (and slow) points of a feedback network, with its linearisation there.
 
@@ -128,9 +132,13 @@ class FixedPoints:
 
     Attributes:
         frame: a DataFrame, one row per point (index `point`), with `q`
-            (`1/2 |F(s) - s|^2`), `stable` (spectral radius below 1),
-            `spectral_radius`, `n_unstable` (eigenvalues of modulus above 1)
-            and `slow` (q above `tolerance`, kept by `slow_tolerance`).
+            (`1/2 |F(s) - s|^2`), `stable` (True only where `stability` is
+            "stable"), `stability` ("stable": spectral radius below
+            `1 - marginal_tolerance`; "marginal": within `marginal_tolerance`
+            of 1, as on a line attractor; "unstable": above
+            `1 + marginal_tolerance`), `spectral_radius`, `n_unstable`
+            (eigenvalues of modulus above `1 + marginal_tolerance`) and
+            `slow` (q above `tolerance`, kept by `slow_tolerance`).
         states: `{state name: array (points, *shape)}`, or
             `(points, k, *shape)` for a delay-k edge (oldest first): pass one
             point as `initial_state` to start the model there.
@@ -159,12 +167,15 @@ class FixedPoints:
         self.eigenvalues = np.take_along_axis(eig, order, axis=1)
         radius = np.abs(self.eigenvalues[:, 0]) if layout.size else np.zeros(len(self.flat))
         q = np.asarray(q, "float64")
+        margin = self.settings.get("marginal_tolerance", MARGINAL_TOLERANCE)
+        stability = stability_labels(radius, margin)
         self.frame = pd.DataFrame(
             {
                 "q": q,
-                "stable": radius < 1.0,
+                "stable": stability == "stable",
+                "stability": pd.Categorical(stability, categories=_STABILITY),
                 "spectral_radius": radius,
-                "n_unstable": (np.abs(self.eigenvalues) > 1.0).sum(axis=1),
+                "n_unstable": (np.abs(self.eigenvalues) > 1.0 + margin).sum(axis=1),
                 "slow": q > self.settings["tolerance"],
             },
             index=pd.RangeIndex(len(q), name="point"),
@@ -175,10 +186,11 @@ class FixedPoints:
         return len(self.flat)
 
     def __repr__(self) -> str:
-        n_stable = int(self.frame["stable"].sum())
+        counts = self.frame["stability"].value_counts()
+        labels = ", ".join(f"{counts[label]} {label}" for label in _STABILITY if counts[label])
         return (
-            f"FixedPoints({len(self)} points, {n_stable} stable, {len(self) - n_stable} "
-            f"unstable; from {self.n_starts} starts, {self.n_converged} converged)"
+            f"FixedPoints({len(self)} points{', ' if labels else ''}{labels}; "
+            f"from {self.n_starts} starts, {self.n_converged} converged)"
         )
 
     def jacobian(self, i: int) -> np.ndarray:
@@ -312,6 +324,7 @@ def fixed_points(
     iterations: int | None = None,
     learning_rate: float = 0.01,
     dedupe_tolerance: float = 1e-3,
+    marginal_tolerance: float = MARGINAL_TOLERANCE,
     seed: int = 0,
 ) -> FixedPoints:
     """Fixed points of a feedback network with its inputs held.
@@ -323,7 +336,8 @@ def fixed_points(
     (below `slow_tolerance`, slow points), and near duplicates are merged.
     At each, the Jacobian `dF/ds` (autodiff) and its eigenvalues tell
     stability: a point is stable when every eigenvalue lies inside the unit
-    circle.
+    circle, marginal when the largest modulus is within `marginal_tolerance`
+    of 1 (where float rounding could tip the label either way).
 
     Args:
         model: a `FeedbackModel` with at least one delayed edge or cell.
@@ -350,6 +364,11 @@ def fixed_points(
         learning_rate: Adam's step size (`method="adam"`).
         dedupe_tolerance: points closer than this (Euclidean norm of the state
             difference) are one point; the one of lowest `q` is kept.
+        marginal_tolerance: a point whose spectral radius lies within this of
+            1 is labelled `"marginal"` (neither stable nor unstable: a line
+            attractor's eigenvalue 1 comes out as 0.9999999 or 1.0000001 by
+            float rounding alone), and eigenvalues count as unstable
+            (`n_unstable`) only above `1 + marginal_tolerance`. Default 1e-3.
         seed: the random seed for choosing and perturbing the starts.
 
     The settings are checked (counts positive integers, tolerances finite
@@ -361,8 +380,8 @@ def fixed_points(
     with one line saying what to pass (`n_starts=`, `method="adam"`).
 
     Returns:
-        A `FixedPoints`: `.frame` (`q`, `stable`, `spectral_radius`,
-        `n_unstable`, `slow`), `.states`, `.eigenvalues`, `.jacobian(i)`,
+        A `FixedPoints`: `.frame` (`q`, `stable`, `stability`,
+        `spectral_radius`, `n_unstable`, `slow`), `.states`, `.eigenvalues`, `.jacobian(i)`,
         `.settings` (these arguments, as used).
 
     Example:
@@ -383,6 +402,7 @@ def fixed_points(
         iterations=iterations,
         learning_rate=learning_rate,
         dedupe_tolerance=dedupe_tolerance,
+        marginal_tolerance=marginal_tolerance,
         seed=seed,
         initial="visited" if initial is not None else "uniform",
     )
@@ -431,6 +451,7 @@ def _checked_settings(model, **values) -> dict:
         "iterations_run": 0,  # set once the search has run
         "learning_rate": float(values["learning_rate"]),
         "dedupe_tolerance": float(values["dedupe_tolerance"]),
+        "marginal_tolerance": float(values["marginal_tolerance"]),
         "seed": values["seed"],
         "initial": values["initial"],
     }
@@ -499,6 +520,10 @@ _SETTINGS = {
     "learning_rate": ("Adam's step size", "a finite number > 0"),
     "noise": ("the spread of the noise added to the starts", "a finite number >= 0"),
     "dedupe_tolerance": ("the distance below which two points are one", "a finite number >= 0"),
+    "marginal_tolerance": (
+        "the distance of the spectral radius from 1 within which a point is marginal",
+        "a finite number >= 0",
+    ),
 }
 
 
