@@ -15,7 +15,13 @@ import pandas as pd
 from keras import ops
 
 from fbexplorer import recording
-from fbexplorer.linearisation import MARGINAL_TOLERANCE, stability_labels
+from fbexplorer.linearisation import (
+    MARGINAL_TOLERANCE,
+    eigen_decomposition,
+    input_jacobian_fn,
+    stability_labels,
+    time_constants,
+)
 from fbexplorer.memory import (
     ADAM_VECTORS,
     JACOBIAN_MATRICES,
@@ -66,6 +72,15 @@ class _Search:
 
     def _jacobian(self, s, held):
         return jacobian_fn(lambda x: self.step(x, held))(s)[1]
+
+    def _input_jacobians(self, s, held):
+        """`dF/du` at each point for each held input of a floating dtype, each
+        `(P, D, *shape)`."""
+
+        def one(i):
+            return input_jacobian_fn(lambda u: self.step(s, held[:i] + [u] + held[i + 1 :]))
+
+        return [one(i)(held[i]) for i in _floating(held)]
 
     def _newton(self, s, lam, held):
         """Levenberg-Marquardt steps, each point with its own damping: Newton's
@@ -153,9 +168,22 @@ class FixedPoints:
             tolerance (before merging duplicates).
     """
 
-    def __init__(self, flat, q, jacobians, *, layout, inputs, settings, n_starts, n_converged):
+    def __init__(
+        self,
+        flat,
+        q,
+        jacobians,
+        *,
+        layout,
+        inputs,
+        settings,
+        n_starts,
+        n_converged,
+        input_jacobians=None,
+    ):
         self.flat = np.asarray(flat)
         self._jacobians = np.asarray(jacobians)
+        self._input_jacobians = {k: np.asarray(v) for k, v in (input_jacobians or {}).items()}
         self._layout = layout
         self.names = list(layout.names)
         self.inputs = dict(inputs)
@@ -175,6 +203,7 @@ class FixedPoints:
                 "stable": stability == "stable",
                 "stability": pd.Categorical(stability, categories=_STABILITY),
                 "spectral_radius": radius,
+                "tau": time_constants(radius),
                 "n_unstable": (np.abs(self.eigenvalues) > 1.0 + margin).sum(axis=1),
                 "slow": q > self.settings["tolerance"],
             },
@@ -199,11 +228,55 @@ class FixedPoints:
         Rows and columns follow `flat`: for a delay-k edge its history, whose
         shift (each value moves one slot older) shows as identity blocks.
         """
-        if not -len(self) <= i < len(self):
-            raise ValueError(
-                f"FixedPoints.jacobian: point {i} is out of range; there are {len(self)} points."
-            )
+        self._check_point(i, "jacobian")
         return self._jacobians[i]
+
+    def eigenvectors(self, i: int):
+        """`(values, right, left)`: the modes of the linearisation at point `i`.
+
+        `values` `(D,)` complex, by decreasing modulus (as `eigenvalues[i]`);
+        `right` `(D, D)`, its columns the right eigenvectors (unit norm):
+        `J @ right = right @ diag(values)`; `left` `(D, D)`, its rows the
+        left eigenvectors: `left @ J = diag(values) @ left`, scaled so that
+        `left @ right = I`. A perturbation `d` of the state evolves as
+        `J^t d = sum_m values[m]^t (left[m] @ d) right[:, m]`: `left[m]`
+        selects what of `d` mode `m` keeps (the selection vector of Mante et
+        al. 2013), `right[:, m]` is the direction it keeps it in. Rows and
+        columns follow `flat`. Computed in float64 from `jacobian(i)`; for a
+        defective `J` (a Jordan block) `right` is near singular.
+
+        Example:
+            >>> fp = fbx.fixed_points(net, {"x": np.zeros(5, "float32")}, n_starts=8)
+            >>> values, right, left = fp.eigenvectors(0)
+            >>> slowest = right[:, 0]   # the direction along which the state relaxes last
+        """
+        self._check_point(i, "eigenvectors")
+        return eigen_decomposition(self._jacobians[i])
+
+    def input_jacobian(self, i: int) -> dict:
+        """`{name: dF/du}` at point `i`, for each held input and constant of a
+        floating dtype: how one step's state moves per unit of that input,
+        held at its value in `inputs`. Each is `(D, *shape)`: rows follow
+        `flat` (the state), the other axes the input's own shape (without
+        batch or time), so for an input of shape `(m,)` it is the `(D, m)`
+        matrix `B` of `F(s + d, u + du) ~ s + J d + B du`.
+
+        Example:
+            >>> fp = fbx.fixed_points(net, {"x": np.zeros(5, "float32")}, n_starts=8)
+            >>> fp.input_jacobian(0)["x"].shape   # (state size, 5): net's input x has 5 units
+            (5, 5)
+        """
+        self._check_point(i, "input_jacobian")
+        return {name: value[i] for name, value in self._input_jacobians.items()}
+
+    def _check_point(self, i, what: str):
+        n = len(self)
+        integer = isinstance(i, (int, np.integer)) and not isinstance(i, bool)
+        if not integer or not -n <= i < n:
+            raise ValueError(
+                f"FixedPoints.{what}: `i` is a point's row in .frame, an integer from {-n} "
+                f"to {n - 1} ({n} point{'s' * (n != 1)}). Received: i={i!r}"
+            )
 
     def select(self, which) -> FixedPoints:
         """A FixedPoints of some points: a boolean mask or indices, as in
@@ -219,6 +292,7 @@ class FixedPoints:
             settings=self.settings,
             n_starts=self.n_starts,
             n_converged=self.n_converged,
+            input_jacobians={k: v[index] for k, v in self._input_jacobians.items()},
         )
 
     def initial_state(self, i: int) -> dict:
@@ -424,6 +498,7 @@ def fixed_points(
         settings=settings,
         n_starts=n_starts,
         n_converged=n_converged,
+        input_jacobians=_input_jacobians(search, flat[idx], held, names),
     )
 
 
@@ -477,8 +552,25 @@ def _jacobians(search, flat, held, size: int) -> np.ndarray:
     """`dF/ds` at each point, `(points, size, size)`, within the memory budget."""
     if not len(flat):
         return np.zeros((0, size, size), "float32")
-    _check_jacobian_memory(len(flat), size)
+    inputs = sum(int(np.prod(v.shape)) for v in held)
+    _check_jacobian_memory(len(flat), size, inputs)
     return ops.convert_to_numpy(search.fn("jacobian")(ops.convert_to_tensor(flat), held))
+
+
+def _floating(held) -> list:
+    """The indices of the held inputs of a floating dtype (those with a derivative)."""
+    return [i for i, v in enumerate(held) if "float" in keras.backend.standardize_dtype(v.dtype)]
+
+
+def _input_jacobians(search, flat, held, names) -> dict:
+    """`{name: dF/du (points, D, *shape)}` for each held input of a floating dtype."""
+    which = _floating(held)
+    if not len(flat) or not which:
+        return {
+            names[i]: np.zeros((len(flat), flat.shape[1], *held[i].shape), "float32") for i in which
+        }
+    got = search.fn("input_jacobians")(ops.convert_to_tensor(flat), held)
+    return {names[i]: ops.convert_to_numpy(v) for i, v in zip(which, got)}
 
 
 def _run_search(search, starts, held, settings: dict):
@@ -582,12 +674,15 @@ def _check_search_memory(n_starts: int, size: int, method: str):
     check_memory("fbx.fixed_points", n_starts * per_start, detail, remedy)
 
 
-def _check_jacobian_memory(points: int, size: int):
-    """Refuse the Jacobians of more distinct points than the memory budget holds."""
-    need = JACOBIAN_MATRICES * 4 * size * size * points
+def _check_jacobian_memory(points: int, size: int, inputs: int = 0, period: int = 1):
+    """Refuse the Jacobians of more distinct points than the memory budget holds:
+    per point, those of each of the `period` steps, and `dF/du` (`inputs` numbers held)."""
+    matrices = JACOBIAN_MATRICES + period - 1
+    need = 4 * size * (matrices * size + inputs) * points
     detail = (
-        f"the Jacobians of the {points:,} distinct points found, {JACOBIAN_MATRICES} matrices of "
+        f"the Jacobians of the {points:,} distinct points found, {matrices} matrices of "
         f"{size:,} x {size:,} floats each"
+        + (f" and {size:,} x {inputs:,} for the inputs" if inputs else "")
     )
     remedy = "Pass fewer n_starts=, a larger dedupe_tolerance= or a smaller slow_tolerance="
     check_memory("fbx.fixed_points", need, detail, remedy)

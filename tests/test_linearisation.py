@@ -2,6 +2,7 @@
 
 import keras
 import numpy as np
+import pytest
 
 import fbexplorer as fbx
 
@@ -63,3 +64,92 @@ def test_marginal_tolerance_is_the_band_around_one():
     fp = fbx.fixed_points(net, zero, n_starts=4, marginal_tolerance=0.01)
     assert list(fp.frame["stability"]) == ["stable"]
     assert fbx.fixed_points(net, zero, n_starts=4).settings["marginal_tolerance"] == 1e-3
+
+
+# ------------------------------------------------------------ linearisation
+def skewed(values):
+    """P diag(values) P^-1 for a P that is not orthogonal: left and right
+    eigenvectors differ."""
+    p = np.array([[1.0, 0.4, 0.0], [0.0, 1.0, -0.5], [0.3, 0.0, 1.0]])
+    return p, (p @ np.diag(values) @ np.linalg.inv(p)).astype("float32")
+
+
+def test_linear_map_has_closed_form_modes_tau_and_input_jacobian():
+    values = np.array([0.9, -0.5, 0.2])
+    p, a = skewed(values)
+    b = np.array([[1.0, 0.0], [0.5, -1.0], [0.0, 2.0]], "float32")
+    u = np.array([0.3, -0.7], "float32")
+    fp = fbx.fixed_points(linear_net(a, b), {"u": u}, n_starts=4)
+    assert len(fp) == 1
+    a64 = a.astype("float64")
+    star = np.linalg.solve(np.eye(3) - a64, b.astype("float64") @ u)
+    np.testing.assert_allclose(fp.states["x"][0], star, atol=1e-5)
+
+    got, right, left = fp.eigenvectors(0)
+    np.testing.assert_allclose(got, values, atol=1e-5)  # by decreasing modulus
+    np.testing.assert_allclose(got, fp.eigenvalues[0], atol=1e-6)
+    jac = fp.jacobian(0).astype("float64")
+    np.testing.assert_allclose(jac @ right, right @ np.diag(got), atol=1e-6)
+    np.testing.assert_allclose(left @ jac, np.diag(got) @ left, atol=1e-5)
+    np.testing.assert_allclose(left @ right, np.eye(3), atol=1e-9)
+    np.testing.assert_allclose(np.linalg.norm(right, axis=0), 1.0)
+    # Each right eigenvector is a column of P, each left one a row of P^-1, up to scale.
+    inv = np.linalg.inv(p)
+    for m in range(3):
+        col = p[:, m] / np.linalg.norm(p[:, m])
+        assert abs(abs(col @ right[:, m].real) - 1) < 1e-5
+        row = inv[m] / np.linalg.norm(inv[m])
+        assert abs(abs(row @ left[m].real) / np.linalg.norm(left[m]) - 1) < 1e-5
+
+    assert fp.frame["tau"][0] == pytest.approx(-1 / np.log(0.9), rel=1e-5)
+    jacobians = fp.input_jacobian(0)
+    assert list(jacobians) == ["u"] and jacobians["u"].shape == (3, 2)
+    np.testing.assert_allclose(jacobians["u"], b, atol=1e-6)
+    # Kept through select.
+    np.testing.assert_allclose(fp.select([0]).input_jacobian(0)["u"], b, atol=1e-6)
+
+
+def test_tau_is_infinite_at_one_and_negative_above():
+    zero = {"u": np.zeros(2, "float32")}
+    line = fbx.fixed_points(linear_net(np.diag([1.0, 0.5]).astype("float32")), zero, n_starts=8)
+    assert len(line) > 1 and np.isinf(line.frame["tau"]).all()
+    grow = fbx.fixed_points(linear_net(np.diag([1.5, 0.3]).astype("float32")), zero, n_starts=4)
+    assert grow.frame["tau"][0] == pytest.approx(-1 / np.log(1.5), rel=1e-6)
+
+
+def elman(units=4, gain=1.5, seed=0):
+    x = keras.Input((2,), name="x")
+    loop = fbx.Feedback((units,), name="h")
+    d = keras.layers.Dense(units, activation="tanh", name="d")
+    h = d(keras.layers.Concatenate(name="cat")([x, loop]))
+    net = fbx.FeedbackModel(x, h, feedback={"h": h}, name="elman")
+    rng = np.random.default_rng(seed)
+    d.kernel.assign(rng.normal(0, gain / np.sqrt(units), (2 + units, units)).astype("float32"))
+    d.bias.assign(rng.normal(0, 0.3, units).astype("float32"))
+    return net
+
+
+def one_step(net, start, x):
+    """The state after one step of the model itself from `start` `(n, units)`, input `x`."""
+    seqs = np.broadcast_to(x, (len(start), 1, 2)).astype("float32")
+    out = fbx.trace(net, seqs, nodes=["d"], initial_state={"h": start}, as_arrays=True)
+    return out["d"][:, 0].astype("float64")  # the new value (node "h" is the one fed in)
+
+
+def test_linearisation_predicts_the_model_step_for_small_perturbations():
+    net = elman()
+    x = np.array([0.2, -0.1], "float32")
+    fp = fbx.fixed_points(net, {"x": x}, n_starts=16)
+    assert len(fp) >= 1
+    s, jac, b = fp.states["h"][0], fp.jacobian(0), fp.input_jacobian(0)["x"]
+    rng = np.random.default_rng(0)
+    errors = {}
+    for scale in (1e-2, 1e-3):
+        d = rng.normal(size=(6, 4)) * scale
+        du = rng.normal(size=2) * scale
+        moved = one_step(net, (s + d).astype("float32"), x + du.astype("float32"))
+        linear = s + d @ jac.T + b @ du
+        errors[scale] = np.abs(moved - linear).max()
+        assert errors[scale] < 10 * scale**2 + 1e-5  # second order in the perturbation
+        assert np.abs(moved - s - d).max() > 0.1 * scale  # ... while the step itself moved it
+    assert errors[1e-2] > 5 * errors[1e-3]
