@@ -17,6 +17,8 @@ from keras import ops
 from fbexplorer import recording
 from fbexplorer.linearisation import (
     MARGINAL_TOLERANCE,
+    chain,
+    chain_inputs,
     eigen_decomposition,
     input_jacobian_fn,
     stability_labels,
@@ -30,6 +32,7 @@ from fbexplorer.memory import (
     format_bytes,
     memory_budget,
 )
+from fbexplorer.orbits import distinct_orbits
 from fbexplorer.state_map import (
     StateLayout,
     check_has_state,
@@ -46,20 +49,42 @@ __all__ = ["FixedPoints", "dedupe_points", "fixed_points"]
 
 # --------------------------------------------------------- the compiled search
 class _Search:
-    """The compiled pieces of the search for one model: `q`, the Jacobian, and
-    one compiled call of several Levenberg-Marquardt or Adam steps (`LM_PER_CALL`,
-    `ADAM_PER_CALL`). The held inputs are
-    arguments, so a second search (other inputs, other starts) reuses them.
+    """The compiled pieces of the search for one model and period `k`: `q` of
+    `F^k`, one compiled call of several Levenberg-Marquardt or Adam steps on it
+    (`LM_PER_CALL`, `ADAM_PER_CALL`), and one step `F` with its Jacobians
+    (`dF/ds`, `dF/du`), which `fixed_points` chains along each orbit. The held
+    inputs are arguments, so a second search (other inputs, other starts)
+    reuses them.
     """
 
     LM_PER_CALL, ADAM_PER_CALL = 10, 100
 
-    def __init__(self, net, layout):
+    def __init__(self, net, layout, period: int = 1):
         self.step = state_map(net, layout)
+        self.period = int(period)
         self._fns = {}
 
+    def step_k(self, s, held):
+        """`F^k(s)`: `k` steps with the inputs held."""
+        if self.period == 1:
+            return self.step(s, held)
+        return ops.fori_loop(0, self.period, lambda i, x: self.step(x, held), s)
+
+    def jacobian_k(self, held):
+        """`s -> (F^k(s), dF^k/ds)`: the chain rule along the `k` steps."""
+        one = jacobian_fn(lambda x: self.step(x, held))
+        if self.period == 1:
+            return one
+
+        def body(i, carry):
+            x, acc = carry
+            fx, jx = one(x)
+            return fx, ops.matmul(jx, acc)
+
+        return lambda s: ops.fori_loop(1, self.period, body, one(s))
+
     def q(self, s, held):
-        r = self.step(s, held) - s
+        r = self.step_k(s, held) - s
         return 0.5 * ops.sum(r * r, axis=1)
 
     def fn(self, name):
@@ -69,6 +94,9 @@ class _Search:
 
     def _q(self, s, held):
         return self.q(s, held)
+
+    def _step(self, s, held):
+        return self.step(s, held)
 
     def _jacobian(self, s, held):
         return jacobian_fn(lambda x: self.step(x, held))(s)[1]
@@ -86,7 +114,7 @@ class _Search:
         """Levenberg-Marquardt steps, each point with its own damping: Newton's
         method on `F(s) - s` near a fixed point (quadratic convergence),
         gradient descent on `q` far from one."""
-        jac = jacobian_fn(lambda x: self.step(x, held))
+        jac = self.jacobian_k(held)
         eye = ops.eye(ops.shape(s)[1], dtype=s.dtype)
 
         def body(i, carry):
@@ -122,17 +150,19 @@ class _Search:
         return ops.fori_loop(0, self.ADAM_PER_CALL, body, (s, m, v))
 
 
-def _search(net, layout) -> _Search:
-    """The model's `_Search`, kept on the model on TensorFlow (whose compiled
-    functions read the weights when they run; JAX's would keep the weights
-    they were traced with)."""
+def _search(net, layout, period: int = 1) -> _Search:
+    """The model's `_Search` for `period`, kept on the model on TensorFlow
+    (whose compiled functions read the weights when they run; JAX's would
+    keep the weights they were traced with)."""
     if keras.backend.backend() != "tensorflow":
-        return _Search(net, layout)
+        return _Search(net, layout, period)
     cache = net.__dict__.get("_fbx_search")
     if cache is None:
-        cache = _Search(net, layout)
+        cache = {}
         object.__setattr__(net, "_fbx_search", cache)
-    return cache
+    if period not in cache:
+        cache[period] = _Search(net, layout, period)
+    return cache[period]
 
 
 # ------------------------------------------------------------ the result
@@ -146,12 +176,16 @@ class FixedPoints:
     the model.
 
     Attributes:
-        frame: a DataFrame, one row per point (index `point`), with `q`
+        frame: a DataFrame, one row per point (index `point`), with `period`
+            (1, or the `period=` searched: one row per orbit), `q`
             (`1/2 |F(s) - s|^2`), `stable` (True only where `stability` is
             "stable"), `stability` ("stable": spectral radius below
             `1 - marginal_tolerance`; "marginal": within `marginal_tolerance`
             of 1, as on a line attractor; "unstable": above
-            `1 + marginal_tolerance`), `spectral_radius`, `n_unstable`
+            `1 + marginal_tolerance`), `spectral_radius`, `tau` (the
+            slowest mode's time constant in steps, `-1 / ln(spectral_radius)`:
+            inf at 1; negative above 1, where `|tau|` is the time in which the
+            fastest-growing mode grows by e), `n_unstable`
             (eigenvalues of modulus above `1 + marginal_tolerance`) and
             `slow` (q above `tolerance`, kept by `slow_tolerance`).
         states: `{state name: array (points, *shape)}`, or
@@ -162,6 +196,8 @@ class FixedPoints:
             order of `names` (each history oldest first, C order); the rows
             and columns of `jacobian(i)` follow it.
         names: the state names, in the order of `flat`.
+        period: the number of steps after which each point returns (the
+            `period=` searched); the linearisation is that of `F^period`.
         inputs: the held inputs and constants, `{name: array}`.
         settings: every setting of the search, as used.
         n_starts, n_converged: starting states, and how many ended below the
@@ -180,8 +216,11 @@ class FixedPoints:
         n_starts,
         n_converged,
         input_jacobians=None,
+        orbits=None,
     ):
         self.flat = np.asarray(flat)
+        self._orbits = self.flat[:, None] if orbits is None else np.asarray(orbits)
+        self.period = int(self._orbits.shape[1])
         self._jacobians = np.asarray(jacobians)
         self._input_jacobians = {k: np.asarray(v) for k, v in (input_jacobians or {}).items()}
         self._layout = layout
@@ -199,6 +238,7 @@ class FixedPoints:
         stability = stability_labels(radius, margin)
         self.frame = pd.DataFrame(
             {
+                "period": np.full(len(q), self.period),
                 "q": q,
                 "stable": stability == "stable",
                 "stability": pd.Categorical(stability, categories=_STABILITY),
@@ -217,8 +257,11 @@ class FixedPoints:
     def __repr__(self) -> str:
         counts = self.frame["stability"].value_counts()
         labels = ", ".join(f"{counts[label]} {label}" for label in _STABILITY if counts[label])
+        what = "point" if self.period == 1 else "orbit"
+        what = f"{what}{'s' * (len(self) != 1)}"
+        what += f" of period {self.period}" if self.period > 1 else ""
         return (
-            f"FixedPoints({len(self)} points{', ' if labels else ''}{labels}; "
+            f"FixedPoints({len(self)} {what}{', ' if labels else ''}{labels}; "
             f"from {self.n_starts} starts, {self.n_converged} converged)"
         )
 
@@ -293,7 +336,22 @@ class FixedPoints:
             n_starts=self.n_starts,
             n_converged=self.n_converged,
             input_jacobians={k: v[index] for k, v in self._input_jacobians.items()},
+            orbits=self._orbits[index],
         )
+
+    def orbit(self, i: int) -> dict:
+        """The states of orbit `i` in order, `{name: (period, *shape)}`: its
+        row's state, then each step's (`F(s)`, ..., `F^(k-1)(s)`); one state
+        (`(1, *shape)`) for a fixed point. A delay-k edge's entries are
+        `(period, k, *shape)`.
+
+        Example:
+            >>> fp = fbx.fixed_points(net, {"x": np.zeros(5, "float32")}, n_starts=8)
+            >>> fp.orbit(0)["loop"].shape
+            (1, 5)
+        """
+        self._check_point(i, "orbit")
+        return self._layout.to_dict(self._orbits[i])
 
     def initial_state(self, i: int) -> dict:
         """Point `i` as `initial_state` for a call: `{name: (1, ...)}`."""
@@ -399,6 +457,7 @@ def fixed_points(
     learning_rate: float = 0.01,
     dedupe_tolerance: float = 1e-3,
     marginal_tolerance: float = MARGINAL_TOLERANCE,
+    period: int = 1,
     seed: int = 0,
 ) -> FixedPoints:
     """Fixed points of a feedback network with its inputs held.
@@ -443,6 +502,15 @@ def fixed_points(
             attractor's eigenvalue 1 comes out as 0.9999999 or 1.0000001 by
             float rounding alone), and eigenvalues count as unstable
             (`n_unstable`) only above `1 + marginal_tolerance`. Default 1e-3.
+        period: `k` finds periodic orbits instead: states with `F^k(s) = s`
+            of least period `k` (points of a period dividing `k`, fixed
+            points included, are left out: their `F^d(s)` lies within
+            `dedupe_tolerance` of `s`), one row per orbit (its `k` states are
+            one orbit, not `k` points), with `.orbit(i)` its states in order.
+            `q`, `jacobian(i)`, `eigenvalues` (the orbit's Floquet
+            multipliers), `stability`, `tau` and `input_jacobian(i)` are then
+            those of the `k`-step map `F^k` at the row's state. Each step of
+            the search costs `k` steps of the model.
         seed: the random seed for choosing and perturbing the starts.
 
     The settings are checked (counts positive integers, tolerances finite
@@ -454,8 +522,9 @@ def fixed_points(
     with one line saying what to pass (`n_starts=`, `method="adam"`).
 
     Returns:
-        A `FixedPoints`: `.frame` (`q`, `stable`, `stability`,
-        `spectral_radius`, `n_unstable`, `slow`), `.states`, `.eigenvalues`, `.jacobian(i)`,
+        A `FixedPoints`: `.frame` (`period`, `q`, `stable`, `stability`,
+        `spectral_radius`, `tau`, `n_unstable`, `slow`), `.eigenvectors(i)`,
+        `.input_jacobian(i)`, `.orbit(i)`, `.states`, `.eigenvalues`, `.jacobian(i)`,
         `.settings` (these arguments, as used).
 
     Example:
@@ -477,28 +546,36 @@ def fixed_points(
         learning_rate=learning_rate,
         dedupe_tolerance=dedupe_tolerance,
         marginal_tolerance=marginal_tolerance,
+        period=period,
         seed=seed,
         initial="visited" if initial is not None else "uniform",
     )
     layout = state_layout(model)
     _check_search_memory(n_starts, layout.size, method)
     starts = _starts(model, initial, layout, np.random.default_rng(seed), n_starts, noise)
-    search = _search(model, layout)
+    search = _search(model, layout, settings["period"])
     flat, q, settings["iterations_run"] = _run_search(search, starts, held, settings)
     n_converged = int(np.sum(q < tolerance))
     bound = tolerance if slow_tolerance is None else max(tolerance, slow_tolerance)
     idx = _distinct(flat, q, bound, dedupe_tolerance)
+    orbits = _orbits(search, flat[idx], held, settings["period"])
+    if settings["period"] > 1:
+        same = max(dedupe_tolerance, float(np.sqrt(2 * tolerance)))
+        keep = distinct_orbits(orbits, q[idx], same)
+        idx, orbits = idx[keep], orbits[keep]
     names = model.graph.input_names + model.graph.constant_names
+    jacobians, input_jacobians = _linearise(search, orbits[:, :-1], held, names)
     return FixedPoints(
         flat[idx],
         q[idx],
-        _jacobians(search, flat[idx], held, layout.size),
+        jacobians,
         layout=layout,
         inputs={n: ops.convert_to_numpy(v) for n, v in zip(names, held)},
         settings=settings,
         n_starts=n_starts,
         n_converged=n_converged,
-        input_jacobians=_input_jacobians(search, flat[idx], held, names),
+        input_jacobians=input_jacobians,
+        orbits=orbits[:, :-1],
     )
 
 
@@ -527,6 +604,7 @@ def _checked_settings(model, **values) -> dict:
         "learning_rate": float(values["learning_rate"]),
         "dedupe_tolerance": float(values["dedupe_tolerance"]),
         "marginal_tolerance": float(values["marginal_tolerance"]),
+        "period": int(values["period"]),
         "seed": values["seed"],
         "initial": values["initial"],
     }
@@ -548,29 +626,47 @@ def _distinct(flat, q, bound: float, dedupe_tolerance: float) -> np.ndarray:
     return idx[dedupe_points(flat[idx], q[idx], dedupe_tolerance)] if idx.size else idx
 
 
-def _jacobians(search, flat, held, size: int) -> np.ndarray:
-    """`dF/ds` at each point, `(points, size, size)`, within the memory budget."""
-    if not len(flat):
-        return np.zeros((0, size, size), "float32")
+def _orbits(search, flat, held, period: int) -> np.ndarray:
+    """Each point's orbit `s, F(s), ..., F^k(s)`, `(points, k + 1, D)`."""
+    out = [np.asarray(flat)]
+    if len(flat):
+        s = ops.convert_to_tensor(flat)
+        for _ in range(period):
+            s = search.fn("step")(s, held)
+            out.append(ops.convert_to_numpy(s))
+    else:
+        out *= period + 1
+    return np.stack(out, axis=1)
+
+
+def _linearise(search, orbits, held, names):
+    """`dF^k/ds` `(points, D, D)` and `{name: dF^k/du (points, D, *shape)}` for
+    the held inputs of a floating dtype, chained along each orbit `(points, k,
+    D)` from one step's Jacobians at each state, within the memory budget."""
+    points, period, size = orbits.shape
+    which = _floating(held)
+    shapes = {i: tuple(held[i].shape) for i in which}
+    if not points:
+        zeros = {names[i]: np.zeros((0, size) + shapes[i], "float32") for i in which}
+        return np.zeros((0, size, size), "float32"), zeros
     inputs = sum(int(np.prod(v.shape)) for v in held)
-    _check_jacobian_memory(len(flat), size, inputs)
-    return ops.convert_to_numpy(search.fn("jacobian")(ops.convert_to_tensor(flat), held))
+    _check_jacobian_memory(points, size, inputs, period)
+    flat = ops.convert_to_tensor(orbits.reshape(points * period, size))
+    jac = ops.convert_to_numpy(search.fn("jacobian")(flat, held))
+    jac = jac.reshape(points, period, size, size)
+    got = search.fn("input_jacobians")(flat, held) if which else []
+    by_input = {
+        names[i]: chain_inputs(
+            jac, ops.convert_to_numpy(v).reshape((points, period, size) + shapes[i])
+        )
+        for i, v in zip(which, got)
+    }
+    return chain(jac), by_input
 
 
 def _floating(held) -> list:
     """The indices of the held inputs of a floating dtype (those with a derivative)."""
     return [i for i, v in enumerate(held) if "float" in keras.backend.standardize_dtype(v.dtype)]
-
-
-def _input_jacobians(search, flat, held, names) -> dict:
-    """`{name: dF/du (points, D, *shape)}` for each held input of a floating dtype."""
-    which = _floating(held)
-    if not len(flat) or not which:
-        return {
-            names[i]: np.zeros((len(flat), flat.shape[1], *held[i].shape), "float32") for i in which
-        }
-    got = search.fn("input_jacobians")(ops.convert_to_tensor(flat), held)
-    return {names[i]: ops.convert_to_numpy(v) for i, v in zip(which, got)}
 
 
 def _run_search(search, starts, held, settings: dict):
@@ -612,6 +708,10 @@ _SETTINGS = {
     "learning_rate": ("Adam's step size", "a finite number > 0"),
     "noise": ("the spread of the noise added to the starts", "a finite number >= 0"),
     "dedupe_tolerance": ("the distance below which two points are one", "a finite number >= 0"),
+    "period": (
+        "the number of steps after which a state returns (1: fixed points)",
+        "an integer >= 1",
+    ),
     "marginal_tolerance": (
         "the distance of the spectral radius from 1 within which a point is marginal",
         "a finite number >= 0",

@@ -18,6 +18,7 @@ import numpy as np
 __all__ = [
     "MARGINAL_TOLERANCE",
     "chain",
+    "chain_inputs",
     "eigen_decomposition",
     "input_jacobian_fn",
     "stability_labels",
@@ -72,6 +73,19 @@ def chain(jacobians) -> np.ndarray:
     for j in range(1, jacobians.shape[1]):
         out = jacobians[:, j] @ out
     return out
+
+
+def chain_inputs(jacobians, inputs) -> np.ndarray:
+    """`dF^k/du` for an input held at every one of `k` steps, from each step's
+    `jacobians` `(points, k, D, D)` and `inputs` `(points, k, D, *shape)`
+    (`dF/du` at each step): `sum_j J_{k-1} ... J_{j+1} B_j`; `(points, D, *shape)`."""
+    inputs = np.asarray(inputs)
+    points, k, size = inputs.shape[:3]
+    flat = inputs.reshape(points, k, size, -1)
+    out = flat[:, 0]
+    for j in range(1, k):
+        out = jacobians[:, j] @ out + flat[:, j]
+    return out.reshape((points, size) + inputs.shape[3:])
 
 
 def input_jacobian_fn(fn):

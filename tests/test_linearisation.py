@@ -40,6 +40,7 @@ def test_line_attractor_is_marginal_contraction_stable_expansion_unstable():
     assert len(line) > 1  # a line of points, each of them an exact fixed point
     assert (line.frame["stability"] == "marginal").all()
     assert not line.frame["stable"].any() and (line.frame["n_unstable"] == 0).all()
+    assert line.settings["marginal_tolerance"] == 1e-3  # the default
     np.testing.assert_allclose(line.frame["spectral_radius"], 1.0, atol=1e-5)
     # The points lie on the eigenvector of eigenvalue 1.
     direction = rotation(0.7)[:, 0]
@@ -63,7 +64,6 @@ def test_marginal_tolerance_is_the_band_around_one():
     assert list(fp.frame["stability"]) == ["marginal"] and not fp.frame["stable"][0]
     fp = fbx.fixed_points(net, zero, n_starts=4, marginal_tolerance=0.01)
     assert list(fp.frame["stability"]) == ["stable"]
-    assert fbx.fixed_points(net, zero, n_starts=4).settings["marginal_tolerance"] == 1e-3
 
 
 # ------------------------------------------------------------ linearisation
@@ -153,3 +153,98 @@ def test_linearisation_predicts_the_model_step_for_small_perturbations():
         assert errors[scale] < 10 * scale**2 + 1e-5  # second order in the perturbation
         assert np.abs(moved - s - d).max() > 0.1 * scale  # ... while the step itself moved it
     assert errors[1e-2] > 5 * errors[1e-3]
+
+
+# ----------------------------------------------------------- periodic orbits
+class Logistic(keras.layers.Layer):
+    """x' = r x (1 - x) + u, with r a constant (non-trainable) weight."""
+
+    def __init__(self, r, **kwargs):
+        super().__init__(**kwargs)
+        self.r = float(r)
+
+    def build(self, shapes):
+        init = keras.initializers.Constant(self.r)
+        self.rate = self.add_weight(shape=(), initializer=init, trainable=False, name="r")
+
+    def call(self, inputs):
+        x, u = inputs
+        return self.rate * x * (1.0 - x) + u
+
+
+def logistic(r):
+    u = keras.Input((1,), name="u")
+    loop = fbx.Feedback((1,), name="x")
+    y = Logistic(r, name="map")([loop, u])
+    return fbx.FeedbackModel(u, y, feedback={"x": y}, name="logistic")
+
+
+ZERO = {"u": np.zeros(1, "float32")}
+
+
+def free_run(net, start, steps):
+    """`(n, steps)`: the model run freely (u = 0) from the states `start` `(n,)`."""
+    n = len(start)
+    out = net(np.zeros((n, steps, 1), "float32"), initial_state={"x": start.reshape(n, 1)})
+    return np.asarray(out)[:, :, 0].astype("float64")
+
+
+def assert_orbits_close(net, fp):
+    """Each orbit, run freely by the model, visits its states in order and returns."""
+    k = fp.period
+    for i in range(len(fp)):
+        orbit = fp.orbit(i)["x"][:, 0].astype("float64")
+        assert orbit.shape == (k,) and orbit[0] == fp.states["x"][i, 0]
+        run = free_run(net, orbit[:1].astype("float32"), k)[0]
+        np.testing.assert_allclose(run, np.roll(orbit, -1), atol=1e-5)
+
+
+def test_logistic_fixed_points_and_two_cycle_match_closed_forms():
+    r = 3.2
+    net = logistic(r)
+    fixed = fbx.fixed_points(net, ZERO, n_starts=32)
+    np.testing.assert_allclose(np.sort(fixed.states["x"][:, 0]), [0.0, 1 - 1 / r], atol=1e-6)
+    assert (fixed.frame["period"] == 1).all() and fixed.orbit(0)["x"].shape == (1, 1)
+    slope = np.sort(r * (1 - 2 * fixed.states["x"][:, 0]))
+    np.testing.assert_allclose(np.sort(fixed.eigenvalues[:, 0].real), slope, atol=1e-5)
+    assert (fixed.frame["stability"] == "unstable").all()
+
+    cycle = fbx.fixed_points(net, ZERO, n_starts=32, period=2)
+    assert len(cycle) == 1 and cycle.period == 2  # one orbit, not its two phases
+    assert list(cycle.frame["period"]) == [2] and cycle.settings["period"] == 2
+    root = np.sqrt((r - 3) * (r + 1))
+    expected = np.sort([(r + 1 - root) / (2 * r), (r + 1 + root) / (2 * r)])
+    np.testing.assert_allclose(np.sort(cycle.orbit(0)["x"][:, 0]), expected, atol=1e-5)
+    multiplier = 4 + 2 * r - r**2
+    np.testing.assert_allclose(cycle.eigenvalues[0], [multiplier], atol=1e-4)
+    assert list(cycle.frame["stability"]) == ["stable"]
+    assert cycle.frame["tau"][0] == pytest.approx(-1 / np.log(multiplier), rel=1e-3)
+    # dF^2/du = F'(x1) + 1: the input enters at both steps.
+    x0, x1 = cycle.orbit(0)["x"][:, 0].astype("float64")
+    np.testing.assert_allclose(cycle.input_jacobian(0)["u"], [[r * (1 - 2 * x1) + 1]], atol=1e-4)
+    assert_orbits_close(net, cycle)
+    # No 3-cycles exist before r = 1 + sqrt(8); the fixed points are not listed again.
+    assert len(fbx.fixed_points(net, ZERO, n_starts=32, period=3)) == 0
+
+
+def test_logistic_period_four_is_the_attractor_of_a_free_run():
+    r = 3.5
+    net = logistic(r)
+    fp = fbx.fixed_points(net, ZERO, n_starts=64, period=4)
+    assert len(fp) == 1 and "1 orbit of period 4" in repr(fp)
+    assert_orbits_close(net, fp)
+    orbit = np.sort(fp.orbit(0)["x"][:, 0])
+    settled = free_run(net, np.array([0.5], "float32"), 400)[0, -4:]
+    np.testing.assert_allclose(orbit, np.sort(settled), atol=1e-5)
+    multiplier = np.prod(r * (1 - 2 * fp.orbit(0)["x"][:, 0].astype("float64")))
+    np.testing.assert_allclose(fp.eigenvalues[0], [multiplier], atol=1e-4)
+    assert abs(multiplier) < 1 and fp.frame["stable"][0]
+    # The 2-cycle and the fixed points (period 1, 2 divide 4) are not listed again.
+    two = fbx.fixed_points(net, ZERO, n_starts=32, period=2).orbit(0)["x"][:, 0]
+    assert np.min(np.abs(orbit[:, None] - two[None])) > 0.01
+
+
+@pytest.mark.parametrize("period", [0, -2, 2.0, True, "2", None])
+def test_a_period_that_is_no_positive_integer_is_refused(period):
+    with pytest.raises(ValueError, match=r"`period` is .* an integer >= 1\. Received: period="):
+        fbx.fixed_points(logistic(3.2), ZERO, period=period)
