@@ -40,6 +40,7 @@ from fbexplorer.state_map import (
     grad_fn,
     held_inputs,
     jacobian_fn,
+    output_map,
     state_layout,
     state_map,
 )
@@ -61,6 +62,7 @@ class _Search:
 
     def __init__(self, net, layout, period: int = 1):
         self.step = state_map(net, layout)
+        self.outputs = output_map(net, layout)
         self.period = int(period)
         self._fns = {}
 
@@ -100,6 +102,16 @@ class _Search:
 
     def _jacobian(self, s, held):
         return jacobian_fn(lambda x: self.step(x, held))(s)[1]
+
+    def _readouts(self, s, held):
+        """`dG/ds` of each output `G` (flattened) at each point, `(P, M, D)`."""
+
+        def one(j):
+            return jacobian_fn(
+                lambda x: ops.reshape(self.outputs(x, held)[j], (ops.shape(x)[0], -1))
+            )
+
+        return [one(j)(s)[1] for j in range(len(self.outputs(s, held)))]
 
     def _input_jacobians(self, s, held):
         """`dF/du` at each point for each held input of a floating dtype, each
@@ -217,12 +229,14 @@ class FixedPoints:
         n_converged,
         input_jacobians=None,
         orbits=None,
+        readouts=None,
     ):
         self.flat = np.asarray(flat)
         self._orbits = self.flat[:, None] if orbits is None else np.asarray(orbits)
         self.period = int(self._orbits.shape[1])
         self._jacobians = np.asarray(jacobians)
         self._input_jacobians = {k: np.asarray(v) for k, v in (input_jacobians or {}).items()}
+        self._readouts = {k: np.asarray(v) for k, v in (readouts or {}).items()}
         self._layout = layout
         self.names = list(layout.names)
         self.inputs = dict(inputs)
@@ -337,7 +351,37 @@ class FixedPoints:
             n_converged=self.n_converged,
             input_jacobians={k: v[index] for k, v in self._input_jacobians.items()},
             orbits=self._orbits[index],
+            readouts={k: v[index] for k, v in self._readouts.items()},
         )
+
+    def readout_alignment(self, i: int, modes: int = 3) -> pd.DataFrame:
+        """How each output reads the slowest modes at point `i`: a DataFrame
+        with a row per output unit and mode, columns `output`, `unit` (the
+        index into the output's flattened values), `mode` (0 the slowest),
+        `eigenvalue` and `alignment`: `|w . r| / (|w| |r|)`, the cosine of
+        the angle between the unit's read-out direction `w = dy/ds` (the
+        gradient of the output, at the step that starts from the point, with
+        respect to that state) and the mode's right eigenvector `r`. 1: the
+        output reads that mode alone; 0: it is blind to it. NaN where the
+        output does not depend on the state (`w = 0`).
+
+        Example:
+            >>> fp = fbx.fixed_points(net, {"x": np.zeros(5, "float32")}, n_starts=8)
+            >>> table = fp.readout_alignment(0, modes=2)   # out's 5 units x 2 modes
+        """
+        self._check_point(i, "readout_alignment")
+        values, right, _ = self.eigenvectors(i)
+        modes = min(int(modes), len(values))
+        rows = []
+        for name, w in self._readouts.items():
+            w = w[i].astype("float64")
+            norm = np.linalg.norm(w, axis=1)
+            dots = np.abs(w @ right[:, :modes]) / np.where(norm == 0, np.nan, norm)[:, None]
+            for unit in range(len(w)):
+                for m in range(modes):
+                    rows.append((name, unit, m, values[m], dots[unit, m]))
+        columns = ["output", "unit", "mode", "eigenvalue", "alignment"]
+        return pd.DataFrame(rows, columns=columns)
 
     def orbit(self, i: int) -> dict:
         """The states of orbit `i` in order, `{name: (period, *shape)}`: its
@@ -564,7 +608,10 @@ def fixed_points(
         keep = distinct_orbits(orbits, q[idx], same)
         idx, orbits = idx[keep], orbits[keep]
     names = model.graph.input_names + model.graph.constant_names
-    jacobians, input_jacobians = _linearise(search, orbits[:, :-1], held, names)
+    graph = model.graph
+    outputs = sum(int(np.prod(t.shape[1:])) for t in model.step_model.outputs[: graph.n_outputs])
+    jacobians, input_jacobians = _linearise(search, orbits[:, :-1], held, names, outputs)
+    readouts = _readouts(search, flat[idx], held, model.graph.output_names)
     return FixedPoints(
         flat[idx],
         q[idx],
@@ -576,6 +623,7 @@ def fixed_points(
         n_converged=n_converged,
         input_jacobians=input_jacobians,
         orbits=orbits[:, :-1],
+        readouts=readouts,
     )
 
 
@@ -639,10 +687,11 @@ def _orbits(search, flat, held, period: int) -> np.ndarray:
     return np.stack(out, axis=1)
 
 
-def _linearise(search, orbits, held, names):
+def _linearise(search, orbits, held, names, outputs: int):
     """`dF^k/ds` `(points, D, D)` and `{name: dF^k/du (points, D, *shape)}` for
     the held inputs of a floating dtype, chained along each orbit `(points, k,
-    D)` from one step's Jacobians at each state, within the memory budget."""
+    D)` from one step's Jacobians at each state, within the memory budget (with
+    the read-outs' `dG/ds`, `outputs` rows each)."""
     points, period, size = orbits.shape
     which = _floating(held)
     shapes = {i: tuple(held[i].shape) for i in which}
@@ -650,7 +699,7 @@ def _linearise(search, orbits, held, names):
         zeros = {names[i]: np.zeros((0, size) + shapes[i], "float32") for i in which}
         return np.zeros((0, size, size), "float32"), zeros
     inputs = sum(int(np.prod(v.shape)) for v in held)
-    _check_jacobian_memory(points, size, inputs, period)
+    _check_jacobian_memory(points, size, inputs + outputs, period)
     flat = ops.convert_to_tensor(orbits.reshape(points * period, size))
     jac = ops.convert_to_numpy(search.fn("jacobian")(flat, held))
     jac = jac.reshape(points, period, size, size)
@@ -662,6 +711,14 @@ def _linearise(search, orbits, held, names):
         for i, v in zip(which, got)
     }
     return chain(jac), by_input
+
+
+def _readouts(search, flat, held, names) -> dict:
+    """`{output: dG/ds (points, M, D)}`, each output flattened to `M` numbers."""
+    if not len(flat):
+        return {name: np.zeros((0, 0, flat.shape[1]), "float32") for name in names}
+    got = search.fn("readouts")(ops.convert_to_tensor(flat), held)
+    return {name: ops.convert_to_numpy(v) for name, v in zip(names, got)}
 
 
 def _floating(held) -> list:
@@ -776,13 +833,14 @@ def _check_search_memory(n_starts: int, size: int, method: str):
 
 def _check_jacobian_memory(points: int, size: int, inputs: int = 0, period: int = 1):
     """Refuse the Jacobians of more distinct points than the memory budget holds:
-    per point, those of each of the `period` steps, and `dF/du` (`inputs` numbers held)."""
+    per point, those of each of the `period` steps, and `dF/du` and `dG/ds` (`inputs`
+    columns: the numbers held as inputs and returned as outputs)."""
     matrices = JACOBIAN_MATRICES + period - 1
     need = 4 * size * (matrices * size + inputs) * points
     detail = (
         f"the Jacobians of the {points:,} distinct points found, {matrices} matrices of "
         f"{size:,} x {size:,} floats each"
-        + (f" and {size:,} x {inputs:,} for the inputs" if inputs else "")
+        + (f" and {size:,} x {inputs:,} for the inputs and outputs" if inputs else "")
     )
     remedy = "Pass fewer n_starts=, a larger dedupe_tolerance= or a smaller slow_tolerance="
     check_memory("fbx.fixed_points", need, detail, remedy)

@@ -248,3 +248,29 @@ def test_logistic_period_four_is_the_attractor_of_a_free_run():
 def test_a_period_that_is_no_positive_integer_is_refused(period):
     with pytest.raises(ValueError, match=r"`period` is .* an integer >= 1\. Received: period="):
         fbx.fixed_points(logistic(3.2), ZERO, period=period)
+
+
+def test_readout_alignment_is_the_cosine_between_readout_and_mode():
+    """y = C x read from the state fed in: the read-out directions are C's rows."""
+    values = np.array([0.9, -0.5, 0.2])
+    p, a = skewed(values)
+    slow = p[:, 0] / np.linalg.norm(p[:, 0])
+    c = np.stack([slow, [1.0, 0.0, 0.0]]).astype("float32")  # along mode 0; the first unit
+    u = keras.Input((3,), name="u")
+    loop = fbx.Feedback((3,), name="x")
+    da = keras.layers.Dense(3, use_bias=False, name="A")
+    h = keras.layers.Add(name="h")([da(loop), u])
+    read = keras.layers.Dense(2, use_bias=False, name="C")
+    net = fbx.FeedbackModel(u, read(loop), feedback={"x": h}, name="read")
+    da.kernel.assign(a.T)
+    read.kernel.assign(c.T)
+    fp = fbx.fixed_points(net, {"u": np.ones(3, "float32")}, n_starts=4)
+    table = fp.readout_alignment(0, modes=3)
+    assert list(table.columns) == ["output", "unit", "mode", "eigenvalue", "alignment"]
+    assert len(table) == 2 * 3 and set(table["output"]) == {"C"}
+    got = table.pivot(index="unit", columns="mode", values="alignment").to_numpy()
+    cols = p / np.linalg.norm(p, axis=0)
+    expected = np.abs(c.astype("float64") @ cols) / np.linalg.norm(c, axis=1)[:, None]
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert got[0, 0] == pytest.approx(1.0, abs=1e-5)
+    np.testing.assert_allclose(table["eigenvalue"].to_numpy()[:3], values, atol=1e-5)
