@@ -274,3 +274,51 @@ def test_readout_alignment_is_the_cosine_between_readout_and_mode():
     np.testing.assert_allclose(got, expected, atol=1e-5)
     assert got[0, 0] == pytest.approx(1.0, abs=1e-5)
     np.testing.assert_allclose(table["eigenvalue"].to_numpy()[:3], values, atol=1e-5)
+
+
+def delayed_tanh(w=2.0):
+    """x_t = tanh(w x_{t-2}): a delay-2 edge, so the state is (x_{t-2}, x_{t-1})."""
+    u = keras.Input((1,), name="u")
+    loop = fbx.Feedback((1,), name="x", delay=2)
+    d = keras.layers.Dense(1, activation="tanh", use_bias=False, name="d")
+    y = d(keras.layers.Concatenate(name="cat")([loop, u]))
+    net = fbx.FeedbackModel(u, y, feedback={"x": y}, name="delayed")
+    d.kernel.assign(np.array([[w], [0.0]], "float32"))
+    return net
+
+
+def test_two_cycles_of_a_delay_line_match_closed_forms_and_the_model():
+    w, net = 2.0, delayed_tanh()
+    star = 0.5  # x* = tanh(w x*), by fixed-point iteration in float64
+    for _ in range(200):
+        star = np.tanh(w * star)
+    fp = fbx.fixed_points(net, ZERO, n_starts=64, period=2)
+    # F^2(p, q) = (tanh wp, tanh wq): of least period 2, the three orbits with p != q.
+    assert len(fp) == 3 and fp.states["x"].shape == (3, 2, 1)
+
+    def rounded(i):  # the orbit's states, each slot as -1, 0 or 1 (x* = 1)
+        return frozenset(tuple(np.rint(h[:, 0] / star).astype(int)) for h in fp.orbit(i)["x"])
+
+    expected = [{(1, -1), (-1, 1)}, {(0, 1), (1, 0)}, {(0, -1), (-1, 0)}]
+    assert sorted(map(sorted, map(rounded, range(3)))) == sorted(map(sorted, expected))
+    for i in range(len(fp)):
+        h = fp.states["x"][i, :, 0].astype("float64")
+        assert np.all(np.isclose(np.abs(h), star, atol=1e-5) | np.isclose(h, 0, atol=1e-5))
+        assert not np.isclose(h[0], h[1], atol=1e-3)
+        slopes = np.sort(w * (1 - np.tanh(w * h) ** 2))[::-1]  # F^2's Jacobian is diagonal
+        np.testing.assert_allclose(np.abs(fp.eigenvalues[i]), slopes, atol=1e-4)
+        assert fp.frame["stable"][i] == (abs(h[0]) > 0.5 and abs(h[1]) > 0.5)
+        # The model itself, started on the orbit, is back after two steps.
+        out = np.asarray(net(np.zeros((1, 2, 1), "float32"), initial_state=fp.initial_state(i)))
+        np.testing.assert_allclose(out[0, :, 0], h, atol=1e-5)
+        assert fp.orbit(i)["x"].shape == (2, 2, 1)
+        np.testing.assert_allclose(fp.orbit(i)["x"][1, :, 0], h[::-1], atol=1e-5)
+
+
+def test_a_stable_cycle_survives_a_nudge():
+    net = logistic(3.2)
+    fp = fbx.fixed_points(net, ZERO, n_starts=32, period=2)
+    orbit = fp.orbit(0)["x"][:, 0]
+    nudged = orbit[:1] + np.array([0.01, -0.01, 0.003], "float32")
+    run = free_run(net, nudged, 200)  # back on the orbit, in phase: 0.16 shrinks per 2 steps
+    np.testing.assert_allclose(run[:, -2:], np.tile(orbit[[1, 0]], (3, 1)), atol=1e-5)
