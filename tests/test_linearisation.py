@@ -322,3 +322,28 @@ def test_a_stable_cycle_survives_a_nudge():
     nudged = orbit[:1] + np.array([0.01, -0.01, 0.003], "float32")
     run = free_run(net, nudged, 200)  # back on the orbit, in phase: 0.16 shrinks per 2 steps
     np.testing.assert_allclose(run[:, -2:], np.tile(orbit[[1, 0]], (3, 1)), atol=1e-5)
+
+
+# ------------------------------------------------------------------ drawing
+def test_portrait_draws_marginal_and_slow_points_apart():
+    zero = {"u": np.zeros(2, "float32")}
+    net = linear_net(conjugated([1.0, 0.5]))
+    line = fbx.fixed_points(net, zero, n_starts=16)
+    seq = np.zeros((2, 5, 2), "float32")
+    fig = fbx.portrait(net, seq, fixed_points=line)
+    drawn = {trace.name: trace for trace in fig.data[2:]}
+    assert list(drawn) == ["marginal fixed points"]
+    assert drawn["marginal fixed points"].marker.symbol == "square-open"
+    assert list(drawn["marginal fixed points"].customdata) == list(range(len(line)))
+
+    net = elman(gain=2.5)
+    held = {"x": np.zeros(2, "float32")}
+    fp = fbx.fixed_points(net, held, method="adam", iterations=100, slow_tolerance=1e-2)
+    slow = fp.frame["slow"].to_numpy()
+    assert slow.any()
+    fig = fbx.portrait(net, np.zeros((2, 5, 2), "float32"), fixed_points=fp)
+    drawn = {trace.name: trace for trace in fig.data[2:]}
+    assert list(drawn["slow points"].customdata) == list(np.flatnonzero(slow))
+    assert drawn["slow points"].marker.symbol == "diamond-open"
+    listed = sorted(r for trace in drawn.values() for r in trace.customdata)
+    assert listed == list(range(len(fp)))  # each point drawn once
