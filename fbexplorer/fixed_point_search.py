@@ -383,6 +383,40 @@ class FixedPoints:
         columns = ["output", "unit", "mode", "eigenvalue", "alignment"]
         return pd.DataFrame(rows, columns=columns)
 
+    def linearisation_error(self, model, i: int, *, scale: float = 1e-3, n: int = 8, seed=0):
+        """How well `J` predicts the model's own step near point `i`: for `n`
+        random perturbations `d` of norm `scale`, `|F^k(s + d) - F^k(s) - J d| / |d|`
+        (`k` the period, `F` one step of `model` with `inputs` held), `(n,)`.
+        Of the order of `scale` where the linearisation holds (the step's
+        curvature), of the order of 1 where it does not.
+
+        Example:
+            >>> fp = fbx.fixed_points(net, {"x": np.zeros(5, "float32")}, n_starts=8)
+            >>> bool(fp.linearisation_error(net, 0).max() < 0.01)
+            True
+        """
+        self._check_point(i, "linearisation_error")
+        layout = state_layout(model)
+        if layout.names != self.names or layout.size != self.flat.shape[1]:
+            raise ValueError(
+                f"FixedPoints.linearisation_error: model '{model.name}' has the states "
+                f"{layout.names} ({layout.size} numbers); these points are states "
+                f"{self.names} ({self.flat.shape[1]} numbers). Pass the model they were "
+                f"found for."
+            )
+        step = state_map(model, layout)
+        held = [ops.convert_to_tensor(value) for value in self.inputs.values()]
+        rng = np.random.default_rng(seed)
+        d = rng.normal(size=(int(n), layout.size))
+        d *= scale / np.linalg.norm(d, axis=1, keepdims=True)
+        s = self.flat[i].astype("float64")
+        x = ops.convert_to_tensor(np.concatenate([s[None], s + d]).astype(self.flat.dtype))
+        for _ in range(self.period):
+            x = step(x, held)
+        moved = ops.convert_to_numpy(x).astype("float64")
+        linear = d @ self._jacobians[i].astype("float64").T
+        return np.linalg.norm(moved[1:] - moved[0] - linear, axis=1) / scale
+
     def orbit(self, i: int) -> dict:
         """The states of orbit `i` in order, `{name: (period, *shape)}`: its
         row's state, then each step's (`F(s)`, ..., `F^(k-1)(s)`); one state

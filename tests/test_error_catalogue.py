@@ -528,6 +528,11 @@ def fixed_points_bad_point():
     fbx.fixed_points(base(), {"x": np.zeros(5)}, n_starts=4).eigenvectors(3)
 
 
+def fixed_points_other_model():
+    fp = fbx.fixed_points(base(), {"x": np.zeros(5)}, n_starts=4)
+    fp.linearisation_error(base(delay=2), 0)
+
+
 def gradient_flow_targets_wrong_length():
     net = base()
     net.compile("sgd", "mse")
@@ -842,7 +847,7 @@ MISUSES = {f.__name__.replace("_", "-"): f for f in [
     fixed_points_visited_over_memory_budget, fixed_points_jacobians_over_memory_budget,
     fixed_points_bad_tolerance, fixed_points_bad_iterations, fixed_points_nan_input,
     fixed_points_nan_weight, fixed_points_initial_diverges, fixed_points_bad_period,
-    fixed_points_bad_point,
+    fixed_points_bad_point, fixed_points_other_model,
     gradient_flow_targets_wrong_length,
     gradient_flow_targets_wrong_batch, gradient_flow_over_memory_budget,
     memory_budget_not_bytes, explore_over_memory_budget, trace_over_memory_budget,

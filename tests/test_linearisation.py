@@ -347,3 +347,19 @@ def test_portrait_draws_marginal_and_slow_points_apart():
     assert drawn["slow points"].marker.symbol == "diamond-open"
     listed = sorted(r for trace in drawn.values() for r in trace.customdata)
     assert listed == list(range(len(fp)))  # each point drawn once
+
+
+def test_linearisation_error_is_second_order_and_catches_a_wrong_jacobian():
+    net, other = elman(), elman(seed=1)
+    held = {"x": np.array([0.2, -0.1], "float32")}
+    fp = fbx.fixed_points(net, held, n_starts=16)
+    small, smaller = fp.linearisation_error(net, 0, scale=1e-2), fp.linearisation_error(net, 0)
+    assert small.shape == (8,) and small.max() < 0.1 and smaller.max() < 0.01
+    assert np.median(small) > 3 * np.median(smaller)  # shrinks with the perturbation
+    # The same points, linearised with another network's Jacobians, are far off.
+    wrong = fbx.fixed_points(other, held, n_starts=16)
+    assert wrong.linearisation_error(net, 0).min() > 0.1
+    cycle = fbx.fixed_points(logistic(3.2), ZERO, n_starts=16, period=2)
+    assert cycle.linearisation_error(logistic(3.2), 0, scale=1e-4).max() < 1e-2
+    with pytest.raises(ValueError, match="Pass the model they were found for"):
+        cycle.linearisation_error(net, 0)
