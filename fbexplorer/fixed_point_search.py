@@ -15,6 +15,15 @@ import pandas as pd
 from keras import ops
 
 from fbexplorer import recording
+from fbexplorer.linearisation import (
+    MARGINAL_TOLERANCE,
+    chain,
+    chain_inputs,
+    eigen_decomposition,
+    input_jacobian_fn,
+    stability_labels,
+    time_constants,
+)
 from fbexplorer.memory import (
     ADAM_VECTORS,
     JACOBIAN_MATRICES,
@@ -23,6 +32,7 @@ from fbexplorer.memory import (
     format_bytes,
     memory_budget,
 )
+from fbexplorer.orbits import distinct_orbits
 from fbexplorer.starting_states import starting_states
 from fbexplorer.state_map import (
     check_has_state,
@@ -30,6 +40,7 @@ from fbexplorer.state_map import (
     grad_fn,
     held_inputs,
     jacobian_fn,
+    output_map,
     state_layout,
     state_map,
 )
@@ -39,20 +50,43 @@ __all__ = ["FixedPoints", "dedupe_points", "fixed_points"]
 
 # --------------------------------------------------------- the compiled search
 class _Search:
-    """The compiled pieces of the search for one model: `q`, the Jacobian, and
-    one compiled call of several Levenberg-Marquardt or Adam steps (`LM_PER_CALL`,
-    `ADAM_PER_CALL`). The held inputs are
-    arguments, so a second search (other inputs, other starts) reuses them.
+    """The compiled pieces of the search for one model and period `k`: `q` of
+    `F^k`, one compiled call of several Levenberg-Marquardt or Adam steps on it
+    (`LM_PER_CALL`, `ADAM_PER_CALL`), and one step `F` with its Jacobians
+    (`dF/ds`, `dF/du`), which `fixed_points` chains along each orbit. The held
+    inputs are arguments, so a second search (other inputs, other starts)
+    reuses them.
     """
 
     LM_PER_CALL, ADAM_PER_CALL = 10, 100
 
-    def __init__(self, net, layout):
+    def __init__(self, net, layout, period: int = 1):
         self.step = state_map(net, layout)
+        self.outputs = output_map(net, layout)
+        self.period = int(period)
         self._fns = {}
 
+    def step_k(self, s, held):
+        """`F^k(s)`: `k` steps with the inputs held."""
+        if self.period == 1:
+            return self.step(s, held)
+        return ops.fori_loop(0, self.period, lambda i, x: self.step(x, held), s)
+
+    def jacobian_k(self, held):
+        """`s -> (F^k(s), dF^k/ds)`: the chain rule along the `k` steps."""
+        one = jacobian_fn(lambda x: self.step(x, held))
+        if self.period == 1:
+            return one
+
+        def body(i, carry):
+            x, acc = carry
+            fx, jx = one(x)
+            return fx, ops.matmul(jx, acc)
+
+        return lambda s: ops.fori_loop(1, self.period, body, one(s))
+
     def q(self, s, held):
-        r = self.step(s, held) - s
+        r = self.step_k(s, held) - s
         return 0.5 * ops.sum(r * r, axis=1)
 
     def fn(self, name):
@@ -63,14 +97,36 @@ class _Search:
     def _q(self, s, held):
         return self.q(s, held)
 
+    def _step(self, s, held):
+        return self.step(s, held)
+
     def _jacobian(self, s, held):
         return jacobian_fn(lambda x: self.step(x, held))(s)[1]
+
+    def _readouts(self, s, held):
+        """`dG/ds` of each output `G` (flattened) at each point, `(P, M, D)`."""
+
+        def one(j):
+            return jacobian_fn(
+                lambda x: ops.reshape(self.outputs(x, held)[j], (ops.shape(x)[0], -1))
+            )
+
+        return [one(j)(s)[1] for j in range(len(self.outputs(s, held)))]
+
+    def _input_jacobians(self, s, held):
+        """`dF/du` at each point for each held input of a floating dtype, each
+        `(P, D, *shape)`."""
+
+        def one(i):
+            return input_jacobian_fn(lambda u: self.step(s, held[:i] + [u] + held[i + 1 :]))
+
+        return [one(i)(held[i]) for i in _floating(held)]
 
     def _newton(self, s, lam, held):
         """Levenberg-Marquardt steps, each point with its own damping: Newton's
         method on `F(s) - s` near a fixed point (quadratic convergence),
         gradient descent on `q` far from one."""
-        jac = jacobian_fn(lambda x: self.step(x, held))
+        jac = self.jacobian_k(held)
         eye = ops.eye(ops.shape(s)[1], dtype=s.dtype)
 
         def body(i, carry):
@@ -106,20 +162,25 @@ class _Search:
         return ops.fori_loop(0, self.ADAM_PER_CALL, body, (s, m, v))
 
 
-def _search(net, layout) -> _Search:
-    """The model's `_Search`, kept on the model on TensorFlow (whose compiled
-    functions read the weights when they run; JAX's would keep the weights
-    they were traced with)."""
+def _search(net, layout, period: int = 1) -> _Search:
+    """The model's `_Search` for `period`, kept on the model on TensorFlow
+    (whose compiled functions read the weights when they run; JAX's would
+    keep the weights they were traced with)."""
     if keras.backend.backend() != "tensorflow":
-        return _Search(net, layout)
+        return _Search(net, layout, period)
     cache = net.__dict__.get("_fbx_search")
     if cache is None:
-        cache = _Search(net, layout)
+        cache = {}
         object.__setattr__(net, "_fbx_search", cache)
-    return cache
+    if period not in cache:
+        cache[period] = _Search(net, layout, period)
+    return cache[period]
 
 
 # ------------------------------------------------------------ the result
+_STABILITY = ["stable", "marginal", "unstable"]
+
+
 class FixedPoints:
     """Fixed (and slow) points of a feedback network, with its linearisation there.
 
@@ -127,10 +188,18 @@ class FixedPoints:
     the model.
 
     Attributes:
-        frame: a DataFrame, one row per point (index `point`), with `q`
-            (`1/2 |F(s) - s|^2`), `stable` (spectral radius below 1),
-            `spectral_radius`, `n_unstable` (eigenvalues of modulus above 1)
-            and `slow` (q above `tolerance`, kept by `slow_tolerance`).
+        frame: a DataFrame, one row per point (index `point`), with `period`
+            (1, or the `period=` searched: one row per orbit), `q`
+            (`1/2 |F(s) - s|^2`), `stable` (True only where `stability` is
+            "stable"), `stability` ("stable": spectral radius below
+            `1 - marginal_tolerance`; "marginal": within `marginal_tolerance`
+            of 1, as on a line attractor; "unstable": above
+            `1 + marginal_tolerance`), `spectral_radius`, `tau` (the
+            slowest mode's time constant in steps, `-1 / ln(spectral_radius)`:
+            inf at 1; negative above 1, where `|tau|` is the time in which the
+            fastest-growing mode grows by e), `n_unstable`
+            (eigenvalues of modulus above `1 + marginal_tolerance`) and
+            `slow` (q above `tolerance`, kept by `slow_tolerance`).
         states: `{state name: array (points, *shape)}`, or
             `(points, k, *shape)` for a delay-k edge (oldest first): pass one
             point as `initial_state` to start the model there.
@@ -139,15 +208,35 @@ class FixedPoints:
             order of `names` (each history oldest first, C order); the rows
             and columns of `jacobian(i)` follow it.
         names: the state names, in the order of `flat`.
+        period: the number of steps after which each point returns (the
+            `period=` searched); the linearisation is that of `F^period`.
         inputs: the held inputs and constants, `{name: array}`.
         settings: every setting of the search, as used.
         n_starts, n_converged: starting states, and how many ended below the
             tolerance (before merging duplicates).
     """
 
-    def __init__(self, flat, q, jacobians, *, layout, inputs, settings, n_starts, n_converged):
+    def __init__(
+        self,
+        flat,
+        q,
+        jacobians,
+        *,
+        layout,
+        inputs,
+        settings,
+        n_starts,
+        n_converged,
+        input_jacobians=None,
+        orbits=None,
+        readouts=None,
+    ):
         self.flat = np.asarray(flat)
+        self._orbits = self.flat[:, None] if orbits is None else np.asarray(orbits)
+        self.period = int(self._orbits.shape[1])
         self._jacobians = np.asarray(jacobians)
+        self._input_jacobians = {k: np.asarray(v) for k, v in (input_jacobians or {}).items()}
+        self._readouts = {k: np.asarray(v) for k, v in (readouts or {}).items()}
         self._layout = layout
         self.names = list(layout.names)
         self.inputs = dict(inputs)
@@ -159,12 +248,17 @@ class FixedPoints:
         self.eigenvalues = np.take_along_axis(eig, order, axis=1)
         radius = np.abs(self.eigenvalues[:, 0]) if layout.size else np.zeros(len(self.flat))
         q = np.asarray(q, "float64")
+        margin = self.settings.get("marginal_tolerance", MARGINAL_TOLERANCE)
+        stability = stability_labels(radius, margin)
         self.frame = pd.DataFrame(
             {
+                "period": np.full(len(q), self.period),
                 "q": q,
-                "stable": radius < 1.0,
+                "stable": stability == "stable",
+                "stability": pd.Categorical(stability, categories=_STABILITY),
                 "spectral_radius": radius,
-                "n_unstable": (np.abs(self.eigenvalues) > 1.0).sum(axis=1),
+                "tau": time_constants(radius),
+                "n_unstable": (np.abs(self.eigenvalues) > 1.0 + margin).sum(axis=1),
                 "slow": q > self.settings["tolerance"],
             },
             index=pd.RangeIndex(len(q), name="point"),
@@ -175,10 +269,14 @@ class FixedPoints:
         return len(self.flat)
 
     def __repr__(self) -> str:
-        n_stable = int(self.frame["stable"].sum())
+        counts = self.frame["stability"].value_counts()
+        labels = ", ".join(f"{counts[label]} {label}" for label in _STABILITY if counts[label])
+        what = "point" if self.period == 1 else "orbit"
+        what = f"{what}{'s' * (len(self) != 1)}"
+        what += f" of period {self.period}" if self.period > 1 else ""
         return (
-            f"FixedPoints({len(self)} points, {n_stable} stable, {len(self) - n_stable} "
-            f"unstable; from {self.n_starts} starts, {self.n_converged} converged)"
+            f"FixedPoints({len(self)} {what}{', ' if labels else ''}{labels}; "
+            f"from {self.n_starts} starts, {self.n_converged} converged)"
         )
 
     def jacobian(self, i: int) -> np.ndarray:
@@ -187,11 +285,55 @@ class FixedPoints:
         Rows and columns follow `flat`: for a delay-k edge its history, whose
         shift (each value moves one slot older) shows as identity blocks.
         """
-        if not -len(self) <= i < len(self):
-            raise ValueError(
-                f"FixedPoints.jacobian: point {i} is out of range; there are {len(self)} points."
-            )
+        self._check_point(i, "jacobian")
         return self._jacobians[i]
+
+    def eigenvectors(self, i: int):
+        """`(values, right, left)`: the modes of the linearisation at point `i`.
+
+        `values` `(D,)` complex, by decreasing modulus (as `eigenvalues[i]`);
+        `right` `(D, D)`, its columns the right eigenvectors (unit norm):
+        `J @ right = right @ diag(values)`; `left` `(D, D)`, its rows the
+        left eigenvectors: `left @ J = diag(values) @ left`, scaled so that
+        `left @ right = I`. A perturbation `d` of the state evolves as
+        `J^t d = sum_m values[m]^t (left[m] @ d) right[:, m]`: `left[m]`
+        selects what of `d` mode `m` keeps (the selection vector of Mante et
+        al. 2013), `right[:, m]` is the direction it keeps it in. Rows and
+        columns follow `flat`. Computed in float64 from `jacobian(i)`; for a
+        defective `J` (a Jordan block) `right` is near singular.
+
+        Example:
+            >>> fp = fbx.fixed_points(net, {"x": np.zeros(5, "float32")}, n_starts=8)
+            >>> values, right, left = fp.eigenvectors(0)
+            >>> slowest = right[:, 0]   # the direction along which the state relaxes last
+        """
+        self._check_point(i, "eigenvectors")
+        return eigen_decomposition(self._jacobians[i])
+
+    def input_jacobian(self, i: int) -> dict:
+        """`{name: dF/du}` at point `i`, for each held input and constant of a
+        floating dtype: how one step's state moves per unit of that input,
+        held at its value in `inputs`. Each is `(D, *shape)`: rows follow
+        `flat` (the state), the other axes the input's own shape (without
+        batch or time), so for an input of shape `(m,)` it is the `(D, m)`
+        matrix `B` of `F(s + d, u + du) ~ s + J d + B du`.
+
+        Example:
+            >>> fp = fbx.fixed_points(net, {"x": np.zeros(5, "float32")}, n_starts=8)
+            >>> fp.input_jacobian(0)["x"].shape   # (state size, 5): net's input x has 5 units
+            (5, 5)
+        """
+        self._check_point(i, "input_jacobian")
+        return {name: value[i] for name, value in self._input_jacobians.items()}
+
+    def _check_point(self, i, what: str):
+        n = len(self)
+        integer = isinstance(i, (int, np.integer)) and not isinstance(i, bool)
+        if not integer or not -n <= i < n:
+            raise ValueError(
+                f"FixedPoints.{what}: `i` is a point's row in .frame, an integer from {-n} "
+                f"to {n - 1} ({n} point{'s' * (n != 1)}). Received: i={i!r}"
+            )
 
     def select(self, which) -> FixedPoints:
         """A FixedPoints of some points: a boolean mask or indices, as in
@@ -207,7 +349,87 @@ class FixedPoints:
             settings=self.settings,
             n_starts=self.n_starts,
             n_converged=self.n_converged,
+            input_jacobians={k: v[index] for k, v in self._input_jacobians.items()},
+            orbits=self._orbits[index],
+            readouts={k: v[index] for k, v in self._readouts.items()},
         )
+
+    def readout_alignment(self, i: int, modes: int = 3) -> pd.DataFrame:
+        """How each output reads the slowest modes at point `i`: a DataFrame
+        with a row per output unit and mode, columns `output`, `unit` (the
+        index into the output's flattened values), `mode` (0 the slowest),
+        `eigenvalue` and `alignment`: `|w . r| / (|w| |r|)`, the cosine of
+        the angle between the unit's read-out direction `w = dy/ds` (the
+        gradient of the output, at the step that starts from the point, with
+        respect to that state) and the mode's right eigenvector `r`. 1: the
+        output reads that mode alone; 0: it is blind to it. NaN where the
+        output does not depend on the state (`w = 0`).
+
+        Example:
+            >>> fp = fbx.fixed_points(net, {"x": np.zeros(5, "float32")}, n_starts=8)
+            >>> table = fp.readout_alignment(0, modes=2)   # out's 5 units x 2 modes
+        """
+        self._check_point(i, "readout_alignment")
+        values, right, _ = self.eigenvectors(i)
+        modes = min(int(modes), len(values))
+        rows = []
+        for name, w in self._readouts.items():
+            w = w[i].astype("float64")
+            norm = np.linalg.norm(w, axis=1)
+            dots = np.abs(w @ right[:, :modes]) / np.where(norm == 0, np.nan, norm)[:, None]
+            for unit in range(len(w)):
+                for m in range(modes):
+                    rows.append((name, unit, m, values[m], dots[unit, m]))
+        columns = ["output", "unit", "mode", "eigenvalue", "alignment"]
+        return pd.DataFrame(rows, columns=columns)
+
+    def linearisation_error(self, model, i: int, *, scale: float = 1e-3, n: int = 8, seed=0):
+        """How well `J` predicts the model's own step near point `i`: for `n`
+        random perturbations `d` of norm `scale`, `|F^k(s + d) - F^k(s) - J d| / |d|`
+        (`k` the period, `F` one step of `model` with `inputs` held), `(n,)`.
+        Of the order of `scale` where the linearisation holds (the step's
+        curvature), of the order of 1 where it does not.
+
+        Example:
+            >>> fp = fbx.fixed_points(net, {"x": np.zeros(5, "float32")}, n_starts=8)
+            >>> bool(fp.linearisation_error(net, 0).max() < 0.01)
+            True
+        """
+        self._check_point(i, "linearisation_error")
+        layout = state_layout(model)
+        if layout.names != self.names or layout.size != self.flat.shape[1]:
+            raise ValueError(
+                f"FixedPoints.linearisation_error: model '{model.name}' has the states "
+                f"{layout.names} ({layout.size} numbers); these points are states "
+                f"{self.names} ({self.flat.shape[1]} numbers). Pass the model they were "
+                f"found for."
+            )
+        step = state_map(model, layout)
+        held = [ops.convert_to_tensor(value) for value in self.inputs.values()]
+        rng = np.random.default_rng(seed)
+        d = rng.normal(size=(int(n), layout.size))
+        d *= scale / np.linalg.norm(d, axis=1, keepdims=True)
+        s = self.flat[i].astype("float64")
+        x = ops.convert_to_tensor(np.concatenate([s[None], s + d]).astype(self.flat.dtype))
+        for _ in range(self.period):
+            x = step(x, held)
+        moved = ops.convert_to_numpy(x).astype("float64")
+        linear = d @ self._jacobians[i].astype("float64").T
+        return np.linalg.norm(moved[1:] - moved[0] - linear, axis=1) / scale
+
+    def orbit(self, i: int) -> dict:
+        """The states of orbit `i` in order, `{name: (period, *shape)}`: its
+        row's state, then each step's (`F(s)`, ..., `F^(k-1)(s)`); one state
+        (`(1, *shape)`) for a fixed point. A delay-k edge's entries are
+        `(period, k, *shape)`.
+
+        Example:
+            >>> fp = fbx.fixed_points(net, {"x": np.zeros(5, "float32")}, n_starts=8)
+            >>> fp.orbit(0)["loop"].shape
+            (1, 5)
+        """
+        self._check_point(i, "orbit")
+        return self._layout.to_dict(self._orbits[i])
 
     def initial_state(self, i: int) -> dict:
         """Point `i` as `initial_state` for a call: `{name: (1, ...)}`."""
@@ -259,6 +481,8 @@ def fixed_points(
     iterations: int | None = None,
     learning_rate: float = 0.01,
     dedupe_tolerance: float = 1e-3,
+    marginal_tolerance: float = MARGINAL_TOLERANCE,
+    period: int = 1,
     seed: int = 0,
 ) -> FixedPoints:
     """Fixed points of a feedback network with its inputs held.
@@ -270,7 +494,8 @@ def fixed_points(
     (below `slow_tolerance`, slow points), and near duplicates are merged.
     At each, the Jacobian `dF/ds` (autodiff) and its eigenvalues tell
     stability: a point is stable when every eigenvalue lies inside the unit
-    circle.
+    circle, marginal when the largest modulus is within `marginal_tolerance`
+    of 1 (where float rounding could tip the label either way).
 
     Args:
         model: a `FeedbackModel` with at least one delayed edge or cell.
@@ -299,6 +524,20 @@ def fixed_points(
         learning_rate: Adam's step size (`method="adam"`).
         dedupe_tolerance: points closer than this (Euclidean norm of the state
             difference) are one point; the one of lowest `q` is kept.
+        marginal_tolerance: a point whose spectral radius lies within this of
+            1 is labelled `"marginal"` (neither stable nor unstable: a line
+            attractor's eigenvalue 1 comes out as 0.9999999 or 1.0000001 by
+            float rounding alone), and eigenvalues count as unstable
+            (`n_unstable`) only above `1 + marginal_tolerance`. Default 1e-3.
+        period: `k` finds periodic orbits instead: states with `F^k(s) = s`
+            of least period `k` (points of a period dividing `k`, fixed
+            points included, are left out: their `F^d(s)` lies within
+            `dedupe_tolerance` of `s`), one row per orbit (its `k` states are
+            one orbit, not `k` points), with `.orbit(i)` its states in order.
+            `q`, `jacobian(i)`, `eigenvalues` (the orbit's Floquet
+            multipliers), `stability`, `tau` and `input_jacobian(i)` are then
+            those of the `k`-step map `F^k` at the row's state. Each step of
+            the search costs `k` steps of the model.
         seed: the random seed for choosing and perturbing the starts.
 
     The settings are checked (counts positive integers, tolerances finite
@@ -310,8 +549,9 @@ def fixed_points(
     with one line saying what to pass (`n_starts=`, `method="adam"`).
 
     Returns:
-        A `FixedPoints`: `.frame` (`q`, `stable`, `spectral_radius`,
-        `n_unstable`, `slow`), `.states`, `.eigenvalues`, `.jacobian(i)`,
+        A `FixedPoints`: `.frame` (`period`, `q`, `stable`, `stability`,
+        `spectral_radius`, `tau`, `n_unstable`, `slow`), `.eigenvectors(i)`,
+        `.input_jacobian(i)`, `.orbit(i)`, `.states`, `.eigenvalues`, `.jacobian(i)`,
         `.settings` (these arguments, as used).
 
     Example:
@@ -332,6 +572,8 @@ def fixed_points(
         iterations=iterations,
         learning_rate=learning_rate,
         dedupe_tolerance=dedupe_tolerance,
+        marginal_tolerance=marginal_tolerance,
+        period=period,
         seed=seed,
         initial="visited" if initial is not None else "uniform",
     )
@@ -339,21 +581,33 @@ def fixed_points(
     _check_search_memory(n_starts, layout.size, method)
     rng = np.random.default_rng(seed)
     starts = starting_states(model, initial, layout, rng, n_starts, noise, what="fixed_points")
-    search = _search(model, layout)
+    search = _search(model, layout, settings["period"])
     flat, q, settings["iterations_run"] = _run_search(search, starts, held, settings)
     n_converged = int(np.sum(q < tolerance))
     bound = tolerance if slow_tolerance is None else max(tolerance, slow_tolerance)
     idx = _distinct(flat, q, bound, dedupe_tolerance)
+    orbits = _orbits(search, flat[idx], held, settings["period"])
+    if settings["period"] > 1:
+        same = max(dedupe_tolerance, float(np.sqrt(2 * tolerance)))
+        keep = distinct_orbits(orbits, q[idx], same)
+        idx, orbits = idx[keep], orbits[keep]
     names = model.graph.input_names + model.graph.constant_names
+    graph = model.graph
+    outputs = sum(int(np.prod(t.shape[1:])) for t in model.step_model.outputs[: graph.n_outputs])
+    jacobians, input_jacobians = _linearise(search, orbits[:, :-1], held, names, outputs)
+    readouts = _readouts(search, flat[idx], held, model.graph.output_names)
     return FixedPoints(
         flat[idx],
         q[idx],
-        _jacobians(search, flat[idx], held, layout.size),
+        jacobians,
         layout=layout,
         inputs={n: ops.convert_to_numpy(v) for n, v in zip(names, held)},
         settings=settings,
         n_starts=n_starts,
         n_converged=n_converged,
+        input_jacobians=input_jacobians,
+        orbits=orbits[:, :-1],
+        readouts=readouts,
     )
 
 
@@ -381,6 +635,8 @@ def _checked_settings(model, **values) -> dict:
         "iterations_run": 0,  # set once the search has run
         "learning_rate": float(values["learning_rate"]),
         "dedupe_tolerance": float(values["dedupe_tolerance"]),
+        "marginal_tolerance": float(values["marginal_tolerance"]),
+        "period": int(values["period"]),
         "seed": values["seed"],
         "initial": values["initial"],
     }
@@ -392,12 +648,56 @@ def _distinct(flat, q, bound: float, dedupe_tolerance: float) -> np.ndarray:
     return idx[dedupe_points(flat[idx], q[idx], dedupe_tolerance)] if idx.size else idx
 
 
-def _jacobians(search, flat, held, size: int) -> np.ndarray:
-    """`dF/ds` at each point, `(points, size, size)`, within the memory budget."""
+def _orbits(search, flat, held, period: int) -> np.ndarray:
+    """Each point's orbit `s, F(s), ..., F^k(s)`, `(points, k + 1, D)`."""
+    out = [np.asarray(flat)]
+    if len(flat):
+        s = ops.convert_to_tensor(flat)
+        for _ in range(period):
+            s = search.fn("step")(s, held)
+            out.append(ops.convert_to_numpy(s))
+    else:
+        out *= period + 1
+    return np.stack(out, axis=1)
+
+
+def _linearise(search, orbits, held, names, outputs: int):
+    """`dF^k/ds` `(points, D, D)` and `{name: dF^k/du (points, D, *shape)}` for
+    the held inputs of a floating dtype, chained along each orbit `(points, k,
+    D)` from one step's Jacobians at each state, within the memory budget (with
+    the read-outs' `dG/ds`, `outputs` rows each)."""
+    points, period, size = orbits.shape
+    which = _floating(held)
+    shapes = {i: tuple(held[i].shape) for i in which}
+    if not points:
+        zeros = {names[i]: np.zeros((0, size) + shapes[i], "float32") for i in which}
+        return np.zeros((0, size, size), "float32"), zeros
+    inputs = sum(int(np.prod(v.shape)) for v in held)
+    _check_jacobian_memory(points, size, inputs + outputs, period)
+    flat = ops.convert_to_tensor(orbits.reshape(points * period, size))
+    jac = ops.convert_to_numpy(search.fn("jacobian")(flat, held))
+    jac = jac.reshape(points, period, size, size)
+    got = search.fn("input_jacobians")(flat, held) if which else []
+    by_input = {
+        names[i]: chain_inputs(
+            jac, ops.convert_to_numpy(v).reshape((points, period, size) + shapes[i])
+        )
+        for i, v in zip(which, got)
+    }
+    return chain(jac), by_input
+
+
+def _readouts(search, flat, held, names) -> dict:
+    """`{output: dG/ds (points, M, D)}`, each output flattened to `M` numbers."""
     if not len(flat):
-        return np.zeros((0, size, size), "float32")
-    _check_jacobian_memory(len(flat), size)
-    return ops.convert_to_numpy(search.fn("jacobian")(ops.convert_to_tensor(flat), held))
+        return {name: np.zeros((0, 0, flat.shape[1]), "float32") for name in names}
+    got = search.fn("readouts")(ops.convert_to_tensor(flat), held)
+    return {name: ops.convert_to_numpy(v) for name, v in zip(names, got)}
+
+
+def _floating(held) -> list:
+    """The indices of the held inputs of a floating dtype (those with a derivative)."""
+    return [i for i, v in enumerate(held) if "float" in keras.backend.standardize_dtype(v.dtype)]
 
 
 def _run_search(search, starts, held, settings: dict):
@@ -439,6 +739,14 @@ _SETTINGS = {
     "learning_rate": ("Adam's step size", "a finite number > 0"),
     "noise": ("the spread of the noise added to the starts", "a finite number >= 0"),
     "dedupe_tolerance": ("the distance below which two points are one", "a finite number >= 0"),
+    "period": (
+        "the number of steps after which a state returns (1: fixed points)",
+        "an integer >= 1",
+    ),
+    "marginal_tolerance": (
+        "the distance of the spectral radius from 1 within which a point is marginal",
+        "a finite number >= 0",
+    ),
 }
 
 
@@ -497,12 +805,16 @@ def _check_search_memory(n_starts: int, size: int, method: str):
     check_memory("fbx.fixed_points", n_starts * per_start, detail, remedy)
 
 
-def _check_jacobian_memory(points: int, size: int):
-    """Refuse the Jacobians of more distinct points than the memory budget holds."""
-    need = JACOBIAN_MATRICES * 4 * size * size * points
+def _check_jacobian_memory(points: int, size: int, inputs: int = 0, period: int = 1):
+    """Refuse the Jacobians of more distinct points than the memory budget holds:
+    per point, those of each of the `period` steps, and `dF/du` and `dG/ds` (`inputs`
+    columns: the numbers held as inputs and returned as outputs)."""
+    matrices = JACOBIAN_MATRICES + period - 1
+    need = 4 * size * (matrices * size + inputs) * points
     detail = (
-        f"the Jacobians of the {points:,} distinct points found, {JACOBIAN_MATRICES} matrices of "
+        f"the Jacobians of the {points:,} distinct points found, {matrices} matrices of "
         f"{size:,} x {size:,} floats each"
+        + (f" and {size:,} x {inputs:,} for the inputs and outputs" if inputs else "")
     )
     remedy = "Pass fewer n_starts=, a larger dedupe_tolerance= or a smaller slow_tolerance="
     check_memory("fbx.fixed_points", need, detail, remedy)

@@ -300,7 +300,8 @@ def portrait(
     those points over every sample and step, and each sample becomes one
     line through them, coloured by time. Fixed points, when given, are
     projected into the same space: stable ones as filled circles, unstable
-    ones hollow. NaN or inf values (a diverging model) leave gaps: the
+    ones hollow, marginal ones (a line attractor's) as hollow squares and
+    slow points as hollow diamonds. NaN or inf values (a diverging model) leave gaps: the
     components are fitted to the finite points, and the title (and a
     warning) names the steps that are not. Its memory is estimated first
     and refused above the budget (`fbx.set_memory_budget`).
@@ -332,8 +333,11 @@ def portrait(
         A `plotly.graph_objects.Figure`: one line per sample (named `sample
         i`, `meta` holding the sample and its time steps), coloured by `t`
         with a colour bar (markers in 2-D, the line itself in 3-D); then,
-        with fixed points, a trace `stable fixed points` (symbol `circle`)
-        and one `unstable fixed points` (`circle-open`), each point's row of
+        with fixed points, a trace `stable fixed points` (symbol `circle`),
+        one `unstable fixed points` (`circle-open`), and where there are
+        any, `marginal fixed points` (`square-open`: `frame.stability` is
+        "marginal", as along a line attractor) and `slow points`
+        (`diamond-open`: `frame.slow`), each point's row of
         `fixed_points.frame` in `customdata`. Axes are `PC1 (x% of
         variance)`. `fbx.pca_project` gives the projection itself.
 
@@ -465,17 +469,21 @@ def _add_trajectories(fig, coords, ids, dims: int):
 
 
 def _add_fixed_points(fig, fixed_points, projection, chosen, dims: int, what: str):
-    """The fixed points in the same space: stable filled, unstable hollow."""
+    """The fixed points in the same space: stable filled, unstable hollow, marginal
+    ones hollow squares, slow points hollow diamonds."""
     import plotly.graph_objects as go
 
     shapes = [projection.shapes[projection.nodes.index(n)] for n in chosen]
     values, stable = fixed_point_values(fixed_points, chosen, shapes, what)
     points = projection.transform(values) if len(stable) else np.zeros((0, dims))
-    for label, keep, symbol in (
-        ("stable fixed points", stable, "circle"),
-        ("unstable fixed points", ~stable, "circle-open"),
+    kinds = _point_kinds(fixed_points.frame, stable)
+    for label, kind, symbol in (
+        ("stable fixed points", "stable", "circle"),
+        ("unstable fixed points", "unstable", "circle-open"),
+        ("marginal fixed points", "marginal", "square-open"),
+        ("slow points", "slow", "diamond-open"),
     ):
-        rows = np.flatnonzero(keep)
+        rows = np.flatnonzero(kinds == kind)
         if not len(rows):
             continue
         p = points[rows]
@@ -496,11 +504,22 @@ def _add_fixed_points(fig, fixed_points, projection, chosen, dims: int, what: st
                 name=label,
                 marker=marker,
                 customdata=rows,
-                hovertext=[f"fixed point {r}" for r in rows],
+                hovertext=[f"{'slow' if kind == 'slow' else 'fixed'} point {r}" for r in rows],
                 hoverinfo="text",
                 **xyz,
             )
         )
+
+
+def _point_kinds(frame, stable) -> np.ndarray:
+    """Each point's kind: "slow" where `frame.slow` says so, else "marginal" where
+    `frame.stability` says so, else "stable" or "unstable" by `stable`."""
+    kinds = np.where(stable, "stable", "unstable").astype(object)
+    if "stability" in frame:
+        kinds[np.asarray(frame["stability"]) == "marginal"] = "marginal"
+    if "slow" in frame:
+        kinds[np.asarray(frame["slow"], dtype=bool)] = "slow"
+    return kinds
 
 
 def _lay_out(fig, projection, chosen, dims: int, title, note):

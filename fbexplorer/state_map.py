@@ -33,6 +33,7 @@ __all__ = [
     "grad_fn",
     "held_inputs",
     "jacobian_fn",
+    "output_map",
     "state_layout",
     "state_map",
 ]
@@ -179,6 +180,24 @@ def state_map(net, layout: StateLayout, *, batched: bool = False):
         return layout.join(new)
 
     return step
+
+
+def output_map(net, layout: StateLayout):
+    """`G(flat, held)`: the model's outputs at the step that starts from the flat
+    states `(P, D)`, with the inputs and constants `held`: a list of `(P, *shape)`."""
+    sm = net.step_model
+    n_out = net.graph.n_outputs
+
+    def outputs(flat, held):
+        points = ops.shape(flat)[0]
+        hists = layout.split(flat)
+        feeds = [ops.broadcast_to(v[None], (points,) + tuple(v.shape)) for v in held]
+        feeds += [ops.cast(h[:, 0], d) for h, d in zip(hists, layout.dtypes)]
+        outs = sm(feeds, training=False)
+        outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
+        return outs[:n_out]
+
+    return outputs
 
 
 # ------------------------------------------------------------ the inputs

@@ -520,6 +520,19 @@ def fixed_points_initial_diverges():
     fbx.fixed_points(base(), {"x": np.zeros(5)}, initial=np.full((2, 3, 5), np.nan))
 
 
+def fixed_points_bad_period():
+    fbx.fixed_points(base(), {"x": np.zeros(5)}, period=0)
+
+
+def fixed_points_bad_point():
+    fbx.fixed_points(base(), {"x": np.zeros(5)}, n_starts=4).eigenvectors(3)
+
+
+def fixed_points_other_model():
+    fp = fbx.fixed_points(base(), {"x": np.zeros(5)}, n_starts=4)
+    fp.linearisation_error(base(delay=2), 0)
+
+
 def gradient_flow_targets_wrong_length():
     net = base()
     net.compile("sgd", "mse")
@@ -888,7 +901,9 @@ MISUSES = {f.__name__.replace("_", "-"): f for f in [
     fixed_points_over_memory_budget, fixed_points_adam_over_memory_budget,
     fixed_points_visited_over_memory_budget, fixed_points_jacobians_over_memory_budget,
     fixed_points_bad_tolerance, fixed_points_bad_iterations, fixed_points_nan_input,
-    fixed_points_nan_weight, fixed_points_initial_diverges, gradient_flow_targets_wrong_length,
+    fixed_points_nan_weight, fixed_points_initial_diverges, fixed_points_bad_period,
+    fixed_points_bad_point, fixed_points_other_model,
+    gradient_flow_targets_wrong_length,
     gradient_flow_targets_wrong_batch, gradient_flow_over_memory_budget,
     memory_budget_not_bytes, explore_over_memory_budget, trace_over_memory_budget,
     compare_stateful_over_memory_budget, trace_callback_over_memory_budget,
