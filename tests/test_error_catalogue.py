@@ -151,8 +151,14 @@ def truth_wrong_length():
 
 
 def stateful_other_batch():
+    other = base(stateful=True)  # the documented way out: reset_states(batch_size=...)
+    other(np.zeros((4, 3, 5)))
+    other.reset_states(batch_size=6)
+    assert other(np.zeros((6, 3, 5))).shape == (6, 3, 5)
     net = base(stateful=True)
     net(np.zeros((4, 3, 5)))
+    with pytest.raises(ValueError, match=r"batch size 4 .*received a batch of 8"):
+        net.predict(np.zeros((8, 3, 5)), batch_size=8, verbose=0)
     net(np.zeros((6, 3, 5)))
 
 
@@ -195,7 +201,7 @@ def feedback_shape_mismatch():
 
 
 def bad_delay():
-    for delay in (-3, 2.5, 2.0, "2", True, None):
+    for delay in (-3, 2.5, 2.0, "2", True, None, [1]):
         with pytest.raises(ValueError, match=rf"Received: delay={re.escape(repr(delay))}$"):
             fbx.Feedback((5,), name="loop", delay=delay)
     fbx.Feedback((5,), name="loop", delay=0)
@@ -338,7 +344,7 @@ def delayed_not_a_tensor():
 
 def delayed_bad_steps():
     h = keras.Input((5,), name="h")
-    for steps in (1.5, "2", True):
+    for steps in (-1, 1.5, "2", True, None, [1]):
         with pytest.raises(ValueError, match="`steps` must be an integer >= 1"):
             fbx.delayed(h, steps=steps)
     fbx.delayed(h, steps=0)
@@ -398,6 +404,8 @@ def constants_only_without_steps():
 
 
 def not_stateful():
+    with pytest.raises(ValueError, match="not stateful"):
+        base().get_states()
     base().reset_states()
 
 
