@@ -21,6 +21,7 @@ import numpy as np
 import oracle
 import pytest
 import tensorflow as tf
+from helpers import seq
 
 import fbexplorer as fbx
 
@@ -46,10 +47,6 @@ def base(delay=1, **kwargs):
     loop = fbx.Feedback((5,), name="loop", delay=delay)
     h = keras.layers.Dense(5, name="h")(keras.layers.Concatenate()([x, loop]))
     return fbx.FeedbackModel(x, h, feedback={"loop": h}, name="net", **kwargs)
-
-
-def seq(batch=2, steps=3, width=5):
-    return np.random.default_rng(0).normal(size=(batch, steps, width)).astype("float32")
 
 
 @contextlib.contextmanager
@@ -811,7 +808,7 @@ def integer_input():
 
 def one_step():
     net = base()
-    x = seq(steps=1)
+    x = seq(2, 1, 5)
     out = np.asarray(net(x))
     assert out.shape == (2, 1, 5)
     np.testing.assert_allclose(out, np.asarray(oracle.run(net, [x])[0][0]), atol=1e-6)
@@ -819,7 +816,7 @@ def one_step():
 
 def batch_of_one():
     net = base()
-    x = seq(batch=1, steps=4)
+    x = seq(1, 4, 5)
     np.testing.assert_allclose(
         np.asarray(net(x)), np.asarray(oracle.run(net, [x])[0][0]), atol=1e-6
     )
@@ -827,7 +824,7 @@ def batch_of_one():
 
 def delay_longer_than_sequence():
     net = base(delay=5, return_state=True)
-    x = seq(steps=3)
+    x = seq()
     out, states = net(x)
     w, b = net.step_model.get_layer("h").get_weights()
     zeros_fed = np.concatenate([x, np.zeros_like(x)], axis=-1) @ w + b
@@ -839,7 +836,7 @@ def delay_longer_than_sequence():
 
 def nan_in_input():
     net = base()
-    x = seq(steps=5)
+    x = seq(2, 5, 5)
     x[0, 2, 1] = np.nan
     out = np.asarray(net(x))
     assert np.isfinite(out[1]).all()  # other samples are untouched
@@ -881,7 +878,7 @@ def explore_stateful_over_memory_budget():
 
 def explore_nan():
     message = catalogue()["explore-nan"].split("UserWarning: ", 1)[1]
-    x = seq(steps=5)
+    x = seq(2, 5, 5)
     x[0, 2, 1] = np.nan
     with pytest.warns(UserWarning) as record:
         ex = fbx.explore(base(), x)
@@ -893,7 +890,7 @@ def explore_nan():
 
 def portrait_nan():
     message = catalogue()["portrait-nan"].split("UserWarning: ", 1)[1]
-    x = seq(steps=5)
+    x = seq(2, 5, 5)
     x[0, 2, 1] = np.nan
     with pytest.warns(UserWarning) as record:
         fig = fbx.portrait(base(), x)

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import readme_block, seq
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
@@ -37,10 +38,6 @@ def rendered(ip, capsys, cell: str) -> list[str]:
     assert not result.success
     captured = capsys.readouterr()
     return [line for line in (captured.out + captured.err).splitlines() if line.strip()]
-
-
-def seq(*shape, seed=0):
-    return np.random.default_rng(seed).normal(size=shape).astype("float32")
 
 
 # -- building ------------------------------------------------------------------
@@ -532,11 +529,7 @@ def test_line_magic_errors(ip, capsys, traced, magic, line, error, expected):
 
 
 def test_readme_cell_builds_the_readme_network(ip):
-    import pathlib
-    import re
-
-    text = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
-    cell = re.search(r"## In Jupyter.*?```python\n(%%fbmodel.*?)```", text, re.S).group(1)
+    cell = readme_block("## In Jupyter", starts="%%fbmodel")
     line, body = cell.split("\n", 1)
     model = fbmodel(ip, line.removeprefix("%%fbmodel ") + " --quiet", body)
     names = {layer.name for layer in model.graph.model.layers}

@@ -2,12 +2,12 @@
 
 import re
 import types
-from pathlib import Path
 
 import keras
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import readme_block, readme_network
 from sklearn.decomposition import PCA
 
 import fbexplorer as fbx
@@ -291,15 +291,8 @@ def test_bad_input_gets_one_clear_error(rng):
 
 # ------------------------------------------------------------------- README
 def test_readme_portraits_section_runs(rng):
-    text = (Path(__file__).parents[1] / "README.md").read_text()
-    code = re.search(r"### Portraits and heatmaps.*?```python\n(.*?)```", text, re.S).group(1)
-    x = keras.Input((1,), name="x")
-    loop = fbx.Feedback((8,), name="loop")
-    h1 = keras.layers.Dense(8, activation="tanh", name="d1")(keras.layers.Concatenate()([x, loop]))
-    h3 = keras.layers.Dense(8, activation="tanh", name="d3")(
-        keras.layers.Dense(8, activation="tanh", name="d2")(h1)
-    )
-    net = fbx.FeedbackModel(x, keras.layers.Dense(1, name="out")(h3), feedback={"loop": h3})
+    code = readme_block("### Portraits and heatmaps")
+    net = readme_network()
     X = rng.uniform(-1, 1, size=(8, 20, 1)).astype("float32")
     scope = {"fbx": fbx, "net": net, "X": X}
     exec(compile(code, "README.md", "exec"), scope)

@@ -1,12 +1,12 @@
 """The README's example runs as written."""
 
 import re
-from pathlib import Path
+
+from helpers import readme_block
 
 
 def test_readme_example_runs(tmp_path, monkeypatch, capsys):
-    text = (Path(__file__).parents[1] / "README.md").read_text()
-    code = re.search(r"## Example.*?```python\n(.*?)```", text, re.S).group(1)
+    code = readme_block("## Example")
     monkeypatch.chdir(tmp_path)
     exec(compile(code, "README.md", "exec"), {"__name__": "__readme__"})
     out = capsys.readouterr().out
@@ -16,8 +16,7 @@ def test_readme_example_runs(tmp_path, monkeypatch, capsys):
 
 
 def test_readme_dynamics_example_runs(tmp_path, monkeypatch):
-    text = (Path(__file__).parents[1] / "README.md").read_text()
-    code = re.search(r"## Dynamics.*?```python\n(.*?)```", text, re.S).group(1)
+    code = readme_block("## Dynamics")
     monkeypatch.chdir(tmp_path)
     scope = {"__name__": "__readme__"}
     exec(compile(code, "README.md", "exec"), scope)

@@ -2,10 +2,12 @@
 
 import importlib
 
+import helpers
 import keras
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import readme_block, readme_network
 
 import fbexplorer as fbx
 
@@ -21,15 +23,7 @@ def dense(layer, v):
 
 def seed_network(**kwargs):
     """x -> d1 -> d2 -> d3 -> out, with d3 fed back into d1."""
-    x = keras.Input((D,), name="x")
-    loop = fbx.Feedback((D,), name="loop")
-    h1 = keras.layers.Dense(D, activation="tanh", name="d1")(
-        keras.layers.Concatenate(name="cat")([x, loop])
-    )
-    h2 = keras.layers.Dense(D, activation="tanh", name="d2")(h1)
-    h3 = keras.layers.Dense(D, activation="tanh", name="d3")(h2)
-    y = keras.layers.Dense(2, name="out")(h3)
-    return fbx.FeedbackModel(inputs=x, outputs=y, feedback={"loop": h3}, **kwargs)
+    return readme_network(units=D, inputs=D, outputs=2, **kwargs)
 
 
 def seed_reference(net, seq, loop0=None):
@@ -58,7 +52,7 @@ def as_array(df, node):
 
 @pytest.fixture
 def seq(rng):
-    return rng.normal(size=(B, T, D)).astype("float32")
+    return helpers.seq(B, T, D, rng=rng)
 
 
 def test_seed_network_every_node_equals_numpy_loop(seq):
@@ -300,18 +294,8 @@ def test_errors_name_the_fix(seq):
 
 
 def test_readme_trajectories_section_runs(rng):
-    import re
-    from pathlib import Path
-
-    text = (Path(__file__).parents[1] / "README.md").read_text()
-    code = re.search(r"## Trajectories.*?```python\n(.*?)```", text, re.S).group(1)
-    x = keras.Input((1,), name="x")
-    loop = fbx.Feedback((8,), name="loop")
-    h1 = keras.layers.Dense(8, activation="tanh", name="d1")(keras.layers.Concatenate()([x, loop]))
-    h3 = keras.layers.Dense(8, activation="tanh", name="d3")(
-        keras.layers.Dense(8, activation="tanh", name="d2")(h1)
-    )
-    net = fbx.FeedbackModel(x, keras.layers.Dense(1, name="out")(h3), feedback={"loop": h3})
+    code = readme_block("## Trajectories")
+    net = readme_network()
     X = rng.uniform(-1, 1, size=(8, 20, 1)).astype("float32")
     scope = {"fbx": fbx, "net": net, "same": net, "X": X}
     exec(compile(code, "README.md", "exec"), scope)
