@@ -90,11 +90,18 @@ def test_default_budget_is_half_the_available_memory(budget):
             fields = dict(line.split(":", 1) for line in f)
         return int(fields["MemAvailable"].split()[0]) * 1024
 
-    # Other processes move MemAvailable: compare with readings taken just before and after.
-    before, read, after = meminfo(), memory.available_memory(), meminfo()
-    assert 0.95 * min(before, after) <= read <= 1.05 * max(before, after)
-    before, got, after = meminfo(), fbx.memory_budget(), meminfo()
-    assert 0.95 * min(before, after) / 2 <= got <= 1.05 * max(before, after) / 2
+    # Other processes (another pytest worker, other jobs) move MemAvailable: compare
+    # with readings taken just before and after, and allow a few tries, since a
+    # process may take and give back memory between two readings.
+    def bracketed(read, share):
+        for _ in range(5):
+            before, got, after = meminfo(), read(), meminfo()
+            if 0.95 * min(before, after) * share <= got <= 1.05 * max(before, after) * share:
+                return True
+        return (before, got, after)
+
+    assert bracketed(memory.available_memory, 1) is True
+    assert bracketed(fbx.memory_budget, 0.5) is True
 
 
 def test_budget_without_meminfo_falls_back_to_psutil_then_a_default(budget, monkeypatch):
