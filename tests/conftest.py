@@ -27,7 +27,11 @@ settings.register_profile(
     deadline=None,
     derandomize=True,
     database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.function_scoped_fixture,  # tests/test_magics_fuzz.py: one shell, capsys
+    ],
     phases=[Phase.explicit, Phase.generate, Phase.shrink],
 )
 settings.register_profile("dev", settings.get_profile("ci"), max_examples=10)

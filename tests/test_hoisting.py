@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import random_graphs
 import tensorflow as tf
-from helpers import readme_network, seq
-from hypothesis import HealthCheck, given, settings
+from helpers import examples, readme_network, seq
+from hypothesis import given
 from hypothesis import strategies as st
 
 import fbexplorer as fbx
@@ -404,13 +404,7 @@ def test_random_graphs_hoisted_equal_plain():
     with the loop under XLA or not (both twins)."""
     post_parts = []
 
-    @settings(
-        max_examples=20,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    )
+    @examples(20)
     @given(
         recipe=random_graphs.recipes(max_ops=5),
         masked=st.booleans(),
