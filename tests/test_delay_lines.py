@@ -104,6 +104,7 @@ def test_teacher_forcing_and_trace_read_the_buffer(rng):
     np.testing.assert_allclose(traced, read.reshape(-1, 2), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_training_through_a_long_delay(rng):
     """Gradients flow through the ring buffer: the delayed echo's gain is learned."""
     x = keras.Input((1,), name="x")

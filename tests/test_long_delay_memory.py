@@ -343,6 +343,7 @@ def run_script(script, backend, timeout=600):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["tensorflow", "jax"])
 def test_a_delay_of_1e9_costs_what_delay_10_costs(backend):
     done = run_script(MEMORY_SCRIPT, backend)

@@ -472,6 +472,7 @@ def test_figure_for_papers(ex):
     close(np.asarray(heat.data[0].z), reference("d2").T)
 
 
+@pytest.mark.slow
 def test_saved_notebook_with_an_explorer_stays_under_a_megabyte(tmp_path):
     import nbformat
     from nbclient import NotebookClient
