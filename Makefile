@@ -1,5 +1,9 @@
 # fbexplorer: the few commands people need.
-#   make test   set up .venv (and graphviz) and run the test suite (all but tests/browser)
+#   make test   set up .venv (and graphviz) and run the test suite (all but tests/browser):
+#               on TensorFlow, then the tests marked `jax` with KERAS_BACKEND=jax, each on
+#               $(TEST_WORKERS) workers (pytest-xdist); about 15 minutes on 2 cores
+#   make test-fast  the inner loop: no `slow` tests, hypothesis's `dev` profile, stop at
+#               the first failure (under 3 minutes); PYTEST_ARGS=... adds pytest options
 #   make lab    the same setup, then JupyterLab on notebooks/
 #   make test-browser  runs a notebook in JupyterLab 4 and in Notebook 7 in headless
 #               Chromium (apt) and plays its explorers, opens a saved explorer page from
@@ -26,7 +30,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Jupyter refuses to run as root without this flag (containers often run as root).
 LAB_FLAGS ?= $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
-.PHONY: setup graphviz chromium npm test test-browser lab lint docs bench bench-torch
+.PHONY: setup graphviz chromium npm test test-fast test-browser lab lint docs bench bench-torch
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -54,8 +58,16 @@ chromium:
 npm:
 	@command -v npm >/dev/null || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q npm; }
 
+# Two workers (the machine's two cores); tests of one xdist_group share a worker.
+TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+
 test: setup
-	$(PY) -m pytest -q
+	HYPOTHESIS_PROFILE=ci $(PYTEST)
+	HYPOTHESIS_PROFILE=ci KERAS_BACKEND=jax $(PYTEST) -m jax
+
+test-fast: setup
+	HYPOTHESIS_PROFILE=dev $(PYTEST) -x -m "not slow"
 
 test-browser: setup chromium npm $(BROWSER_STAMP)
 	$(PY) -m pytest -q tests/browser

@@ -11,6 +11,10 @@ import keras
 import numpy as np
 import pytest
 
+# One worker runs this file (pytest-xdist's loadgroup), so the scripts run once;
+# they take a minute or two.
+pytestmark = [pytest.mark.xdist_group("benchmarks"), pytest.mark.slow]
+
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 SCRIPTS = ("fit_predict", "lstm", "feedback_nets", "scaling", "roofline", "fixed_points")
 # Import the scripts as modules, then take their folder off the path again: it

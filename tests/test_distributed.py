@@ -11,7 +11,11 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 from test_error_catalogue import catalogue
+
+# Each test starts a Python process of its own (two CPU devices, a fresh backend).
+pytestmark = pytest.mark.slow
 
 SCRIPT = textwrap.dedent(
     """

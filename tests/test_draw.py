@@ -10,6 +10,7 @@ import graphviz
 import keras
 import numpy as np
 import pytest
+from helpers import readme_network
 
 import fbexplorer as fbx
 from fbexplorer.drawing import FeedbackDiagram, GraphvizNotFoundError
@@ -21,13 +22,7 @@ ACCENT = "#d95f02"
 # ------------------------------------------------------------------ models
 def seed(delay=1):
     """x -> concatenate -> d1 -> d2 -> d3 -> out, with d3 fed back into d1."""
-    x = keras.Input((1,), name="x")
-    loop = fbx.Feedback((8,), name="loop", delay=delay)
-    h1 = keras.layers.Dense(8, name="d1")(keras.layers.Concatenate(name="cat")([x, loop]))
-    h2 = keras.layers.Dense(8, name="d2")(h1)
-    h3 = keras.layers.Dense(8, name="d3")(h2)
-    y = keras.layers.Dense(1, name="out")(h3)
-    return fbx.FeedbackModel(inputs=x, outputs=y, feedback={"loop": h3}, name="seed")
+    return readme_network(delay=delay, activation=None, name="seed")
 
 
 def lstm_net():

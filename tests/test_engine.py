@@ -1,8 +1,10 @@
 """The engine against numpy reference loops: delays, inputs, outputs, states."""
 
+import helpers
 import keras
 import numpy as np
 import pytest
+from helpers import readme_network
 
 import fbexplorer as fbx
 
@@ -16,15 +18,7 @@ def dense(layer, v):
 
 def seed_network(delay=1, **kwargs):
     """x -> d1 -> d2 -> d3 -> out, with d3 fed back into d1."""
-    x = keras.Input((5,), name="x")
-    loop = fbx.Feedback((5,), name="loop", delay=delay)
-    h1 = keras.layers.Dense(5, activation="tanh", name="d1")(
-        keras.layers.Concatenate(name="cat")([x, loop])
-    )
-    h2 = keras.layers.Dense(5, activation="tanh", name="d2")(h1)
-    h3 = keras.layers.Dense(5, activation="tanh", name="d3")(h2)
-    y = keras.layers.Dense(5, name="out")(h3)
-    return fbx.FeedbackModel(inputs=x, outputs=y, feedback={"loop": h3}, **kwargs)
+    return readme_network(units=5, inputs=5, outputs=5, delay=delay, **kwargs)
 
 
 def seed_reference(net, seq, delay=1, history=None):
@@ -42,7 +36,7 @@ def seed_reference(net, seq, delay=1, history=None):
 
 @pytest.fixture
 def seq(rng):
-    return rng.normal(size=(B, T, 5)).astype("float32")
+    return helpers.seq(B, T, 5, rng=rng)
 
 
 def test_seed_network_equals_numpy_loop(seq):

@@ -22,6 +22,7 @@ import numpy as np
 import oracle
 import pytest
 import tensorflow as tf
+from helpers import seq
 
 import fbexplorer as fbx
 from fbexplorer.dsl import FbModelError
@@ -48,10 +49,6 @@ def base(delay=1, **kwargs):
     loop = fbx.Feedback((5,), name="loop", delay=delay)
     h = keras.layers.Dense(5, name="h")(keras.layers.Concatenate()([x, loop]))
     return fbx.FeedbackModel(x, h, feedback={"loop": h}, name="net", **kwargs)
-
-
-def seq(batch=2, steps=3, width=5):
-    return np.random.default_rng(0).normal(size=(batch, steps, width)).astype("float32")
 
 
 @contextlib.contextmanager
@@ -153,8 +150,14 @@ def truth_wrong_length():
 
 
 def stateful_other_batch():
+    other = base(stateful=True)  # the documented way out: reset_states(batch_size=...)
+    other(np.zeros((4, 3, 5)))
+    other.reset_states(batch_size=6)
+    assert other(np.zeros((6, 3, 5))).shape == (6, 3, 5)
     net = base(stateful=True)
     net(np.zeros((4, 3, 5)))
+    with pytest.raises(ValueError, match=r"batch size 4 .*received a batch of 8"):
+        net.predict(np.zeros((8, 3, 5)), batch_size=8, verbose=0)
     net(np.zeros((6, 3, 5)))
 
 
@@ -197,7 +200,7 @@ def feedback_shape_mismatch():
 
 
 def bad_delay():
-    for delay in (-3, 2.5, 2.0, "2", True, None):
+    for delay in (-3, 2.5, 2.0, "2", True, None, [1]):
         with pytest.raises(ValueError, match=rf"Received: delay={re.escape(repr(delay))}$"):
             fbx.Feedback((5,), name="loop", delay=delay)
     fbx.Feedback((5,), name="loop", delay=0)
@@ -340,7 +343,7 @@ def delayed_not_a_tensor():
 
 def delayed_bad_delay():
     h = keras.Input((5,), name="h")
-    for delay in (1.5, "2", True):
+    for delay in (-1, 1.5, "2", True, None, [1]):
         with pytest.raises(ValueError, match="`delay` must be an integer >= 1"):
             fbx.delayed(h, delay=delay)
     fbx.delayed(h, delay=0)
@@ -427,6 +430,8 @@ def constants_only_without_steps():
 
 
 def not_stateful():
+    with pytest.raises(ValueError, match="not stateful"):
+        base().get_states()
     base().reset_states()
 
 
@@ -930,7 +935,7 @@ def integer_input():
 
 def one_step():
     net = base()
-    x = seq(steps=1)
+    x = seq(2, 1, 5)
     out = np.asarray(net(x))
     assert out.shape == (2, 1, 5)
     np.testing.assert_allclose(out, np.asarray(oracle.run(net, [x])[0][0]), atol=1e-6)
@@ -938,7 +943,7 @@ def one_step():
 
 def batch_of_one():
     net = base()
-    x = seq(batch=1, steps=4)
+    x = seq(1, 4, 5)
     np.testing.assert_allclose(
         np.asarray(net(x)), np.asarray(oracle.run(net, [x])[0][0]), atol=1e-6
     )
@@ -946,7 +951,7 @@ def batch_of_one():
 
 def delay_longer_than_sequence():
     net = base(delay=5, return_state=True)
-    x = seq(steps=3)
+    x = seq()
     out, states = net(x)
     w, b = net.step_model.get_layer("h").get_weights()
     zeros_fed = np.concatenate([x, np.zeros_like(x)], axis=-1) @ w + b
@@ -958,7 +963,7 @@ def delay_longer_than_sequence():
 
 def nan_in_input():
     net = base()
-    x = seq(steps=5)
+    x = seq(2, 5, 5)
     x[0, 2, 1] = np.nan
     out = np.asarray(net(x))
     assert np.isfinite(out[1]).all()  # other samples are untouched
@@ -1000,7 +1005,7 @@ def explore_stateful_over_memory_budget():
 
 def explore_nan():
     message = catalogue()["explore-nan"].split("UserWarning: ", 1)[1]
-    x = seq(steps=5)
+    x = seq(2, 5, 5)
     x[0, 2, 1] = np.nan
     with pytest.warns(UserWarning) as record:
         ex = fbx.explore(base(), x)
@@ -1012,7 +1017,7 @@ def explore_nan():
 
 def portrait_nan():
     message = catalogue()["portrait-nan"].split("UserWarning: ", 1)[1]
-    x = seq(steps=5)
+    x = seq(2, 5, 5)
     x[0, 2, 1] = np.nan
     with pytest.warns(UserWarning) as record:
         fig = fbx.portrait(base(), x)

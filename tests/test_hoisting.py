@@ -8,17 +8,14 @@ test_properties.py); here it is the reference.
 """
 
 import functools
-import os
-import subprocess
-import sys
-import textwrap
 
 import keras
 import numpy as np
 import pytest
 import random_graphs
 import tensorflow as tf
-from hypothesis import HealthCheck, given, settings
+from helpers import examples, readme_network, seq
+from hypothesis import given
 from hypothesis import strategies as st
 
 import fbexplorer as fbx
@@ -80,13 +77,7 @@ def check(net, inputs, training=False, **call):
 
 # ---------------------------------------------------------------- the models
 def seed_network(**kw):
-    x = keras.Input((1,), name="x")
-    loop = fbx.Feedback((8,), name="loop")
-    h1 = keras.layers.Dense(8, activation="tanh", name="d1")(keras.layers.Concatenate()([x, loop]))
-    h2 = keras.layers.Dense(8, activation="tanh", name="d2")(h1)
-    h3 = keras.layers.Dense(8, activation="tanh", name="d3")(h2)
-    y = keras.layers.Dense(1, name="out")(h3)
-    return hoisted_model(x, y, feedback={"loop": h3}, **kw)
+    return readme_network(model=hoisted_model, **kw)
 
 
 def lstm_dense_feedback(d=3, u=5, concat=False, **kw):
@@ -156,22 +147,18 @@ def several_inputs(rng, batch=3, steps=7):
     }
 
 
-def seq(rng, d, batch=3, steps=7):
-    return rng.normal(size=(batch, steps, d)).astype("float32")
-
-
 # ------------------------------------------------------------------- tests
 def test_seed_network(rng):
     net = seed_network()
     assert net._hoist_plan().hoisted == ["d1"]  # x's half of d1's kernel
-    check(net, seq(rng, 1))
+    check(net, seq(3, 7, 1, rng=rng))
 
 
 @pytest.mark.parametrize("concat", [False, True])
 def test_lstm_as_dense_and_feedback(rng, concat):
     net = lstm_dense_feedback(concat=concat)
     assert ("gates" if concat else "wx") in net._hoist_plan().hoisted
-    check(net, seq(rng, 3), training=True)
+    check(net, seq(3, 7, 3, rng=rng), training=True)
 
 
 @pytest.mark.parametrize(
@@ -181,7 +168,7 @@ def test_lstm_as_dense_and_feedback(rng, concat):
 def test_keras_cells(rng, cell):
     net = cell_model(cell())
     assert net._hoist_plan().hoisted == ["enc"]
-    check(net, seq(rng, 3))
+    check(net, seq(3, 7, 3, rng=rng))
 
 
 def test_conv_top_down_with_constant_image(rng):
@@ -213,7 +200,7 @@ def test_masks_teacher_forcing_initial_state(rng):
 )
 def test_options(rng, options):
     check(several_ios(**options), several_inputs(rng))
-    check(lstm_dense_feedback(concat=True, **options), seq(rng, 3))
+    check(lstm_dense_feedback(concat=True, **options), seq(3, 7, 3, rng=rng))
 
 
 def test_batch_normalization_stays_in_the_loop(rng):
@@ -226,7 +213,7 @@ def test_batch_normalization_stays_in_the_loop(rng):
     h = keras.layers.Add()([n, prev])
     net = hoisted_model(x, h, feedback={"prev": h})
     assert net._hoist_plan().hoisted == ["proj"]
-    X = seq(rng, 3, batch=8) + 2.0
+    X = seq(8, 7, 3, rng=rng) + 2.0
     start = bn.get_weights()
     out_h = np.asarray(net(X, training=True))
     stats_h = bn.get_weights()
@@ -248,7 +235,7 @@ def test_dropout_hoisted_draws_fresh_masks_per_step(rng):
     h = keras.layers.Add()([dropped, keras.layers.Dense(16, use_bias=False, name="r")(prev)])
     net = hoisted_model(x, [dropped, h], feedback={"prev": h})
     assert net._hoist_plan().hoisted == ["p", "drop"]
-    X = np.abs(seq(rng, 4, batch=64, steps=6)) + 0.1
+    X = np.abs(seq(64, 6, 4, rng=rng)) + 0.1
     check(net, X)  # inference: no dropout, identical
     d, _ = net(X, training=True)
     zeros = np.asarray(d) == 0
@@ -270,7 +257,7 @@ def test_stateful_chunks(rng):
 
 def test_generate_and_trace(rng):
     net = lstm_dense_feedback(d=5, u=5, concat=True)
-    X = seq(rng, 5, batch=2, steps=4)
+    X = seq(2, 4, 5, rng=rng)
     a = net.generate(X, 3, feed={"x": 0})
     b = twin(net).generate(X, 3, feed={"x": 0})
     assert_same(a, b)
@@ -302,7 +289,7 @@ def test_hoisted_layer_runs_once_per_call_on_all_steps(rng):
     )
     net = hoisted_model(x, h, feedback={"prev": h}, unroll=True)
     assert net._hoist_plan().hoisted == ["proj"]
-    X = keras.ops.convert_to_tensor(seq(rng, 3, batch=2, steps=5))
+    X = keras.ops.convert_to_tensor(seq(2, 5, 3, rng=rng))
 
     def run(model):  # the loop itself, not the cached compiled function
         slots = model._initial_slots(2, None, [X])
@@ -401,7 +388,7 @@ def test_what_mixes_the_batch_stays_in_the_loop(rng, mixer):
     net = hoisted_model(x, h, feedback={"prev": h})
     plan = net._hoist_plan()
     assert plan is None if mixer == "marked" else plan.hoisted == ["proj"]
-    X = seq(rng, 3)
+    X = seq(3, 7, 3, rng=rng)
     W, b = layer.get_weights()
     p, expected = np.zeros((3, 3)), []
     for t in range(7):
@@ -417,13 +404,7 @@ def test_random_graphs_hoisted_equal_plain():
     with the loop under XLA or not (both twins)."""
     post_parts = []
 
-    @settings(
-        max_examples=20,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    )
+    @examples(20)
     @given(
         recipe=random_graphs.recipes(max_ops=5),
         masked=st.booleans(),
@@ -452,10 +433,12 @@ def test_random_graphs_hoisted_equal_plain():
     assert sum(post_parts) >= 10, post_parts  # most graphs had a post part
 
 
-JAX_SCRIPT = textwrap.dedent(
-    """
-    import numpy as np, keras
-    import fbexplorer as fbx
+@pytest.mark.jax
+def test_hoisting_on_jax():
+    """On JAX, a hoisted model (pre part with dropout, a constant, a post part)
+    equals its plain twin, outputs and jax.grad gradients, and fits."""
+    import jax
+
     assert keras.backend.backend() == "jax"
     keras.utils.set_random_seed(0)
     x = keras.Input((3,), name="x")
@@ -464,13 +447,16 @@ JAX_SCRIPT = textwrap.dedent(
     enc = keras.layers.Dense(4, name="enc")(ctx)
     drop = keras.layers.Dropout(0.5, name="drop")(keras.layers.Dense(4, name="p")(x))
     z = keras.layers.Dense(4, activation="tanh", name="gates")(
-        keras.layers.Concatenate()([drop, enc, h_prev]))
+        keras.layers.Concatenate()([drop, enc, h_prev])
+    )
     bn = keras.layers.BatchNormalization(name="bn")(z)
     read = keras.layers.Dense(6, name="read")(keras.layers.Concatenate(name="cat")([z, x]))
     net = fbx.FeedbackModel(x, [bn, read], constants=ctx, feedback={"h": z}, hoist=True)
     assert set(net._hoist_plan().hoisted) == {"enc", "p", "drop", "gates"}
     assert [n.operation.name for n in net._hoist_plan().post_nodes] == ["cat", "read"]
-    cfg = net.get_config(); cfg.pop("step_graph"); cfg.pop("name")
+    cfg = net.get_config()
+    cfg.pop("step_graph")
+    cfg.pop("name")
     plain = fbx.FeedbackModel(step_graph=net.graph, **dict(cfg, hoist=False))
     rng = np.random.default_rng(0)
     X = rng.normal(size=(4, 6, 3)).astype("float32")
@@ -481,12 +467,15 @@ JAX_SCRIPT = textwrap.dedent(
     M[0, :2] = False
     for a, b in zip(net([X, C], mask=M), plain([X, C], mask=M)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
-    import jax
+
     def loss(model, trainable):
         def f(values):
-            out, _ = model.stateless_call(values, [v.value for v in model.non_trainable_variables], [X, C])
-            return sum((o ** 2).sum() for o in out)
+            fixed = [v.value for v in model.non_trainable_variables]
+            out, _ = model.stateless_call(values, fixed, [X, C])
+            return sum((o**2).sum() for o in out)
+
         return jax.grad(f)([v.value for v in trainable])
+
     gh, gp = loss(net, net.trainable_variables), loss(plain, plain.trainable_variables)
     for a, b in zip(gh, gp):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
@@ -495,17 +484,6 @@ JAX_SCRIPT = textwrap.dedent(
     assert np.isfinite(hist.history["loss"]).all()
     out = [np.asarray(o) for o in net([X, C], training=True)]
     assert all(np.isfinite(o).all() for o in out)
-    print("JAX HOIST OK")
-    """
-)
-
-
-def test_hoisting_on_jax():
-    env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3")
-    proc = subprocess.run(
-        [sys.executable, "-c", JAX_SCRIPT], env=env, capture_output=True, text=True, timeout=600
-    )
-    assert proc.returncode == 0 and "JAX HOIST OK" in proc.stdout, proc.stderr[-3000:]
 
 
 # ------------------------------------------------------- the post part (read-outs)
@@ -539,7 +517,7 @@ def test_read_outs_run_after_the_loop(rng):
         net.step_model.get_layer("loop").output.name,
     ]
     assert "out" not in [n.operation.name for n in plan.loop_nodes]
-    X = seq(rng, 2)
+    X = seq(3, 7, 2, rng=rng)
     check(net, X)
     check(net, X, training=True)
     check(net, X, initial_state={"loop": rng.normal(size=(3, 8)).astype("float32")})
@@ -552,7 +530,7 @@ def test_read_out_holds_its_value_over_masked_steps(rng):
     step, zeros before the first one; checked against numpy too."""
     for backwards in (False, True):
         net = read_out_network(go_backwards=backwards)
-        X = seq(rng, 2, batch=4, steps=6)
+        X = seq(4, 6, 2, rng=rng)
         mask = np.ones((4, 6), bool)
         mask[0, :2] = mask[1, 3:] = mask[2, 1::2] = False
         mask[3] = False  # nothing unmasked: zeros throughout
@@ -590,7 +568,7 @@ def test_read_out_layer_runs_once_on_all_steps(rng):
     h = keras.layers.Dense(4, activation="tanh", name="rec")(keras.layers.Concatenate()([x, prev]))
     net = hoisted_model(x, Counted(2, name="read")(h), feedback={"prev": h}, unroll=True)
     assert post_names(net) == ["read"]
-    X = keras.ops.convert_to_tensor(seq(rng, 3, batch=2, steps=5))
+    X = keras.ops.convert_to_tensor(seq(2, 5, 3, rng=rng))
 
     def run(model):
         slots = model._initial_slots(2, None, [X])
@@ -617,7 +595,7 @@ def test_what_the_loop_needs_is_not_post(rng):
     net = hoisted_model(x, [h, after], feedback={"prev": h})
     assert post_names(net) == ["after"]
     assert post_names(net, keep_all=False) == []
-    X = seq(rng, 3, batch=8) + 1.0
+    X = seq(8, 7, 3, rng=rng) + 1.0
     bn_layer = net.step_model.get_layer("bn")
     start = bn_layer.get_weights()
     out_h, grads_h = outputs_and_grads(net, X, training=True)
@@ -637,7 +615,7 @@ def test_auto_runs_widening_read_outs_after_the_loop(rng):
     read (here 8 -> 32 and 3 from 8 + 8 emitted) run after the loop, narrowing
     ones (8 -> 1 and 3) in it. Without XLA, read-outs stay in the loop."""
     wide = read_out_network(readout=32, hoist="auto", loop_jit=True)
-    X = seq(rng, 2)
+    X = seq(3, 7, 2, rng=rng)
     out_h, grads_h = outputs_and_grads(wide, X, training=True)
     assert [key[2] for key in wide._plans.value] == [False, True]  # the run took the post part
     assert post_names(wide, jit=True) == ["cat", "mix", "out"]
@@ -659,7 +637,7 @@ def test_post_dropout_draws_fresh_masks_per_step(rng):
     dropped = keras.layers.Dropout(0.5, name="drop")(keras.layers.Dense(16, name="read")(h))
     net = hoisted_model(x, dropped, feedback={"prev": h})
     assert post_names(net) == ["read", "drop"]
-    X = seq(rng, 4, batch=64, steps=6)
+    X = seq(64, 6, 4, rng=rng)
     check(net, X)  # inference: no dropout, identical
     d = np.asarray(net(X, training=True))
     zeros = d == 0
@@ -671,7 +649,7 @@ def test_post_dropout_draws_fresh_masks_per_step(rng):
 
 def test_trace_sees_read_outs_computed_after_the_loop(rng):
     net = read_out_network(readout=2)
-    X = seq(rng, 2, batch=2, steps=5)
+    X = seq(2, 5, 2, rng=rng)
     out, mix = (np.asarray(v) for v in net(X))
     df = fbx.trace(net, X, nodes=["out", "mix", "d3"])
     np.testing.assert_allclose(fbx.wide(df, node="out").to_numpy().reshape(2, 5, 2), out, atol=1e-5)
@@ -683,6 +661,6 @@ def test_read_outs_after_a_loop_under_xla(rng):
     still equal the plain loop's (also under XLA), with a mask too."""
     net = read_out_network(loop_jit=True)
     assert post_names(net) == ["cat", "mix", "out"]
-    X = seq(rng, 2)
+    X = seq(3, 7, 2, rng=rng)
     check(net, X)
     check(net, X, training=True, mask=rng.uniform(size=(3, 7)) > 0.3)

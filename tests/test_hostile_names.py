@@ -4,9 +4,9 @@ A catalogue of names that break out of their context, or did (DOT attributes, HT
 labels, DOT escapes, the page's JSON, plotly's mini-HTML), is used as feedback, input,
 layer and model names, whichever Keras takes: a name with "/" only as a feedback name; on
 TensorFlow a layer or model name must also be a valid name scope to run, so those are drawn
-here and explored on JAX, in a subprocess. Each must draw (`pipe` does not raise; the name is
-text in the SVG, no link, no attribute of its own making), explore (the drawing still shows
-which element is which node), save as a page whose JSON holds no markup character, title
+here and explored on JAX (the `jax` run of `make test`). Each must draw (`pipe` does not
+raise; the name is text in the SVG, no link, no attribute of its own making), explore (the
+drawing still shows which element is which node), save as a page whose JSON holds no markup character, title
 every plot escaped, and survive a `.keras` round trip under the default `safe_mode`.
 tests/browser/test_hostile_names.py opens such pages in Chromium.
 """
@@ -14,11 +14,7 @@ tests/browser/test_hostile_names.py opens such pages in Chromium.
 import html
 import html.parser
 import json
-import os
 import pathlib
-import subprocess
-import sys
-import textwrap
 import xml.etree.ElementTree as ET
 import zipfile
 
@@ -411,43 +407,25 @@ def test_names_only_an_edited_file_holds_draw_and_save(tmp_path):
 
 
 # ------------------------------------------------------------------ JAX: layer names run
-JAX_SCRIPT = textwrap.dedent(
-    """
-    import pathlib, sys, tempfile
-    import numpy as np, keras
-    import fbexplorer as fbx
-    sys.path.insert(0, {tests!r})
-    from test_hostile_names import HOSTILE, check_page, check_svg, shows
+@pytest.mark.jax
+def test_layer_and_model_names_explore_on_jax(tmp_path):
+    """On JAX a layer or model name need not be a name scope: such a model runs and explores."""
     assert keras.backend.backend() == "jax"
+    keys = ["dot-attributes", "html-comment", "img-onerror", "backslash-end", "entity", "colons"]
     X = np.ones((1, 4, 1), "float32")
-    names = [HOSTILE[k] for k in {keys!r}]
+    names = [HOSTILE[k] for k in keys]
     x = keras.Input((1,), name="x")
     loop = fbx.Feedback((2,), name="loop")
     h = keras.layers.Concatenate(name="cat")([x, loop])
     for name in names:  # one layer per hostile name, in a chain
         h = keras.layers.Dense(2, activation="tanh", name=name)(h)
-    net = fbx.FeedbackModel(x, h, feedback={{"loop": h}}, name=HOSTILE["dot-attributes"])
+    net = fbx.FeedbackModel(x, h, feedback={"loop": h}, name=HOSTILE["dot-attributes"])
     ex = fbx.explore(net, X, window=2)
     for name in names:
         assert ex.view.graph["targets"][name]["kind"] == "node", name
         assert shows(check_svg(ex.view.graph["svg"]), name), name
     ex.view.unrolled = True
-    assert set(names) <= {{t[0] for t in ex.view.unrolled_graph["targets"]}}
+    assert set(names) <= {t[0] for t in ex.view.unrolled_graph["targets"]}
     ex.node.value = names[0]
-    path = ex.save_html(pathlib.Path(tempfile.mkdtemp()) / "p.html")
-    page = pathlib.Path(path).read_text(encoding="utf-8")
-    check_page(page, ex.view, f"{{net.name}}: {{names[0]}}, sample 0")
-    print("ok")
-    """
-)
-
-
-def test_layer_and_model_names_explore_on_jax():
-    """On JAX a layer or model name need not be a name scope: such a model runs and explores."""
-    env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(REPO)}
-    keys = ["dot-attributes", "html-comment", "img-onerror", "backslash-end", "entity", "colons"]
-    script = JAX_SCRIPT.format(tests=str(REPO / "tests"), keys=keys)
-    out = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
+    page = pathlib.Path(ex.save_html(tmp_path / "p.html")).read_text(encoding="utf-8")
+    check_page(page, ex.view, f"{net.name}: {names[0]}, sample 0")

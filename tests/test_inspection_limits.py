@@ -13,6 +13,7 @@ import warnings
 import keras
 import numpy as np
 import pytest
+from helpers import seq
 
 import fbexplorer as fbx
 from fbexplorer import explorer_data, fixed_point_search, memory, recording, widgets
@@ -71,10 +72,6 @@ def deep(layers=20, units=64):
     return fbx.FeedbackModel(x, h, feedback={"loop": h}, name="deep")
 
 
-def seq(batch=2, steps=6, width=5, seed=0):
-    return np.random.default_rng(seed).normal(size=(batch, steps, width)).astype("float32")
-
-
 def one_line(error) -> str:
     text = str(error.value)
     assert "\n" not in text, text
@@ -90,11 +87,18 @@ def test_default_budget_is_half_the_available_memory(budget):
             fields = dict(line.split(":", 1) for line in f)
         return int(fields["MemAvailable"].split()[0]) * 1024
 
-    # Other processes move MemAvailable: compare with readings taken just before and after.
-    before, read, after = meminfo(), memory.available_memory(), meminfo()
-    assert 0.95 * min(before, after) <= read <= 1.05 * max(before, after)
-    before, got, after = meminfo(), fbx.memory_budget(), meminfo()
-    assert 0.95 * min(before, after) / 2 <= got <= 1.05 * max(before, after) / 2
+    # Other processes (another pytest worker, other jobs) move MemAvailable: compare
+    # with readings taken just before and after, and allow a few tries, since a
+    # process may take and give back memory between two readings.
+    def bracketed(read, share):
+        for _ in range(5):
+            before, got, after = meminfo(), read(), meminfo()
+            if 0.95 * min(before, after) * share <= got <= 1.05 * max(before, after) * share:
+                return True
+        return (before, got, after)
+
+    assert bracketed(memory.available_memory, 1) is True
+    assert bracketed(fbx.memory_budget, 0.5) is True
 
 
 def test_budget_without_meminfo_falls_back_to_psutil_then_a_default(budget, monkeypatch):
@@ -132,7 +136,7 @@ def test_refusal_says_need_budget_and_what_to_pass(budget):
     net = small()
     budget(1000)
     with pytest.raises(ValueError) as error:
-        fbx.trace(net, seq())
+        fbx.trace(net, seq(2, 6, 5))
     text = one_line(error)
     # 2 samples x 6 steps x (x 5 + loop 5 + concatenate 10 + h 5) values
     values = 2 * 6 * 25
@@ -142,7 +146,7 @@ def test_refusal_says_need_budget_and_what_to_pass(budget):
     assert "the budget of 1.0 kB (set with fbx.set_memory_budget)" in text
     assert "Pass samples= or nodes=" in text
     budget(need)  # exactly the estimate: allowed
-    assert len(fbx.trace(net, seq())) == values
+    assert len(fbx.trace(net, seq(2, 6, 5))) == values
 
 
 # ------------------------------------------------- the reproductions
@@ -186,7 +190,7 @@ def test_trace_callback_of_200_epochs_refuses_when_the_fit_starts(budget, nothin
 
 
 def test_trace_callback_counts_the_traces_still_to_come():
-    watch = fbx.TraceCallback(seq(), every=3)
+    watch = fbx.TraceCallback(seq(2, 6, 5), every=3)
     assert watch._traces_to_come(10) == 1 + 3 + 1  # start, epochs 3, 6, 9, end (10)
     assert watch._traces_to_come(9) == 1 + 3  # start, 3, 6, 9 (the end is 9)
     watch.frames[9] = None
@@ -211,7 +215,7 @@ def test_fixed_points_of_a_delay_1000_state_refuse_before_the_search(
 
 def test_explore_stateful_view_is_off_when_it_would_not_fit(budget):
     net = small()
-    x = seq()
+    x = seq(2, 6, 5)
     values = 2 * 6 * 25
     alone = memory.PER_VALUE["explore"] * values + memory.PER_VALUE["explore_portrait"] * 2 * 6 * 5
     budget(alone + 1)  # the explorer fits, the stateful view beside it does not
@@ -224,7 +228,7 @@ def test_explore_stateful_view_is_off_when_it_would_not_fit(budget):
 
 
 def test_stateful_view_that_no_longer_fits_when_opened_turns_itself_off(budget):
-    ex = fbx.explore(small(), seq())
+    ex = fbx.explore(small(), seq(2, 6, 5))
     budget(100)  # memory ran short after the explorer opened
     ex.mode.value = "stateful"
     assert ex.mode.value == "stateless" and ex.mode.disabled
@@ -234,7 +238,7 @@ def test_stateful_view_that_no_longer_fits_when_opened_turns_itself_off(budget):
 def test_explore_of_a_recording_refuses_and_takes_nodes_and_samples(budget):
     net = small()
     net.compile("sgd", "mse")
-    x = seq(batch=3)
+    x = seq(3, 6, 5)
     watch = fbx.TraceCallback(x)
     net.fit(x, x, epochs=2, verbose=0, callbacks=[watch])
     rows = sum(len(df) for df in watch.frames.values())
@@ -270,7 +274,7 @@ def test_explore_of_a_recording_refuses_and_takes_nodes_and_samples(budget):
     ids=["gradient_flow", "portrait", "portrait-of-trace", "compare", "arrays", "adam", "initial"],
 )
 def test_every_inspection_tool_refuses_above_the_budget(budget, call):
-    net, x = small(), seq()
+    net, x = small(), seq(2, 6, 5)
     budget(100)
     with pytest.raises(ValueError, match=r"would need about .* more than the budget") as error:
         call(net, x)
@@ -312,7 +316,7 @@ def diverging(gain=1e6, units=3):
 
 def test_explore_of_a_diverging_model_draws_the_finite_steps():
     net = diverging()
-    x = seq(batch=2, steps=12, width=3)
+    x = seq(2, 12, 3)
     arrays = fbx.trace(net, x, as_arrays=True)
     states = arrays["loop"]
     bad = ~np.isfinite(states).all(axis=2)  # (sample, t)
@@ -344,7 +348,7 @@ def test_explore_of_a_diverging_model_draws_the_finite_steps():
 
 def test_portrait_of_a_diverging_model_draws_the_finite_steps():
     net = diverging()
-    x = seq(batch=2, steps=12, width=3)
+    x = seq(2, 12, 3)
     states = fbx.trace(net, x, "loop", as_arrays=True)["loop"]
     bad_steps = np.flatnonzero(~np.isfinite(states).all(axis=2).all(axis=0))
     with pytest.warns(UserWarning, match="the portrait draws the finite steps"):
@@ -471,7 +475,7 @@ def test_dedupe_of_nothing():
 def test_gradient_flow_targets_checked_as_fit_checks_them():
     net = small()
     net.compile("sgd", "mse")
-    x = seq()
+    x = seq(2, 6, 5)
     with pytest.raises(ValueError) as fit_error:
         net.fit(x, np.zeros((2, 4, 5)), verbose=0)
     with pytest.raises(ValueError) as error:
@@ -498,7 +502,7 @@ def test_portrait_of_a_model_without_feedback_says_what_is_true():
 
 def test_blocks_reorder_rows_that_come_out_of_order():
     net = small()
-    x = seq(batch=3)
+    x = seq(3, 6, 5)
     frame = fbx.trace(net, x, samples=[2, 0])
     shuffled = frame.sample(frac=1.0, random_state=0)
     _, blocks = explorer_data.blocks(shuffled, ["value"], [0, 2])
@@ -515,4 +519,4 @@ def test_messages_name_no_internals():
     assert not re.search(r"Traceback|tf\.|Graph", one_line(error))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        fbx.explore(net, seq())  # a finite trace warns of nothing
+        fbx.explore(net, seq(2, 6, 5))  # a finite trace warns of nothing

@@ -5,8 +5,11 @@ import gc
 
 import keras
 import numpy as np
+import pytest
 
 import fbexplorer as fbx
+
+pytestmark = pytest.mark.slow  # a hundred thousand steps
 
 STEPS, CHUNK, BATCH, UNITS = 100_000, 1_000, 4, 8
 

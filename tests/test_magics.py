@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import seq
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
@@ -37,10 +38,6 @@ def rendered(ip, capsys, cell: str) -> list[str]:
     assert not result.success
     captured = capsys.readouterr()
     return [line for line in (captured.out + captured.err).splitlines() if line.strip()]
-
-
-def seq(*shape, seed=0):
-    return np.random.default_rng(seed).normal(size=shape).astype("float32")
 
 
 # -- building ------------------------------------------------------------------

@@ -2,7 +2,8 @@
 and a cell run again gives the same names."""
 
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from helpers import examples
+from hypothesis import event, given
 from hypothesis import strategies as st
 from IPython.core.interactiveshell import InteractiveShell
 
@@ -59,13 +60,7 @@ def ip():
     return shell
 
 
-@settings(
-    max_examples=300,
-    derandomize=True,
-    database=None,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@examples(300)
 @given(line=lines, body=bodies)
 def test_random_cells_build_or_fail_in_one_line(ip, capsys, line, body):
     ip.user_ns["fz"] = sentinel = object()
@@ -83,13 +78,7 @@ def test_random_cells_build_or_fail_in_one_line(ip, capsys, line, body):
         assert ip.user_ns["fz"] is sentinel
 
 
-@settings(
-    max_examples=15,
-    derandomize=True,
-    database=None,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@examples(15)
 @given(body=st.lists(statements, min_size=1, max_size=4).map("\n".join))
 def test_a_cell_run_again_gives_the_same_names(ip, body):
     def names(model):

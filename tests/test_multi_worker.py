@@ -16,6 +16,10 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
+
+# Two worker processes talking over loopback.
+pytestmark = pytest.mark.slow
 
 SCRIPT = textwrap.dedent(
     """

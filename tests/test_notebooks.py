@@ -27,6 +27,7 @@ def test_notebook_is_stored_without_outputs(path):
     assert not dirty, f"{path.name}: cells {dirty} have outputs; strip them before committing"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
 def test_notebook_runs(path):
     from nbclient import NotebookClient

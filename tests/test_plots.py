@@ -1,5 +1,6 @@
 """Plotly figures of traces and of stateful vs stateless comparisons."""
 
+import helpers
 import keras
 import numpy as np
 import pytest
@@ -22,7 +23,7 @@ def net():
 
 @pytest.fixture
 def seq(rng):
-    return rng.normal(size=(B, T, D)).astype("float32")
+    return helpers.seq(B, T, D, rng=rng)
 
 
 def test_plot_trace_one_line_per_unit(net, seq):

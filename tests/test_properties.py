@@ -17,21 +17,17 @@ import oracle
 import pytest
 import random_graphs
 import tensorflow as tf
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 tf.get_logger().setLevel("ERROR")  # one trace per random model is expected
 
 
 def examples(n: int):
-    return settings(
-        max_examples=n,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-        phases=[Phase.explicit, Phase.generate, Phase.shrink],
-    )
+    """`n` examples under the `ci` profile (max_examples=100, `make test`); other
+    profiles scale the count (`dev`, `make test-fast`: a tenth). The profiles
+    (tests/conftest.py) derandomize the draws and set no deadline."""
+    return settings(max_examples=max(1, n * settings.default.max_examples // 100))
 
 
 def fresh():

@@ -2,10 +2,12 @@
 
 import importlib
 
+import helpers
 import keras
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import readme_network
 
 import fbexplorer as fbx
 
@@ -21,15 +23,7 @@ def dense(layer, v):
 
 def seed_network(**kwargs):
     """x -> d1 -> d2 -> d3 -> out, with d3 fed back into d1."""
-    x = keras.Input((D,), name="x")
-    loop = fbx.Feedback((D,), name="loop")
-    h1 = keras.layers.Dense(D, activation="tanh", name="d1")(
-        keras.layers.Concatenate(name="cat")([x, loop])
-    )
-    h2 = keras.layers.Dense(D, activation="tanh", name="d2")(h1)
-    h3 = keras.layers.Dense(D, activation="tanh", name="d3")(h2)
-    y = keras.layers.Dense(2, name="out")(h3)
-    return fbx.FeedbackModel(inputs=x, outputs=y, feedback={"loop": h3}, **kwargs)
+    return readme_network(units=D, inputs=D, outputs=2, **kwargs)
 
 
 def seed_reference(net, seq, loop0=None):
@@ -58,7 +52,7 @@ def as_array(df, node):
 
 @pytest.fixture
 def seq(rng):
-    return rng.normal(size=(B, T, D)).astype("float32")
+    return helpers.seq(B, T, D, rng=rng)
 
 
 def test_seed_network_every_node_equals_numpy_loop(seq):

@@ -14,6 +14,7 @@ def running_sum_net():
     return fbx.FeedbackModel(x, y, feedback={"total": y})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("jit", [False, True])
 def test_learns_running_sum_through_feedback(rng, jit):
     X = rng.uniform(-1, 1, size=(512, 10, 1)).astype("float32")
@@ -105,6 +106,7 @@ def test_batch_normalization_inside_the_loop(rng):
     np.testing.assert_allclose(np.asarray(bn.moving_mean), mm, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_fit_with_xla_and_nested_cell(rng):
     x = keras.Input((2,), name="x")
     h = fbx.cell(keras.layers.LSTMCell(8, name="lstm"))(x)
@@ -117,6 +119,7 @@ def test_fit_with_xla_and_nested_cell(rng):
     assert losses[-1] < losses[0]
 
 
+@pytest.mark.slow
 def test_fit_a_constants_only_model(rng):
     """An input seen for several steps (as an image is), refined by feedback."""
     img = keras.Input((4,), name="img")

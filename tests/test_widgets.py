@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import pytest
+from helpers import readme_network
 from ipywidgets.widgets.widget_link import Link
 
 import fbexplorer as fbx
@@ -29,15 +30,7 @@ T = 6
 def seed():
     """The README's network, small: x -> cat -> d1 -> d2 -> d3 -> out, d3 fed back into d1."""
     keras.utils.set_random_seed(0)
-    x = keras.Input((1,), name="x")
-    loop = fbx.Feedback((4,), name="loop")
-    h1 = keras.layers.Dense(4, activation="tanh", name="d1")(
-        keras.layers.Concatenate(name="cat")([x, loop])
-    )
-    h2 = keras.layers.Dense(4, activation="tanh", name="d2")(h1)
-    h3 = keras.layers.Dense(4, activation="tanh", name="d3")(h2)
-    y = keras.layers.Dense(1, name="out")(h3)
-    return fbx.FeedbackModel(inputs=x, outputs=y, feedback={"loop": h3}, name="seed")
+    return readme_network(units=4, name="seed")
 
 
 NET = seed()
@@ -479,6 +472,7 @@ def test_figure_for_papers(ex):
     close(np.asarray(heat.data[0].z), reference("d2").T)
 
 
+@pytest.mark.slow
 def test_saved_notebook_with_an_explorer_stays_under_a_megabyte(tmp_path):
     import nbformat
     from nbclient import NotebookClient

@@ -272,6 +272,7 @@ def test_vrnn_generates_from_the_prior(rng):
 
 
 # ---------------------------------------------------------------- learning
+@pytest.mark.slow
 def test_lenet5_feedback_learns_digits():
     x_train, y_train, x_test, y_test = data.digits()
     net = zoo.lenet5_feedback(steps=3)
@@ -281,6 +282,7 @@ def test_lenet5_feedback_learns_digits():
     assert accuracy[-1] > 0.90, accuracy
 
 
+@pytest.mark.slow
 def test_narx_beats_the_same_network_without_feedback():
     u, y = data.narendra_system(512, 40, seed=0)
     u_test, y_test = data.narendra_system(128, 100, seed=1)
@@ -298,6 +300,7 @@ def test_narx_beats_the_same_network_without_feedback():
     assert errors[2] < 0.5 * errors[0], errors
 
 
+@pytest.mark.slow
 def test_vrnn_loss_falls_by_half():
     x = data.noisy_sines(128, 30, seed=0)
     net = zoo.vrnn(seed=0)
