@@ -255,3 +255,11 @@ def test_starts_visited_on_data_end_where_free_runs_of_the_model_end():
     assert census.settings["initial"] == "visited"
     assert set(census.frame["kind"]) <= {"fixed", "cycle"}
     assert_free_runs_end_there(net, census, held, 200 + 2 * 4)
+
+
+@pytest.mark.jax
+def test_census_on_jax():
+    """`make test`'s JAX run: the closed-form checks above, on JAX."""
+    test_tanh_with_gain_two_has_two_stable_points_of_half_the_starts_each()
+    test_logistic_map_at_3_2_has_the_closed_form_two_cycle()
+    test_a_delay_two_feedback_has_two_points_and_a_two_cycle()

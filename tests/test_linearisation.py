@@ -363,3 +363,11 @@ def test_linearisation_error_is_second_order_and_catches_a_wrong_jacobian():
     assert cycle.linearisation_error(logistic(3.2), 0, scale=1e-4).max() < 1e-2
     with pytest.raises(ValueError, match="Pass the model they were found for"):
         cycle.linearisation_error(net, 0)
+
+
+@pytest.mark.jax
+def test_linearisation_on_jax():
+    """`make test`'s JAX run: the closed-form checks above, on JAX."""
+    test_linear_map_has_closed_form_modes_tau_and_input_jacobian()
+    test_logistic_fixed_points_and_two_cycle_match_closed_forms()
+    test_two_cycles_of_a_delay_line_match_closed_forms_and_the_model()

@@ -240,3 +240,11 @@ def test_a_diverging_sample_gets_nan_and_leaves_the_others_alone():
     lam = fbx.lyapunov(logistic(), np.zeros((3, 200, 1), "float32"), initial_state={"x": x0})
     assert np.isnan(lam[1]).all() and np.isfinite(lam[[0, 2]]).all()
     np.testing.assert_allclose(lam[0], lam[2], atol=1e-5)
+
+
+@pytest.mark.jax
+def test_lyapunov_on_jax():
+    """`make test`'s JAX run: the closed-form checks above, on JAX."""
+    test_logistic_map_at_r4_has_exponent_ln2()
+    test_linear_map_exponents_are_log_moduli_of_its_eigenvalues()
+    test_delay_line_is_state()
