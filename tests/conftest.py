@@ -48,7 +48,8 @@ def pytest_ignore_collect(collection_path, config):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests marked `jax` run only on the JAX backend, all others only on TensorFlow."""
+    """Tests marked `jax` run only on the JAX backend, all others only on TensorFlow;
+    the heavy ones first."""
     on_jax = keras.backend.backend() == "jax"
     keep, drop = [], []
     for item in items:
@@ -56,6 +57,16 @@ def pytest_collection_modifyitems(config, items):
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+    items.sort(key=lambda item: not _heavy(item))
+
+
+def _heavy(item) -> bool:
+    """A test of seconds or minutes: `slow`, or a hypothesis property test. They
+    go first, so that pytest-xdist's two workers do not end with one of them
+    running a long test alone while the other waits."""
+    return item.get_closest_marker("slow") is not None or getattr(
+        getattr(item, "obj", None), "is_hypothesis_test", False
+    )
 
 
 @pytest.fixture(autouse=True)

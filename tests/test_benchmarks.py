@@ -11,8 +11,9 @@ import keras
 import numpy as np
 import pytest
 
-# One worker runs this file (pytest-xdist's loadgroup), so the scripts run once;
-# they take a minute or two.
+# One worker runs this file (pytest-xdist's loadgroup), and the scripts' runs are a
+# session fixture, so they run once even when that worker runs other files' tests
+# between these (a module fixture would be torn down and run again); a minute or two.
 pytestmark = [pytest.mark.xdist_group("benchmarks"), pytest.mark.slow]
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -30,7 +31,7 @@ finally:
     sys.path.remove(str(BENCH))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def quick_runs(tmp_path_factory):
     """Every script run with --quick, all at once, each in its own process."""
     out = tmp_path_factory.mktemp("bench")

@@ -391,7 +391,7 @@ def delayed_steps_renamed():
         warnings.simplefilter("error")
         new = fbx.delayed(x, delay=2)  # no warning
     assert "steps" not in inspect.signature(fbx.delayed).parameters  # help() shows delay=
-    xs = seq(steps=5)
+    xs = seq(2, 5, 5)
     want = xs.copy()
     want[:, 2:] += xs[:, :-2]  # x[t] + x[t - 2], zeros before
     for edge in (late, new):
@@ -721,7 +721,7 @@ def fbmodel_prev_steps_renamed():
         warnings.simplefilter("error")
         new = cell_magic(body.format("delay"))
     assert old.get_config() == new.get_config()  # the same model, names and all
-    xs = seq(steps=5)
+    xs = seq(2, 5, 5)
     want = xs.copy()
     for t in range(2, 5):
         want[:, t] += want[:, t - 2]  # s[t] = x[t] + s[t - 2]
