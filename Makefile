@@ -58,7 +58,7 @@ chromium:
 npm:
 	@command -v npm >/dev/null || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q npm; }
 
-# Two workers (the machine's two cores); tests of one xdist_group share a worker.
+# Two workers (the machine's two cores).
 TEST_WORKERS ?= 2
 PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 

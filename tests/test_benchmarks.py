@@ -11,10 +11,9 @@ import keras
 import numpy as np
 import pytest
 
-# One worker runs this file (pytest-xdist's loadgroup), and the scripts' runs are a
-# session fixture, so they run once even when that worker runs other files' tests
-# between these (a module fixture would be torn down and run again); a minute or two.
-pytestmark = [pytest.mark.xdist_group("benchmarks"), pytest.mark.slow]
+# The scripts' quick runs take a minute or two: one test runs them all and
+# makes every check on their results (test_every_script_runs_quick_and_checks_out).
+pytestmark = pytest.mark.slow
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 SCRIPTS = ("fit_predict", "lstm", "feedback_nets", "scaling", "roofline", "fixed_points")
@@ -31,10 +30,9 @@ finally:
     sys.path.remove(str(BENCH))
 
 
-@pytest.fixture(scope="session")
-def quick_runs(tmp_path_factory):
-    """Every script run with --quick, all at once, each in its own process."""
-    out = tmp_path_factory.mktemp("bench")
+def run_quick(out):
+    """Every script run with --quick, all at once, each in its own process, writing
+    to the folder `out`: `{name: (return code, stdout, json path)}`."""
     procs = {
         name: subprocess.Popen(
             [sys.executable, str(BENCH / f"{name}.py"), "--quick", "--out", str(out)],
@@ -76,7 +74,7 @@ def _load(quick_runs, name):
     return stdout, json.loads(path.read_text())
 
 
-def test_fit_predict_quick_run(quick_runs):
+def check_fit_predict_quick_run(quick_runs):
     """Every installed framework's contenders ran, computed the same function
     from the same weights, and were compared with the hand-written JAX scan."""
     stdout, res = _load(quick_runs, "fit_predict")
@@ -100,7 +98,7 @@ def test_fit_predict_quick_run(quick_runs):
     assert "x scan" in stdout
 
 
-def test_gpu_script_runs_the_suite_on_jax_without_tensorflow(quick_runs):
+def check_gpu_script_runs_the_suite_on_jax_without_tensorflow(quick_runs):
     stdout, res = _load(quick_runs, "gpu")
     assert "Keras backend: jax" in stdout and "x scan" in stdout
     rows = res["workloads"]["small"]["results"]
@@ -122,7 +120,7 @@ def test_fit_predict_contenders_can_disagree():
     assert ref.shape == y.shape == x.shape  # one output per input step
 
 
-def test_lstm_quick_run(quick_runs):
+def check_lstm_quick_run(quick_runs):
     stdout, res = _load(quick_runs, "lstm")
     rows = {(r["contender"], r["jit"]): r for r in res["results"]}
     names = [c.name for c in lstm.contenders(lstm.QUICK)]
@@ -139,7 +137,7 @@ def test_lstm_quick_run(quick_runs):
     assert res["machine"]["cores"] >= 1
 
 
-def test_feedback_nets_quick_run(quick_runs):
+def check_feedback_nets_quick_run(quick_runs):
     _, res = _load(quick_runs, "feedback_nets")
     for key in ("loop", "conv"):
         rows = res["nets"][key]["results"]
@@ -154,7 +152,7 @@ def test_feedback_nets_quick_run(quick_runs):
         assert ref["train_x_fbx"] == pytest.approx(1.0)
 
 
-def test_scaling_quick_run(quick_runs):
+def check_scaling_quick_run(quick_runs):
     _, res = _load(quick_runs, "scaling")
     rows = res["results"]
     assert [(r["sweep"], r["value"]) for r in rows] == [
@@ -172,7 +170,7 @@ def test_scaling_quick_run(quick_runs):
     assert measured[0]["peak_mib"] >= measured[0]["base_mib"] > 50  # TensorFlow is loaded
 
 
-def test_roofline_quick_run(quick_runs):
+def check_roofline_quick_run(quick_runs):
     _, res = _load(quick_runs, "roofline")
     s = res["sizes"]
     assert res["flops"]["train step"] == 3 * 2 * s["B"] * s["T"] * (s["D"] + s["U"]) * 4 * s["U"]
@@ -183,7 +181,7 @@ def test_roofline_quick_run(quick_runs):
         assert r["gflops"] == pytest.approx(r["flops"] / r["median_s"] / 1e9)
 
 
-def test_fixed_points_quick_run(quick_runs):
+def check_fixed_points_quick_run(quick_runs):
     stdout, res = _load(quick_runs, "fixed_points")
     rows = {r["contender"]: r for r in res["results"]}
     assert set(rows) == {"newton", "adam"}
@@ -259,3 +257,27 @@ def test_run_py_runs_every_script():
         sys.path.remove(str(BENCH))
     assert set(run.SCRIPTS) == {f"{name}.py" for name in SCRIPTS}
     assert all((BENCH / name).is_file() for name in run.SCRIPTS)
+
+
+QUICK_CHECKS = (
+    check_fit_predict_quick_run,
+    check_gpu_script_runs_the_suite_on_jax_without_tensorflow,
+    check_lstm_quick_run,
+    check_feedback_nets_quick_run,
+    check_scaling_quick_run,
+    check_roofline_quick_run,
+    check_fixed_points_quick_run,
+)
+
+
+def test_every_script_runs_quick_and_checks_out(tmp_path):
+    """The scripts run once, together (one test, so that two workers never run
+    them twice); every check runs, and the failures are reported together."""
+    runs = run_quick(tmp_path)
+    failures = []
+    for check in QUICK_CHECKS:
+        try:
+            check(runs)
+        except AssertionError as error:
+            failures.append(f"{check.__name__}: {error}")
+    assert not failures, "\n\n".join(failures)
