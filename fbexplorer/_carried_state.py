@@ -208,9 +208,9 @@ def cell_starts(net) -> dict:
     found = net.__dict__.get("_fbx_cell_starts")
     if found is not None:
         return found
-    from fbexplorer.graph import _input_layer_name
+    from fbexplorer._checks import input_layer_name
 
-    by_layer_name = {_input_layer_name(s.name): s.name for s in net.graph.specs if s.kind == "cell"}
+    by_layer_name = {input_layer_name(s.name): s.name for s in net.graph.specs if s.kind == "cell"}
     found = {}
     for layer in net.step_model.layers:
         if not (hasattr(layer, "get_initial_state") and hasattr(layer, "state_size")):

@@ -41,7 +41,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-__all__ = ["DelayLines", "use_tensor_arrays"]
+__all__ = ["DelayLines", "expand_to", "use_tensor_arrays"]
 
 
 class DelayLines:
@@ -111,7 +111,7 @@ class DelayLines:
         out = []
         for k, buf, old, new in zip(self.delays, carry, read, new_values):
             if mask is not None:
-                new = ops.where(_expand_to(mask, new), new, old)
+                new = ops.where(expand_to(mask, new), new, old)
             if k == 1:
                 out.append(new)
             elif self.tensor_arrays:
@@ -157,7 +157,7 @@ class DelayLines:
         return out
 
 
-def _expand_to(m, ref):
+def expand_to(m, ref):
     """A (batch,) boolean mask broadcastable against `ref`."""
     return ops.reshape(m, (-1,) + (1,) * (len(ref.shape) - 1))
 

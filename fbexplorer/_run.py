@@ -23,7 +23,7 @@ from keras import ops
 from fbexplorer import _keras
 from fbexplorer._call_inputs import batch_of
 from fbexplorer._carried_state import executing_eagerly
-from fbexplorer._delay_lines import DelayLines, _expand_to, use_tensor_arrays
+from fbexplorer._delay_lines import DelayLines, expand_to, use_tensor_arrays
 from fbexplorer._history import (
     History,
     after_masked,
@@ -34,7 +34,7 @@ from fbexplorer._history import (
     window,
 )
 from fbexplorer._loop import loop_jit_for, time_loop
-from fbexplorer.graph import _state_shapes
+from fbexplorer.graph import cell_state_shapes
 
 __all__ = ["MAX_SEGMENTS", "compiled", "hoist_plan", "run", "runner", "segment_bounds"]
 
@@ -58,13 +58,13 @@ def dropout_cells(model):
 
     def visit(layer, in_shape):
         if has_dropout(layer):
-            state = _state_shapes(layer)[0][0]
+            state = cell_state_shapes(layer)[0][0]
             found.append((layer, in_shape, tuple(state)))
         if isinstance(getattr(layer, "cells", None), (list, tuple)):  # StackedRNNCells
             for inner in layer.cells:
                 visit(inner, in_shape)
                 size = getattr(inner, "output_size", None)
-                size = size if size is not None else _state_shapes(inner)[0][0]
+                size = size if size is not None else cell_state_shapes(inner)[0][0]
                 in_shape = (size,) if isinstance(size, int) else tuple(size)
         elif isinstance(getattr(layer, "cell", None), keras.layers.Layer):
             visit(layer.cell, in_shape)
@@ -464,13 +464,13 @@ class _Step:
             if spec.name in truths:
                 truth = ops.cast(truths[spec.name], sources[i].dtype)
                 new = sources[i]
-                sources[i] = truth if coin is None else ops.where(_expand_to(coin, new), truth, new)
+                sources[i] = truth if coin is None else ops.where(expand_to(coin, new), truth, new)
         ring = edges.ring
         new_bufs = edges.lines.write(
             bufs, [delayed[i] for i in ring], [sources[i] for i in ring], m
         )
         if m is not None:
-            ys = [ops.where(_expand_to(m, y), y, p) for y, p in zip(ys, last)]
+            ys = [ops.where(expand_to(m, y), y, p) for y, p in zip(ys, last)]
         new_last = list(ys) if o.carry_last else []
         stacked = (list(ys) if o.keep_all else []) + list(extras) + list(emits)
         if layout.hold:

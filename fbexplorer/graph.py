@@ -20,7 +20,15 @@ from fbexplorer import _keras, _saved_config
 from fbexplorer._checks import check_delay, check_edge, check_source, input_layer_name
 from fbexplorer._renamed import renamed_keyword
 
-__all__ = ["Feedback", "FeedbackSpec", "StepGraph", "cell", "delayed", "pack"]
+__all__ = [
+    "Feedback",
+    "FeedbackSpec",
+    "StepGraph",
+    "cell",
+    "cell_state_shapes",
+    "delayed",
+    "pack",
+]
 
 _uid = itertools.count(1)
 _used_names: set = set()  # default names given by `delayed`, kept unique
@@ -61,9 +69,6 @@ class FeedbackSpec:
             "kind": self.kind,
             "cell": self.cell,
         }
-
-
-_input_layer_name = input_layer_name  # the name other modules import
 
 
 def _make_placeholder(name, shape, *, delay, initial, dtype, kind, cell_name=None, source=None):
@@ -157,7 +162,7 @@ def _state_structure(size):
     return tuple(size)
 
 
-def _state_shapes(layer) -> tuple[list, list]:
+def cell_state_shapes(layer) -> tuple[list, list]:
     """(the flat list of state shapes, the nested structure to call with)."""
     size = layer.state_size
     structure = (
@@ -230,7 +235,7 @@ def cell(layer, *, initial="zeros", state_names=None):
         )
 
     def apply(inputs, **kwargs):
-        shapes, structure = _state_shapes(layer)
+        shapes, structure = cell_state_shapes(layer)
         unknown = [s for s in shapes if any(not isinstance(d, int) or d < 1 for d in s)]
         if unknown:
             raise ValueError(

@@ -33,7 +33,7 @@ from keras import ops
 from fbexplorer import _carried_state, _keras, _run
 from fbexplorer._call_inputs import parse_call
 from fbexplorer._history import full
-from fbexplorer.graph import _state_shapes
+from fbexplorer.graph import cell_state_shapes
 from fbexplorer.memory import PER_VALUE, check_memory, values_detail
 
 __all__ = [
@@ -136,7 +136,7 @@ def _layer_nodes(sm, skip: set, cells: set) -> dict:
                 continue
             outs = list(node.output_tensors)
             if op.name in cells and hasattr(op, "state_size"):  # states come by state name
-                n_states = len(_state_shapes(op)[0])
+                n_states = len(cell_state_shapes(op)[0])
                 outs = outs[: len(outs) - n_states] or outs[:1]
             k = calls.get(id(op), 0)
             calls[id(op)] = k + 1

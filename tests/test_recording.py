@@ -128,18 +128,6 @@ def test_check_size_refuses_before_anything_runs(net, seq):
         fbx.set_memory_budget(previous)
 
 
-# Private names one module still reads from another, to be given public names by
-# the engine's adapter work (graph's cell state shapes, the hoisting call, the loop's
-# delay lines). A new entry here is a new debt: give the name a public one instead.
-KNOWN_PRIVATE_IMPORTS = {
-    ("_carried_state", "graph", "_input_layer_name"),
-    ("_run", "_delay_lines", "_expand_to"),
-    ("_run", "graph", "_state_shapes"),
-    ("recording", "graph", "_state_shapes"),
-    ("bptt", "_hoist", "_call"),
-}
-
-
 def test_no_module_imports_another_modules_private_name():
     package = pathlib.Path(fbx.__file__).parent
     found = set()
@@ -153,4 +141,4 @@ def test_no_module_imports_another_modules_private_name():
             for alias in node.names:
                 if alias.name.startswith("_"):
                     found.add((path.stem, source, alias.name))
-    assert found <= KNOWN_PRIVATE_IMPORTS, sorted(found - KNOWN_PRIVATE_IMPORTS)
+    assert not found, sorted(found)
