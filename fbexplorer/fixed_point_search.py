@@ -20,7 +20,6 @@ from fbexplorer.linearisation import (
     chain,
     chain_inputs,
     eigen_decomposition,
-    input_jacobian_fn,
     stability_labels,
     time_constants,
 )
@@ -39,6 +38,7 @@ from fbexplorer.state_map import (
     compile_fn,
     grad_fn,
     held_inputs,
+    input_jacobian_fn,
     jacobian_fn,
     output_map,
     state_layout,

@@ -5,14 +5,13 @@ Near a fixed point `s*` of the step `F`, `F(s* + d) ~ s* + J d + B du` with
 spectrum (`stability_labels`, `time_constants`), splits `J` into its modes
 (`eigen_decomposition`: right and left eigenvectors, the left ones the
 selection vectors of Mante et al. 2013), chains per-step Jacobians along an
-orbit (`chain`), and differentiates a step with respect to a held input
-(`input_jacobian_fn`, the backend's autodiff). `fbexplorer.fixed_point_search`
+orbit (`chain`, `chain_inputs`); the Jacobians themselves come from the
+backend's autodiff in `fbexplorer.state_map`. `fbexplorer.fixed_point_search`
 uses them for `FixedPoints`.
 """
 
 from __future__ import annotations
 
-import keras
 import numpy as np
 
 __all__ = [
@@ -20,7 +19,6 @@ __all__ = [
     "chain",
     "chain_inputs",
     "eigen_decomposition",
-    "input_jacobian_fn",
     "stability_labels",
     "time_constants",
 ]
@@ -86,26 +84,3 @@ def chain_inputs(jacobians, inputs) -> np.ndarray:
     for j in range(1, k):
         out = jacobians[:, j] @ out + flat[:, j]
     return out.reshape((points, size) + inputs.shape[3:])
-
-
-def input_jacobian_fn(fn):
-    """`u -> d fn(u) / du` for a map of one unbatched tensor `u` to `(P, D)`:
-    `(P, D, *u.shape)`."""
-    backend = keras.backend.backend()
-    if backend == "jax":
-        import jax
-
-        return jax.jacfwd(fn)
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        def jac(u):
-            with tf.GradientTape() as tape:
-                tape.watch(u)
-                y = fn(u)
-            return tape.jacobian(y, u)
-
-        return jac
-    raise ValueError(
-        f"fbexplorer.linearisation needs the TensorFlow or JAX backend. Received: {backend}."
-    )

@@ -32,6 +32,7 @@ __all__ = [
     "compile_fn",
     "grad_fn",
     "held_inputs",
+    "input_jacobian_fn",
     "jacobian_fn",
     "output_map",
     "state_layout",
@@ -99,6 +100,29 @@ def jacobian_fn(fn):
         return y, tape.batch_jacobian(y, s)
 
     return jac
+
+
+def input_jacobian_fn(fn):
+    """`u -> d fn(u) / du` for a map of one unbatched tensor `u` to `(P, D)`:
+    `(P, D, *u.shape)`."""
+    backend = _backend()
+    if backend == "jax":
+        import jax
+
+        return jax.jacfwd(fn)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        def jac(u):
+            with tf.GradientTape() as tape:
+                tape.watch(u)
+                y = fn(u)
+            return tape.jacobian(y, u)
+
+        return jac
+    raise ValueError(
+        f"fbexplorer.state_map needs the TensorFlow or JAX backend. Received: {backend}."
+    )
 
 
 # ---------------------------------------------------------- the state map
