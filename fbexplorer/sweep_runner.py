@@ -342,4 +342,3 @@ def _pickled(build, fit: dict) -> bytes:
             f"or a live model they refer to: build the model inside build. Received: "
             f"build={getattr(build, '__qualname__', build)!r}; {type(e).__name__}: {e}."
         ) from None
-
