@@ -21,7 +21,7 @@ import pandas as pd
 
 from fbexplorer._atomic import replacing
 
-__all__ = ["TABLE", "SweepStore", "network_key"]
+__all__ = ["STATUS_COLUMNS", "TABLE", "SweepStore", "network_key"]
 
 TABLE = "results.parquet"
 # The store's own columns (beside the grid's keys and the analyses' summaries).

@@ -212,7 +212,7 @@ def _ray_node(args, env, log):
     with this one's process group."""
     ray_cli = os.path.join(os.path.dirname(sys.executable), "ray")
     return subprocess.Popen(
-        [ray_cli, "start", "--block", "--num-cpus=1", "--include-dashboard=false",
+        [ray_cli, "start", "--block", "--num-cpus=1",
          "--disable-usage-stats", "--object-store-memory=80000000",
          "--node-ip-address=127.0.0.1", *args],
         env=env,
@@ -277,7 +277,7 @@ def loopback_cluster(tmp_path, monkeypatch):
     temp = tempfile.mkdtemp(prefix="fbxray-", dir="/tmp")
     nodes = []
     try:
-        head = ["--head", f"--port={port}", f"--ray-client-server-port={client}",
+        head = ["--head", "--include-dashboard=false", f"--port={port}", f"--ray-client-server-port={client}",
                 f"--dashboard-agent-listen-port={agent1}", f"--metrics-export-port={metrics1}",
                 f"--temp-dir={temp}"]  # fmt: skip
         _start_node(head, env, logs[0], nodes)
