@@ -214,7 +214,7 @@ def _ray_node(args, env, log):
     return subprocess.Popen(
         [ray_cli, "start", "--block", "--num-cpus=1",
          "--disable-usage-stats", "--object-store-memory=80000000",
-         "--node-ip-address=127.0.0.1", *args],
+         *args],
         env=env,
         stdout=open(log, "w"),
         stderr=subprocess.STDOUT,
@@ -247,6 +247,12 @@ def _wait_for(condition, what, node, log, timeout=90):
     raise TimeoutError(f"{what} after {timeout} s:\n{open(log).read()[-2000:]}")
 
 
+def _agent_ports(ports):
+    listen, grpc, runtime_env = ports
+    return [f"--dashboard-agent-listen-port={listen}", f"--dashboard-agent-grpc-port={grpc}",
+            f"--runtime-env-agent-port={runtime_env}"]  # fmt: skip
+
+
 def _start_node(args, env, log, nodes, attempts=3):
     """Start a node and wait until it runs; again if it timed out starting (Ray
     gives a raylet 30 s to register, which a loaded machine can exceed)."""
@@ -264,25 +270,27 @@ def _start_node(args, env, log, nodes, attempts=3):
 
 @pytest.fixture
 def loopback_cluster(tmp_path, monkeypatch):
-    """A head and a worker node on 127.0.0.1 (one CPU each), with ports and a
-    temporary directory of their own, token authentication off (loopback only);
+    """A head and a worker node on this machine (one CPU each), joined at
+    127.0.0.1, with ports and a temporary directory of their own, token
+    authentication off (this machine only);
     stopped (their two process groups, nothing else) after the test."""
 
     ray.shutdown()
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
-    port, client, agent1, agent2, metrics1, metrics2 = _free_ports(6)
+    port, client, *agents = _free_ports(8)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     address, logs = f"127.0.0.1:{port}", [tmp_path / "head.log", tmp_path / "worker.log"]
     # Ray's socket paths must stay under 108 bytes: a short folder, not tmp_path.
     temp = tempfile.mkdtemp(prefix="fbxray-", dir="/tmp")
     nodes = []
     try:
-        head = ["--head", "--include-dashboard=false", f"--port={port}", f"--ray-client-server-port={client}",
-                f"--dashboard-agent-listen-port={agent1}", f"--metrics-export-port={metrics1}",
+        # Every port of each node given: the defaults of the two would collide, and a
+        # raylet waiting for its agents to report theirs can time out on a busy machine.
+        head = ["--head", "--include-dashboard=false", f"--port={port}",
+                f"--ray-client-server-port={client}", *_agent_ports(agents[:3]),
                 f"--temp-dir={temp}"]  # fmt: skip
         _start_node(head, env, logs[0], nodes)
-        worker = [f"--address={address}", f"--dashboard-agent-listen-port={agent2}",
-                  f"--metrics-export-port={metrics2}"]  # fmt: skip
+        worker = [f"--address={address}", *_agent_ports(agents[3:])]
         _start_node(worker, env, logs[1], nodes)
         ray.init(address=address, log_to_driver=False)
         alive = lambda: len([n for n in ray.nodes() if n["Alive"]]) == 2  # noqa: E731
