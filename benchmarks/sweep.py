@@ -35,7 +35,7 @@ import numpy as np
 
 import fbexplorer as fbx
 
-FULL = {"units": 16, "networks": 12, "epochs": 5, "samples": 64, "steps": 20}
+FULL = {"units": 16, "networks": 8, "epochs": 5, "samples": 64, "steps": 20}
 QUICK = {"units": 4, "networks": 2, "epochs": 1, "samples": 16, "steps": 5}
 
 

@@ -229,7 +229,7 @@ def _stop(nodes):
             os.killpg(node.pid, signal.SIGTERM)
     for node in nodes:
         try:
-            node.wait(timeout=15)
+            node.wait(timeout=10)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(node.pid, signal.SIGKILL)
