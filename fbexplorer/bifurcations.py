@@ -73,7 +73,9 @@ def continuation(
     the same two values are told apart only by their branches. A branch that
     the fresh starts find late "appears" where it was first found, and one
     the search misses at one value "ends" there and comes back as a new
-    branch. A cycle that is born (period doubling, Hopf) is not followed:
+    branch. At a value exactly on a bifurcation `q` is flat (a cubic, at a
+    pitchfork) and the search may return a smear of near points there: keep
+    grid values off the bifurcations you know. A cycle that is born (period doubling, Hopf) is not followed:
     search `fbx.fixed_points(..., period=k)` or run `fbx.attractors` past it.
 
     Args:
