@@ -615,6 +615,36 @@ def lyapunov_over_memory_budget():
         fbx.lyapunov(base(delay=10), np.zeros((2, 3, 5)))
 
 
+def continuation_unknown_input():
+    fbx.continuation(base(), {}, vary={"y": np.zeros((3, 5))})
+
+
+def continuation_vary_not_one():
+    x, y = keras.Input((5,), name="x"), keras.Input((1,), name="y")
+    loop = fbx.Feedback((5,), name="loop")
+    h = keras.layers.Dense(5)(keras.layers.Concatenate()([x, y, loop]))
+    two_inputs = fbx.FeedbackModel([x, y], h, feedback={"loop": h}, name="two")
+    fbx.continuation(two_inputs, {}, vary={"x": np.zeros((3, 5)), "y": np.zeros((3, 1))})
+
+
+def continuation_values_wrong_shape():
+    fbx.continuation(base(), {}, vary={"x": np.zeros((3, 4))})
+
+
+def continuation_no_state():
+    x = keras.Input((5,), name="x")
+    plain = fbx.FeedbackModel(x, keras.layers.Dense(5)(x), name="plain")
+    fbx.continuation(plain, {}, vary={"x": np.zeros((3, 5))})
+
+
+def continuation_inputs_not_dict():
+    fbx.continuation(base(), np.zeros(5), vary={"x": np.zeros((3, 5))})
+
+
+def continuation_bad_starts():
+    fbx.continuation(base(), {}, vary={"x": np.zeros((3, 5))}, fresh=-1)
+
+
 # ------------------------------------------------------ the notebook layer
 def cell_magic(body, line="net --input x:5 --quiet"):
     from IPython.core.interactiveshell import InteractiveShell
@@ -923,6 +953,8 @@ MISUSES = {f.__name__.replace("_", "-"): f for f in [
     attractors_over_memory_budget,
     lyapunov_no_state, lyapunov_bad_n, lyapunov_bad_discard, lyapunov_teacher_forced,
     lyapunov_over_memory_budget,
+    continuation_unknown_input, continuation_vary_not_one, continuation_values_wrong_shape,
+    continuation_no_state, continuation_inputs_not_dict, continuation_bad_starts,
 ]}  # fmt: skip
 
 
