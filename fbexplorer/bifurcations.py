@@ -100,10 +100,12 @@ def continuation(
         `.outputs`, `.figure()`.
 
     Example:
-        >>> u = np.linspace(-1, 1, 41)[:, None]
-        >>> c = fbx.continuation(net, {}, vary={"u": u})
-        >>> c.bifurcations            # two folds near u = -0.53 and 0.53 (w = 2)
-        >>> c.figure()
+        >>> x = np.linspace(-1, 1, 5)[:, None] * np.ones(5, "float32")  # 5 values of x
+        >>> c = fbx.continuation(net, {}, vary={"x": x}, n_starts=8)
+        >>> table = c.frame[["step", "branch", "stability", "spectral_radius"]]
+        >>> c.bifurcations.columns.tolist()
+        ['value', 'step', 'kind', 'event', 'branch', 'other', 'multiplier']
+        >>> fig = c.figure(unit=0)    # x's step across (5 numbers), loop[0] up
     """
     recording.check_model(model, what="continuation")
     check_has_state(model, "continuation")
@@ -115,9 +117,7 @@ def continuation(
             f"fbx.continuation: `inputs` holds the other inputs fixed, a dict by name ({{}} "
             f"when '{name}' is the only one). Received: {type(inputs).__name__}."
         )
-    held = [
-        held_inputs(model, {**inputs, name: value}, "continuation") for value in values
-    ]
+    held = [held_inputs(model, {**inputs, name: value}, "continuation") for value in values]
     layout = state_layout(model)
     settings = dict(
         noise=noise,
@@ -162,7 +162,7 @@ def _checked_vary(model, vary):
             f"fbx.continuation: `vary` is one input and its values, {{name: values}}, one of "
             f"{names}. Received: {got}"
         )
-    (name, values), = vary.items()
+    ((name, values),) = vary.items()
     if name not in names:
         raise ValueError(
             f"fbx.continuation: model '{model.name}' has no input '{name}' to vary. "
@@ -249,8 +249,7 @@ def _outputs(model, layout, found, held) -> dict:
                 got[n].append(ops.convert_to_numpy(v))
     shapes = {n: tuple(t.shape[1:]) for n, t in zip(names, model.step_model.outputs)}
     return {
-        n: np.concatenate(v) if v else np.zeros((0,) + shapes[n], "float32")
-        for n, v in got.items()
+        n: np.concatenate(v) if v else np.zeros((0,) + shapes[n], "float32") for n, v in got.items()
     }
 
 

@@ -126,7 +126,9 @@ def test_held_inputs_other_than_the_varied_one():
         net, {"v": np.array([0.3], "float32")}, vary={"u": np.linspace(-1.1, 0.5, 17)}
     )
     u_f = np.arctanh(np.sqrt(0.5)) - 2 * np.sqrt(0.5)
-    np.testing.assert_allclose(sorted(events(c, "fold")["value"]), [u_f - 0.3, -u_f - 0.3], atol=0.02)
+    np.testing.assert_allclose(
+        sorted(events(c, "fold")["value"]), [u_f - 0.3, -u_f - 0.3], atol=0.02
+    )
     assert "v" in c.points[0].inputs and c.input == "u"
 
 
