@@ -27,6 +27,7 @@ __all__ = ["Continuation", "continuation"]
 
 _KINDS = ["fold", "period-doubling", "hopf", "branch"]
 GATE = 4.0  # a branch moves at most this many times its last step (or the median one)
+BLOCK = 16  # later searches start from a multiple of this many states: few shapes to compile
 
 
 def continuation(
@@ -87,8 +88,9 @@ def continuation(
             input's shape without batch or time axes; `(n,)` for an input of
             one number), in order.
         initial: as for `fbx.fixed_points`, for the first value's search.
-        n_starts: the first value's starts; later searches use as many (or
-            the next multiple, to hold every seed).
+        n_starts: the first value's starts. Later searches start from the
+            last value's points and `fresh` more, repeated (with `noise`)
+            up to a multiple of 16.
         fresh: new uniform starts at each later value.
         noise, tolerance, dedupe_tolerance, marginal_tolerance, method, seed:
             as for `fbx.fixed_points`, at every value.
@@ -136,7 +138,7 @@ def continuation(
                     model, held_j, initial=initial, n_starts=n_starts, seed=seed, **settings
                 )
             else:
-                starts = _seeds(found[-1].flat, layout.size, fresh, n_starts, rng)
+                starts = _seeds(found[-1].flat, layout.size, fresh, rng)
                 fp = fixed_points(
                     model,
                     held_j,
@@ -191,13 +193,13 @@ def _check_count(name: str, value, least: int):
 
 
 # ------------------------------------------------------------------ tracking
-def _seeds(points, size: int, fresh: int, n_starts: int, rng) -> np.ndarray:
-    """The next value's starts: every point of the last value, `fresh` uniform
-    states, cycled up to `n_starts` (or the next multiple that holds them all,
-    so that the compiled search sees few batch sizes)."""
+def _seeds(points, size: int, fresh: int, rng) -> np.ndarray:
+    """The next value's starts: every point of the last value and `fresh` uniform
+    states, cycled up to the next multiple of `BLOCK` (so that the compiled
+    search sees few batch sizes)."""
     new = rng.uniform(-1.0, 1.0, (fresh, size)).astype("float32")
     seeds = np.concatenate([points.astype("float32"), new])
-    total = n_starts * max(1, -(-len(seeds) // n_starts))
+    total = BLOCK * max(1, -(-len(seeds) // BLOCK))
     return np.resize(seeds, (total, size)) if len(seeds) else np.zeros((total, size), "float32")
 
 
