@@ -129,7 +129,7 @@ def test_held_inputs_other_than_the_varied_one():
     np.testing.assert_allclose(
         sorted(events(c, "fold")["value"]), [u_f - 0.3, -u_f - 0.3], atol=0.02
     )
-    assert "v" in c.points[0].inputs and c.input == "u"
+    assert "v" in c.points[0][0].inputs and c.input == "u"
 
 
 def test_figure_draws_stable_solid_unstable_dashed(folds):
