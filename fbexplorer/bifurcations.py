@@ -55,8 +55,8 @@ def continuation(
     first point of each branch that appears, a search one value back looks
     for it there (and on, while it finds it), so that a branch found late
     is followed back to where it begins. Each point is matched to the nearest point of the last value (closest pairs first;
-    a pair further apart than 4 times the branch's last step, or the median
-    step, is no match): a `branch` is a point followed from value to value.
+    a pair further apart than 4 times the branch's last step and the median
+    step is no match): a `branch` is a point followed from value to value.
 
     Bifurcations are read where a branch appears, ends or changes stability
     (its spectral radius crosses 1), interpolated between the two values
@@ -266,7 +266,7 @@ def _branches(flats, tolerance: float) -> list:
             median = float(np.median([dist[a, b] for a, b in pairs])) if pairs else 0.0
             moved = {}
             for a, b in pairs:
-                ref = last_step.get(int(prev_ids[a]), median)
+                ref = last_step.get(int(prev_ids[a]), np.inf)  # a new branch: no bound yet
                 if dist[a, b] <= max(GATE * ref, GATE * median, 10 * tolerance):
                     ids[b] = prev_ids[a]
                     moved[int(prev_ids[a])] = dist[a, b]
