@@ -84,7 +84,8 @@ def continuation(
         model: a `FeedbackModel` with at least one delayed edge or cell.
         inputs: one timestep's value for each per-step input and constant,
             `{name: array}` as for `fbx.fixed_points`, but for the varied
-            one (`{}` when it is the only input).
+            one (`{}` when it is the only input; a value given for it here
+            is not used).
         vary: `{name: values}`, one input and its values `(n, *shape)` (the
             input's shape without batch or time axes; `(n,)` for an input of
             one number), in order.
@@ -328,6 +329,7 @@ class Continuation:
         outputs: `{output name: (rows, *shape)}`: the read-out at each point.
         values: the varied input's values `(n, *shape)`; `input`: its name.
         names: the state names, in the order of `flat`.
+        settings: the search's settings, as used at every value.
         points: the `FixedPoints` of each value, a list per value (its
             search, then any search back from a branch found later).
     """
