@@ -362,9 +362,11 @@ class Continuation:
     def __repr__(self) -> str:
         kinds = self.bifurcations["kind"].value_counts()
         told = ", ".join(f"{kinds[k]} {k}" for k in _KINDS if kinds.get(k, 0))
+        n, b = len(self), self.frame["branch"].nunique()
         return (
-            f"Continuation('{self.input}' over {len(self.values)} values: {len(self)} points "
-            f"on {self.frame['branch'].nunique()} branches; {told or 'no bifurcations'})"
+            f"Continuation('{self.input}' over {len(self.values)} values: {n} "
+            f"point{'s' * (n != 1)} on {b} branch{'es' * (b != 1)}; "
+            f"{told or 'no bifurcations'})"
         )
 
     def position(self, step) -> float:
