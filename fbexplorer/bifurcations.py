@@ -389,12 +389,13 @@ class Continuation:
         y, label = self._heights(unit, state, output)
         scalar = "value" in self.frame
         x = self.frame["value" if scalar else "step"].to_numpy()
-        fig = go.Figure()
+        fig, shown = go.Figure(), set()
         for b, rows in self.frame.groupby("branch").groups.items():
             rows = np.asarray(rows)
             stable = self.frame["stable"].to_numpy()[rows]
             for start, stop in _runs(stable):
                 part = rows[start : stop + 1 + (stop + 1 < len(rows))]
+                kind = "stable" if stable[start] else "unstable"
                 fig.add_trace(
                     go.Scatter(
                         x=x[part],
@@ -402,12 +403,13 @@ class Continuation:
                         mode="lines+markers",
                         line={"dash": "solid" if stable[start] else "dash", "color": "#1f77b4"},
                         marker={"size": 4},
-                        name="stable" if stable[start] else "unstable",
-                        legendgroup="stable" if stable[start] else "unstable",
-                        showlegend=False,
+                        name=kind,
+                        legendgroup=kind,
+                        showlegend=kind not in shown,
                         hovertemplate=f"branch {int(b)}<extra></extra>",
                     )
                 )
+                shown.add(kind)
         self._mark_bifurcations(fig, y, scalar)
         fig.update_layout(
             xaxis_title=plotly_text(self.input if scalar else f"step of {self.input}"),
@@ -447,7 +449,10 @@ class Continuation:
         events = self.bifurcations
         if not len(events):
             return
-        heights = [y[self._row_of(b, s)] for b, s in zip(events["branch"], events["step"])]
+        heights = [
+            np.mean([y[self._row_of(b, s)] for b in (a, o) if b >= 0])  # a fold: between
+            for a, o, s in zip(events["branch"], events["other"], events["step"])
+        ]
         fig.add_trace(
             go.Scatter(
                 x=events["value" if scalar else "step"],
