@@ -419,6 +419,7 @@ class FixedPoints:
         steps: int = 1000,
         tolerance: float | None = None,
         settle_tolerance: float = 1e-6,
+        saddles=None,
     ) -> pd.DataFrame:
         """Which points each saddle connects: from each point with an unstable
         mode, `model` is run (with `inputs` held) from the point nudged by
@@ -426,7 +427,8 @@ class FixedPoints:
         and imaginary parts), all at once in one compiled loop, until it lands
         within `tolerance` (default `nudge / 10`) of a listed point, settles
         elsewhere (moving less than `settle_tolerance` over a period), diverges,
-        or has run `steps` steps.
+        or has run `steps` steps. `saddles`: the rows to nudge from (default:
+        every point with an unstable mode).
 
         Returns a DataFrame, one row per nudge: `saddle`, `direction` (`"+0"`,
         `"-0"`: mode and sign; `"+1re"`, `"-1im"` for a complex pair's parts),
@@ -446,6 +448,7 @@ class FixedPoints:
             steps=steps,
             tolerance=tolerance,
             settle_tolerance=settle_tolerance,
+            saddles=saddles,
         )
 
     def orbit(self, i: int) -> dict:

@@ -43,11 +43,12 @@ def check_states(fp, model, what: str):
 
 
 # ------------------------------------------------------------ the nudges
-def _nudges(fp, margin: float):
+def _nudges(fp, margin: float, saddles):
     """`(rows, directions)`: a row per nudge (saddle, mode, part, sign, eigenvalue)
     and its unit direction `(n, D)` float64, from the unstable right eigenvectors."""
     rows, directions = [], []
-    for i in np.flatnonzero(fp.frame["n_unstable"].to_numpy() > 0):
+    unstable = fp.frame["n_unstable"].to_numpy() > 0
+    for i in np.flatnonzero(unstable) if saddles is None else [s for s in saddles if unstable[s]]:
         values, right, _ = fp.eigenvectors(int(i))
         for m, value in enumerate(values):
             if abs(value) <= 1.0 + margin or value.imag < 0:  # a pair's conjugate: once
@@ -152,6 +153,7 @@ def connections(
     steps: int = 1000,
     tolerance: float | None = None,
     settle_tolerance: float = 1e-6,
+    saddles=None,
 ) -> pd.DataFrame:
     """Where each saddle's unstable modes lead: `FixedPoints.connections`.
 
@@ -165,7 +167,8 @@ def connections(
     `settle_tolerance` over `fp.period` steps), or past 1e6 in size or NaN, or
     after `steps` steps. A settled run is matched to the nearest point of `fp`
     (a saddle too: a run may end on another saddle's stable manifold) within
-    `tolerance`.
+    `tolerance`. `saddles`: the rows of the points to nudge (default: every
+    point with an unstable mode; a listed point without one adds no row).
 
     Returns:
         A DataFrame, one row per nudge: `saddle` (the point's row in
@@ -184,8 +187,9 @@ def connections(
     _check_settings(
         nudge=nudge, steps=steps, tolerance=tolerance, settle_tolerance=settle_tolerance
     )
+    saddles = _check_saddles(saddles, len(fp))
     margin = fp.settings.get("marginal_tolerance", 1e-3)
-    rows, directions = _nudges(fp, margin)
+    rows, directions = _nudges(fp, margin, saddles)
     targets, owner = _targets(fp)
     _check_memory(len(rows), len(targets), layout.size)
     if rows:
@@ -252,6 +256,22 @@ def _check_settings(**values):
             )
 
 
+def _check_saddles(saddles, n: int):
+    """`saddles` as a list of rows, checked; None stays None (every saddle)."""
+    if saddles is None:
+        return None
+    values = list(np.atleast_1d(np.asarray(saddles, dtype=object)))
+    ok = all(
+        isinstance(v, (int, np.integer)) and not isinstance(v, bool) and -n <= v < n for v in values
+    )
+    if not ok:
+        raise ValueError(
+            f"FixedPoints.connections: `saddles` are points' rows in .frame, integers from "
+            f"{-n} to {n - 1} ({n} point{'s' * (n != 1)}). Received: saddles={saddles!r}"
+        )
+    return sorted({int(v) % n for v in values})
+
+
 def _check_memory(runs: int, targets: int, size: int):
     """Each step compares every run with every target state: `runs x targets x
     size` numbers, besides the runs' own states."""
@@ -260,7 +280,7 @@ def _check_memory(runs: int, targets: int, size: int):
         f"{runs:,} nudged runs, each compared with {targets:,} stable states of "
         f"{size:,} numbers at every step"
     )
-    remedy = "Pass the points of a few saddles, as in fp.select([0, 3]).connections(model)"
+    remedy = "Pass a few saddles at a time, as in fp.connections(model, saddles=[0, 3])"
     check_memory("FixedPoints.connections", need, detail, remedy)
 
 

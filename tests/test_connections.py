@@ -98,6 +98,11 @@ def test_a_diagonal_pair_links_source_to_saddles_and_saddles_to_corners():
     assert got == want and len(links) == 2 * fp.frame["n_unstable"].sum() == 12
     assert (links["outcome"] == "landed").all()
     assert_free_runs_agree(net, fp, links)
+    source = int(np.flatnonzero(fp.frame["n_unstable"] == 2)[0])
+    some = fp.connections(net, saddles=[source, -1])  # a stable last point adds no row
+    mine = links[links["saddle"] == source].reset_index(drop=True)
+    assert (some["saddle"] == source).all() and len(some) == 4
+    assert list(some["attractor"]) == list(mine["attractor"])
 
 
 def test_every_stable_point_survives_a_nudge():
@@ -184,11 +189,15 @@ def test_connection_graph_names_runs_that_end_nowhere():
         ({"steps": 0}, "`steps` is the most steps of each run, an integer >= 1"),
         ({"tolerance": float("nan")}, "Received: tolerance=nan"),
         ({"settle_tolerance": True}, "Received: settle_tolerance=True"),
+        ({"saddles": [3]}, "`saddles` are points' rows in .frame, integers from -3 to 2"),
+        ({"saddles": [0.0]}, "Received: saddles=[0.0]"),
     ],
 )
 def test_bad_settings_are_refused_at_every_call(kwargs, expected):
     net = map_net(lambda x: keras.ops.tanh(2.0 * x), name="bistable")
-    fp = fbx.fixed_points(net, HELD, n_starts=4)
+    three = {"s": np.array([[-0.9], [0.0], [0.9]], "float32")}
+    fp = fbx.fixed_points(net, HELD, initial=three, n_starts=3, noise=0.0)
+    assert len(fp) == 3
     for _ in range(2):
         with pytest.raises(ValueError, match="FixedPoints.connections") as info:
             fp.connections(net, **kwargs)

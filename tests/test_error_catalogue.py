@@ -615,6 +615,41 @@ def lyapunov_over_memory_budget():
         fbx.lyapunov(base(delay=10), np.zeros((2, 3, 5)))
 
 
+def attractors_max_period_unbounded():
+    fbx.attractors(base(), {"x": np.zeros(5)}, max_period=100_000)
+
+
+def looping(net, gain: float):
+    """The page's `net` with its step set to `loop' = gain * loop` (x ignored)."""
+    kernel = np.zeros((10, 5), "float32")
+    kernel[5:] = gain * np.eye(5)
+    net.get_layer("h").set_weights([kernel, np.zeros(5, "float32")])
+    return net
+
+
+def attractors_refine_bad_period():
+    net = looping(base(), 0.0)
+    census = fbx.attractors(net, {"x": np.zeros(5)}, starts=4, steps=10)
+    census.refine(net, period=2)
+
+
+def connections_bad_setting():
+    net = looping(base(), 2.0)
+    fbx.fixed_points(net, {"x": np.zeros(5)}, n_starts=4).connections(net, nudge=0)
+
+
+def connections_other_model():
+    net = looping(base(), 2.0)
+    fbx.fixed_points(net, {"x": np.zeros(5)}, n_starts=4).connections(base(delay=2))
+
+
+def connections_over_memory_budget():
+    net = looping(base(), 2.0)
+    fp = fbx.fixed_points(net, {"x": np.zeros(5)}, n_starts=4)
+    with memory_budget(1000):
+        fp.connections(net)
+
+
 # ------------------------------------------------------ the notebook layer
 def cell_magic(body, line="net --input x:5 --quiet"):
     from IPython.core.interactiveshell import InteractiveShell
@@ -923,6 +958,8 @@ MISUSES = {f.__name__.replace("_", "-"): f for f in [
     attractors_over_memory_budget,
     lyapunov_no_state, lyapunov_bad_n, lyapunov_bad_discard, lyapunov_teacher_forced,
     lyapunov_over_memory_budget,
+    attractors_max_period_unbounded, attractors_refine_bad_period,
+    connections_bad_setting, connections_other_model, connections_over_memory_budget,
 ]}  # fmt: skip
 
 
