@@ -725,6 +725,15 @@ def fbexplore_callback_with_data():
     shell.run_line_magic("fbexplore", "watch X")
 
 
+def fbattractors_bad_count():
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "fbexplorer")
+    shell.user_ns.update(X=seq(), net=base())
+    shell.run_line_magic("fbattractors", "net X[0,0] --starts 0")
+
+
 def fbexplore_fixed_not_fixed_points():
     from IPython.core.interactiveshell import InteractiveShell
 
@@ -917,7 +926,7 @@ MISUSES = {f.__name__.replace("_", "-"): f for f in [
     fbmodel_bare_cell, fbmodel_not_a_tensor, fbmodel_nothing_assigned,
     fbmodel_bad_input_flag, fbmodel_unknown_model, fbmodel_constants_without_steps,
     fbmodel_input_hides_language_name, fbexplore_callback_with_data,
-    fbexplore_fixed_not_fixed_points, fbmodel_no_layer_output, fbmodel_prev_shape_not_as_given,
+    fbexplore_fixed_not_fixed_points, fbattractors_bad_count, fbmodel_no_layer_output, fbmodel_prev_shape_not_as_given,
     fbmodel_input_given_twice, fbmodel_input_and_constant_same_name,
     wrong_rank, wrong_feature_size, string_input, not_numeric_input, zero_steps,
     different_lengths, wrong_number_of_inputs, unknown_input, mask_wrong_rank,
