@@ -109,8 +109,9 @@ class Attractors:
         Either way one `FixedPoints`; `refine_all` gives one per period listed.
 
         Example:
-            >>> census = fbx.attractors(logistic, {"u": np.zeros(1)}, initial=start)
-            >>> cycle = census.refine(logistic, period=2)   # the exact 2-cycle
+            >>> census = fbx.attractors(net, {"x": np.zeros(5, "float32")}, starts=16)
+            >>> points = census.refine(net)   # exact fixed points near the attractors
+            >>> cycles = [census.refine(net, period=k) for k in census.periods() if k > 1]
         """
         kwargs.setdefault("noise", 0.0)
         if period == 1:
@@ -143,8 +144,10 @@ class Attractors:
         period the census lists (`periods()`), fixed points under 1.
 
         Example:
-            >>> refined = census.refine_all(net)
-            >>> {k: len(fp) for k, fp in refined.items()}   # e.g. {1: 2, 2: 1}
+            >>> census = fbx.attractors(net, {"x": np.zeros(5, "float32")}, starts=16)
+            >>> refined = census.refine_all(net)   # e.g. {1: FixedPoints(...), 2: ...}
+            >>> sorted(refined) == census.periods()
+            True
         """
         return {k: self.refine(model, period=k, **kwargs) for k in self.periods()}
 
@@ -220,7 +223,9 @@ def attractors(
         `starts`, `max_lyapunov`), `.states`, `.labels`, `.endpoints`,
         `.orbit(i)`, `.initial_state(i)`, and `.refine(model)`, which seeds
         `fbx.fixed_points` at the attractors' points for exact fixed points
-        and their linearisation.
+        and their linearisation (`.refine(model, period=k)`: the cycles of
+        period `k` as exact periodic orbits; `.refine_all(model)`: every
+        period, `{period: FixedPoints}`).
 
     Example:
         >>> census = fbx.attractors(net, {"x": np.zeros(5, "float32")}, starts=64)

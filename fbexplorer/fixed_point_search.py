@@ -438,8 +438,10 @@ class FixedPoints:
         it. See `fbexplorer.saddle_connections.connections`.
 
         Example:
+            >>> fp = fbx.fixed_points(net, {"x": np.zeros(5, "float32")}, n_starts=8)
             >>> links = fp.connections(net)
-            >>> links[["saddle", "direction", "attractor", "steps"]]
+            >>> list(links.columns[:2]), list(links.columns[6:9])
+            (['saddle', 'direction'], ['attractor', 'outcome', 'steps'])
         """
         return connections(
             self,

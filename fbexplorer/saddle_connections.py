@@ -298,8 +298,10 @@ def connection_graph(fp, links: pd.DataFrame) -> graphviz.Digraph:
     through `fbexplorer.escaping` (ids of plain characters, labels escaped).
 
     Example:
-        >>> links = fp.connections(net)
-        >>> fbx.connection_graph(fp, links)   # displays in Jupyter; .source is the DOT
+        >>> fp = fbx.fixed_points(net, {"x": np.zeros(5, "float32")}, n_starts=8)
+        >>> dot = fbx.connection_graph(fp, fp.connections(net))   # displays in Jupyter
+        >>> dot.source.startswith("digraph connections")
+        True
     """
     dot = graphviz.Digraph(
         name="connections",

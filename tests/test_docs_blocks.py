@@ -216,6 +216,7 @@ DOCTEST_MODULES = [
     "fbexplorer.memory",
     "fbexplorer.plots",
     "fbexplorer.portraits",
+    "fbexplorer.saddle_connections",
     "fbexplorer.saving",
     "fbexplorer.tracing",
     "fbexplorer.widgets",
