@@ -73,17 +73,17 @@ def _direction_text(mode: int, part: str, sign: int, complex_pair: bool) -> str:
 # ------------------------------------------------------------ the runs
 def _run_fn(step, period: int, steps: int, tolerance: float, settle: float):
     """The compiled runs: `(starts (P, D), targets (N, D), held)` -> `(states at
-    the end, steps run, how each ended)`. A run stops once it is within
+    the end, steps run, how each ended, its last move over a period)`. A run stops once it is within
     `tolerance` of a target, or moves less than `settle` over a period, or leaves
     the bound; the others go on, up to `steps`."""
 
     def run(s, targets, held):
         n = ops.shape(s)[0]
 
-        def cond(t, s, anchor, done, count, code):
+        def cond(t, s, anchor, done, count, code, last):
             return ops.logical_and(t < steps, ops.logical_not(ops.all(done)))
 
-        def body(t, s, anchor, done, count, code):
+        def body(t, s, anchor, done, count, code, last):
             new = step(s, held)
             t = t + 1
             diff = new[:, None, :] - targets[None]
@@ -101,13 +101,15 @@ def _run_fn(step, period: int, steps: int, tolerance: float, settle: float):
             how = ops.where(bad, _DIVERGED, ops.where(near, _LANDED, _SETTLED))
             code = ops.where(stop, how, code)
             count = ops.where(stop, t, count)
+            last = ops.where(stop, moved, last)
             s = ops.where(done[:, None], s, new)
-            return t, s, anchor, ops.logical_or(done, stop), count, code
+            return t, s, anchor, ops.logical_or(done, stop), count, code, last
 
         zeros = ops.zeros((n,), "int32")
-        carry = (ops.convert_to_tensor(0, "int32"), s, s, ops.zeros((n,), "bool"), zeros, zeros)
-        _, s, _, done, count, code = ops.while_loop(cond, body, carry)
-        return s, ops.where(done, count, steps), code
+        start = (ops.convert_to_tensor(0, "int32"), s, s, ops.zeros((n,), "bool"), zeros, zeros)
+        carry = start + (ops.zeros((n,), s.dtype),)
+        _, s, _, done, count, code, last = ops.while_loop(cond, body, carry)
+        return s, ops.where(done, count, steps), code, last
 
     return compile_fn(run)
 
@@ -132,16 +134,26 @@ def _all_states(fp) -> tuple[np.ndarray, np.ndarray]:
     return states.astype("float64"), np.repeat(np.arange(len(fp)), fp.period)
 
 
-def _nearest(ends: np.ndarray, fp, tolerance: float):
-    """The point each end lies within `tolerance` of (the nearest; -1 for none), and
-    the distance to it."""
+def _nearest(ends: np.ndarray, moved: np.ndarray, fp, tolerance: float):
+    """The point each end has reached (the nearest; -1 for none), and the distance
+    to it. Reached: within `tolerance`, or, for a stable point of spectral radius
+    `r`, within `tolerance + moved / (1 - r)`: a run that settled while still
+    converging on it, as slowly as its slowest mode lets it, moving `moved` over
+    the last period, has at most that far to go."""
     states, owner = _all_states(fp)
     if not len(states):
         return np.full(len(ends), -1), np.full(len(ends), np.nan)
     gap = np.stack([np.linalg.norm(states - e, axis=1) for e in ends.astype("float64")])
-    best = gap.argmin(axis=1)
+    radius = fp.frame["spectral_radius"].to_numpy("float64")[owner]
+    stable = fp.frame["stable"].to_numpy()[owner]
+    reach = np.where(stable, 1.0 / np.where(stable, 1.0 - radius, 1.0), 0.0)
+    within = gap <= tolerance + np.asarray(moved, "float64")[:, None] * reach[None]
+    gap_within = np.where(within, gap, np.inf)
+    best = gap_within.argmin(axis=1)
+    found = np.isfinite(gap_within[np.arange(len(ends)), best])
+    best = np.where(found, best, gap.argmin(axis=1))
     distance = gap[np.arange(len(ends)), best]
-    return np.where(distance <= tolerance, owner[best], -1), distance
+    return np.where(found, owner[best], -1), distance
 
 
 # ------------------------------------------------------------ the entry point
@@ -167,7 +179,10 @@ def connections(
     `settle_tolerance` over `fp.period` steps), or past 1e6 in size or NaN, or
     after `steps` steps. A settled run is matched to the nearest point of `fp`
     (a saddle too: a run may end on another saddle's stable manifold) within
-    `tolerance`. `saddles`: the rows of the points to nudge (default: every
+    `tolerance`, or, for a stable point of spectral radius `r`, within
+    `tolerance + moved / (1 - r)` (`moved`: its last move over a period): a run
+    on a slow stable point settles before it is within `tolerance`, and has
+    at most that far to go. `saddles`: the rows of the points to nudge (default: every
     point with an unstable mode; a listed point without one adds no row).
 
     Returns:
@@ -197,14 +212,15 @@ def connections(
         starts = (fp.flat[saddles].astype("float64") + nudge * directions).astype("float32")
         held = [ops.convert_to_tensor(v) for v in fp.inputs.values()]
         run = _run_fn(state_map(model, layout), fp.period, int(steps), tolerance, settle_tolerance)
-        ends, count, code = (
+        ends, count, code, moved = (
             ops.convert_to_numpy(v)
             for v in run(ops.convert_to_tensor(starts), ops.convert_to_tensor(targets), held)
         )
     else:
         ends = np.zeros((0, layout.size), "float32")
         count = code = np.zeros(0, int)
-    point, distance = _nearest(ends, fp, tolerance)
+        moved = np.zeros(0)
+    point, distance = _nearest(ends, moved, fp, tolerance)
     stopped = (code == _LANDED) | (code == _SETTLED)
     landed = stopped & (point >= 0)
     outcome = np.where(code == _DIVERGED, "divergent", "unsettled").astype(object)

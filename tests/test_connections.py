@@ -105,10 +105,17 @@ def test_a_diagonal_pair_links_source_to_saddles_and_saddles_to_corners():
     assert list(some["attractor"]) == list(mine["attractor"])
 
 
-def test_every_stable_point_survives_a_nudge():
-    """The model, run from each stable point nudged in 8 random directions, returns."""
+@pytest.fixture(scope="module")
+def diagonal():
+    """s' = tanh(diag(2, 3) s), its 9 points (from 64 uniform starts) and their links."""
     net = diagonal_tanh((2.0, 3.0))
     fp = fbx.fixed_points(net, HELD, n_starts=64)
+    return net, fp, fp.connections(net)
+
+
+def test_every_stable_point_survives_a_nudge(diagonal):
+    """The model, run from each stable point nudged in 8 random directions, returns."""
+    net, fp, _ = diagonal
     stable = np.flatnonzero(fp.frame["stable"])
     assert len(stable) == 4
     d = np.random.default_rng(0).normal(size=(8, 2))
@@ -160,10 +167,8 @@ def test_a_point_whose_run_settles_on_a_cycle_is_unsettled():
     assert cycles.frame["stable"].all() and len(cycles.connections(net)) == 0  # no saddle
 
 
-def test_connection_graph_draws_each_link_once_with_escaped_labels():
-    net = diagonal_tanh((2.0, 3.0))
-    fp = fbx.fixed_points(net, HELD, n_starts=64)
-    links = fp.connections(net)
+def test_connection_graph_draws_each_link_once_with_escaped_labels(diagonal):
+    _, fp, links = diagonal
     dot = fbx.connection_graph(fp, links)
     pairs = {(r.saddle, r.attractor) for r in links.itertuples()}
     assert dot.source.count("->") == len(pairs) == 12
@@ -209,3 +214,18 @@ def test_connections_on_jax():
     """`make test`'s JAX run: the closed-form checks above, on JAX."""
     test_the_saddle_of_tanh_2x_connects_both_stable_points()
     test_a_diagonal_pair_links_source_to_saddles_and_saddles_to_corners()
+
+
+def test_a_run_that_settles_near_a_slow_stable_point_has_landed_there():
+    """x' = x + x (1 - x^2) / (2 (1 + 499 x^2)): a fast saddle at 0 (slope 1.5) and
+    slow stable points at +-1 (slope 1 - 1/500). The runs move less than
+    `settle_tolerance` a step while still 5e-4 away, beyond `tolerance`: settled
+    while converging, at most `moved / (1 - 0.998)` from the point."""
+    net = map_net(lambda x: x + x * (1 - x * x) / (2 * (1 + 499 * x * x)), name="slow")
+    three = {"s": np.array([[-1.0], [0.0], [1.0]], "float32")}
+    fp = fbx.fixed_points(net, HELD, initial=three, n_starts=3, noise=0.0)
+    np.testing.assert_allclose(fp.frame["spectral_radius"], [0.998, 1.5, 0.998], atol=1e-4)
+    links = fp.connections(net, steps=20_000)
+    assert list(links["outcome"]) == ["landed", "landed"]
+    np.testing.assert_allclose(np.sort(fp.flat[links["attractor"].to_numpy(int), 0]), [-1, 1])
+    assert (links["distance"] > 1e-4).all() and (links["distance"] < 7e-4).all()
