@@ -175,6 +175,11 @@ def test_connection_graph_draws_each_link_once_with_escaped_labels(diagonal):
     svg = dot.pipe(format="svg").decode()
     assert svg.count('class="edge"') == 12 and svg.count('class="node"') == 9
     assert "stable" in svg and "unstable" in svg
+    hostile = links.copy()  # a frame edited by hand: its text is shown as it is
+    hostile["direction"] = ['"];\n<b>x</b> \\N &amp;'] * len(links)
+    svg = fbx.connection_graph(fp, hostile).pipe(format="svg").decode()
+    assert svg.count('class="edge"') == 12 and "<b>" not in svg
+    assert "&quot;];" in svg and "&lt;b&gt;x&lt;/b&gt; \\N &amp;amp;" in svg
 
 
 def test_connection_graph_names_runs_that_end_nowhere():
