@@ -331,7 +331,8 @@ def _periods(record: np.ndarray, tolerance: float, max_period: int) -> np.ndarra
         open_ = open_[returns <= tolerance * scale[open_]]
         if open_.size:
             runs = record[:, open_]
-            change = np.abs(runs[p:] - runs[:-p]).max(axis=(0, 2))
+            change = runs[p:] - runs[:-p]
+            change = np.abs(change, out=change).max(axis=(0, 2))  # within the 28 bytes a number
             period[open_[change <= tolerance * scale[open_]]] = p
     return period
 

@@ -198,6 +198,13 @@ def connections(
         end). `fbx.connection_graph(fp, frame)` draws it.
     """
     layout = check_states(fp, model, "connections")
+    names = model.graph.input_names + model.graph.constant_names
+    if names != list(fp.inputs):
+        raise ValueError(
+            f"FixedPoints.connections: model '{model.name}' has the inputs {names}; these "
+            f"points were found with the inputs {list(fp.inputs)} held. Pass the model they "
+            f"were found for."
+        )
     tolerance = nudge / 10 if tolerance is None else tolerance
     _check_settings(
         nudge=nudge, steps=steps, tolerance=tolerance, settle_tolerance=settle_tolerance
@@ -205,7 +212,7 @@ def connections(
     saddles = _check_saddles(saddles, len(fp))
     margin = fp.settings.get("marginal_tolerance", 1e-3)
     rows, directions = _nudges(fp, margin, saddles)
-    targets, owner = _targets(fp)
+    targets, _ = _targets(fp)
     _check_memory(len(rows), len(targets), layout.size)
     if rows:
         saddles = np.array([r[0] for r in rows])

@@ -643,6 +643,15 @@ def connections_other_model():
     fbx.fixed_points(net, {"x": np.zeros(5)}, n_starts=4).connections(base(delay=2))
 
 
+def connections_other_inputs():
+    net = looping(base(), 2.0)
+    fp = fbx.fixed_points(net, {"x": np.zeros(5)}, n_starts=4)
+    u = keras.Input((5,), name="u")
+    loop = fbx.Feedback((5,), name="loop")
+    h = keras.layers.Dense(5, name="h")(keras.layers.Concatenate()([u, loop]))
+    fp.connections(fbx.FeedbackModel(u, h, feedback={"loop": h}, name="other"))
+
+
 def connections_over_memory_budget():
     net = looping(base(), 2.0)
     fp = fbx.fixed_points(net, {"x": np.zeros(5)}, n_starts=4)
@@ -969,6 +978,7 @@ MISUSES = {f.__name__.replace("_", "-"): f for f in [
     lyapunov_over_memory_budget,
     attractors_max_period_unbounded, attractors_refine_bad_period,
     connections_bad_setting, connections_other_model, connections_over_memory_budget,
+    connections_other_inputs,
 ]}  # fmt: skip
 
 
