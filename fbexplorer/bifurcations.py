@@ -51,10 +51,12 @@ def continuation(
     takes each of its values in turn. At the first value the search starts
     from `n_starts` states (visited on `initial`, or uniform in [-1, 1]); at
     each next value from every point of the last value, plus `fresh` new
-    uniform starts, so that branches that appear are found too. Each point
-    is matched to the nearest point of the last value (closest pairs first;
-    a pair further apart than 4 times the branch's last step, or the median
-    step, is no match): a `branch` is a point followed from value to value.
+    uniform starts, so that branches that appear are found too; from the
+    first point of each branch that appears, a search one value back looks
+    for it there (and on, while it finds it), so that a branch found late
+    is followed back to where it begins. Each point is matched to the nearest point of the last value (closest pairs first;
+    a pair further apart than 4 times the branch's last step and the median
+    step is no match): a `branch` is a point followed from value to value.
 
     Bifurcations are read where a branch appears, ends or changes stability
     (its spectral radius crosses 1), interpolated between the two values
@@ -71,10 +73,9 @@ def continuation(
     that appear and end between two values are missed, and a bifurcation's
     value is an interpolation (linear for stability changes, square-root
     for folds), good to a fraction of the grid step; two bifurcations between
-    the same two values are told apart only by their branches. A branch that
-    the fresh starts find late "appears" where it was first found, and one
-    the search misses at one value "ends" there and comes back as a new
-    branch. At a value exactly on a bifurcation `q` is flat (a cubic, at a
+    the same two values are told apart only by their branches. A branch
+    that the search from the last value's points misses at one value "ends"
+    there (its later part is followed back only if a fresh start finds it). At a value exactly on a bifurcation `q` is flat (a cubic, at a
     pitchfork) and the search may return a smear of near points there: keep
     grid values off the bifurcations you know. A cycle that is born (period doubling, Hopf) is not followed:
     search `fbx.fixed_points(..., period=k)` or run `fbx.attractors` past it.
@@ -83,7 +84,8 @@ def continuation(
         model: a `FeedbackModel` with at least one delayed edge or cell.
         inputs: one timestep's value for each per-step input and constant,
             `{name: array}` as for `fbx.fixed_points`, but for the varied
-            one (`{}` when it is the only input).
+            one (`{}` when it is the only input; a value given for it here
+            is not used).
         vary: `{name: values}`, one input and its values `(n, *shape)` (the
             input's shape without batch or time axes; `(n,)` for an input of
             one number), in order.
@@ -128,29 +130,78 @@ def continuation(
         marginal_tolerance=marginal_tolerance,
         method=method,
     )
-    rng = np.random.default_rng(seed)
-    found = []
+    search = _Searcher(model, inputs, name, values, settings, layout, seed)
     with reusing_search(model):
-        for j, value in enumerate(values):
-            held_j = {**inputs, name: value}
-            if j == 0:
-                fp = fixed_points(
-                    model, held_j, initial=initial, n_starts=n_starts, seed=seed, **settings
-                )
-            else:
-                starts = _seeds(found[-1].flat, layout.size, fresh, rng)
-                fp = fixed_points(
-                    model,
-                    held_j,
-                    initial=layout.to_dict(starts),
-                    n_starts=len(starts),
-                    seed=seed + j,
-                    **settings,
-                )
-            found.append(fp)
-    branches = _branches([fp.flat for fp in found], dedupe_tolerance)
+        found = search.forward(initial, n_starts, fresh)
+        branches = search.extend_back(found)
     outputs = _outputs(model, layout, found, held)
     return Continuation(name, values, found, branches, outputs, settings | {"seed": seed})
+
+
+class _Searcher:
+    """The searches at each value: forward from the last value's points, then
+    back from the points of branches that appear, to find them where they
+    were missed."""
+
+    def __init__(self, model, inputs, name, values, settings, layout, seed):
+        self.model, self.inputs, self.name, self.values = model, inputs, name, values
+        self.settings, self.layout, self.seed = settings, layout, seed
+        self.rng = np.random.default_rng(seed)
+
+    def at(self, j: int, starts=None, *, initial=None, n_starts=None):
+        """`fixed_points` at value `j`, from `starts` (flat) or as asked."""
+        if starts is not None:
+            initial, n_starts = self.layout.to_dict(starts), len(starts)
+        held = {**self.inputs, self.name: self.values[j]}
+        seed = self.seed + j
+        return fixed_points(
+            self.model, held, initial=initial, n_starts=n_starts, seed=seed, **self.settings
+        )
+
+    def forward(self, initial, n_starts: int, fresh: int) -> list:
+        """`[[FixedPoints]]`: each value's search, seeded from the last value's points."""
+        found = [[self.at(0, initial=initial, n_starts=n_starts)]]
+        for j in range(1, len(self.values)):
+            found.append([self.at(j, _seeds(found[-1][0].flat, self.layout.size, fresh, self.rng))])
+        return found
+
+    def extend_back(self, found) -> list:
+        """Searches one value back from each branch's first point, as long as
+        they find points not yet listed there; the branches, matched again."""
+        tolerance = self.settings["dedupe_tolerance"]
+        tried = set()
+        for _ in range(len(self.values)):
+            flats = [_flat(f) for f in found]
+            branches = _branches(flats, tolerance)
+            seeds = {}
+            for j in range(1, len(flats)):
+                firsts = ~np.isin(branches[j], branches[j - 1])
+                for i in np.flatnonzero(firsts):
+                    if (j, i) not in tried:  # points are appended: indices hold
+                        tried.add((j, i))
+                        seeds.setdefault(j - 1, []).append(flats[j][i])
+            added = False
+            for j, points in seeds.items():
+                fp = self.at(j, _seeds(np.stack(points), self.layout.size, 0, self.rng))
+                new = _new_points(fp.flat, flats[j], tolerance)
+                if new.any():
+                    found[j].append(fp.select(new))
+                    added = True
+            if not added:
+                return branches
+        return _branches([_flat(f) for f in found], tolerance)
+
+
+def _flat(fps) -> np.ndarray:
+    return np.concatenate([fp.flat for fp in fps])
+
+
+def _new_points(candidates, listed, tolerance: float) -> np.ndarray:
+    """Which candidates lie further than `tolerance` from every listed point."""
+    if not len(listed):
+        return np.ones(len(candidates), bool)
+    dist = np.linalg.norm(candidates[:, None].astype("float64") - listed[None], axis=2)
+    return dist.min(axis=1) > tolerance
 
 
 # ------------------------------------------------------------------ checks
@@ -216,7 +267,7 @@ def _branches(flats, tolerance: float) -> list:
             median = float(np.median([dist[a, b] for a, b in pairs])) if pairs else 0.0
             moved = {}
             for a, b in pairs:
-                ref = last_step.get(int(prev_ids[a]), median)
+                ref = last_step.get(int(prev_ids[a]), np.inf)  # a new branch: no bound yet
                 if dist[a, b] <= max(GATE * ref, GATE * median, 10 * tolerance):
                     ids[b] = prev_ids[a]
                     moved[int(prev_ids[a])] = dist[a, b]
@@ -244,7 +295,7 @@ def _outputs(model, layout, found, held) -> dict:
     outputs = output_map(model, layout)
     names = model.graph.output_names
     got = {n: [] for n in names}
-    for fp, h in zip(found, held):
+    for fp, h in ((fp, h) for fps, h in zip(found, held) for fp in fps):
         if len(fp):
             values = outputs(ops.convert_to_tensor(fp.flat), h)
             for n, v in zip(names, values):
@@ -278,19 +329,22 @@ class Continuation:
         outputs: `{output name: (rows, *shape)}`: the read-out at each point.
         values: the varied input's values `(n, *shape)`; `input`: its name.
         names: the state names, in the order of `flat`.
-        points: the `FixedPoints` found at each value.
+        settings: the search's settings, as used at every value.
+        points: the `FixedPoints` of each value, a list per value (its
+            search, then any search back from a branch found later).
     """
 
     def __init__(self, name, values, found, branches, outputs, settings):
         self.input = name
         self.values = np.asarray(values)
-        self.points = list(found)
+        self.points = [list(fps) for fps in found]
         self.settings = dict(settings)
-        self.names = list(found[0].names)
-        self.flat = np.concatenate([fp.flat for fp in found])
-        self.eigenvalues = np.concatenate([fp.eigenvalues for fp in found])
+        found = [(j, fp) for j, fps in enumerate(found) for fp in fps]
+        self.names = list(found[0][1].names)
+        self.flat = np.concatenate([fp.flat for _, fp in found])
+        self.eigenvalues = np.concatenate([fp.eigenvalues for _, fp in found])
         self.outputs = outputs
-        frames = [fp.frame.assign(step=j) for j, fp in enumerate(found)]
+        frames = [fp.frame.assign(step=j) for j, fp in found]
         frame = pd.concat(frames, ignore_index=True)
         frame["branch"] = np.concatenate(branches)
         scalar = self.values[0].size == 1
@@ -299,7 +353,7 @@ class Continuation:
         first = ["step"] + ["value"] * scalar + ["branch"]
         columns = ["q", "stable", "stability", "spectral_radius", "tau", "n_unstable"]
         self.frame = frame[first + columns].rename_axis("row")
-        self.states = {k: np.concatenate([fp.states[k] for fp in found]) for k in self.names}
+        self.states = {k: np.concatenate([fp.states[k] for _, fp in found]) for k in self.names}
         self.bifurcations = _bifurcations(self)
 
     def __len__(self) -> int:
@@ -308,9 +362,11 @@ class Continuation:
     def __repr__(self) -> str:
         kinds = self.bifurcations["kind"].value_counts()
         told = ", ".join(f"{kinds[k]} {k}" for k in _KINDS if kinds.get(k, 0))
+        n, b = len(self), self.frame["branch"].nunique()
         return (
-            f"Continuation('{self.input}' over {len(self.values)} values: {len(self)} points "
-            f"on {self.frame['branch'].nunique()} branches; {told or 'no bifurcations'})"
+            f"Continuation('{self.input}' over {len(self.values)} values: {n} "
+            f"point{'s' * (n != 1)} on {b} branch{'es' * (b != 1)}; "
+            f"{told or 'no bifurcations'})"
         )
 
     def position(self, step) -> float:

@@ -78,6 +78,19 @@ def test_a_branch_is_one_point_followed(folds):
         assert np.abs(np.diff(c.states["s"][rows.index, 0])).max() < 0.5
 
 
+def test_a_branch_found_late_is_followed_back_to_the_first_value(folds):
+    """The first search starts at the upper point only; the fresh starts at the next
+    value find the other two, and the searches back find them at the first value."""
+    net, _ = folds
+    first = {"s": np.array([[0.95]], "float32")}
+    c = fbx.continuation(net, {}, vary={"u": np.linspace(0.0, 0.4, 5)}, initial=first, n_starts=1)
+    assert len(c.points[0][0]) == 1 and len(c.points[0]) == 2  # one, then two more
+    assert (c.frame.groupby("branch")["step"].apply(list) == [list(range(5))] * 3).all()
+    assert len(c.bifurcations) == 0  # nothing appears: three points between the folds
+    s = c.states["s"][:, 0].astype("float64")
+    np.testing.assert_allclose(np.tanh(2 * s + c.frame["value"]), s, atol=1e-5)
+
+
 def test_the_logistic_map_doubles_its_period_at_three():
     net = map_net(lambda x, r: r * x * (1 - x), name="logistic")
     c = fbx.continuation(net, {}, vary={"u": np.linspace(2.6, 3.4, 5)})
@@ -129,7 +142,7 @@ def test_held_inputs_other_than_the_varied_one():
     np.testing.assert_allclose(
         sorted(events(c, "fold")["value"]), [u_f - 0.3, -u_f - 0.3], atol=0.02
     )
-    assert "v" in c.points[0].inputs and c.input == "u"
+    assert "v" in c.points[0][0].inputs and c.input == "u"
 
 
 def test_figure_draws_stable_solid_unstable_dashed(folds):

@@ -645,6 +645,22 @@ def continuation_bad_starts():
     fbx.continuation(base(), {}, vary={"x": np.zeros((3, 5))}, fresh=-1)
 
 
+def _continuation():
+    return fbx.continuation(base(), {}, vary={"x": np.zeros((2, 5))}, n_starts=4)
+
+
+def continuation_figure_bad_unit():
+    _continuation().figure(unit=5)
+
+
+def continuation_figure_unknown_state():
+    _continuation().figure(state="h")
+
+
+def continuation_figure_unknown_output():
+    _continuation().figure(output="y")
+
+
 # ------------------------------------------------------ the notebook layer
 def cell_magic(body, line="net --input x:5 --quiet"):
     from IPython.core.interactiveshell import InteractiveShell
@@ -955,6 +971,8 @@ MISUSES = {f.__name__.replace("_", "-"): f for f in [
     lyapunov_over_memory_budget,
     continuation_unknown_input, continuation_vary_not_one, continuation_values_wrong_shape,
     continuation_no_state, continuation_inputs_not_dict, continuation_bad_starts,
+    continuation_figure_bad_unit, continuation_figure_unknown_state,
+    continuation_figure_unknown_output,
 ]}  # fmt: skip
 
 
