@@ -94,8 +94,12 @@ def continuation(
             last value's points and `fresh` more, repeated (with `noise`)
             up to a multiple of 16.
         fresh: new uniform starts at each later value.
-        noise, tolerance, dedupe_tolerance, marginal_tolerance, method, seed:
-            as for `fbx.fixed_points`, at every value.
+        noise: as for `fbx.fixed_points`, at every value.
+        tolerance: as for `fbx.fixed_points`, at every value.
+        dedupe_tolerance: as for `fbx.fixed_points`, at every value.
+        marginal_tolerance: as for `fbx.fixed_points`, at every value.
+        method: as for `fbx.fixed_points`, at every value.
+        seed: as for `fbx.fixed_points`, at every value.
 
     Returns:
         A `Continuation`: `.frame` (a row per point and value: `step`,
