@@ -11,6 +11,7 @@ net = fbx.FeedbackModel(inputs=x, outputs=h3, feedback={"loop": h3})
 """
 
 from fbexplorer import zoo  # registers the zoo's layers for load_model
+from fbexplorer.bifurcations import Continuation, continuation
 from fbexplorer.bptt import gradient_flow, gradient_norms, plot_gradient_norms
 from fbexplorer.callbacks import TraceCallback
 from fbexplorer.census import Attractors, attractors
@@ -23,6 +24,7 @@ from fbexplorer.memory import memory_budget, set_memory_budget
 from fbexplorer.plots import plot_comparison, plot_heatmap, plot_trace, similarity_order
 from fbexplorer.population import Population
 from fbexplorer.portraits import Projection, pca_project, portrait
+from fbexplorer.saddle_connections import connection_graph
 from fbexplorer.saving import load_model
 from fbexplorer.step_cell import StepCell
 from fbexplorer.sweep_runner import sweep
@@ -41,6 +43,7 @@ def load_ipython_extension(ipython):
 
 __all__ = [
     "Attractors",
+    "Continuation",
     "Explorer",
     "Feedback",
     "FeedbackModel",
@@ -56,6 +59,8 @@ __all__ = [
     "chunk_summary",
     "compare",
     "compare_stateful",
+    "connection_graph",
+    "continuation",
     "delayed",
     "draw",
     "explore",

@@ -16,7 +16,15 @@ import pytest
 pytestmark = pytest.mark.slow
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-SCRIPTS = ("fit_predict", "lstm", "feedback_nets", "scaling", "roofline", "fixed_points")
+SCRIPTS = (
+    "fit_predict",
+    "lstm",
+    "feedback_nets",
+    "scaling",
+    "roofline",
+    "fixed_points",
+    "attractors",
+)
 # Import the scripts as modules, then take their folder off the path again: it
 # holds a trace.py that would shadow the standard library's `trace`.
 sys.path.insert(0, str(BENCH))
@@ -191,6 +199,18 @@ def check_fixed_points_quick_run(quick_runs):
     assert newton["median_s"] > 0 and "converge in seconds" in stdout
 
 
+def check_attractors_quick_run(quick_runs):
+    stdout, res = _load(quick_runs, "attractors")
+    rows = {r["contender"]: r for r in res["results"]}
+    assert set(rows) == {"census", "continuation"}
+    census, continuation = rows["census"], rows["continuation"]
+    assert 1 <= census["attractors"] <= census["starts"] == res["sizes"]["starts"]
+    assert continuation["values"] == res["sizes"]["values"]
+    assert continuation["points"] >= continuation["values"]  # a point at every value at least
+    assert census["median_s"] > 0 and continuation["median_s"] > 0
+    assert "branches" in stdout and "census" in stdout
+
+
 def test_lstm_flops_by_hand():
     # B=2, T=3, D=4, U=5: each step multiplies (2, 9) by (9, 20): 2 * 2 * 9 * 20 FLOPs.
     assert roofline.lstm_flops(2, 3, 4, 5) == {"inference": 2160, "train step": 6480}
@@ -267,6 +287,7 @@ QUICK_CHECKS = (
     check_scaling_quick_run,
     check_roofline_quick_run,
     check_fixed_points_quick_run,
+    check_attractors_quick_run,
 )
 
 

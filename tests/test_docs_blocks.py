@@ -95,6 +95,14 @@ def check_lyapunov(ns, out, tmp_path):
     assert ns["lam"].shape == (8, 1) and abs(np.median(ns["lam"][:, 0]) - np.log(2)) < 0.02
 
 
+def check_continuation(ns, out, tmp_path):
+    # x' = tanh(2 x + u): folds at u = +-(atanh(x_f) - 2 x_f), x_f = sqrt(1/2).
+    u_f = np.arctanh(np.sqrt(0.5)) - np.sqrt(2.0)
+    c = ns["c"]
+    assert list(c.bifurcations["kind"]) == ["fold", "fold"]
+    np.testing.assert_allclose(c.bifurcations["value"], [u_f, -u_f], atol=0.02)
+
+
 def check_delays(ns, out, tmp_path):
     # y[t] = x[t] + y[t - 3], with y = 0 before step 0: a numpy loop.
     y = np.zeros(7 + 3)
@@ -138,6 +146,22 @@ def check_zoo(ns, out, tmp_path):
     assert ns["probs"].shape == (len(ns["x_test"]), 4, 10)
 
 
+def check_connections(ns, out, tmp_path):
+    # x' = tanh(2x): the saddle at 0 leads to both stable points, +-0.9575.
+    points, links = ns["points"], ns["links"]
+    reached = points.flat[links["attractor"].to_numpy(int), 0]
+    np.testing.assert_allclose(np.sort(reached), [-0.957504, 0.957504], atol=1e-5)
+    assert ns["graph"].source.count("->") == 2
+
+
+def check_refine_cycles(ns, out, tmp_path):
+    # The logistic map at r = 3.2: the 2-cycle (r+1 -+ sqrt((r-3)(r+1))) / 2r.
+    r, cycle = 3.2, ns["cycle"]
+    closed = ((r + 1) + np.array([-1, 1]) * np.sqrt((r - 3) * (r + 1))) / (2 * r)
+    np.testing.assert_allclose(np.sort(cycle.orbit(0)["x"][:, 0]), closed, atol=1e-5)
+    assert list(ns["refined"]) == [2] and ns["census"].periods() == [2]
+
+
 CHECKS = {
     "readme-example": check_readme_example,
     "readme-fbmodel": check_fbmodel,
@@ -146,6 +170,7 @@ CHECKS = {
     "portraits": check_portraits,
     "fixed-points": check_fixed_points,
     "lyapunov": check_lyapunov,
+    "continuation": check_continuation,
     "delays-feedback": check_delays,
     "stateful": check_stateful,
     "generation": check_generation,
@@ -155,6 +180,8 @@ CHECKS = {
     "explorer-watch": check_watch,
     "memory": check_memory,
     "zoo": check_zoo,
+    "connections": check_connections,
+    "refine-cycles": check_refine_cycles,
 }
 
 
@@ -205,6 +232,7 @@ def test_every_check_has_its_block():
 # ---------------------------------------------------------------- doctests
 DOCTEST_MODULES = [
     "fbexplorer._atomic",
+    "fbexplorer.bifurcations",
     "fbexplorer.callbacks",
     "fbexplorer.census",
     "fbexplorer.drawing",
@@ -216,6 +244,7 @@ DOCTEST_MODULES = [
     "fbexplorer.memory",
     "fbexplorer.plots",
     "fbexplorer.portraits",
+    "fbexplorer.saddle_connections",
     "fbexplorer.saving",
     "fbexplorer.tracing",
     "fbexplorer.widgets",
