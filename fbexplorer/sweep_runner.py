@@ -96,13 +96,15 @@ def sweep(
         ValueError: a grid, data, seed, epoch count, analysis or runner that
             does not fit, or a `build` that cannot be pickled.
 
-    Example:
-        >>> def build(units):
-        ...     net = make_net(units)
-        ...     net.compile("adam", "mse")
-        ...     return net
-        >>> pop = fbx.sweep(build, {"units": [4, 8]}, (X, Y), seeds=range(4), epochs=5)
-        >>> pop.frame.groupby("units").stable_points.mean()
+    Example (docs/populations.md has one that runs; this one starts Ray):
+
+        def build(units):
+            net = make_net(units)          # a FeedbackModel of `units` units
+            net.compile("adam", "mse")
+            return net
+
+        pop = fbx.sweep(build, {"units": [4, 8]}, (X, Y), seeds=range(4), epochs=5)
+        pop.frame.groupby("units").stable_points.mean()
     """
     ray = _ray_module() if runner in (None, "ray") else None
     grid = _checked_grid(grid)
