@@ -159,7 +159,9 @@ def _run_loop(todo, payload, data, record):
 
 
 def _run_ray(ray, todo, payload, data, record, bar, *, threads, retries):
-    """One Ray task per network; record each as it finishes."""
+    """One Ray task per network; record each as it finishes. Ray reruns a task
+    whose worker died; a task that Ray itself fails (its inputs lost with a node,
+    an RPC timed out on a busy machine) is submitted again, `retries` times."""
     if not todo:
         return
     if not ray.is_initialized():
@@ -167,16 +169,25 @@ def _run_ray(ray, todo, payload, data, record, bar, *, threads, retries):
     task = ray.remote(train_and_analyse).options(
         num_cpus=1, max_retries=int(retries), retry_exceptions=False
     )
-    data_ref, payload_ref = ray.put(data), ray.put(payload)
-    pending = {task.remote(job, payload_ref, data_ref, threads): job for job in todo}
+    refs = {"data": ray.put(data), "payload": ray.put(payload)}
+
+    def submit(job):
+        return task.remote(job, refs["payload"], refs["data"], threads)
+
+    pending = {submit(job): (job, 0) for job in todo}
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     bar.update(running=min(len(pending), cpus))
     try:
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
             for ref in ready:
-                job = pending.pop(ref)
-                record(job, _result(ray, ref, job))
+                job, tries = pending.pop(ref)
+                out = _result(ray, ref, job)
+                if out.get("ray_error") and tries < retries:
+                    refs.update(data=ray.put(data), payload=ray.put(payload))
+                    pending[submit(job)] = (job, tries + 1)
+                else:
+                    record(job, out)
             bar.update(running=min(len(pending), cpus))
     except BaseException:
         for ref in pending:
@@ -185,12 +196,13 @@ def _run_ray(ray, todo, payload, data, record, bar, *, threads, retries):
 
 
 def _result(ray, ref, job) -> dict:
-    """A task's result, or a failure when Ray gave up on it (its worker died
-    more than `retries` times)."""
+    """A task's result, or a failure of Ray's (`ray_error`: its worker died more
+    than `retries` times, its inputs were lost)."""
     try:
         return ray.get(ref)
     except Exception as e:  # ray.exceptions.RayError and its kin
-        return {"key": job["key"], "error": f"{type(e).__name__}: {e}", "seconds": float("nan")}
+        error = f"{type(e).__name__}: {e}"
+        return {"key": job["key"], "error": error, "seconds": float("nan"), "ray_error": True}
 
 
 def _start_local_ray(ray, attempts: int = 3):

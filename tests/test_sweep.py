@@ -318,6 +318,6 @@ def test_two_node_cluster_on_loopback(loopback_cluster, tmp_path):
         build, {"units": [4, 3]}, (X, Y), epochs=EPOCHS, analyses=("loss",),
         store=tmp_path / "store", progress=False,
     )  # fmt: skip
-    assert len(pop) == 2 and pop.failures.empty
+    assert len(pop) == 2 and pop.failures.empty, list(pop.failures.error)
     assert len(os.listdir(seen)) == 2  # one network on each node
     assert ray.cluster_resources()["CPU"] == 2
