@@ -169,7 +169,7 @@ def _run_ray(ray, todo, payload, data, record, bar, *, threads, retries):
     task = ray.remote(train_and_analyse).options(
         num_cpus=1, max_retries=int(retries), retry_exceptions=False
     )
-    refs = {"data": ray.put(data), "payload": ray.put(payload)}
+    refs = {"data": _shared(ray, data), "payload": _shared(ray, payload)}
 
     def submit(job):
         return task.remote(job, refs["payload"], refs["data"], threads)
@@ -184,7 +184,7 @@ def _run_ray(ray, todo, payload, data, record, bar, *, threads, retries):
                 job, tries = pending.pop(ref)
                 out = _result(ray, ref, job)
                 if out.get("ray_error") and tries < retries:
-                    refs.update(data=ray.put(data), payload=ray.put(payload))
+                    refs.update(data=_shared(ray, data), payload=_shared(ray, payload))
                     pending[submit(job)] = (job, tries + 1)
                 else:
                     record(job, out)
@@ -193,6 +193,26 @@ def _run_ray(ray, todo, payload, data, record, bar, *, threads, retries):
         for ref in pending:
             ray.cancel(ref, force=True)
         raise
+
+
+# Inputs up to this size go with each task; larger ones are put in Ray's object
+# store once and fetched by each node (fewer copies, one more thing to lose).
+SHARED_BYTES = 8 * 2**20
+
+
+def _shared(ray, value):
+    """`value` as a task's argument: itself when small, else an object reference."""
+    return ray.put(value) if _nbytes(value) > SHARED_BYTES else value
+
+
+def _nbytes(value) -> int:
+    if isinstance(value, (bytes, bytearray)):
+        return len(value)
+    if isinstance(value, dict):
+        return sum(_nbytes(v) for v in value.values())
+    if isinstance(value, (tuple, list)):
+        return sum(_nbytes(v) for v in value)
+    return int(getattr(value, "nbytes", 0))
 
 
 def _result(ray, ref, job) -> dict:
