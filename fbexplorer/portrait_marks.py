@@ -55,8 +55,9 @@ class PortraitMarks:
 
     def to_json(self) -> dict:
         """The marks as `explorer.js` reads them (plain lists, 2 dims; NaN as None)."""
+        points = np.zeros((0, 2)) if self.points is None else self.points
         out = {
-            "points": _listed(self.points[:, :2]),
+            "points": _listed(points[:, :2]),
             "kinds": list(self.kinds),
             "info": self.info,
             "orbits": [[row, _listed(o[:, :2])] for row, o in self.orbits],
