@@ -265,6 +265,18 @@ class ExplorerData:
         self.portrait = fit_portrait(model, values, size, fixed_points, attractors)
         self.targets = targets_by_output(model, targets)
 
+    def draw_more(self, attractors=None, targets=None):
+        """Add a census's attractors to the portrait and targets to the track."""
+        if attractors is not None and self.portrait is not None:
+            found = attractor_marks(attractors, self.portrait.projection, "explore")
+            marks = self.portrait.marks or PortraitMarks(np.zeros((0, 2))).to_json()
+            marks["attractors"] = PortraitMarks(None, attractors=found).to_json()["attractors"]
+            self.portrait.marks = marks
+            if self.portrait.epoch is None:
+                self.portrait.epoch = max(len(self.epochs), 1) - 1
+        if targets is not None:
+            self.targets = targets_by_output(self.model, targets)
+
     # ------------------------------------------------------------ arrays
     @property
     def projection(self) -> Projection | None:
