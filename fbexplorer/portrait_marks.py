@@ -75,8 +75,9 @@ class PortraitMarks:
 
 
 def _listed(a) -> list:
+    """Plain lists of floats (6 decimals), None where not finite (JSON has no NaN)."""
     a = np.asarray(a, "float64")
-    return np.where(np.isfinite(a), np.round(a, 6), np.nan).tolist() if a.size else a.tolist()
+    return np.where(np.isfinite(a), np.round(a, 6), None).tolist()
 
 
 def _number(v):
