@@ -554,7 +554,7 @@ def info_text(info: dict, what: str) -> str:
     if (info.get("period") or 1) > 1:
         parts.append(f"period {info['period']:.0f}")
     if info.get("readout"):
-        parts.append(info["readout"])
+        parts.append(plotly_text(info["readout"]))  # it names an output: text, not markup
     return f"{what} {info['row']}: " + ", ".join(str(p) for p in parts if p)
 
 

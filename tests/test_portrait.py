@@ -310,7 +310,7 @@ def test_a_saddle_is_drawn_with_its_unstable_direction_and_hover(rng):
     np.testing.assert_allclose(marks.info[0]["spectral_radius"], 1.5, rtol=1e-4)
     np.testing.assert_allclose(marks.info[0]["tau"], -1 / np.log(1.5), rtol=1e-4)
     expected = pca.components @ unstable
-    (row, start, d), = marks.arrows
+    ((row, start, d),) = marks.arrows
     np.testing.assert_allclose(abs(d @ expected) / np.linalg.norm(expected), 1, atol=1e-5)
     np.testing.assert_allclose(start, pca.transform(fps.states)[0], atol=1e-6)
     fig = fbx.portrait(arrays, fixed_points=fps)
@@ -345,7 +345,9 @@ def test_cycles_closed_slow_and_marginal_points_and_attractors(rng):
     np.testing.assert_allclose(marks.orbits[0][1], pca.transform({"loop": orbit}))
     census = types.SimpleNamespace(
         states={"loop": np.stack([orbit[0], np.full(3, np.nan)])},
-        frame=pd.DataFrame({"kind": ["cycle", "divergent"], "period": [2, pd.NA], "share": [0.7, 0.3]}),
+        frame=pd.DataFrame(
+            {"kind": ["cycle", "divergent"], "period": [2, pd.NA], "share": [0.7, 0.3]}
+        ),
         orbit=lambda i: {"loop": orbit},
     )
     fig = fbx.portrait(arrays, fixed_points=fps, attractors=census)

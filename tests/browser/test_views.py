@@ -103,7 +103,7 @@ def test_hover_shows_the_value_under_the_pointer(saved, page):
     t = 6
     unit = int(abs(values[t][:, None] - values[t][None]).sum(1).argmax())  # the loneliest line
     line = page.locator(f".fbx-lines polyline[data-unit='{unit}']").first
-    vertex = line.evaluate("(l) => l.getAttribute('points').split(' ')[%d].split(',')" % t)
+    vertex = line.evaluate("(l, t) => l.getAttribute('points').split(' ')[t].split(',')", t)
     x, y = page.evaluate(_TO_PAGE, [line.element_handle(), float(vertex[0]), float(vertex[1])])
     page.mouse.move(x, y)
     tip = _tip(page)
