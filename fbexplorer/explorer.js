@@ -442,7 +442,7 @@ function buildPortrait(box, view) {
   const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, class: "fbx-portrait", width: W, height: H }, box);
   const even = (a, k) => a.filter((_, i) => i % 2 === k);
   const markXY = marks.flatMap((m) => [...m.points, ...((m.attractors || {}).points || [])]);
-  const pad = ([lo, hi]) => [lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo)];
+  const pad = ([lo, hi]) => [lo - 0.08 * (hi - lo), hi + 0.08 * (hi - lo)];
   const full = [pad(extent([even(coords, 0), markXY.map((q) => q[0])])),
     pad(extent([even(coords, 1), markXY.map((q) => q[1])]))];
   let [xr, yr] = full;
