@@ -27,6 +27,9 @@ from tests.browser.test_explorer import CHROMIUM_ARGS, REPO, _chromium
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+# The input's name is markup: the track, the hover and the graph must show it as text.
+IN = 'x<img src=x onerror="window.hit=1">'
+
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
@@ -38,12 +41,12 @@ def saved(tmp_path_factory):
     import fbexplorer as fbx
 
     keras.utils.set_random_seed(1)
-    x = keras.Input((1,), name="x")
+    x = keras.Input((1,), name=IN)
     loop = fbx.Feedback((4,), name="loop")
     h = keras.layers.Dense(4, activation="tanh", name="d1")(keras.layers.Concatenate()([x, loop]))
     net = fbx.FeedbackModel(x, keras.layers.Dense(1, name="out")(h), feedback={"loop": h})
     X = np.random.default_rng(0).uniform(-1, 1, size=(2, 12, 1)).astype("float32")
-    fp = fbx.fixed_points(net, {"x": np.zeros(1, "float32")}, initial=X, n_starts=8)
+    fp = fbx.fixed_points(net, {IN: np.zeros(1, "float32")}, initial=X, n_starts=8)
     ex = fbx.explore(net, X, fixed_points=fp, targets=np.cumsum(X, axis=1))
     ex.node.value = "d1"
     ex.step.value = 3
@@ -116,8 +119,10 @@ def test_hover_shows_the_value_under_the_pointer(saved, page):
     box = track.bounding_box()
     page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.4)
     tip = _tip(page)
-    assert tip["shown"] and "input x" in tip["text"] and "target out" in tip["text"], tip
+    assert tip["shown"] and f"input {IN}" in tip["text"] and "target out" in tip["text"], tip
     assert "output out" in tip["text"], tip
+    key = page.locator(".fbx-track-key").inner_text()
+    assert f"input {IN}" in key and "output out" in key, key
 
     page.click(".fbx-tab[data-panel=heatmap]")  # a heatmap cell
     canvas = page.locator(".fbx-heat canvas")
@@ -145,17 +150,21 @@ def test_hover_shows_the_value_under_the_pointer(saved, page):
 
 
 def test_a_click_on_a_graph_node_selects_it(page):
-    box = page.locator(".fbx-graph g.fbx-pick[data-node='out']").first
+    boxes = page.locator(".fbx-graph g.fbx-pick")
+    names = [boxes.nth(i).get_attribute("data-node") for i in range(boxes.count())]
+    box = boxes.nth(names.index(IN))  # the input's box, named as markup
     box.click()
     found = page.evaluate(
         "() => ({selected: document.querySelector('.fbx-graph').dataset.selected,"
         " marked: Array.from(document.querySelectorAll('.fbx-graph .fbx-selected'),"
         " (g) => g.dataset.node)})"
     )
-    assert found == {"selected": "out", "marked": ["out"]}, found
+    assert found == {"selected": IN, "marked": [IN]}, found
     box.hover()
     tip = _tip(page)
-    assert tip["shown"] and tip["node"] == "out" and tip["t"] == "3", tip
+    assert tip["shown"] and tip["node"] == IN and tip["t"] == "3", tip
+    assert tip["text"].startswith(IN), tip
+    assert page.evaluate("() => [document.querySelectorAll('img').length, window.hit]") == [0, None]
 
 
 def test_portrait_zooms_and_the_unrolled_window_scrolls(page):
