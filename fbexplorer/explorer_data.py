@@ -249,7 +249,7 @@ class ExplorerData:
         targets=None,
     ):
         self.model, self.frame, self.chunks = model, frame, chunks
-        self.fixed_points = fixed_points
+        self.fixed_points, self.attractors = fixed_points, attractors
         self._comparison = comparison
         self.samples = sorted(int(s) for s in pd.unique(frame["sample"]))
         self.epochs, found = blocks(frame, ["value"], self.samples)
@@ -268,6 +268,7 @@ class ExplorerData:
     def draw_more(self, attractors=None, targets=None):
         """Add a census's attractors to the portrait and targets to the track."""
         if attractors is not None and self.portrait is not None:
+            self.attractors = attractors
             found = attractor_marks(attractors, self.portrait.projection, "explore")
             marks = self.portrait.marks or PortraitMarks(np.zeros((0, 2))).to_json()
             marks["attractors"] = PortraitMarks(None, attractors=found).to_json()["attractors"]

@@ -597,6 +597,8 @@ def test_portrait_marks_kinds_hover_and_attractors():
         assert info["stability"] == row["stability"] and "reads the slowest mode" in info["readout"]
     close(np.array(marks["attractors"]["points"]), pca.transform(census.states))
     assert marks["attractors"]["info"][0]["share"] == 1.0
+    drawn = {d.name: d for d in ex.figure("portrait").data}  # the static figure draws them too
+    close([drawn["attractors"].x[0], drawn["attractors"].y[0]], marks["attractors"]["points"][0])
 
 
 def test_a_click_on_the_graph_selects_the_node_and_the_track_shows_inputs_and_targets(ex):
