@@ -22,7 +22,15 @@
 //     panels {name: anything}  data of further panels (see PANELS):
 //       portrait {nodes, variance [2], coords (E, T, 2), fixed (P, 2), stable [P],
 //                 fixed_epoch}  the model's state on 2 principal components (one basis
-//                 for every epoch); fixed points, if any, drawn at fixed_epoch.
+//                 for every epoch); fixed points, if any, drawn at fixed_epoch, as
+//                 marks [{epoch, points [P: [x, y]], kinds [P] (stable, unstable,
+//                 marginal, slow), info [P: {row, stability, spectral_radius, tau,
+//                 period, readout, ...}], orbits [[row, [[x, y]]]], arrows [[row,
+//                 [x, y], [dx, dy]]], attractors {points, kinds, info, orbits}}]
+//                 (fbexplorer/portrait_marks.py; null where not finite); marks of
+//                 a TraceCallback's census per epoch come as `census` (censusMarks).
+//       track [{name, role (input, target, output), units, epochs, values (E or 1,
+//                 T, units)}]  drawn above the trajectories on the same time axis.
 //
 // A panel is one entry of PANELS: {label, available(data), build(box, view)}; build
 // draws into `box` and returns {epoch(e), step(t)}, called when the epoch or the
@@ -427,6 +435,30 @@ const PANELS = {
   },
 };
 
+// A TraceCallback's census per epoch (portrait.census: [E: null | {fixed_points,
+// attractors}]) as marks of those epochs, drawn as the marks given with fixed_points=.
+function censusMarks(census) {
+  const pairs = (b64) => { const a = floats(b64); return Array.from({ length: a.length / 2 }, (_, i) => [a[2 * i], a[2 * i + 1]]); };
+  return (census || []).flatMap((c, epoch) => {
+    if (!c) return [];
+    const m = { epoch, points: [], kinds: [], info: [], orbits: [], arrows: [] };
+    const f = c.fixed_points;
+    if (f) {
+      m.points = pairs(f.points);
+      m.kinds = m.points.map((_, i) => (f.slow && f.slow[i] ? "slow" : f.stability[i]));
+      m.info = m.points.map((_, i) => ({ row: i, kind: m.kinds[i], stability: f.stability[i],
+        spectral_radius: (f.spectral_radius || [])[i], tau: (f.tau || [])[i] }));
+    }
+    const a = c.attractors;
+    if (a) {
+      const points = pairs(a.points);
+      m.attractors = { points, kinds: a.kind, orbits: [],
+        info: points.map((_, i) => ({ row: i, kind: a.kind[i], period: (a.period || [])[i], share: (a.share || [])[i] })) };
+    }
+    return [m];
+  });
+}
+
 // The portrait: the state on 2 principal components, at a useful size, with zoom (the
 // wheel, or the buttons) and pan (drag); a double click or "reset" shows everything.
 // Fixed points by kind, orbits, saddles' arrows and attractors (data.panels.portrait.marks,
@@ -435,7 +467,7 @@ function buildPortrait(box, view) {
   const p = view.data.panels.portrait;
   const { T } = view;
   const coords = floats(p.coords);  // (E, T, 2)
-  const marks = p.marks || [];
+  const marks = [...(p.marks || []), ...censusMarks(p.census)];
   const W = 640, H = 470, L = 54, R = 12, TOP = 10, B = 36;
   const frame = { L, R, TOP, B, W, H };
   const bar = html("div", "fbx-portrait-bar", box);

@@ -191,3 +191,51 @@ def _shot(name: str) -> pathlib.Path:
     out = REPO / "build" / name
     out.parent.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def test_a_census_per_epoch_is_drawn_as_marks(saved, tmp_path):
+    """A TraceCallback's census (portrait.census, one entry per epoch) is drawn as the
+    fixed points given to explore are: by kind, with hover; attractors as crosses."""
+    import copy
+
+    import numpy as np
+    from playwright.sync_api import sync_playwright
+
+    from fbexplorer.view import encode, standalone_html
+
+    ex = saved[0]
+    data = copy.deepcopy(ex.view.data)
+    census = {
+        "fixed_points": {
+            "points": encode(np.array([[0.1, 0.2], [0.3, -0.1]])),
+            "stability": ["unstable", "stable"],
+            "slow": [True, False],
+            "spectral_radius": [1.2, 0.5],
+            "tau": [None, 1.4427],
+        },
+        "attractors": {
+            "points": encode(np.array([[0.0, 0.0]])),
+            "kind": ["cycle"],
+            "period": [2.0],
+            "share": [0.75],
+        },
+    }
+    data["panels"]["portrait"]["census"] = [census]
+    ex.view.data = data
+    path = tmp_path / "census.html"
+    path.write_text(standalone_html(ex.view), encoding="utf-8")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1300, "height": 1000})
+        page.goto(path.as_uri())
+        page.click(".fbx-tab[data-panel=portrait]")
+        kinds = page.evaluate(
+            "() => Array.from(document.querySelectorAll('.fbx-fixed [data-kind]'),"
+            " (e) => e.dataset.kind)"
+        )
+        assert kinds.count("slow") == 1 and "stable" in kinds, kinds
+        page.locator(".fbx-attractor").first.hover()
+        tip = _tip(page)
+        assert tip["text"].startswith("attractor 0") and "share 0.75" in tip["text"], tip
+        assert "period 2" in tip["text"], tip
+        browser.close()
