@@ -395,6 +395,11 @@ const PANELS = {
       canvas.width = T; canvas.height = U;
       canvas.style.height = `${Math.max(60, Math.min(260, U * 10))}px`;
       const marker = html("div", "fbx-heat-marker fbx-marker", area);
+      const axis = svg("svg", { viewBox: "0 0 640 16", width: 640, height: 16, class: "fbx-heat-axis" }, wrap);
+      const tt = ticks(0, T - 1, 8);  // round steps at the cells' centres
+      tt.values.forEach((v, i) => {
+        if (Number.isInteger(v)) svg("text", { x: ((v + 0.5) / T) * 640, y: 12, "text-anchor": "middle", class: "fbx-tick" }, axis).textContent = tt.text[i];
+      });
       const [lo, hi] = extent([run.values]);
       const m = Math.max(Math.abs(lo), Math.abs(hi));
       html("div", "fbx-heat-label", wrap, `colour: -${fmt(m)} (blue) to ${fmt(m)} (red)`);
