@@ -42,7 +42,8 @@ const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
   "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
 const MARK = "#d95f02";
 const SVGNS = "http://www.w3.org/2000/svg";
-const STEP_PX = 420;  // the unrolled view's width per step
+const STEP_PX = 240;  // the unrolled view's least width per step
+const UNROLLED_SCALE = 0.8;  // of the drawing's own size: its text at about 15 px
 const WIDE = 8;  // a node with more units shows them as the table's columns
 
 function floats(text) {
@@ -767,8 +768,11 @@ function render({ model, el }) {
     graphBox.replaceChildren(...(drawing ? [drawing] : []));
     graphBox.dataset.view = useUnrolled ? "unrolled" : "cyclic";
     if (drawing && useUnrolled) {  // a fixed width per step: the window scrolls, never squeezes
-      drawing.style.width = `${g.window * STEP_PX}px`;
+      const natural = drawing.viewBox.baseVal.width * (4 / 3);  // Graphviz's points as pixels
+      const perStep = Math.max(STEP_PX, (UNROLLED_SCALE * natural) / g.window);
+      drawing.style.width = `${(perStep * g.window).toFixed(0)}px`;
       drawing.style.maxWidth = "none";
+      graphBox.dataset.stepPx = perStep.toFixed(0);
     }
     const find = (id) => graphBox.querySelector(`[id="${CSS.escape(String(id))}"]`);
     cyclic = [];
