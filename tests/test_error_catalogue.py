@@ -973,6 +973,14 @@ def portrait_never_finite():
     fbx.pca_project({"v": np.full((2, 5, 3), np.nan)})
 
 
+def portrait_not_attractors():
+    fbx.portrait(base(), seq(), attractors=fixed_points_of_loop())
+
+
+def explore_targets_unknown_output():
+    fbx.explore(base(), seq(), targets={"y": np.zeros((2, 3, 5))})
+
+
 MISUSES = {f.__name__.replace("_", "-"): f for f in [
     explore_not_a_model, explore_fixed_points_other_model, trace_callback_every,
     trace_callback_unused,
@@ -1029,6 +1037,7 @@ MISUSES = {f.__name__.replace("_", "-"): f for f in [
     continuation_no_state, continuation_inputs_not_dict, continuation_bad_starts,
     continuation_figure_bad_unit, continuation_figure_unknown_state,
     continuation_figure_unknown_output,
+    portrait_not_attractors, explore_targets_unknown_output,
 ]}  # fmt: skip
 
 
