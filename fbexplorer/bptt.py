@@ -261,8 +261,8 @@ def plot_gradient_norms(df: pd.DataFrame, *, title: str | None = None):
 
     norms = df if "norm" in df.columns else gradient_norms(df)
     fig = go.Figure()
-    for node in pd.unique(norms["node"].astype(str)):
-        rows = norms[norms["node"].astype(str) == node]
+    for node in pd.unique(norms["node"].astype(object)):
+        rows = norms[norms["node"].astype(object) == node]
         fig.add_trace(
             go.Scatter(
                 x=rows["t"].to_numpy(),

@@ -23,7 +23,7 @@ def _palette():
 
 
 def _pick_node(df: pd.DataFrame, node: str | None, what: str) -> str:
-    nodes = [str(n) for n in pd.unique(df["node"].astype(str))]
+    nodes = [str(n) for n in pd.unique(df["node"].astype(object))]
     if not nodes:
         raise ValueError(f"fbx.{what}: the frame is empty.")
     if node is None:
@@ -82,7 +82,7 @@ def plot_trace(
 
     _check_columns(df, ["sample", "t", "node", "unit", "value"], "plot_trace", "trace")
     node = _pick_node(df, node, "plot_trace")
-    sub = df[df["node"].astype(str) == node]
+    sub = df[df["node"].astype(object) == node]
     all_samples = sorted(pd.unique(sub["sample"]))
     if samples is None:
         samples = all_samples[:1]
@@ -151,7 +151,7 @@ def plot_comparison(
     need = ["sample", "t", "chunk", "node", "unit", "stateful", "stateless", "difference"]
     _check_columns(cmp, need, "plot_comparison", "compare_stateful")
     node = _pick_node(cmp, node, "plot_comparison")
-    sub = cmp[cmp["node"].astype(str) == node]
+    sub = cmp[cmp["node"].astype(object) == node]
     samples = sorted(pd.unique(sub["sample"]))
     sample = _as_list(sample, "plot_comparison", "sample", samples)[0]
     units = _as_list(units, "plot_comparison", "unit", sorted(pd.unique(sub["unit"])))

@@ -43,6 +43,7 @@ __all__ = [
     "check_columns",
     "check_model",
     "check_size",
+    "name_index",
     "node_arrays",
     "node_units",
     "planned_size",
@@ -438,10 +439,18 @@ def tidy(names, arrays, sample_ids, *, columns=("value",)) -> pd.DataFrame:
             out[off : off + n] = np.asarray(arr).reshape(-1)
         off += n
     df = pd.DataFrame(keys.T, columns=["sample", "t", "unit"], copy=False)
-    df.insert(2, "node", pd.Categorical.from_codes(codes, categories=list(names)))
+    df.insert(2, "node", pd.Categorical.from_codes(codes, categories=name_index(names)))
     for c, v in zip(columns, values):
         df[c] = v
     return df
+
+
+def name_index(names) -> pd.Index:
+    """Names as a pandas index of Python strings. Where pyarrow is installed,
+    pandas 3 stores strings as UTF-8 by default, which refuses names that Python
+    (and Keras) accept, such as one with a lone surrogate: object storage keeps
+    every name."""
+    return pd.Index(list(names), dtype=object)
 
 
 def check_columns(df, columns, *, what: str, source: str):
@@ -459,7 +468,7 @@ def trace_nodes(trace, *, what: str) -> list[str]:
         return [str(n) for n in trace]
     if isinstance(trace, pd.DataFrame):
         check_columns(trace, ["sample", "t", "node", "unit", "value"], what=what, source="trace")
-        return [str(n) for n in pd.unique(trace["node"].astype(str))]
+        return [str(n) for n in pd.unique(trace["node"].astype(object))]
     raise ValueError(
         f"fbx.{what} expects a trace: a frame from fbx.trace or its as_arrays=True dict "
         f"{{node: array (samples, T, ...)}}. Received: {type(trace).__name__}"
@@ -507,7 +516,7 @@ def _dict_arrays(trace, nodes, what):
 def _frame_arrays(trace, nodes, what):
     out, ids = {}, None
     for n in nodes:
-        sub = trace[trace["node"].astype(str) == n].sort_values(["sample", "t", "unit"])
+        sub = trace[trace["node"].astype(object) == n].sort_values(["sample", "t", "unit"])
         sample_ids = np.unique(sub["sample"].to_numpy())
         s, t, u = len(sample_ids), sub["t"].nunique(), sub["unit"].nunique()
         if len(sub) != s * t * u:

@@ -141,7 +141,7 @@ def _nearest(ends: np.ndarray, moved: np.ndarray, fp, tolerance: float):
     converging on it, as slowly as its slowest mode lets it, moving `moved` over
     the last period, has at most that far to go."""
     states, owner = _all_states(fp)
-    if not len(states):
+    if not len(states) or not len(ends):
         return np.full(len(ends), -1), np.full(len(ends), np.nan)
     gap = np.stack([np.linalg.norm(states - e, axis=1) for e in ends.astype("float64")])
     radius = fp.frame["spectral_radius"].to_numpy("float64")[owner]

@@ -275,7 +275,7 @@ def chunk_summary(cmp: pd.DataFrame) -> pd.DataFrame:
         }
     )
     worst = work.loc[by["abs_difference"].idxmax(), ["chunk", "node"]].set_index("chunk")
-    out["node_of_max"] = worst["node"].astype(str).where(out["max_abs_difference"] > 0)
+    out["node_of_max"] = worst["node"].astype(object).where(out["max_abs_difference"] > 0)
     return out
 
 
@@ -308,16 +308,16 @@ def compare(runs: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
                 f"fbx.compare: run '{name}' is not a trace frame: column '{missing[0]}' is "
                 f"missing. Pass frames from fbx.trace."
             )
-        series = df.assign(node=df["node"].astype(str)).set_index(KEYS)["value"]
+        series = df.assign(node=df["node"].astype(object)).set_index(KEYS)["value"]
         if not series.index.is_unique:
             raise ValueError(
                 f"fbx.compare: run '{name}' has several rows for one (sample, t, node, unit). "
                 f"Pass one trace per run."
             )
         columns.append(series.rename(str(name)))
-        order += [n for n in df["node"].astype(str).unique() if n not in order]
+        order += [n for n in df["node"].astype(object).unique() if n not in order]
     joined = pd.concat(columns, axis=1, join="outer").reset_index()
-    joined["node"] = pd.Categorical(joined["node"], categories=order)
+    joined["node"] = pd.Categorical(joined["node"], categories=recording.name_index(order))
     return joined.sort_values(KEYS, kind="stable").reset_index(drop=True)
 
 
@@ -342,7 +342,7 @@ def wide(df: pd.DataFrame, node: str | None = None, values: str = "value") -> pd
             f"fbx.wide: no column '{values}'. Columns: {list(df.columns)}; pass values=."
         )
     if node is not None:
-        nodes = list(pd.unique(df["node"].astype(str)))
+        nodes = list(pd.unique(df["node"].astype(object)))
         if node not in nodes:
             raise ValueError(f"fbx.wide: no node '{node}' in the frame. Nodes: {nodes}.")
         sub = df[df["node"] == node]

@@ -51,7 +51,8 @@ class ExplorerView(anywidget.AnyWidget):
     button and sliders: on in a standalone page, off in a notebook where
     ipywidgets' Play and sliders are linked to `t` and `epoch`), `graph` and
     `unrolled_graph` (SVG drawings and which of their elements show which
-    node), `data` (the frames; see `explorer.js`).
+    node), `data` (the frames; see `explorer.js`), `selected` (the node
+    last clicked in the graph: the explorer's node picker follows it).
     """
 
     _esm = _HERE / "explorer.js"
@@ -64,6 +65,7 @@ class ExplorerView(anywidget.AnyWidget):
     graph = traitlets.Dict().tag(sync=True)
     unrolled_graph = traitlets.Dict().tag(sync=True)
     data = traitlets.Dict().tag(sync=True)
+    selected = traitlets.Unicode("").tag(sync=True)  # the node last clicked in the graph
 
 
 def encode(array) -> str:

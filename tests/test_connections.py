@@ -75,6 +75,14 @@ def test_the_saddle_of_tanh_2x_connects_both_stable_points():
     assert_free_runs_agree(net, fp, links)
 
 
+def test_points_without_a_saddle_have_no_connections():
+    net = map_net(lambda x: keras.ops.tanh(0.5 * x), name="contracting")
+    fp = fbx.fixed_points(net, HELD, n_starts=8)
+    assert len(fp) == 1 and fp.frame["stable"].all()
+    links = fp.connections(net)
+    assert len(links) == 0 and "attractor" in links.columns and "saddle" in links.columns
+
+
 def test_a_diagonal_pair_links_source_to_saddles_and_saddles_to_corners():
     """s' = tanh(diag(2, 3) s): the 9 points are each unit at 0 or +-its root; a zero
     unit is unstable, and a nudge along it ends with that unit at its root, of the

@@ -1034,6 +1034,14 @@ def population_bad_index():
     fbx.Population.load("store").model(5)
 
 
+def portrait_not_attractors():
+    fbx.portrait(base(), seq(), attractors=fixed_points_of_loop())
+
+
+def explore_targets_unknown_output():
+    fbx.explore(base(), seq(), targets={"y": np.zeros((2, 3, 5))})
+
+
 MISUSES = {f.__name__.replace("_", "-"): f for f in [
     explore_not_a_model, explore_fixed_points_other_model, trace_callback_every,
     trace_callback_unused,
@@ -1093,6 +1101,7 @@ MISUSES = {f.__name__.replace("_", "-"): f for f in [
     sweep_needs_ray, sweep_build_not_picklable, sweep_bad_grid_values, sweep_bad_grid_key,
     sweep_bad_data, sweep_unknown_analysis, sweep_bad_runner, sweep_damaged_store,
     population_bad_index,
+    portrait_not_attractors, explore_targets_unknown_output,
 ]}  # fmt: skip
 
 
