@@ -1,0 +1,455 @@
+"""Comparing networks' dynamics: how far apart are the dynamics of several networks?
+
+Three comparisons, each giving a square, symmetric `DataFrame` of pairwise
+dissimilarities with a zero diagonal (`compare_dynamics`), and a picture of
+them (`mds_figure`, classical multidimensional scaling):
+
+- `"spectral"`: DSA's spectral comparison (Ostrow et al. 2023). Each network's
+  traces on the same probe inputs are delay-embedded (a Hankel matrix of
+  `n_delays` consecutive steps), a linear operator is fitted to them by Hankel
+  DMD (PyDMD: the best linear map from each embedded step to the next, in the
+  embedding's `rank` leading singular directions, as HAVOK DMD does), and the
+  operators' eigenvalues, points in the complex plane, are compared by the
+  2-Wasserstein distance (POT) between the uniform distributions on them.
+  Eigenvalues do not change with the basis, so two networks whose dynamics
+  differ by a change of coordinates are zero apart.
+- `"dsa"`: full DSA, Procrustes analysis over vector fields, through the
+  package `dsa-metric` (`import DSA`; it needs PyTorch): an optional extra,
+  imported only when asked for.
+- `"topology"`: fixed-point topology (Maheswaranathan et al. 2019): each
+  network's fixed points counted by their number of unstable dimensions,
+  and where `FixedPoints.connections()` exists, its saddles counted by the
+  number of distinct attractors they lead to; the distance is the L1 norm of
+  the difference of these counts.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from fbexplorer import recording
+from fbexplorer.escaping import plotly_text
+from fbexplorer.memory import check_memory, values_detail
+
+__all__ = [
+    "METHODS",
+    "classical_mds",
+    "compare_dynamics",
+    "delay_embedding",
+    "dmd_eigenvalues",
+    "eigenvalue_distance",
+    "mds_figure",
+    "topology_counts",
+]
+
+METHODS = ("spectral", "dsa", "topology")
+WHAT = "compare_dynamics"
+
+
+# ------------------------------------------------------------------ public
+def compare_dynamics(
+    networks,
+    inputs=None,
+    *,
+    method: str = "spectral",
+    nodes: str | Sequence[str] | None = None,
+    samples: int | Sequence[int] | None = None,
+    skip: int = 0,
+    n_delays: int = 10,
+    rank: int | float | None = None,
+    held=None,
+    fixed_point_options: Mapping | None = None,
+    dsa_options: Mapping | None = None,
+) -> pd.DataFrame:
+    """Pairwise dissimilarities between networks' dynamics.
+
+    Args:
+        networks: `{name: network}` or a list (named 0, 1, ...). For
+            `"spectral"` and `"dsa"` each network is a `FeedbackModel`
+            (traced on `inputs` at `nodes`), a trace of one (a frame from
+            `fbx.trace` or its `as_arrays=True` dict: its nodes side by
+            side), or an array `(samples, T, units)`. For `"topology"`, a
+            `FixedPoints` (from `fbx.fixed_points`) or a `FeedbackModel`,
+            whose fixed points are then searched with `held` inputs.
+        inputs: the probe inputs, one batch of sequences as for a call, the
+            same for every model. Each sample is one trajectory: the fitted
+            operator maps each step to the next within a sample, never
+            across samples. The operator describes the traces, so for
+            autonomous dynamics probe with pulses followed by silence.
+            For `"topology"`, the search starts from states visited on them.
+        method: `"spectral"`, `"dsa"` or `"topology"` (see the module).
+        nodes: the nodes traced (default: each model's state, its feedback
+            names); their units side by side.
+        samples: the samples traced, as for `fbx.trace`.
+        skip: steps dropped at the start of each trace (a transient).
+        n_delays: the steps in each delay embedding (1: the state alone).
+        rank: the operator's rank: an int (at most the embedding's numerical
+            rank), a fraction in (0, 1) (the fewest singular directions with
+            that share of the embedding's energy), or None (the optimal hard
+            threshold of Gavish and Donoho, as PyDMD's `svd_rank=0`).
+        held: `"topology"` on models: the held inputs as for
+            `fbx.fixed_points` (default: zeros).
+        fixed_point_options: `"topology"` on models: more keywords for
+            `fbx.fixed_points` (`n_starts`, `tolerance`, ...).
+        dsa_options: `"dsa"`: more keywords for `DSA.DSA` (`iters`,
+            `score_method`, `lr`, ...).
+
+    Returns:
+        A DataFrame `(n, n)`, index and columns the networks' names, symmetric
+        with zeros on the diagonal. `"spectral"`: the 2-Wasserstein distance
+        between eigenvalue sets (DSA's own `"wasserstein"` score is
+        `rank * W2**2`); `"dsa"`: DSA's score (angular by default);
+        `"topology"`: an L1 distance between counts.
+
+    Example:
+        >>> d = fbx.compare_dynamics({"a": net_a, "b": net_b}, pulses, n_delays=5, rank=6)
+        >>> fbx.mds_figure(d, colour={"a": 8, "b": 16})
+    """
+    names, items = _named(networks)
+    _check_settings(method, skip, n_delays, rank)
+    if method == "topology":
+        counts = [
+            topology_counts(_fixed_points(x, inputs, held, fixed_point_options)) for x in items
+        ]
+        values = _l1_matrix(counts)
+    else:
+        data = [_trajectories(x, inputs, nodes, samples, skip) for x in items]
+        if method == "spectral":
+            eig = [dmd_eigenvalues(d, n_delays=n_delays, rank=rank) for d in data]
+            values = _pairwise(eig, eigenvalue_distance)
+        else:
+            values = _dsa_matrix(data, n_delays, rank, dsa_options)
+    return _frame(values, names)
+
+
+def delay_embedding(data, n_delays: int) -> np.ndarray:
+    """`(samples, T - n_delays + 1, n_delays * units)`: each step's next
+    `n_delays` values side by side, oldest first (a Hankel matrix per sample)."""
+    data = np.asarray(data, "float64")
+    steps = data.shape[1] - n_delays + 1
+    return np.concatenate([data[:, i : i + steps] for i in range(n_delays)], axis=2)
+
+
+def dmd_eigenvalues(data, *, n_delays: int = 10, rank: int | float | None = None) -> np.ndarray:
+    """The eigenvalues of the linear operator fitted to delay-embedded traces.
+
+    `data` is `(samples, T, units)`; each sample is delay-embedded
+    (`delay_embedding`), and PyDMD's `DMD` fits the map from each embedded
+    step to the next (pairs within a sample only) in the embedding's `rank`
+    leading singular directions (see `compare_dynamics` for `rank`).
+    Returns the eigenvalues, complex, by decreasing modulus.
+    """
+    import pydmd
+    from pydmd.utils import compute_rank
+
+    data = np.asarray(data, "float64")
+    _check_trajectories(data, n_delays)
+    embedded = delay_embedding(data, n_delays)
+    before = embedded[:, :-1].reshape(-1, embedded.shape[2]).T
+    after = embedded[:, 1:].reshape(-1, embedded.shape[2]).T
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # PyDMD's note on the condition number
+        chosen = compute_rank(before, 0 if rank is None else rank)
+        chosen = max(1, min(int(chosen), int(np.linalg.matrix_rank(before))))
+        eig = np.asarray(pydmd.DMD(svd_rank=chosen).fit(before, after).eigs)
+    return eig[np.argsort(-np.abs(eig), kind="stable")]
+
+
+def eigenvalue_distance(a, b) -> float:
+    """The 2-Wasserstein distance between uniform distributions on two sets of
+    eigenvalues (points of the complex plane), by exact optimal transport (POT):
+    `sqrt(min over plans P of sum P_ij |a_i - b_j|^2)`. Sets of equal size are
+    matched one to one."""
+    import ot
+
+    a, b = np.ravel(np.asarray(a, complex)), np.ravel(np.asarray(b, complex))
+    pa, pb = np.stack([a.real, a.imag], 1), np.stack([b.real, b.imag], 1)
+    cost = ot.dist(pa, pb, metric="sqeuclidean")
+    wa, wb = np.full(len(a), 1.0 / len(a)), np.full(len(b), 1.0 / len(b))
+    return float(np.sqrt(max(ot.emd2(wa, wb, cost), 0.0)))
+
+
+def topology_counts(fixed_points) -> pd.Series:
+    """A network's fixed-point topology as counts: `points/unstable=k`, the
+    points with `k` unstable dimensions (`.frame.n_unstable`), and, where the
+    result has `connections()` (a frame with `saddle` and `attractor`
+    columns), `saddles/attractors=m`, the saddles whose unstable directions
+    lead to `m` distinct attractors."""
+    frame = getattr(fixed_points, "frame", None)
+    if not isinstance(frame, pd.DataFrame) or "n_unstable" not in frame:
+        raise ValueError(
+            f"fbx.{WHAT}: method='topology' compares fixed points: a FixedPoints from "
+            f"fbx.fixed_points (or a FeedbackModel). Received: {type(fixed_points).__name__}"
+        )
+    counts = frame["n_unstable"].astype(int).value_counts()
+    out = {f"points/unstable={k}": int(v) for k, v in counts.items()}
+    edges = _connections(fixed_points)
+    if edges is not None:
+        reached = edges.dropna(subset=["attractor"]).groupby("saddle")["attractor"].nunique()
+        reached = reached.reindex(pd.unique(edges["saddle"]), fill_value=0)
+        for m, v in reached.value_counts().items():
+            out[f"saddles/attractors={int(m)}"] = int(v)
+    return pd.Series(out, dtype="int64").sort_index()
+
+
+def classical_mds(distances, dims: int = 2) -> np.ndarray:
+    """`(n, dims)` coordinates whose Euclidean distances approximate
+    `distances` (classical MDS, Torgerson: the top eigenvectors of the doubly
+    centred squared distances; exact when the distances are Euclidean in
+    `dims` dimensions). Dimensions with no positive eigenvalue are zero."""
+    d = np.asarray(distances, "float64")
+    n = len(d)
+    centre = np.eye(n) - np.full((n, n), 1.0 / n)
+    gram = -0.5 * centre @ (d**2) @ centre
+    values, vectors = np.linalg.eigh((gram + gram.T) / 2)
+    order = np.argsort(values)[::-1][:dims]
+    coords = vectors[:, order] * np.sqrt(np.clip(values[order], 0.0, None))
+    if coords.shape[1] < dims:
+        coords = np.pad(coords, ((0, 0), (0, dims - coords.shape[1])))
+    return coords
+
+
+def mds_figure(distances: pd.DataFrame, colour=None, *, title: str | None = None):
+    """A plotly scatter of the networks placed by classical MDS of `distances`
+    (a frame from `compare_dynamics`), coloured by `colour`: `{name: value}`,
+    a Series indexed by name, or a list in the frame's order. Numbers with
+    more than 8 distinct values get a colour scale, anything else one colour
+    per value. Hovering a point names the network."""
+    import plotly.graph_objects as go
+
+    _check_square(distances, "mds_figure")
+    names = [str(n) for n in distances.index]
+    coords = classical_mds(distances.to_numpy(), 2)
+    values = _colour_values(colour, distances.index)
+    fig = go.Figure()
+    if values is not None and _continuous(values):
+        marker = {"size": 10, "color": values, "showscale": True}
+        fig.add_trace(_scatter(go, coords, names, marker=marker))
+    elif values is not None:
+        for v in dict.fromkeys(values):
+            keep = np.asarray([x == v for x in values])
+            label = plotly_text(str(v))
+            fig.add_trace(_scatter(go, coords[keep], np.asarray(names)[keep], name=label))
+    else:
+        fig.add_trace(_scatter(go, coords, names))
+    fig.update_layout(
+        title=plotly_text(title or "Networks by the dissimilarity of their dynamics (MDS)"),
+        xaxis_title="MDS 1", yaxis_title="MDS 2", template="plotly_white",
+        legend_title_text="" if values is None else plotly_text(_colour_name(colour)),
+    )  # fmt: skip
+    return fig
+
+
+# ------------------------------------------------------------- networks in
+def _named(networks) -> tuple[list, list]:
+    if isinstance(networks, Mapping):
+        names, items = list(networks), list(networks.values())
+    elif isinstance(networks, Sequence) and not isinstance(networks, str):
+        names, items = list(range(len(networks))), list(networks)
+    else:
+        raise ValueError(
+            f"fbx.{WHAT} expects networks as a dict {{name: network}} or a list. "
+            f"Received: {type(networks).__name__}"
+        )
+    if len(items) < 2:
+        raise ValueError(
+            f"fbx.{WHAT} compares at least 2 networks. Received: {len(items)} network"
+            f"{'s' * (len(items) != 1)}"
+        )
+    return names, items
+
+
+def _is_model(x) -> bool:
+    return hasattr(x, "graph") and hasattr(x, "step_model")
+
+
+def _trajectories(item, inputs, nodes, samples, skip) -> np.ndarray:
+    """`(samples, T - skip, units)` float64 from a model, a trace or an array."""
+    if _is_model(item):
+        from fbexplorer.tracing import trace
+
+        if inputs is None:
+            raise ValueError(
+                f"fbx.{WHAT}: traces model '{item.name}' on the probe `inputs`; pass them "
+                f"(one batch of sequences, as for a call). Received: inputs=None"
+            )
+        wanted = nodes if nodes is not None else (item.feedback_names or None)
+        arrays = trace(item, inputs, wanted, samples=samples, as_arrays=True)
+    elif isinstance(item, (Mapping, pd.DataFrame)):
+        wanted = recording.trace_nodes(item, what=WHAT) if nodes is None else nodes
+        wanted = [wanted] if isinstance(wanted, str) else list(wanted)
+        arrays, _ = recording.node_arrays(item, wanted, what=WHAT)
+    else:
+        arrays = {"data": np.asarray(item)}
+        if arrays["data"].ndim != 3:
+            raise ValueError(
+                f"fbx.{WHAT}: a network is a FeedbackModel, a trace, or an array (samples, T, "
+                f"units). Received: {type(item).__name__} of shape {np.shape(item)}"
+            )
+    parts = [np.asarray(a).reshape(a.shape[0], a.shape[1], -1) for a in arrays.values()]
+    _check_size(parts)
+    return np.concatenate(parts, axis=2).astype("float64")[:, skip:]
+
+
+def _check_size(parts):
+    samples, steps = parts[0].shape[:2]
+    units = sum(p.shape[2] for p in parts)
+    detail = values_detail(samples, steps, units, len(parts))
+    # float64 copies: the traces, and the embedding before and after each step
+    need = 8.0 * samples * steps * units * 3
+    remedy = "Pass samples= or nodes= to compare less"
+    check_memory(f"fbx.{WHAT}", need, detail, remedy)
+
+
+def _check_trajectories(data, n_delays):
+    if data.ndim != 3 or data.shape[1] < n_delays + 1 or data.shape[2] == 0:
+        raise ValueError(
+            f"fbx.{WHAT}: fitting an operator with n_delays={n_delays} needs traces "
+            f"(samples, T, units) of at least n_delays + 1 = {n_delays + 1} steps (after "
+            f"skip). Received shape {data.shape}. Trace more steps or lower n_delays."
+        )
+    if not np.isfinite(data).all():
+        raise ValueError(
+            f"fbx.{WHAT}: the traces hold NaN or inf (a diverging network?); the operator "
+            f"is fitted to finite values only. Probe with shorter inputs, or skip= them."
+        )
+
+
+def _check_settings(method, skip, n_delays, rank):
+    if method not in METHODS:
+        raise ValueError(
+            f"fbx.{WHAT}: method is one of {list(METHODS)}. Received: method={method!r}"
+        )
+    for name, value, low in (("skip", skip, 0), ("n_delays", n_delays, 1)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(
+                f"fbx.{WHAT}: {name} is an integer of at least {low}. Received: {name}={value!r}"
+            )
+    good_int = isinstance(rank, (int, np.integer)) and not isinstance(rank, bool) and rank >= 1
+    good_float = isinstance(rank, float) and 0.0 < rank < 1.0
+    if not (rank is None or good_int or good_float):
+        raise ValueError(
+            f"fbx.{WHAT}: rank is an int of at least 1, a fraction of energy in (0, 1), or "
+            f"None (the optimal hard threshold). Received: rank={rank!r}"
+        )
+
+
+# ---------------------------------------------------------------- methods
+def _pairwise(items, distance) -> np.ndarray:
+    n = len(items)
+    out = np.zeros((n, n))
+    for i in range(n):
+        for j in range(i + 1, n):
+            out[i, j] = out[j, i] = distance(items[i], items[j])
+    return out
+
+
+def _l1_matrix(counts) -> np.ndarray:
+    table = pd.DataFrame(counts).fillna(0).to_numpy(float)
+    return np.abs(table[:, None, :] - table[None, :, :]).sum(axis=2)
+
+
+def _fixed_points(item, inputs, held, options):
+    if not _is_model(item):
+        return item
+    from fbexplorer.fixed_point_search import fixed_points
+
+    if held is None:
+        held = {
+            name: np.zeros(tuple(ref.shape[1:]), ref.dtype)
+            for name, ref in zip(
+                item.graph.input_names + item.graph.constant_names, item.step_model.inputs
+            )
+        }
+    return fixed_points(item, held, initial=inputs, **dict(options or {}))
+
+
+def _connections(fixed_points):
+    """`connections()`'s frame where the result has one (feature-detected)."""
+    method = getattr(fixed_points, "connections", None)
+    if not callable(method):
+        return None
+    edges = method()
+    if not isinstance(edges, pd.DataFrame) or not {"saddle", "attractor"} <= set(edges):
+        return None
+    return edges
+
+
+def _dsa_matrix(data, n_delays, rank, options) -> np.ndarray:
+    try:
+        from DSA import DSA
+    except ImportError:
+        raise ImportError(
+            f"fbx.{WHAT}: method='dsa' needs the package dsa-metric (import DSA, with "
+            f"PyTorch), which is not installed. Install it with pip install "
+            f"'fbexplorer[dsa]', or use method='spectral'."
+        ) from None
+    kwargs = {"n_delays": n_delays, "rank": rank if isinstance(rank, int) else None}
+    kwargs.update(options or {})
+    scores = np.asarray(DSA(list(data), **kwargs).fit_score(), "float64")
+    scores = (scores + scores.T) / 2
+    np.fill_diagonal(scores, 0.0)
+    return scores
+
+
+def _frame(values, names) -> pd.DataFrame:
+    index = pd.Index(names, name="network")
+    return pd.DataFrame(values, index=index, columns=index.rename("other"))
+
+
+# ------------------------------------------------------------------ figure
+def _check_square(distances, what):
+    ok = isinstance(distances, pd.DataFrame) and distances.shape[0] == distances.shape[1]
+    ok = ok and list(distances.index) == list(distances.columns)
+    if not ok:
+        raise ValueError(
+            f"fbx.{what} expects a square DataFrame of dissimilarities, rows and columns "
+            f"the same networks, as fbx.compare_dynamics returns. Received: "
+            f"{type(distances).__name__} of shape {np.shape(distances)}"
+        )
+
+
+def _colour_values(colour, index):
+    if colour is None:
+        return None
+    if isinstance(colour, (Mapping, pd.Series)):
+        missing = [n for n in index if n not in colour]
+        if missing:
+            raise ValueError(
+                f"fbx.mds_figure: colour has no value for network {missing[0]!r}. "
+                f"Give one for each of {list(index)}."
+            )
+        return [colour[n] for n in index]
+    values = list(colour)
+    if len(values) != len(index):
+        raise ValueError(
+            f"fbx.mds_figure: colour gives one value per network, {len(index)} in all. "
+            f"Received: {len(values)} values"
+        )
+    return values
+
+
+def _colour_name(colour) -> str:
+    return str(getattr(colour, "name", None) or "")
+
+
+def _continuous(values) -> bool:
+    numbers = all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool)
+                  for v in values)  # fmt: skip
+    return numbers and len(set(values)) > 8
+
+
+def _scatter(go, coords, names, **kwargs):
+    return go.Scatter(
+        x=coords[:, 0],
+        y=coords[:, 1],
+        mode="markers",
+        marker=kwargs.pop("marker", {"size": 10}),
+        text=[plotly_text(n) for n in names],
+        hovertemplate="%{text}<extra></extra>",
+        **kwargs,
+    )
