@@ -118,6 +118,8 @@ def compare_dynamics(
         values = _l1_matrix(counts)
     else:
         data = [_trajectories(x, inputs, nodes, samples, skip) for x in items]
+        for name, d in zip(names, data):
+            _check_trajectories(d, n_delays, f"network {name!r}: ")
         if method == "spectral":
             eig = [dmd_eigenvalues(d, n_delays=n_delays, rank=rank) for d in data]
             values = _pairwise(eig, eigenvalue_distance)
@@ -143,18 +145,24 @@ def dmd_eigenvalues(data, *, n_delays: int = 10, rank: int | float | None = None
     leading singular directions (see `compare_dynamics` for `rank`).
     Returns the eigenvalues, complex, by decreasing modulus.
     """
-    import pydmd
-    from pydmd.utils import compute_rank
-
+    pydmd = _extra("pydmd", "PyDMD")
+    compute_rank = pydmd.utils.compute_rank
     data = np.asarray(data, "float64")
     _check_trajectories(data, n_delays)
     embedded = delay_embedding(data, n_delays)
     before = embedded[:, :-1].reshape(-1, embedded.shape[2]).T
     after = embedded[:, 1:].reshape(-1, embedded.shape[2]).T
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # PyDMD's note on the condition number
-        chosen = compute_rank(before, 0 if rank is None else rank)
-        chosen = max(1, min(int(chosen), int(np.linalg.matrix_rank(before))))
+        # PyDMD notes the condition number, and a noise-level optimal rank raised to 1
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        numerical = int(np.linalg.matrix_rank(before))
+        if numerical == 0:
+            raise ValueError(
+                f"fbx.{WHAT}: the traces are 0 at every step: there are no dynamics to fit "
+                f"an operator to. Probe with inputs that move the state."
+            )
+        chosen = max(1, min(int(compute_rank(before, 0 if rank is None else rank)), numerical))
         eig = np.asarray(pydmd.DMD(svd_rank=chosen).fit(before, after).eigs)
     return eig[np.argsort(-np.abs(eig), kind="stable")]
 
@@ -164,8 +172,7 @@ def eigenvalue_distance(a, b) -> float:
     eigenvalues (points of the complex plane), by exact optimal transport (POT):
     `sqrt(min over plans P of sum P_ij |a_i - b_j|^2)`. Sets of equal size are
     matched one to one."""
-    import ot
-
+    ot = _extra("ot", "POT")
     a, b = np.ravel(np.asarray(a, complex)), np.ravel(np.asarray(b, complex))
     pa, pb = np.stack([a.real, a.imag], 1), np.stack([b.real, b.imag], 1)
     cost = ot.dist(pa, pb, metric="sqeuclidean")
@@ -244,6 +251,19 @@ def mds_figure(distances: pd.DataFrame, colour=None, *, title: str | None = None
     return fig
 
 
+def _extra(module: str, package: str):
+    """`module`, imported, or an ImportError naming the extra that installs it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ImportError(
+            f"fbx.{WHAT}: the spectral comparison needs {package} (import {module}), which "
+            f"is not installed. Install it with pip install 'fbexplorer[sweep]'."
+        ) from None
+
+
 # ------------------------------------------------------------- networks in
 def _named(networks) -> tuple[list, list]:
     if isinstance(networks, Mapping):
@@ -305,17 +325,17 @@ def _check_size(parts):
     check_memory(f"fbx.{WHAT}", need, detail, remedy)
 
 
-def _check_trajectories(data, n_delays):
+def _check_trajectories(data, n_delays, which: str = ""):
     if data.ndim != 3 or data.shape[1] < n_delays + 1 or data.shape[2] == 0:
         raise ValueError(
-            f"fbx.{WHAT}: fitting an operator with n_delays={n_delays} needs traces "
+            f"fbx.{WHAT}: {which}fitting an operator with n_delays={n_delays} needs traces "
             f"(samples, T, units) of at least n_delays + 1 = {n_delays + 1} steps (after "
             f"skip). Received shape {data.shape}. Trace more steps or lower n_delays."
         )
     if not np.isfinite(data).all():
         raise ValueError(
-            f"fbx.{WHAT}: the traces hold NaN or inf (a diverging network?); the operator "
-            f"is fitted to finite values only. Probe with shorter inputs, or skip= them."
+            f"fbx.{WHAT}: {which}the traces hold NaN or inf (a diverging network?); the "
+            f"operator is fitted to finite values only. Probe with shorter or smaller inputs."
         )
 
 
