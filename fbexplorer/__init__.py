@@ -22,9 +22,11 @@ from fbexplorer.graph import Feedback, FeedbackSpec, StepGraph, cell, delayed
 from fbexplorer.lyapunov_spectrum import lyapunov
 from fbexplorer.memory import memory_budget, set_memory_budget
 from fbexplorer.plots import plot_comparison, plot_heatmap, plot_trace, similarity_order
+from fbexplorer.population import Population
 from fbexplorer.portraits import Projection, pca_project, portrait
 from fbexplorer.saving import load_model
 from fbexplorer.step_cell import StepCell
+from fbexplorer.sweep_runner import sweep
 from fbexplorer.tracing import chunk_summary, compare, compare_stateful, trace, wide
 from fbexplorer.widgets import Explorer, explore
 
@@ -45,6 +47,7 @@ __all__ = [
     "FeedbackModel",
     "FeedbackSpec",
     "FixedPoints",
+    "Population",
     "Projection",
     "StepCell",
     "StepGraph",
@@ -71,6 +74,7 @@ __all__ = [
     "portrait",
     "set_memory_budget",
     "similarity_order",
+    "sweep",
     "trace",
     "wide",
     "zoo",
