@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -43,6 +44,7 @@ __all__ = [
     "dmd_eigenvalues",
     "eigenvalue_distance",
     "mds_figure",
+    "stored_fixed_points",
     "topology_counts",
 ]
 
@@ -203,6 +205,19 @@ def topology_counts(fixed_points) -> pd.Series:
     return pd.Series(out, dtype="int64").sort_index()
 
 
+def stored_fixed_points(results: Mapping, name):
+    """A network's fixed points as a sweep stored them (`Population.results(i)`'s
+    `"fixed_points"` frame), readable by `topology_counts`."""
+    frame = results.get("fixed_points")
+    if not isinstance(frame, pd.DataFrame):
+        raise ValueError(
+            f"fbx.{WHAT}: method='topology' without inputs reads the fixed points the sweep "
+            f"found, but network {name!r} has none: the sweep ran without the "
+            f"'fixed_points' analysis. Pass inputs= to search them, or sweep with it."
+        )
+    return SimpleNamespace(frame=frame)
+
+
 def classical_mds(distances, dims: int = 2) -> np.ndarray:
     """`(n, dims)` coordinates whose Euclidean distances approximate
     `distances` (classical MDS, Torgerson: the top eigenvectors of the doubly
@@ -220,16 +235,18 @@ def classical_mds(distances, dims: int = 2) -> np.ndarray:
     return coords
 
 
-def mds_figure(distances: pd.DataFrame, colour=None, *, title: str | None = None):
+def mds_figure(distances: pd.DataFrame, colour=None, *, hover=None, title: str | None = None):
     """A plotly scatter of the networks placed by classical MDS of `distances`
     (a frame from `compare_dynamics`), coloured by `colour`: `{name: value}`,
-    a Series indexed by name, or a list in the frame's order. Numbers with
-    more than 8 distinct values get a colour scale, anything else one colour
-    per value. Hovering a point names the network."""
+    a Series indexed by name (its name titles the legend), or a list in the
+    frame's order. Numbers with more than 8 distinct values get a colour
+    scale, anything else one colour per value. Hovering a point names the
+    network, followed by `hover[name]` where given (`{name: text}`)."""
     import plotly.graph_objects as go
 
     _check_square(distances, "mds_figure")
-    names = [str(n) for n in distances.index]
+    extra = dict(hover or {})
+    names = [f"{n}: {extra[n]}" if n in extra else str(n) for n in distances.index]
     coords = classical_mds(distances.to_numpy(), 2)
     values = _colour_values(colour, distances.index)
     fig = go.Figure()

@@ -217,3 +217,35 @@ def test_dsa_missing_names_the_extra(monkeypatch):
     data = [simulate(np.eye(2) * 0.5, samples=2, steps=12, seed=s) for s in range(2)]
     with pytest.raises(ImportError, match=r"fbexplorer\[dsa\]"):
         fbx.compare_dynamics(data, method="dsa")
+
+
+def frozen_linear_build(radius, angle):
+    """A linear network x' = A x + u whose A has eigenvalues radius e^{+-i angle},
+    compiled with a learning rate of 0: training leaves it as built."""
+    import keras as k
+
+    net = linear_network(rotation_block(radius, angle), np.eye(2), "frozen")
+    net.compile(k.optimizers.SGD(0.0), "mse")
+    return net
+
+
+def test_population_compare_and_mds_figure(tmp_path):
+    grid = {"radius": [0.9, 0.5], "angle": [0.3]}
+    data = (np.zeros((4, 5, 2), "float32"), np.zeros((4, 5, 2), "float32"))
+    pop = fbx.sweep(
+        frozen_linear_build, grid, data, seeds=(0,), epochs=1, runner="loop",
+        analyses={"fixed_points": {"n_starts": 2}}, store=tmp_path, progress=False,
+    )  # fmt: skip
+    pulses = np.zeros((4, 20, 2), "float32")
+    pulses[:, 0] = np.random.default_rng(5).normal(size=(4, 2))
+    d = pop.compare(pulses, skip=1, n_delays=1, rank=2)
+    radius = pop.frame["radius"].to_numpy()
+    spectra = [spectrum([r * np.exp(0.3j)]) for r in radius]
+    expected = np.array([[hand_w2(a, b) for b in spectra] for a in spectra])
+    np.testing.assert_allclose(d.to_numpy(), expected, atol=1e-4)
+    fig = pop.mds_figure(colour="radius")
+    assert sorted(t.name for t in fig.data) == ["0.5", "0.9"]
+    assert any("radius=0.5, angle=0.3, seed=0" in s for t in fig.data for s in t.text)
+    # the fixed points the sweep stored: one stable point (0) each, the same topology
+    top = pop.compare(method="topology")
+    np.testing.assert_array_equal(top.to_numpy(), np.zeros((2, 2)))

@@ -21,6 +21,7 @@ import zipfile
 import keras
 import numpy as np
 import oracle
+import pandas as pd
 import pytest
 import tensorflow as tf
 from helpers import seq
@@ -942,6 +943,21 @@ def mds_figure_colour_missing():
     fbx.mds_figure(d, colour={"a": 8})
 
 
+def _population():
+    """An empty population over the grid {"units": [...]}: what its figure checks first."""
+    from fbexplorer.sweep_store import SweepStore
+
+    return fbx.Population(SweepStore("pop"), grid=["units"])
+
+
+def population_mds_figure_before_compare():
+    _population().mds_figure(colour="units")
+
+
+def population_mds_figure_unknown_colour():
+    _population().mds_figure(colour="size", distances=pd.DataFrame())
+
+
 MISUSES = {f.__name__.replace("_", "-"): f for f in [
     explore_not_a_model, explore_fixed_points_other_model, trace_callback_every,
     trace_callback_unused,
@@ -996,7 +1012,8 @@ MISUSES = {f.__name__.replace("_", "-"): f for f in [
     compare_dynamics_no_dynamics, compare_dynamics_not_a_network,
     compare_dynamics_topology_not_fixed_points, compare_dynamics_over_memory_budget,
     compare_dynamics_dsa_missing, compare_dynamics_sweep_missing, mds_figure_not_square,
-    mds_figure_colour_missing,
+    mds_figure_colour_missing, population_mds_figure_before_compare,
+    population_mds_figure_unknown_colour,
 ]}  # fmt: skip
 
 
