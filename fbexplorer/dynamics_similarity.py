@@ -108,8 +108,10 @@ def compare_dynamics(
         `"topology"`: an L1 distance between counts.
 
     Example:
-        >>> d = fbx.compare_dynamics({"a": net_a, "b": net_b}, pulses, n_delays=5, rank=6)
-        >>> fbx.mds_figure(d, colour={"a": 8, "b": 16})
+        >>> d = fbx.compare_dynamics({"a": net, "b": net2}, X, n_delays=2, rank=4)
+        >>> d.shape
+        (2, 2)
+        >>> fig = fbx.mds_figure(d, colour={"a": "trained", "b": "untrained"})
     """
     names, items = _named(networks)
     _check_settings(method, skip, n_delays, rank)

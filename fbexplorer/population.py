@@ -98,11 +98,9 @@ class Population:
         `.frame`), by `fbx.compare_dynamics` (see it for `method` and the
         options): the models traced on the probe `inputs`; for
         `method="topology"` without `inputs`, the fixed points the sweep found.
-        Kept as `.distances` for `mds_figure`.
-
-        Example:
-            >>> d = pop.compare(pulses, n_delays=5, rank=6)
-            >>> d.groupby(pop.frame.units).mean()
+        Kept as `.distances` for `mds_figure`. For example
+        `pop.compare(pulses, skip=1, n_delays=3, rank=6)`, with `pulses` a
+        batch of inputs: a pulse at t=0, then silence (notebook 08).
         """
         from fbexplorer.dynamics_similarity import compare_dynamics, stored_fixed_points
 
@@ -117,11 +115,8 @@ class Population:
         """The networks placed by classical MDS of `distances` (default: the
         last `compare`), coloured by the column `colour` of `.frame` (a grid
         key such as `"units"`, `"seed"`, or `"loss"`); hovering a point names
-        the network's row and grid values.
-
-        Example:
-            >>> pop.compare(pulses, n_delays=5, rank=6)
-            >>> pop.mds_figure(colour="units")
+        the network's row and grid values. For example
+        `pop.mds_figure(colour="units")` after `pop.compare(pulses)`.
         """
         from fbexplorer.dynamics_similarity import mds_figure
 
