@@ -40,11 +40,12 @@ class SweepProgress:
 
     def update(self, *, finished: int = 0, failed: int = 0, running: int | None = None):
         """Count `finished` more networks (of which `failed` failed); set `running`."""
+        before = (self.done, self.failed, self.running)
         self.done += finished
         self.failed += failed
         if running is not None:
             self.running = running
-        if self._bar is not None:
+        if self._bar is not None and (self.done, self.failed, self.running) != before:
             self._bar.set_postfix_str(self._counts(), refresh=False)
             self._bar.update(finished)
             if not finished:

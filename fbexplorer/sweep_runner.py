@@ -193,9 +193,11 @@ def _result(ray, ref, job) -> dict:
 
 def _start_local_ray(ray):
     """A local Ray with this machine's cores, a small object store, quiet logs,
-    and this process's import path in its workers."""
+    and this process's import path in its workers. A new one (`address="local"`),
+    never a cluster that `ray start` left running on this machine."""
     path = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
     ray.init(
+        address="local",
         num_cpus=os.cpu_count(),
         object_store_memory=OBJECT_STORE_BYTES,
         include_dashboard=False,
