@@ -121,7 +121,7 @@ def compare_dynamics(
         ]
         values = _l1_matrix(counts)
     else:
-        data = [_trajectories(x, inputs, nodes, samples, skip) for x in items]
+        data = [_trajectories(x, inputs, nodes, samples, skip, n_delays) for x in items]
         for name, d in zip(names, data):
             _check_trajectories(d, n_delays, f"network {name!r}: ")
         if method == "spectral":
@@ -306,7 +306,7 @@ def _is_model(x) -> bool:
     return hasattr(x, "graph") and hasattr(x, "step_model")
 
 
-def _trajectories(item, inputs, nodes, samples, skip) -> np.ndarray:
+def _trajectories(item, inputs, nodes, samples, skip, n_delays) -> np.ndarray:
     """`(samples, T - skip, units)` float64 from a model, a trace or an array."""
     if _is_model(item):
         from fbexplorer.tracing import trace
@@ -330,17 +330,18 @@ def _trajectories(item, inputs, nodes, samples, skip) -> np.ndarray:
                 f"units). Received: {type(item).__name__} of shape {np.shape(item)}"
             )
     parts = [np.asarray(a).reshape(a.shape[0], a.shape[1], -1) for a in arrays.values()]
-    _check_size(parts)
+    _check_size(parts, n_delays)
     return np.concatenate(parts, axis=2).astype("float64")[:, skip:]
 
 
-def _check_size(parts):
+def _check_size(parts, n_delays: int):
     samples, steps = parts[0].shape[:2]
     units = sum(p.shape[2] for p in parts)
     detail = values_detail(samples, steps, units, len(parts))
-    # float64 copies: the traces, and the embedding before and after each step
-    need = 8.0 * samples * steps * units * 3
-    remedy = "Pass samples= or nodes= to compare less"
+    detail += f", embedded over {n_delays} step{'s' * (n_delays != 1)}"
+    # float64: the traces, and their embedding (n_delays times as wide) before and after
+    need = 8.0 * samples * steps * units * (1 + 2 * n_delays)
+    remedy = "Pass samples=, nodes= or a smaller n_delays to compare less"
     check_memory(f"fbx.{WHAT}", need, detail, remedy)
 
 
