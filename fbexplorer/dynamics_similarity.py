@@ -316,7 +316,13 @@ def _trajectories(item, inputs, nodes, samples, skip, n_delays) -> np.ndarray:
                 f"fbx.{WHAT}: traces model '{item.name}' on the probe `inputs`; pass them "
                 f"(one batch of sequences, as for a call). Received: inputs=None"
             )
-        wanted = nodes if nodes is not None else (item.feedback_names or None)
+        if nodes is None and not item.feedback_names:
+            raise ValueError(
+                f"fbx.{WHAT}: model '{item.name}' has no feedback, so it has no state whose "
+                f"dynamics to compare (by default its state is traced). Pass nodes=[...] "
+                f"to compare other nodes."
+            )
+        wanted = nodes if nodes is not None else item.feedback_names
         arrays = trace(item, inputs, wanted, samples=samples, as_arrays=True)
     elif isinstance(item, (Mapping, pd.DataFrame)):
         wanted = recording.trace_nodes(item, what=WHAT) if nodes is None else nodes

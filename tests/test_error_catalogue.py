@@ -901,6 +901,12 @@ def compare_dynamics_no_inputs():
     fbx.compare_dynamics([base(), base()])
 
 
+def compare_dynamics_no_state():
+    x = keras.Input((5,), name="x")
+    plain = fbx.FeedbackModel(x, keras.layers.Dense(5, name="d")(x), name="plain")
+    fbx.compare_dynamics([plain, base()], np.zeros((2, 3, 5)))
+
+
 def compare_dynamics_nan():
     fbx.compare_dynamics([np.full((2, 20, 3), np.nan), _traces()])
 
@@ -1008,7 +1014,8 @@ MISUSES = {f.__name__.replace("_", "-"): f for f in [
     lyapunov_no_state, lyapunov_bad_n, lyapunov_bad_discard, lyapunov_teacher_forced,
     lyapunov_over_memory_budget,
     compare_dynamics_bad_method, compare_dynamics_one_network, compare_dynamics_bad_rank,
-    compare_dynamics_too_short, compare_dynamics_no_inputs, compare_dynamics_nan,
+    compare_dynamics_too_short, compare_dynamics_no_inputs, compare_dynamics_no_state,
+    compare_dynamics_nan,
     compare_dynamics_no_dynamics, compare_dynamics_not_a_network,
     compare_dynamics_topology_not_fixed_points, compare_dynamics_over_memory_budget,
     compare_dynamics_dsa_missing, compare_dynamics_sweep_missing, mds_figure_not_square,
