@@ -97,8 +97,8 @@ def compare_dynamics(
             `fbx.fixed_points` (default: zeros).
         fixed_point_options: `"topology"` on models: more keywords for
             `fbx.fixed_points` (`n_starts`, `tolerance`, ...).
-        dsa_options: `"dsa"`: more keywords for `DSA.DSA` (`iters`,
-            `score_method`, `lr`, ...).
+        dsa_options: `"dsa"`: more keywords for `DSA.DSA` (`iters`, `lr`,
+            `score_method`: `"angular"` unless given, ...).
 
     Returns:
         A DataFrame `(n, n)`, index and columns the networks' names, symmetric
@@ -434,8 +434,9 @@ def _dsa_matrix(data, n_delays, rank, options) -> np.ndarray:
             f"PyTorch), which is not installed. Install it with pip install "
             f"'fbexplorer[dsa]', or use method='spectral'."
         ) from None
+    # dsa-metric's own default score is its spectral "wasserstein": full DSA is "angular"
     kwargs = {"n_delays": n_delays, "rank": rank if isinstance(rank, int) else None}
-    kwargs.update(options or {})
+    kwargs = {**kwargs, "score_method": "angular", **dict(options or {})}
     scores = np.asarray(DSA(list(data), **kwargs).fit_score(), "float64")
     scores = (scores + scores.T) / 2
     np.fill_diagonal(scores, 0.0)

@@ -207,7 +207,7 @@ def test_dsa_is_called_with_the_traces_and_symmetrised(monkeypatch):
     data = [simulate(np.eye(2) * 0.5, samples=2, steps=12, seed=s) for s in range(3)]
     d = fbx.compare_dynamics(data, method="dsa", n_delays=3, rank=2, dsa_options={"iters": 5})
     assert calls["shapes"] == [(2, 12, 2)] * 3
-    assert calls["kwargs"] == {"n_delays": 3, "rank": 2, "iters": 5}
+    assert calls["kwargs"] == {"n_delays": 3, "rank": 2, "score_method": "angular", "iters": 5}
     np.testing.assert_array_equal(np.diag(d.to_numpy()), 0.0)
     assert d.iloc[1, 2] == pytest.approx(0.6)
 
