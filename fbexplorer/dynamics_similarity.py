@@ -18,9 +18,9 @@ them (`mds_figure`, classical multidimensional scaling):
   imported only when asked for.
 - `"topology"`: fixed-point topology (Maheswaranathan et al. 2019): each
   network's fixed points counted by their number of unstable dimensions,
-  and where `FixedPoints.connections()` exists, its saddles counted by the
-  number of distinct attractors they lead to; the distance is the L1 norm of
-  the difference of these counts.
+  and where the saddles' connections are known (`FixedPoints.connections`),
+  the saddles counted by the number of distinct points they lead to; the
+  distance is the L1 norm of the difference of these counts.
 """
 
 from __future__ import annotations
@@ -75,8 +75,10 @@ def compare_dynamics(
             (traced on `inputs` at `nodes`), a trace of one (a frame from
             `fbx.trace` or its `as_arrays=True` dict: its nodes side by
             side), or an array `(samples, T, units)`. For `"topology"`, a
-            `FixedPoints` (from `fbx.fixed_points`) or a `FeedbackModel`,
-            whose fixed points are then searched with `held` inputs.
+            `FixedPoints` (from `fbx.fixed_points`), a pair `(FixedPoints,
+            its connections frame)`, or a `FeedbackModel`, whose fixed points
+            are then searched with `held` inputs (and, where `FixedPoints`
+            has `connections`, its saddles followed).
         inputs: the probe inputs, one batch of sequences as for a call, the
             same for every model. Each sample is one trajectory: the fitted
             operator maps each step to the next within a sample, never
@@ -116,9 +118,7 @@ def compare_dynamics(
     names, items = _named(networks)
     _check_settings(method, skip, n_delays, rank)
     if method == "topology":
-        counts = [
-            topology_counts(_fixed_points(x, inputs, held, fixed_point_options)) for x in items
-        ]
+        counts = [topology_counts(*_topology(x, inputs, held, fixed_point_options)) for x in items]
         values = _l1_matrix(counts)
     else:
         data = [_trajectories(x, inputs, nodes, samples, skip, n_delays) for x in items]
@@ -184,12 +184,12 @@ def eigenvalue_distance(a, b) -> float:
     return float(np.sqrt(max(ot.emd2(wa, wb, cost), 0.0)))
 
 
-def topology_counts(fixed_points) -> pd.Series:
+def topology_counts(fixed_points, connections=None) -> pd.Series:
     """A network's fixed-point topology as counts: `points/unstable=k`, the
-    points with `k` unstable dimensions (`.frame.n_unstable`), and, where the
-    result has `connections()` (a frame with `saddle` and `attractor`
-    columns), `saddles/attractors=m`, the saddles whose unstable directions
-    lead to `m` distinct attractors."""
+    points with `k` unstable dimensions (`.frame.n_unstable`), and, given
+    `connections` (the frame of `FixedPoints.connections(model)`: `saddle`
+    and `attractor` columns), `saddles/attractors=m`, the saddles whose
+    unstable directions lead to `m` distinct points."""
     frame = getattr(fixed_points, "frame", None)
     if not isinstance(frame, pd.DataFrame) or "n_unstable" not in frame:
         raise ValueError(
@@ -198,7 +198,7 @@ def topology_counts(fixed_points) -> pd.Series:
         )
     counts = frame["n_unstable"].astype(int).value_counts()
     out = {f"points/unstable={k}": int(v) for k, v in counts.items()}
-    edges = _connections(fixed_points)
+    edges = _checked_connections(connections)
     if edges is not None:
         reached = edges.dropna(subset=["attractor"]).groupby("saddle")["attractor"].nunique()
         reached = reached.reindex(pd.unique(edges["saddle"]), fill_value=0)
@@ -399,9 +399,20 @@ def _l1_matrix(counts) -> np.ndarray:
     return np.abs(table[:, None, :] - table[None, :, :]).sum(axis=2)
 
 
-def _fixed_points(item, inputs, held, options):
-    if not _is_model(item):
+def _topology(item, inputs, held, options):
+    """`(fixed points, connections or None)` of a network given for the topology:
+    a model (searched, and its saddles followed where `connections` exists), a
+    `FixedPoints`, or a pair `(FixedPoints, connections frame)`."""
+    if isinstance(item, tuple) and len(item) == 2:
         return item
+    if not _is_model(item):
+        return item, None
+    fp = _fixed_points(item, inputs, held, options)
+    follow = getattr(fp, "connections", None)  # FixedPoints.connections, where it exists
+    return fp, (follow(item) if callable(follow) and len(fp) else None)
+
+
+def _fixed_points(item, inputs, held, options):
     from fbexplorer.fixed_point_search import fixed_points
 
     if held is None:
@@ -414,14 +425,14 @@ def _fixed_points(item, inputs, held, options):
     return fixed_points(item, held, initial=inputs, **dict(options or {}))
 
 
-def _connections(fixed_points):
-    """`connections()`'s frame where the result has one (feature-detected)."""
-    method = getattr(fixed_points, "connections", None)
-    if not callable(method):
+def _checked_connections(edges):
+    if edges is None:
         return None
-    edges = method()
     if not isinstance(edges, pd.DataFrame) or not {"saddle", "attractor"} <= set(edges):
-        return None
+        raise ValueError(
+            f"fbx.{WHAT}: connections is the frame of FixedPoints.connections(model), with "
+            f"the columns 'saddle' and 'attractor'. Received: {type(edges).__name__}"
+        )
     return edges
 
 

@@ -158,27 +158,52 @@ def test_mds_figure_places_and_colours_the_networks():
 
 
 class FakeFixedPoints:
-    """Just what topology reads: `.frame.n_unstable`, and `connections()` if given."""
+    """Just what topology reads: `.frame.n_unstable`."""
 
-    def __init__(self, n_unstable, connections=None):
+    def __init__(self, n_unstable):
         self.frame = pd.DataFrame({"n_unstable": n_unstable})
-        if connections is not None:
-            self.connections = lambda: pd.DataFrame(connections, columns=["saddle", "attractor"])
+
+    def __len__(self):
+        return len(self.frame)
+
+
+def links(pairs):
+    """A frame as FixedPoints.connections(model) gives: saddle, attractor (NA for none)."""
+    return pd.DataFrame(pairs, columns=["saddle", "attractor"]).astype("Int64")
 
 
 def test_topology_counts_points_and_saddle_connections():
-    three = FakeFixedPoints([0, 0, 1], [(2, 0), (2, 1), (2, 1)])  # a saddle between two
-    one_sided = FakeFixedPoints([0, 0, 1], [(2, 0), (2, None)])
+    three = (FakeFixedPoints([0, 0, 1]), links([(2, 0), (2, 1), (2, 1)]))  # a saddle between two
+    one_sided = (FakeFixedPoints([0, 0, 1]), links([(2, 0), (2, None)]))
     no_graph = FakeFixedPoints([0, 1, 1, 2])
-    assert ds.topology_counts(three).to_dict() == {
+    assert ds.topology_counts(*three).to_dict() == {
         "points/unstable=0": 2,
         "points/unstable=1": 1,
         "saddles/attractors=2": 1,
     }
-    assert ds.topology_counts(one_sided)["saddles/attractors=1"] == 1
+    assert ds.topology_counts(*one_sided)["saddles/attractors=1"] == 1
     d = fbx.compare_dynamics([three, one_sided, no_graph], method="topology")
     # |2-1|+|1-2|+|0-1| points, then the saddle columns: |1-0|+|0-1|, |1-0|, |0-1|
     np.testing.assert_array_equal(d.to_numpy(), [[0, 2, 4], [2, 0, 4], [4, 4, 0]])
+
+
+def test_topology_of_a_model_follows_its_saddles_where_it_can(monkeypatch):
+    """Where FixedPoints has `connections(model)`, a model's saddles are followed."""
+    seen = []
+
+    def connections(self, model):
+        seen.append(model.name)
+        return links([(0, None)])
+
+    monkeypatch.setattr(fbx.FixedPoints, "connections", connections, raising=False)
+    saddle = linear_network(np.diag([1.5, 0.2]), np.eye(2), "saddle")
+    stable = linear_network(np.diag([0.5, 0.2]), np.eye(2), "stable")
+    d = fbx.compare_dynamics(
+        {"s": saddle, "t": stable}, method="topology", fixed_point_options={"n_starts": 4}
+    )
+    assert seen == ["saddle", "stable"]
+    # points: |0-1| + |1-0|; the saddle leads nowhere in both: saddles/attractors=0 alike
+    assert d.loc["s", "t"] == 2
 
 
 def test_topology_of_models_searches_their_fixed_points():
