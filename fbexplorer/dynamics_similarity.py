@@ -409,7 +409,8 @@ def _topology(item, inputs, held, options):
         return item, None
     fp = _fixed_points(item, inputs, held, options)
     follow = getattr(fp, "connections", None)  # FixedPoints.connections, where it exists
-    return fp, (follow(item) if callable(follow) and len(fp) else None)
+    saddles = len(fp) and bool((fp.frame["n_unstable"] > 0).any())
+    return fp, (follow(item) if callable(follow) and saddles else None)
 
 
 def _fixed_points(item, inputs, held, options):

@@ -201,20 +201,37 @@ def test_topology_of_a_model_follows_its_saddles_where_it_can(monkeypatch):
     d = fbx.compare_dynamics(
         {"s": saddle, "t": stable}, method="topology", fixed_point_options={"n_starts": 4}
     )
-    assert seen == ["saddle", "stable"]
-    # points: |0-1| + |1-0|; the saddle leads nowhere in both: saddles/attractors=0 alike
-    assert d.loc["s", "t"] == 2
+    assert seen == ["saddle"]  # a network without saddles has none to follow
+    # points: |0-1| + |1-0|; saddles leading to no point: |1-0|
+    assert d.loc["s", "t"] == 3
 
 
-def test_topology_of_models_searches_their_fixed_points():
-    b = np.eye(2)
-    stable = linear_network(np.diag([0.5, 0.2]), b, "stable")
-    saddle = linear_network(np.diag([1.5, 0.2]), b, "saddle")
-    d = fbx.compare_dynamics(
-        [stable, saddle], method="topology", fixed_point_options={"n_starts": 4}
-    )
-    # each has the one point 0: stable (no unstable dimension) against one unstable
-    assert d.iloc[0, 1] == 2
+def bistable_pair(w, name):
+    """Two uncoupled units x' = tanh(w x): for w > 1 each has a stable point on either
+    side of an unstable 0, so 4 stable points, 4 saddles (one unstable dimension) and a
+    source (two); for w < 1, the one stable point 0."""
+    x = keras.Input((1,), name="x")
+    loop = fbx.Feedback((2,), name="loop")
+    dense = keras.layers.Dense(2, activation="tanh", use_bias=False, name="h")
+    h = dense(keras.layers.Concatenate()([x, loop]))
+    net = fbx.FeedbackModel(x, h, feedback={"loop": h}, name=name)
+    dense.set_weights([np.array([[0, 0], [w, 0], [0, w]], "float32")])
+    return net
+
+
+def test_topology_of_models_counts_their_fixed_points(monkeypatch):
+    monkeypatch.delattr(fbx.FixedPoints, "connections", raising=False)  # points only
+    nets = {"two bits": bistable_pair(2.0, "a"), "one point": bistable_pair(0.5, "b")}
+    options = {"n_starts": 64}
+    d = fbx.compare_dynamics(nets, method="topology", fixed_point_options=options)
+    counts = ds.topology_counts(fbx.fixed_points(nets["two bits"], np.zeros(1), **options))
+    assert counts.to_dict() == {
+        "points/unstable=0": 4,
+        "points/unstable=1": 4,
+        "points/unstable=2": 1,
+    }
+    # |4-1| + |4-0| + |1-0|
+    assert d.loc["two bits", "one point"] == 8
 
 
 def test_dsa_is_called_with_the_traces_and_symmetrised(monkeypatch):
