@@ -35,7 +35,7 @@ LAB_FLAGS ?= $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[test,$(TF_EXTRA)]"
+	$(PY) -m pip install -q -e ".[test,$(TF_EXTRA),sweep]"
 	@touch $@
 
 graphviz:
@@ -46,7 +46,7 @@ setup: $(STAMP) graphviz
 BROWSER_STAMP := $(VENV)/.installed-browser-$(TF_EXTRA)
 
 $(BROWSER_STAMP): $(STAMP)
-	$(PY) -m pip install -q -e ".[test,$(TF_EXTRA),browser]"
+	$(PY) -m pip install -q -e ".[test,$(TF_EXTRA),sweep,browser]"
 	@touch $@
 
 # Debian's Chromium; `playwright install` would download a browser.

@@ -88,8 +88,8 @@ class Population:
         details = json.loads(self._details[self._index(i, "results")] or "{}")
         out = {}
         for name, value in details.items():
-            out[name] = value if name == "history" else pd.read_json(
-                io.StringIO(value), orient="split"
+            out[name] = (
+                value if name == "history" else pd.read_json(io.StringIO(value), orient="split")
             )
         return out
 

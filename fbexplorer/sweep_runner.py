@@ -191,20 +191,28 @@ def _result(ray, ref, job) -> dict:
         return {"key": job["key"], "error": f"{type(e).__name__}: {e}", "seconds": float("nan")}
 
 
-def _start_local_ray(ray):
+def _start_local_ray(ray, attempts: int = 3):
     """A local Ray with this machine's cores, a small object store, quiet logs,
     and this process's import path in its workers. A new one (`address="local"`),
-    never a cluster that `ray start` left running on this machine."""
+    never a cluster that `ray start` left running on this machine. Ray gives its
+    node 30 s to start; on a loaded machine that can pass, and it is tried again."""
     path = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
-    ray.init(
-        address="local",
-        num_cpus=os.cpu_count(),
-        object_store_memory=OBJECT_STORE_BYTES,
-        include_dashboard=False,
-        log_to_driver=False,
-        configure_logging=False,
-        runtime_env={"env_vars": {"PYTHONPATH": path}},
-    )
+    for attempt in range(attempts):
+        try:
+            ray.init(
+                address="local",
+                num_cpus=os.cpu_count(),
+                object_store_memory=OBJECT_STORE_BYTES,
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+                runtime_env={"env_vars": {"PYTHONPATH": path}},
+            )
+            return
+        except Exception as e:
+            ray.shutdown()
+            if attempt == attempts - 1 or "timed out during startup" not in str(e):
+                raise
 
 
 # ------------------------------------------------------------------ planning and checks
@@ -342,4 +350,3 @@ def _pickled(build, fit: dict) -> bytes:
             f"or a live model they refer to: build the model inside build. Received: "
             f"build={getattr(build, '__qualname__', build)!r}; {type(e).__name__}: {e}."
         ) from None
-

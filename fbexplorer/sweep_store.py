@@ -21,7 +21,7 @@ import pandas as pd
 
 from fbexplorer._atomic import replacing
 
-__all__ = ["TABLE", "SweepStore", "network_key"]
+__all__ = ["STATUS_COLUMNS", "TABLE", "SweepStore", "network_key"]
 
 TABLE = "results.parquet"
 # The store's own columns (beside the grid's keys and the analyses' summaries).
@@ -68,15 +68,17 @@ class SweepStore:
             table = pd.read_parquet(self.table_path)
         except Exception as e:
             raise ValueError(
-                f"fbx.sweep: the store's table '{self.table_path}' could not be read "
-                f"({type(e).__name__}); it is damaged or no sweep's table. Move it away to "
-                f"start afresh."
+                f"fbx.sweep: the store's table {TABLE} could not be read "
+                f"({type(e).__name__}): it is damaged, or the folder is no sweep's store. "
+                f"Move the table away to start afresh, or pass another store=. "
+                f"Received: store='{self.path}'."
             ) from None
         missing = [c for c in STATUS_COLUMNS if c not in table.columns]
         if missing:
             raise ValueError(
-                f"fbx.sweep: the store's table '{self.table_path}' has no column "
-                f"'{missing[0]}'; it is no sweep's table. Move it away to start afresh."
+                f"fbx.sweep: the store's table {TABLE} has no column '{missing[0]}': the "
+                f"folder is no sweep's store. Move the table away to start afresh, or pass "
+                f"another store=. Received: store='{self.path}'."
             )
         return {str(r["key"]): r for r in table.to_dict("records")}
 

@@ -127,8 +127,7 @@ def _held_zeros(model) -> dict:
 
     names = model.graph.input_names + model.graph.constant_names
     return {
-        n: np.zeros(tuple(t.shape[1:]), t.dtype)
-        for n, t in zip(names, model.step_model.inputs)
+        n: np.zeros(tuple(t.shape[1:]), t.dtype) for n, t in zip(names, model.step_model.inputs)
     }
 
 

@@ -876,6 +876,64 @@ def portrait_never_finite():
     fbx.pca_project({"v": np.full((2, 5, 3), np.nan)})
 
 
+# ----------------------------------------------------------- populations (fbx.sweep)
+def sweep_build(units):
+    """The sweeps' build: the page's network, compiled."""
+    net = base()
+    net.compile("adam", "mse")
+    return net
+
+
+SWEEP_DATA = (np.zeros((4, 3, 5), "float32"), np.zeros((4, 3, 5), "float32"))
+
+
+def sweep_needs_ray():
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(sys.modules, "ray", None)
+        fbx.sweep(sweep_build, {"units": [4]}, SWEEP_DATA)
+
+
+def sweep_build_not_picklable():
+    import threading
+
+    lock = threading.Lock()
+
+    def build(units):
+        with lock:
+            return sweep_build(units)
+
+    fbx.sweep(build, {"units": [4]}, SWEEP_DATA)
+
+
+def sweep_bad_grid_values():
+    fbx.sweep(sweep_build, {"units": []}, SWEEP_DATA)
+
+
+def sweep_bad_grid_key():
+    fbx.sweep(sweep_build, {"loss": ["mse"]}, SWEEP_DATA)
+
+
+def sweep_bad_data():
+    fbx.sweep(sweep_build, {"units": [4]}, SWEEP_DATA[0])
+
+
+def sweep_unknown_analysis():
+    fbx.sweep(sweep_build, {"units": [4]}, SWEEP_DATA, analyses=("lyapunov",))
+
+
+def sweep_bad_runner():
+    fbx.sweep(sweep_build, {"units": [4]}, SWEEP_DATA, runner="dask")
+
+
+def sweep_damaged_store():
+    os.makedirs("store", exist_ok=True)
+    pathlib.Path("store/results.parquet").write_bytes(b"not parquet")
+    fbx.sweep(sweep_build, {"units": [4]}, SWEEP_DATA, store="store")
+
+
+def population_bad_index():
+    os.makedirs("store", exist_ok=True)
+    fbx.Population.load("store").model(5)
 def _traces():
     """The page's `A`: traces (samples, T, units) of some network."""
     return np.random.default_rng(0).normal(size=(4, 30, 3))
@@ -1013,6 +1071,9 @@ MISUSES = {f.__name__.replace("_", "-"): f for f in [
     attractors_over_memory_budget,
     lyapunov_no_state, lyapunov_bad_n, lyapunov_bad_discard, lyapunov_teacher_forced,
     lyapunov_over_memory_budget,
+    sweep_needs_ray, sweep_build_not_picklable, sweep_bad_grid_values, sweep_bad_grid_key,
+    sweep_bad_data, sweep_unknown_analysis, sweep_bad_runner, sweep_damaged_store,
+    population_bad_index,
     compare_dynamics_bad_method, compare_dynamics_one_network, compare_dynamics_bad_rank,
     compare_dynamics_too_short, compare_dynamics_no_inputs, compare_dynamics_no_state,
     compare_dynamics_nan,
