@@ -934,6 +934,8 @@ def sweep_damaged_store():
 def population_bad_index():
     os.makedirs("store", exist_ok=True)
     fbx.Population.load("store").model(5)
+
+
 def _traces():
     """The page's `A`: traces (samples, T, units) of some network."""
     return np.random.default_rng(0).normal(size=(4, 30, 3))
