@@ -16,6 +16,7 @@ from fbexplorer.bptt import gradient_flow, gradient_norms, plot_gradient_norms
 from fbexplorer.callbacks import TraceCallback
 from fbexplorer.census import Attractors, attractors
 from fbexplorer.drawing import draw
+from fbexplorer.dynamics_similarity import classical_mds, compare_dynamics, mds_figure
 from fbexplorer.engine import FeedbackModel
 from fbexplorer.fixed_point_search import FixedPoints, fixed_points
 from fbexplorer.graph import Feedback, FeedbackSpec, StepGraph, cell, delayed
@@ -82,4 +83,7 @@ __all__ = [
     "trace",
     "wide",
     "zoo",
+    "classical_mds",
+    "compare_dynamics",
+    "mds_figure",
 ]

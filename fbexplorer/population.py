@@ -93,6 +93,49 @@ class Population:
             )
         return out
 
+    def compare(self, inputs=None, *, method: str = "spectral", **options) -> pd.DataFrame:
+        """Pairwise dissimilarities between the networks' dynamics (rows of
+        `.frame`), by `fbx.compare_dynamics` (see it for `method` and the
+        options): the models traced on the probe `inputs`; for
+        `method="topology"` without `inputs`, the fixed points the sweep found.
+        Kept as `.distances` for `mds_figure`. For example
+        `pop.compare(pulses, skip=1, n_delays=3, rank=6)`, with `pulses` a
+        batch of inputs: a pulse at t=0, then silence (notebook 08).
+        """
+        from fbexplorer.dynamics_similarity import compare_dynamics, stored_fixed_points
+
+        if method == "topology" and inputs is None:
+            networks = {i: stored_fixed_points(self.results(i), i) for i in range(len(self))}
+        else:
+            networks = {i: self.model(i) for i in range(len(self))}
+        self.distances = compare_dynamics(networks, inputs, method=method, **options)
+        return self.distances
+
+    def mds_figure(self, colour: str | None = None, *, distances=None, title=None):
+        """The networks placed by classical MDS of `distances` (default: the
+        last `compare`), coloured by the column `colour` of `.frame` (a grid
+        key such as `"units"`, `"seed"`, or `"loss"`); hovering a point names
+        the network's row and grid values. For example
+        `pop.mds_figure(colour="units")` after `pop.compare(pulses)`.
+        """
+        from fbexplorer.dynamics_similarity import mds_figure
+
+        d = distances if distances is not None else getattr(self, "distances", None)
+        if d is None:
+            raise ValueError(
+                "Population.mds_figure draws the dissimilarities of Population.compare; "
+                "call pop.compare(inputs) first, or pass distances=. Received: distances=None"
+            )
+        if colour is not None and colour not in self.frame.columns:
+            raise ValueError(
+                f"Population.mds_figure: colour is a column of .frame, such as "
+                f"{[*self.grid, 'seed']}. Received: colour={colour!r}"
+            )
+        shown = [c for c in [*self.grid, "seed"] if c in self.frame.columns]
+        hover = {i: ", ".join(f"{c}={self.frame[c].iloc[i]}" for c in shown) for i in d.index}
+        values = None if colour is None else self.frame[colour]
+        return mds_figure(d, colour=values, hover=hover, title=title)
+
 
 def _summary(done: pd.DataFrame, grid) -> pd.DataFrame:
     """The frame users read: grid keys and seed first, then the summaries."""

@@ -236,6 +236,7 @@ DOCTEST_MODULES = [
     "fbexplorer.callbacks",
     "fbexplorer.census",
     "fbexplorer.drawing",
+    "fbexplorer.dynamics_similarity",
     "fbexplorer.bptt",
     "fbexplorer.engine",
     "fbexplorer.fixed_point_search",

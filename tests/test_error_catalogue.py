@@ -21,6 +21,7 @@ import zipfile
 import keras
 import numpy as np
 import oracle
+import pandas as pd
 import pytest
 import tensorflow as tf
 from helpers import seq
@@ -1042,6 +1043,94 @@ def explore_targets_unknown_output():
     fbx.explore(base(), seq(), targets={"y": np.zeros((2, 3, 5))})
 
 
+def _traces():
+    """The page's `A`: traces (samples, T, units) of some network."""
+    return np.random.default_rng(0).normal(size=(4, 30, 3))
+
+
+def compare_dynamics_bad_method():
+    fbx.compare_dynamics([_traces(), _traces()], method="procrustes")
+
+
+def compare_dynamics_one_network():
+    fbx.compare_dynamics([_traces()])
+
+
+def compare_dynamics_bad_rank():
+    fbx.compare_dynamics([_traces(), _traces()], rank=1.5)
+
+
+def compare_dynamics_too_short():
+    fbx.compare_dynamics([_traces(), _traces()], n_delays=40)
+
+
+def compare_dynamics_no_inputs():
+    fbx.compare_dynamics([base(), base()])
+
+
+def compare_dynamics_no_state():
+    x = keras.Input((5,), name="x")
+    plain = fbx.FeedbackModel(x, keras.layers.Dense(5, name="d")(x), name="plain")
+    fbx.compare_dynamics([plain, base()], np.zeros((2, 3, 5)))
+
+
+def compare_dynamics_nan():
+    fbx.compare_dynamics([np.full((2, 20, 3), np.nan), _traces()])
+
+
+def compare_dynamics_no_dynamics():
+    fbx.compare_dynamics([np.zeros((4, 30, 3)), _traces()])
+
+
+def compare_dynamics_not_a_network():
+    fbx.compare_dynamics([np.zeros((4, 3)), _traces()])
+
+
+def compare_dynamics_topology_not_fixed_points():
+    fbx.compare_dynamics([_traces(), _traces()], method="topology")
+
+
+def compare_dynamics_over_memory_budget():
+    with memory_budget(1000):
+        fbx.compare_dynamics([_traces(), _traces()])
+
+
+def compare_dynamics_dsa_missing():
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(sys.modules, "DSA", None)  # as if not installed
+        fbx.compare_dynamics([_traces(), _traces()], method="dsa")
+
+
+def compare_dynamics_sweep_missing():
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(sys.modules, "pydmd", None)  # as if not installed
+        fbx.compare_dynamics([_traces(), _traces()])
+
+
+def mds_figure_not_square():
+    fbx.mds_figure(np.zeros((3, 3)))
+
+
+def mds_figure_colour_missing():
+    d = fbx.compare_dynamics({"a": _traces(), "b": _traces()})
+    fbx.mds_figure(d, colour={"a": 8})
+
+
+def _population():
+    """An empty population over the grid {"units": [...]}: what its figure checks first."""
+    from fbexplorer.sweep_store import SweepStore
+
+    return fbx.Population(SweepStore("pop"), grid=["units"])
+
+
+def population_mds_figure_before_compare():
+    _population().mds_figure(colour="units")
+
+
+def population_mds_figure_unknown_colour():
+    _population().mds_figure(colour="size", distances=pd.DataFrame())
+
+
 MISUSES = {f.__name__.replace("_", "-"): f for f in [
     explore_not_a_model, explore_fixed_points_other_model, trace_callback_every,
     trace_callback_unused,
@@ -1102,6 +1191,14 @@ MISUSES = {f.__name__.replace("_", "-"): f for f in [
     sweep_bad_data, sweep_unknown_analysis, sweep_bad_runner, sweep_damaged_store,
     population_bad_index,
     portrait_not_attractors, explore_targets_unknown_output,
+    compare_dynamics_bad_method, compare_dynamics_one_network, compare_dynamics_bad_rank,
+    compare_dynamics_too_short, compare_dynamics_no_inputs, compare_dynamics_no_state,
+    compare_dynamics_nan,
+    compare_dynamics_no_dynamics, compare_dynamics_not_a_network,
+    compare_dynamics_topology_not_fixed_points, compare_dynamics_over_memory_budget,
+    compare_dynamics_dsa_missing, compare_dynamics_sweep_missing, mds_figure_not_square,
+    mds_figure_colour_missing, population_mds_figure_before_compare,
+    population_mds_figure_unknown_colour,
 ]}  # fmt: skip
 
 
