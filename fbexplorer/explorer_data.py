@@ -12,6 +12,7 @@ pickers and hands their values to these methods.
 
 from __future__ import annotations
 
+import types
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -26,15 +27,17 @@ from fbexplorer.portraits import (
     nonfinite_steps,
     pca_project,
 )
-from fbexplorer.view import encode
+from fbexplorer.view import decode, encode
 
 __all__ = [
     "COLOUR_BY",
     "ExplorerData",
     "Portrait",
     "blocks",
+    "census_panel",
     "fit_portrait",
     "nonfinite_warning",
+    "training_panel",
 ]
 
 COLOUR_BY = ("mean", "norm", "unit")  # what can fill a node's box
@@ -121,6 +124,8 @@ class Portrait:
         stable: `(points,)` bools (None without fixed points).
         epoch: the epoch index the fixed points belong to (the last one: they
             are of the model's weights now), None without fixed points.
+        census: per epoch index, what a `TraceCallback` found with that
+            epoch's weights (`census_panel`), or None where it searched nothing.
     """
 
     projection: Projection
@@ -129,6 +134,7 @@ class Portrait:
     fixed: np.ndarray | None = None
     stable: np.ndarray | None = None
     epoch: int | None = None
+    census: list | None = None
 
     def panel(self, row: int) -> dict:
         """The portrait tab's data for sample row `row` (see `explorer.js`)."""
@@ -143,6 +149,8 @@ class Portrait:
                 stable=[bool(b) for b in self.stable],
                 fixed_epoch=int(self.epoch),
             )
+        if self.census is not None:
+            data["census"] = self.census
         return data
 
 
@@ -187,6 +195,71 @@ def fit_portrait(
     return portrait
 
 
+def _finite(values) -> list:
+    """Floats for JSON: NaN and inf as None."""
+    return [float(v) if np.isfinite(v) else None for v in np.asarray(values, float)]
+
+
+def census_panel(projection: Projection, found: Mapping, shapes) -> dict:
+    """What one epoch's search found, in the portrait's plane (see `explorer.js`).
+
+    `found` is `{"fixed_points": FixedPoints, "attractors": Attractors}` (either
+    may be missing); `shapes` the shapes of `projection.nodes`. Fixed points
+    carry `stability`, `slow`, `spectral_radius` and `tau`; attractors (one
+    state each) `kind`, `period` and `share`.
+    """
+    out = {}
+    names = list(projection.nodes)
+    for kind, result in found.items():
+        rows = result.frame
+        flag = rows["stable"] if "stable" in rows else np.zeros(len(rows), bool)
+        stand_in = types.SimpleNamespace(states=result.states, frame={"stable": flag})
+        points, _ = fixed_point_values(stand_in, names, shapes, "explore")
+        entry = {"points": encode(projection.transform(points) if len(rows) else np.zeros((0, 2)))}
+        if kind == "fixed_points":
+            entry.update(
+                stability=[str(v) for v in rows["stability"]],
+                slow=[bool(v) for v in rows["slow"]],
+                spectral_radius=_finite(rows["spectral_radius"]),
+                tau=_finite(rows["tau"]),
+            )
+        else:
+            entry.update(
+                kind=[str(v) for v in rows["kind"]],
+                period=_finite(rows["period"].astype("float64")),
+                share=_finite(rows["share"]),
+            )
+        out[kind] = entry
+    return out
+
+
+def training_panel(logs: Mapping[int, Mapping], epochs) -> dict | None:
+    """The training tab's data: Keras's logs per epoch, and the epochs recorded.
+
+    Returns `{"epochs": [E'], "metrics": {name: [E' values]}, "recorded":
+    [epoch numbers traced]}` (NaN and inf as None), or None without logs.
+    """
+    if not logs:
+        return None
+    numbers = sorted(logs)
+    names = list(dict.fromkeys(k for e in numbers for k in logs[e]))
+    metrics = {
+        n: _finite([_as_float(logs[e].get(n)) for e in numbers])
+        for n in names
+        if all(isinstance(_as_float(logs[e].get(n)), float) for e in numbers)
+    }
+    return {"epochs": numbers, "metrics": metrics, "recorded": [int(e) for e in epochs]}
+
+
+def _as_float(value):
+    if value is None:
+        return float("nan")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return value
+
+
 class ExplorerData:
     """A trace as the explorer shows it: arrays, fills, the portrait and the page.
 
@@ -200,6 +273,9 @@ class ExplorerData:
         fixed_points: a `fbx.fixed_points` result drawn on the portrait, or None.
         states: `{state name: (epoch, sample, t, ...)}` the portrait needs that
             the frame lacks.
+        census: `{epoch: {"fixed_points": ..., "attractors": ...}}`, what a
+            `TraceCallback` found at each recorded epoch (drawn on the portrait).
+        logs: `{epoch: {name: value}}`, Keras's logs (the training tab).
         stacklevel: where the warning about NaN or inf points, counted from
             the caller of this constructor.
 
@@ -220,9 +296,12 @@ class ExplorerData:
         *,
         fixed_points=None,
         states: Mapping[str, np.ndarray] | None = None,
+        census: Mapping[int, Mapping] | None = None,
+        logs: Mapping[int, Mapping] | None = None,
         stacklevel: int = 1,
     ):
         self.model, self.frame, self.chunks = model, frame, chunks
+        self.logs = dict(logs or {})
         self.fixed_points = fixed_points
         self._comparison = comparison
         self.samples = sorted(int(s) for s in pd.unique(frame["sample"]))
@@ -237,6 +316,24 @@ class ExplorerData:
         size = (max(len(self.epochs), 1), len(self.samples), self.length)
         values = {**(states or {}), **found["value"]}
         self.portrait = fit_portrait(model, values, size, fixed_points)
+        if census and self.portrait is not None:
+            self._add_census(census)
+
+    def _add_census(self, census: Mapping[int, Mapping]):
+        """Each recorded epoch's census in the portrait's plane; without `fixed_points=`
+        the newest epoch's fixed points are the portrait's `fixed`."""
+        portrait = self.portrait
+        shapes = [tuple(a.shape[3:]) for a in portrait.states.values()]
+        portrait.census = [
+            census_panel(portrait.projection, census[e], shapes) if census.get(e) else None
+            for e in self.epochs
+        ]
+        searched = [i for i, e in enumerate(self.epochs) if "fixed_points" in census.get(e, {})]
+        if self.fixed_points is None and searched:
+            entry = portrait.census[searched[-1]]["fixed_points"]
+            portrait.fixed = decode(entry["points"], (-1, 2))
+            portrait.stable = np.array([s == "stable" for s in entry["stability"]], bool)
+            portrait.epoch = searched[-1]
 
     # ------------------------------------------------------------ arrays
     @property
@@ -383,6 +480,11 @@ class ExplorerData:
         """Data of the panels beyond trajectories and heatmap: `{panel name: JSON}`.
 
         Each key is a panel of `explorer.js`'s `PANELS` table, which shows its
-        tab only when its data is here: "portrait" (`Portrait.panel`).
+        tab only when its data is here: "portrait" (`Portrait.panel`) and
+        "training" (`training_panel`: Keras's logs, with a `TraceCallback`).
         """
-        return {} if self.portrait is None else {"portrait": self.portrait.panel(row)}
+        out = {} if self.portrait is None else {"portrait": self.portrait.panel(row)}
+        training = training_panel(self.logs, self.epochs)
+        if training is not None:
+            out["training"] = training
+        return out

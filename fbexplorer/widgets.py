@@ -15,6 +15,7 @@ in the browser, so playback needs no kernel. `explore(callback)` shows what a
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import html
 import re
@@ -36,7 +37,7 @@ from fbexplorer.recording import check_size, node_units, planned_size, resolve_n
 from fbexplorer.tracing import chunk_bounds, compare_stateful, trace
 from fbexplorer.view import ExplorerView, graph_targets, standalone_html, unrolled_targets
 
-__all__ = ["Explorer", "explore"]
+__all__ = ["Explorer", "explore", "recorded_frame"]
 
 
 class Explorer(widgets.VBox):
@@ -96,35 +97,95 @@ class Explorer(widgets.VBox):
         fixed_points=None,
         states: Mapping[str, np.ndarray] | None = None,
         off_note: str | None = None,
+        recording: tuple | None = None,
     ):
         self.model, self.frame, self.chunks = model, frame, chunks
         self.fixed_points = fixed_points
         self._off_reason = off_reason
         self._off_note = off_note  # why the stateful view is off, in full
-        # stacklevel 4: the NaN warning points at fbx.explore's caller (explore, _explore_*, here)
-        self.data = ExplorerData(
-            model, frame, comparison, chunks, fixed_points=fixed_points, states=states, stacklevel=4
-        )
-        self.window = max(1, min(int(window), self.data.length))
+        self._window = window
+        self._comparison_source = comparison  # a frame, a function that computes it, or None
+        self._recording = recording  # (TraceCallback, nodes, samples): live while it records
         self.note = widgets.HTML()
+        super().__init__([self.note])
+        if frame is None:  # a TraceCallback before fit: the widget waits for its first trace
+            self.note.value = (
+                "<p>Waiting for the first trace: fit with this callback, "
+                "<code>model.fit(..., callbacks=[callback])</code>; each recorded epoch "
+                "shows here while it trains.</p>"
+            )
+        else:
+            self._build(states)
+        if recording is not None:
+            recording[0].listen(self._on_record)
+
+    def _build(self, states=None):
+        """Make the pickers, the sliders and the view from `frame`."""
+        callback = self._recording[0] if self._recording else None
+        # stacklevel 5: the NaN warning points at fbx.explore's caller (explore, _explore_*,
+        # __init__, here)
+        self.data = ExplorerData(
+            self.model,
+            self.frame,
+            self._comparison_source,
+            self.chunks,
+            fixed_points=self.fixed_points,
+            states=states,
+            census=callback.census if callback else None,
+            logs=callback.logs if callback else None,
+            stacklevel=5,
+        )
+        self.window = max(1, min(int(self._window), self.data.length))
         self.graph_view = None  # graphviz-anywidget, where `dot` is missing
         self._svg = True  # False once `dot` turned out to be missing
         self._make_pickers()
         self._make_time()
         self._show_graph()
-        self._send()
+        self._send_page()
         self._observe()
         time_row = [self.play, self.step] + ([self.epoch] if self.epoch is not None else [])
         graph_parts = [self.note] + ([self.graph_view] if self.graph_view is not None else [])
-        super().__init__(
-            [
-                widgets.HBox([self.node, self.sample, self.mode]),
-                widgets.HBox([self.colour, self.unit]),
-                widgets.HBox(time_row),
-                *graph_parts,
-                self.view,
-            ]
+        self.children = [
+            widgets.HBox([self.node, self.sample, self.mode]),
+            widgets.HBox([self.colour, self.unit]),
+            widgets.HBox(time_row),
+            *graph_parts,
+            self.view,
+        ]
+
+    def _on_record(self, epoch: int):
+        """A `TraceCallback` recorded `epoch`: show it (while `fit` runs, the
+        kernel sends the widget's changes as they are made). The epoch slider
+        grows and moves to the new epoch, unless it was moved off the newest."""
+        callback, nodes, samples = self._recording
+        try:
+            self.frame = recorded_frame(callback, nodes, samples)
+        except ValueError as error:  # over the memory budget now: stop, say why
+            callback.unlisten(self._on_record)
+            self.note.value = f"<p>Stopped showing new epochs: {html.escape(str(error))}</p>"
+            return
+        if self.model is None or not hasattr(self, "data"):
+            self.model = callback.model
+            self._build()
+            return
+        self.data = ExplorerData(
+            self.model,
+            self.frame,
+            None,
+            1,
+            fixed_points=self.fixed_points,
+            census=callback.census,
+            logs=callback.logs,
         )
+        # The slider grows; the view (explorer.js) moves it to the new epoch where it
+        # showed the newest: the kernel, busy in fit, hears of the user's moves only after.
+        # Its index is not sent back: that would undo a move the kernel has not heard of.
+        index = self.epoch.index
+        lock = getattr(self.epoch, "_lock_property", None)  # ipywidgets' own no-echo lock
+        with lock(index=index) if lock else contextlib.nullcontext(), self.epoch.hold_sync():
+            self.epoch.options = [(str(e), i) for i, e in enumerate(self.data.epochs)]
+            self.epoch.index = index
+        self._send_page()
 
     def _make_pickers(self):
         """The node, sample, mode, colour and unit pickers."""
@@ -227,7 +288,7 @@ class Explorer(widgets.VBox):
             "against each chunk started afresh (dashed) (fbx.compare_stateful).",
         ]
 
-    def _send(self):
+    def _send_page(self):
         """Hand the view the page of the current node, sample, mode and colouring."""
         edges = [n for n, t in self.view.graph.get("targets", {}).items() if t["kind"] == "edge"]
         edges += [
@@ -291,7 +352,7 @@ class Explorer(widgets.VBox):
             return
         targets = unrolled_targets(svg, self.data.nodes, self.window)
         self.view.unrolled_graph = {"svg": svg, **targets}
-        self._send()  # the delayed edges it adds get their widths
+        self._send_page()  # the delayed edges it adds get their widths
 
     def figure(self, panel: str | None = None):
         """A static plotly figure of a panel at the current node, sample and step.
@@ -336,14 +397,14 @@ class Explorer(widgets.VBox):
     # ------------------------------------------------------------- observers
     def _on_node(self, change):
         self._show_graph()
-        self._send()
+        self._send_page()
 
     def _on_data(self, change):
-        self._send()
+        self._send_page()
 
     def _on_mode(self, change):
         try:
-            self._send()
+            self._send_page()
         except ValueError as error:  # the comparison would not fit in memory now
             if change.new != "stateful":
                 raise
@@ -355,7 +416,7 @@ class Explorer(widgets.VBox):
 
     def _on_colour(self, change):
         self.unit.disabled = change.new != "unit"
-        self._send()
+        self._send_page()
 
     def _on_unrolled(self, change):
         if change.new:
@@ -526,13 +587,32 @@ def _check_explore_memory(model, names, size, stateful: bool) -> str | None:
 
 def _explore_recording(callback, inputs, nodes, samples, window, fixed_points) -> Explorer:
     """`fbx.explore(callback)`: the recorded traces (some nodes and samples of
-    them), joined, with an epoch slider."""
+    them), joined, with an epoch slider; it shows each epoch recorded later
+    as it comes (before `fit`, it waits for the first)."""
     if inputs is not None:
         raise ValueError(
             "fbx.explore(callback) shows the inputs the TraceCallback traced; it takes "
             f"no inputs. Received: inputs of type {type(inputs).__name__}. "
             "Pass the probe inputs to fbx.TraceCallback(inputs) instead."
         )
+    frame = recorded_frame(callback, nodes, samples) if callback.frames else None
+    if fixed_points is not None and callback.model is not None:
+        _check_fixed_points(callback.model, fixed_points)
+    return Explorer(
+        callback.model,
+        frame,
+        None,
+        1,
+        window=window,
+        off_reason="traces taken during training",
+        fixed_points=fixed_points,
+        recording=(callback, nodes, samples),
+    )
+
+
+def recorded_frame(callback, nodes=None, samples=None) -> pd.DataFrame:
+    """The callback's traces joined (some nodes and samples of them), refused
+    above the memory budget."""
     rows = recorded_rows(callback.frames, nodes, samples)
     count = sum(
         len(df) if keep is None else int(keep.sum())
@@ -544,18 +624,7 @@ def _explore_recording(callback, inputs, nodes, samples, window, fixed_points) -
         f"{count:,} recorded values in {len(rows)} traces",
         "Pass nodes= or samples= to explore part of the recording",
     )
-    frame = join_frames(callback.frames, rows)  # says what to do when nothing was recorded
-    if fixed_points is not None:
-        _check_fixed_points(callback.model, fixed_points)
-    return Explorer(
-        callback.model,
-        frame,
-        None,
-        1,
-        window=window,
-        off_reason="traces taken during training",
-        fixed_points=fixed_points,
-    )
+    return join_frames(callback.frames, rows)
 
 
 def _check_fixed_points(model, fixed_points):
