@@ -217,10 +217,16 @@ def census_settings(kind: str, settings) -> dict:
 
     search = fixed_points if kind == "fixed_points" else attractors
     known = [n for n in inspect.signature(search).parameters if n not in ("model", "inputs")]
-    unknown = [k for k in settings if k not in [*known, "inputs"]] if isinstance(settings, Mapping) else []
+    unknown = (
+        [k for k in settings if k not in [*known, "inputs"]]
+        if isinstance(settings, Mapping)
+        else []
+    )
     if not isinstance(settings, Mapping) or "inputs" not in settings or unknown:
-        got = f"{kind}={settings!r}" if not isinstance(settings, Mapping) else (
-            f"{kind} with the keys {sorted(settings)}"
+        got = (
+            f"{kind}={settings!r}"
+            if not isinstance(settings, Mapping)
+            else (f"{kind} with the keys {sorted(settings)}")
         )
         raise ValueError(
             f"fbx.TraceCallback: `{kind}` holds the settings of fbx.{kind} for each recorded "

@@ -768,7 +768,7 @@ def trace_callback_every():
 
 
 def trace_callback_unused():
-    fbx.explore(fbx.TraceCallback(seq()))
+    _ = fbx.TraceCallback(seq()).frame
 
 
 def memory_budget_not_bytes():
@@ -818,6 +818,20 @@ def explore_recording_unknown_node():
 
 def explore_recording_bad_samples():
     fbx.explore(trained_with_a_trace_callback(), samples=[7])
+
+
+def trace_callback_bad_search():
+    fbx.TraceCallback(seq(), fixed_points=True)
+
+
+def explore_before_fit():
+    watch = fbx.TraceCallback(np.zeros((2, 3, 5)))
+    ex = fbx.explore(watch)
+    assert "Waiting for the first trace" in ex.note.value
+    net = base()
+    net.compile("sgd", "mse")
+    net.fit(np.zeros((2, 3, 5)), np.zeros((2, 3, 5)), epochs=2, callbacks=[watch], verbose=0)
+    assert ex.view.data["epochs"] == [0, 1, 2] and ex.node.value == "loop"
 
 
 def trace_carried_over_budget():
@@ -876,7 +890,7 @@ def portrait_never_finite():
 
 MISUSES = {f.__name__.replace("_", "-"): f for f in [
     explore_not_a_model, explore_fixed_points_other_model, trace_callback_every,
-    trace_callback_unused,
+    trace_callback_unused, trace_callback_bad_search,
     fbmodel_invalid_python, fbmodel_unknown_name, fbmodel_cycle_without_delay,
     fbmodel_prev_not_a_name, fbmodel_prev_unassigned, fbmodel_shape_mismatch,
     fbmodel_bare_cell, fbmodel_not_a_tensor, fbmodel_nothing_assigned,
@@ -1029,6 +1043,7 @@ def portrait_nan():
 BEHAVIOURS = {f.__name__.replace("_", "-"): f for f in [
     integer_input, one_step, batch_of_one, delay_longer_than_sequence, nan_in_input,
     stateful_fit_shuffled, explore_stateful_over_memory_budget, explore_nan, portrait_nan,
+    explore_before_fit,
     stateful_fit_shuffled, fbmodel_statement_after_output, delayed_steps_renamed,
     fbmodel_prev_steps_renamed,
 ]}  # fmt: skip
