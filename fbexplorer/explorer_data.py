@@ -12,6 +12,7 @@ pickers and hands their values to these methods.
 
 from __future__ import annotations
 
+import json
 import types
 import warnings
 from collections.abc import Callable, Iterable, Mapping
@@ -31,12 +32,15 @@ from fbexplorer.view import decode, encode
 
 __all__ = [
     "COLOUR_BY",
+    "PAGE_BUDGET",
     "ExplorerData",
+    "OfflinePages",
     "Portrait",
     "blocks",
     "census_panel",
     "fit_portrait",
     "nonfinite_warning",
+    "offline_pages",
     "training_panel",
 ]
 
@@ -488,3 +492,90 @@ class ExplorerData:
         if training is not None:
             out["training"] = training
         return out
+
+
+# ---------------------------------------------------------- offline pages
+PAGE_BUDGET = 2_000_000  # bytes of the data a saved page holds, by default
+_PER_SAMPLE = ("colour", "size", "panels")  # what depends on the sample only
+_PER_NODE = ("node", "sample", "units", "title", "runs")  # on the node and the sample
+
+
+@dataclass
+class OfflinePages:
+    """Every page a saved explorer can switch to, with no kernel (see `explorer.js`).
+
+    Attributes:
+        state: `{"nodes", "samples", "node", "sample", "common", "by_sample":
+            {sample: {colour, size, panels}}, "by_node": {node: {sample: {node,
+            sample, units, title, runs}}}, "graphs": {node: graph}}`; a page is
+            `common | by_sample[s] | by_node[n][s]`, and `graphs[n]` its drawing.
+        nodes, samples: what was kept, in order.
+        left_out: `(nodes, samples)` that did not fit the budget.
+        size: bytes of `state` as JSON.
+    """
+
+    state: dict
+    nodes: list
+    samples: list
+    left_out: tuple
+    size: int
+
+
+def _size(value) -> int:
+    return len(json.dumps(value))
+
+
+def offline_pages(
+    data: ExplorerData,
+    nodes: list,
+    samples: list,
+    graph: Callable[[str], dict],
+    *,
+    budget: int,
+    **page,
+) -> OfflinePages:
+    """The pages of `nodes` x `samples` (the first of each, the one shown, always kept),
+    as many as fit in `budget` bytes: every node for the samples kept, samples in order
+    while they fit; where one sample with every node is too much, nodes in order.
+
+    `graph(node)` draws the graph for a node; `page` holds `mode`, `by`, `unit` and
+    `edges` as `ExplorerData.page` takes them.
+    """
+    first = data.page(nodes[0], samples[0], **page)
+    common = {k: v for k, v in first.items() if k not in _PER_SAMPLE + _PER_NODE}
+    state = {"common": common, "by_sample": {}, "by_node": {}, "graphs": {}}
+    used = _size(state)
+    node_cost = {}  # a node's graph and first page: what keeping it costs at least
+    kept_nodes, kept_samples = [], []
+    for node in nodes:
+        part = data.page(node, samples[0], **page) if node != nodes[0] else first
+        drawing = graph(node)
+        cost = _size(drawing) + _size({k: part[k] for k in _PER_NODE})
+        if kept_nodes and used + cost + _size(first["colour"]) * 2 > budget:
+            break
+        node_cost[node] = part
+        state["graphs"][node] = drawing
+        kept_nodes.append(node)
+        used += cost
+    for sample in samples:
+        parts = {
+            n: (node_cost[n] if sample == samples[0] else data.page(n, sample, **page))
+            for n in kept_nodes
+        }
+        shared = {k: parts[kept_nodes[0]][k] for k in _PER_SAMPLE}
+        cost = _size(shared) + sum(_size({k: p[k] for k in _PER_NODE}) for p in parts.values()) * (
+            sample != samples[0]
+        )
+        if kept_samples and used + cost > budget:
+            break
+        state["by_sample"][str(sample)] = shared
+        for n, p in parts.items():
+            state["by_node"].setdefault(n, {})[str(sample)] = {k: p[k] for k in _PER_NODE}
+        kept_samples.append(sample)
+        used += cost
+    state.update(nodes=kept_nodes, samples=kept_samples, node=nodes[0], sample=samples[0])
+    left_out = (
+        [n for n in nodes if n not in kept_nodes],
+        [s for s in samples if s not in kept_samples],
+    )
+    return OfflinePages(state, kept_nodes, kept_samples, left_out, _size(state))

@@ -19,6 +19,7 @@ import contextlib
 import functools
 import html
 import re
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 
 import graphviz
@@ -30,9 +31,15 @@ from fbexplorer._atomic import write_text
 from fbexplorer.callbacks import TraceCallback, join_frames, recorded_rows
 from fbexplorer.drawing import draw
 from fbexplorer.engine import FeedbackModel
-from fbexplorer.explorer_data import COLOUR_BY, ExplorerData
+from fbexplorer.explorer_data import COLOUR_BY, PAGE_BUDGET, ExplorerData, offline_pages
 from fbexplorer.explorer_figures import panel_figure
-from fbexplorer.memory import PER_VALUE, check_memory, over_budget, values_detail
+from fbexplorer.memory import (
+    PER_VALUE,
+    check_memory,
+    format_bytes,
+    over_budget,
+    values_detail,
+)
 from fbexplorer.recording import check_size, node_units, planned_size, resolve_nodes
 from fbexplorer.tracing import chunk_bounds, compare_stateful, trace
 from fbexplorer.view import ExplorerView, graph_targets, standalone_html, unrolled_targets
@@ -288,19 +295,23 @@ class Explorer(widgets.VBox):
             "against each chunk started afresh (dashed) (fbx.compare_stateful).",
         ]
 
-    def _send_page(self):
-        """Hand the view the page of the current node, sample, mode and colouring."""
+    def _edges(self) -> list[str]:
+        """The delayed edges drawn (they get widths)."""
         edges = [n for n, t in self.view.graph.get("targets", {}).items() if t["kind"] == "edge"]
         edges += [
             n for n, _, kind, _ in self.view.unrolled_graph.get("targets", []) if kind == "edge"
         ]
+        return edges
+
+    def _send_page(self):
+        """Hand the view the page of the current node, sample, mode and colouring."""
         self.view.data = self.data.page(
             self.node.value,
             self.sample.value,
             mode=self.mode.value,
             by=self.colour.value,
             unit=self.unit.value,
-            edges=edges,
+            edges=self._edges(),
         )
 
     # -------------------------------------------------------------- drawing
@@ -376,23 +387,93 @@ class Explorer(widgets.VBox):
             epoch_index=self._epoch_index(None),
         )
 
-    def save_html(self, path) -> str:
-        """Write the view to one HTML file that plays and scrubs offline, with no kernel.
+    def save_html(
+        self,
+        path,
+        *,
+        nodes: str | Sequence[str] | None = None,
+        samples: int | Sequence[int] | None = None,
+        max_bytes: int = PAGE_BUDGET,
+    ) -> str:
+        """Write the explorer to one HTML file that plays offline, with no kernel.
 
-        The file holds the current node, sample, mode and colouring (every
-        epoch, every step), the drawings (cyclic and unrolled), the script and
-        its own Play button and sliders; it needs no server and no network.
-        The page is written whole or not at all (to a temporary file beside
-        `path`, then moved over it), so that an interrupted save leaves the
-        page that was there.
+        The file holds every node and every sample of the explorer (or those
+        of `nodes` and `samples`), each with every step and epoch, with node
+        and sample pickers, in the current mode and colouring; the drawings
+        (cyclic, each node highlighted, and unrolled), the script and its own
+        Play button and sliders; it needs no server and no network. The node
+        and sample shown come first; above `max_bytes` of data the page keeps
+        every node for as many samples as fit (or, where one sample with
+        every node is too much, as many nodes as fit), and a warning names
+        what it left out and what to pass. The page is written whole or not
+        at all (to a temporary file beside `path`, then moved over it), so
+        that an interrupted save leaves the page that was there.
+
+        Args:
+            path: the file to write.
+            nodes: a node name or names to keep (default: every node).
+            samples: a number of leading samples or a list of sample ids to
+                keep (default: every sample).
+            max_bytes: the most bytes of data the page holds (default 2 MB).
 
         Returns:
             The path written.
         """
         self._show_unrolled()
+        order, picks = self._offline_choice(nodes, samples)
+        pages = offline_pages(
+            self.data,
+            order,
+            picks,
+            self._node_graph,
+            budget=int(max_bytes),
+            mode=self.mode.value,
+            by=self.colour.value,
+            unit=self.unit.value,
+            edges=self._edges(),
+        )
+        left_nodes, left_samples = pages.left_out
+        if left_nodes or left_samples:
+            message = offline_note(pages, order, picks, max_bytes)
+            pages.state["note"] = message.split(";")[0]
+            warnings.warn(message, stacklevel=2)
         title = f"{self.model.name}: {self.node.value}, sample {self.sample.value}"
+        page = standalone_html(self.view, title=title, t=self.step.value, pages=pages.state)
         # Whole or not at all: an interrupted save leaves the page that was there.
-        return write_text(path, standalone_html(self.view, title=title, t=self.step.value))
+        return write_text(path, page)
+
+    def _offline_choice(self, nodes, samples) -> tuple[list, list]:
+        """The nodes and samples a saved page keeps, the ones shown first; checked."""
+        known, ids = self.data.nodes, self.data.samples
+        if nodes is not None:
+            nodes = [nodes] if isinstance(nodes, str) else list(nodes)
+            unknown = [n for n in nodes if n not in known] or ([] if nodes else [""])
+            if unknown:
+                raise ValueError(
+                    f"Explorer.save_html: this explorer has no node '{unknown[0]}'. Expected "
+                    f"nodes among {known}. Received: nodes={nodes!r}"
+                )
+        if samples is not None:
+            given = samples
+            if isinstance(samples, (int, np.integer)) and not isinstance(samples, bool):
+                samples = ids[: int(samples)] if 1 <= samples <= len(ids) else []
+            samples = np.asarray(samples).reshape(-1).tolist()
+            if not samples or any(not isinstance(s, int) or s not in ids for s in samples):
+                raise ValueError(
+                    f"Explorer.save_html: this explorer shows the samples {ids}; `samples` is "
+                    f"a number of them (1 to {len(ids)}) or a list of some. Received: "
+                    f"samples={given!r}"
+                )
+        nodes = list(dict.fromkeys([self.node.value, *(nodes or known)]))
+        samples = list(dict.fromkeys([self.sample.value, *(samples or ids)]))
+        return nodes, samples
+
+    def _node_graph(self, node: str) -> dict:
+        """The cyclic drawing with `node` highlighted, as the view's `graph` holds it."""
+        if node == self.node.value or not self._svg:
+            return dict(self.view.graph)
+        svg = self._diagram(node).pipe(format="svg", encoding="utf-8")
+        return {"svg": svg, "targets": graph_targets(svg, self.data.nodes)}
 
     # ------------------------------------------------------------- observers
     def _on_node(self, change):
@@ -644,3 +725,15 @@ def _check_fixed_points(model, fixed_points):
             f"its states {expected}. Received: fixed points of the states {list(states)}. "
             f"Find them with fbx.fixed_points({name}, inputs)."
         )
+
+
+def offline_note(pages, nodes: list, samples: list, budget: int) -> str:
+    """What `Explorer.save_html` warns when a page keeps less than asked."""
+    left_nodes, left_samples = pages.left_out
+    return (
+        f"Explorer.save_html kept {len(pages.nodes)} of {len(nodes)} nodes and "
+        f"{len(pages.samples)} of {len(samples)} samples, to stay within the page budget "
+        f"of {format_bytes(budget)}; left out the nodes {left_nodes} and the samples "
+        f"{left_samples}. Pass nodes= and samples= to choose what to keep, or a larger "
+        f"max_bytes=."
+    )
