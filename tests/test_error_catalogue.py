@@ -14,6 +14,7 @@ import os
 import pathlib
 import re
 import stat
+import tempfile
 import warnings
 import zipfile
 
@@ -834,6 +835,29 @@ def explore_before_fit():
     assert ex.view.data["epochs"] == [0, 1, 2] and ex.node.value == "loop"
 
 
+def readme_explorer():
+    from helpers import readme_network
+
+    keras.utils.set_random_seed(0)
+    x = np.random.default_rng(0).uniform(-1, 1, size=(4, 20, 1)).astype("float32")
+    return fbx.explore(readme_network(), x)
+
+
+def save_html_over_budget():
+    message = catalogue()["save-html-over-budget"].split("UserWarning: ", 1)[1]
+    with tempfile.TemporaryDirectory() as folder, pytest.warns(UserWarning) as record:
+        readme_explorer().save_html(os.path.join(folder, "part.html"), max_bytes=60_000)
+    assert message in [str(w.message) for w in record]
+
+
+def save_html_unknown_node():
+    readme_explorer().save_html("page.html", nodes=["d9"])
+
+
+def save_html_bad_samples():
+    readme_explorer().save_html("page.html", samples=[7])
+
+
 def trace_carried_over_budget():
     with environment_budget("1GB"):
         net = base(delay=10**9, stateful=True)
@@ -890,7 +914,8 @@ def portrait_never_finite():
 
 MISUSES = {f.__name__.replace("_", "-"): f for f in [
     explore_not_a_model, explore_fixed_points_other_model, trace_callback_every,
-    trace_callback_unused, trace_callback_bad_search,
+    trace_callback_unused, trace_callback_bad_search, save_html_unknown_node,
+    save_html_bad_samples,
     fbmodel_invalid_python, fbmodel_unknown_name, fbmodel_cycle_without_delay,
     fbmodel_prev_not_a_name, fbmodel_prev_unassigned, fbmodel_shape_mismatch,
     fbmodel_bare_cell, fbmodel_not_a_tensor, fbmodel_nothing_assigned,
@@ -1043,7 +1068,7 @@ def portrait_nan():
 BEHAVIOURS = {f.__name__.replace("_", "-"): f for f in [
     integer_input, one_step, batch_of_one, delay_longer_than_sequence, nan_in_input,
     stateful_fit_shuffled, explore_stateful_over_memory_budget, explore_nan, portrait_nan,
-    explore_before_fit,
+    explore_before_fit, save_html_over_budget,
     stateful_fit_shuffled, fbmodel_statement_after_output, delayed_steps_renamed,
     fbmodel_prev_steps_renamed,
 ]}  # fmt: skip
