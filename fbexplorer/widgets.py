@@ -41,6 +41,7 @@ from fbexplorer.memory import (
     values_detail,
 )
 from fbexplorer.recording import check_size, node_units, planned_size, resolve_nodes
+from fbexplorer.static_export import ExportFigure
 from fbexplorer.tracing import chunk_bounds, compare_stateful, trace
 from fbexplorer.view import ExplorerView, graph_targets, standalone_html, unrolled_targets
 
@@ -369,15 +370,18 @@ class Explorer(widgets.VBox):
         """A static plotly figure of a panel at the current node, sample and step.
 
         For papers: `ex.figure().write_image("d3.svg")` (PNG, SVG, PDF through
-        kaleido and a Chrome or Chromium). `panel` is "trajectories",
+        kaleido and a Chrome or Chromium; one browser is kept for the process,
+        so a figure after the first takes well under a second, a failed one
+        is retried with a fresh browser, and a missing browser is named in
+        one line: `fbexplorer.static_export`). `panel` is "trajectories",
         "heatmap" or "portrait" (default: the open tab). The portrait is
         `fbx.portrait` in the tab's projection, at the epoch slider's epoch,
         with the fixed points and a marker at the current step.
 
         Returns:
-            A `plotly.graph_objects.Figure`.
+            A `plotly.graph_objects.Figure` (an `ExportFigure`).
         """
-        return panel_figure(
+        figure = panel_figure(
             self.data,
             panel or self.view.panel,
             self.node.value,
@@ -386,6 +390,7 @@ class Explorer(widgets.VBox):
             mode=self.mode.value,
             epoch_index=self._epoch_index(None),
         )
+        return ExportFigure(figure)
 
     def save_html(
         self,

@@ -14,6 +14,7 @@ import os
 import pathlib
 import re
 import stat
+import sys
 import tempfile
 import warnings
 import zipfile
@@ -858,6 +859,27 @@ def save_html_bad_samples():
     readme_explorer().save_html("page.html", samples=[7])
 
 
+def write_image_no_browser():
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BROWSER_PATH", "/opt/none/chromium")
+        readme_explorer().figure().write_image("d3.png")
+
+
+def write_image_failed():
+    import kaleido
+    import plotly.graph_objects as go
+
+    def fail(*args, **kwargs):
+        raise ValueError("Error 525: ReferenceError: kaleido_scopes is not defined\n  at ...")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BROWSER_PATH", sys.executable)  # "a browser is there"
+        patch.setattr(kaleido, "start_sync_server", lambda **k: None)
+        patch.setattr(kaleido, "stop_sync_server", lambda **k: None)
+        patch.setattr(go.Figure, "write_image", fail)
+        readme_explorer().figure().write_image("d3.png")
+
+
 def trace_carried_over_budget():
     with environment_budget("1GB"):
         net = base(delay=10**9, stateful=True)
@@ -915,7 +937,7 @@ def portrait_never_finite():
 MISUSES = {f.__name__.replace("_", "-"): f for f in [
     explore_not_a_model, explore_fixed_points_other_model, trace_callback_every,
     trace_callback_unused, trace_callback_bad_search, save_html_unknown_node,
-    save_html_bad_samples,
+    save_html_bad_samples, write_image_no_browser, write_image_failed,
     fbmodel_invalid_python, fbmodel_unknown_name, fbmodel_cycle_without_delay,
     fbmodel_prev_not_a_name, fbmodel_prev_unassigned, fbmodel_shape_mismatch,
     fbmodel_bare_cell, fbmodel_not_a_tensor, fbmodel_nothing_assigned,
