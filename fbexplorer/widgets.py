@@ -144,6 +144,7 @@ class Explorer(widgets.VBox):
             stacklevel=5,
         )
         self.window = max(1, min(int(self._window), self.data.length))
+        self.note.value = ""  # no longer waiting
         self.graph_view = None  # graphviz-anywidget, where `dot` is missing
         self._svg = True  # False once `dot` turned out to be missing
         self._make_pickers()
