@@ -24,6 +24,7 @@ SCRIPTS = (
     "scaling.py",
     "roofline.py",
     "fixed_points.py",
+    "live.py",
 )
 
 

@@ -16,7 +16,15 @@ import pytest
 pytestmark = pytest.mark.slow
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-SCRIPTS = ("fit_predict", "lstm", "feedback_nets", "scaling", "roofline", "fixed_points")
+SCRIPTS = (
+    "fit_predict",
+    "lstm",
+    "feedback_nets",
+    "scaling",
+    "roofline",
+    "fixed_points",
+    "live",
+)
 # Import the scripts as modules, then take their folder off the path again: it
 # holds a trace.py that would shadow the standard library's `trace`.
 sys.path.insert(0, str(BENCH))
@@ -191,6 +199,18 @@ def check_fixed_points_quick_run(quick_runs):
     assert newton["median_s"] > 0 and "converge in seconds" in stdout
 
 
+def check_live_quick_run(quick_runs):
+    """Each contender fitted; the recorded ones traced, the live one updated its explorer."""
+    stdout, res = _load(quick_runs, "live")
+    rows = {r["contender"]: r for r in res["results"]}
+    assert list(rows)[0] == "fit" and len(rows) == 4
+    assert all(r["epoch_s"] > 0 for r in rows.values())
+    assert all(r["trace_s"] > 0 for name, r in rows.items() if name != "fit")
+    assert rows["fit + TraceCallback + live explorer"]["update_s"] > 0
+    assert rows["fit + TraceCallback(fixed_points=...)"]["census_s"] > 0
+    assert "the live explorer's update:" in stdout
+
+
 def test_lstm_flops_by_hand():
     # B=2, T=3, D=4, U=5: each step multiplies (2, 9) by (9, 20): 2 * 2 * 9 * 20 FLOPs.
     assert roofline.lstm_flops(2, 3, 4, 5) == {"inference": 2160, "train step": 6480}
@@ -267,6 +287,7 @@ QUICK_CHECKS = (
     check_scaling_quick_run,
     check_roofline_quick_run,
     check_fixed_points_quick_run,
+    check_live_quick_run,
 )
 
 
