@@ -66,8 +66,9 @@ class TraceCallback(keras.callbacks.Callback):
 
     Example:
         >>> watch = fbx.TraceCallback(X[:2], every=2)
-        >>> ex = fbx.explore(watch)  # doctest: +SKIP  (shown before fit: it updates live)
+        >>> ex = fbx.explore(watch)  # doctest: +SKIP
         >>> net.fit(X, Y, epochs=20, callbacks=[watch])  # doctest: +SKIP
+        >>> # the explorer, shown before fit, showed each recorded epoch as it came
     """
 
     def __init__(
