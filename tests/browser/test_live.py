@@ -187,7 +187,9 @@ def test_explorer_updates_while_fit_runs(lab, page):  # noqa: F811
         after = look()
         assert after["epoch"] == "0" and after["readout"] == "0", after
 
-    with step("after the fit, the slider reaches the last epoch and the training tab draws the loss"):
+    with step(
+        "after the fit, the slider reaches the last epoch and the training tab draws the loss"
+    ):
         handle = slider.locator(".noUi-handle").first
         assert handle.get_attribute("aria-valuemax") == f"{EPOCHS}.0", handle.evaluate(
             "(h) => h.outerHTML"
