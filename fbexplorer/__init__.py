@@ -22,6 +22,7 @@ from fbexplorer.lyapunov_spectrum import lyapunov
 from fbexplorer.memory import memory_budget, set_memory_budget
 from fbexplorer.plots import plot_comparison, plot_heatmap, plot_trace, similarity_order
 from fbexplorer.portraits import Projection, pca_project, portrait
+from fbexplorer.saddle_connections import connection_graph
 from fbexplorer.saving import load_model
 from fbexplorer.step_cell import StepCell
 from fbexplorer.tracing import chunk_summary, compare, compare_stateful, trace, wide
@@ -53,6 +54,7 @@ __all__ = [
     "chunk_summary",
     "compare",
     "compare_stateful",
+    "connection_graph",
     "delayed",
     "draw",
     "explore",

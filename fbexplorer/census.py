@@ -96,15 +96,60 @@ class Attractors:
         """Attractor `i`'s point as `initial_state` for a call: `{name: (1, ...)}`."""
         return {name: value[i : i + 1] for name, value in self.states.items()}
 
-    def refine(self, model, **kwargs):
-        """Exact fixed points near the attractors: `fbx.fixed_points(model, inputs,
-        initial=self.states, ...)`, one start per attractor without noise unless
-        `kwargs` say otherwise. A fixed point or a continuum's point comes back
-        with its Jacobian and stability; a cycle's point is no fixed point, and is
-        kept only if one lies near."""
-        kwargs.setdefault("n_starts", len(self))
+    def refine(self, model, *, period: int = 1, **kwargs):
+        """Exact points or orbits near the attractors, by `fbx.fixed_points`.
+
+        `period=1` (the default): `fbx.fixed_points(model, inputs, initial=self.states,
+        ...)`, one start per attractor without noise unless `kwargs` say otherwise:
+        a fixed point or a continuum's point comes back with its Jacobian and
+        stability; a cycle's point is no fixed point, and is kept only if one lies
+        near. `period=k`: the census's cycles of period `k`, refined as periodic
+        orbits, `fbx.fixed_points(..., period=k)` seeded at one state of each (one
+        row per orbit, `.orbit(i)` its states, the eigenvalues its multipliers).
+        Either way one `FixedPoints`; `refine_all` gives one per period listed.
+
+        Example:
+            >>> census = fbx.attractors(net, {"x": np.zeros(5, "float32")}, starts=16)
+            >>> points = census.refine(net)   # exact fixed points near the attractors
+            >>> cycles = [census.refine(net, period=k) for k in census.periods() if k > 1]
+        """
         kwargs.setdefault("noise", 0.0)
-        return fixed_points(model, self.inputs, initial=self.states, **kwargs)
+        if period == 1:
+            kwargs.setdefault("n_starts", len(self))
+            return fixed_points(model, self.inputs, initial=self.states, **kwargs)
+        periods = self.periods()
+        integer = isinstance(period, (int, np.integer)) and not isinstance(period, bool)
+        if not integer or period not in periods:
+            raise ValueError(
+                f"Attractors.refine: `period` is the period of the cycles to refine, 1 for "
+                f"the fixed points or one of the periods the census lists, {periods}. "
+                f"Received: period={period!r}"
+            )
+        rows = np.flatnonzero((self.frame["kind"] == "cycle") & (self.frame["period"] == period))
+        kwargs.setdefault("n_starts", len(rows))
+        seeds = {name: value[rows] for name, value in self.states.items()}
+        return fixed_points(model, self.inputs, initial=seeds, period=int(period), **kwargs)
+
+    def periods(self) -> list:
+        """The periods the census lists: 1 where it has a fixed point or continuum,
+        then each cycle's, ascending."""
+        kinds, found = self.frame["kind"], set()
+        if kinds.isin(["fixed", "continuum"]).any():
+            found.add(1)
+        found.update(int(p) for p in self.frame["period"][kinds == "cycle"])
+        return sorted(found)
+
+    def refine_all(self, model, **kwargs) -> dict:
+        """`{period: FixedPoints}`: `refine(model, period=k, **kwargs)` for each
+        period the census lists (`periods()`), fixed points under 1.
+
+        Example:
+            >>> census = fbx.attractors(net, {"x": np.zeros(5, "float32")}, starts=16)
+            >>> refined = census.refine_all(net)   # e.g. {1: FixedPoints(...), 2: ...}
+            >>> sorted(refined) == census.periods()
+            True
+        """
+        return {k: self.refine(model, period=k, **kwargs) for k in self.periods()}
 
 
 # --------------------------------------------------------------- the census
@@ -178,7 +223,9 @@ def attractors(
         `starts`, `max_lyapunov`), `.states`, `.labels`, `.endpoints`,
         `.orbit(i)`, `.initial_state(i)`, and `.refine(model)`, which seeds
         `fbx.fixed_points` at the attractors' points for exact fixed points
-        and their linearisation.
+        and their linearisation (`.refine(model, period=k)`: the cycles of
+        period `k` as exact periodic orbits; `.refine_all(model)`: every
+        period, `{period: FixedPoints}`).
 
     Example:
         >>> census = fbx.attractors(net, {"x": np.zeros(5, "float32")}, starts=64)
@@ -200,6 +247,7 @@ def attractors(
     layout = state_layout(model)
     settings.update(seed=seed, initial=_initial_kind(initial, layout))
     window = 2 * max_period + 1
+    _check_period_work(starts, layout.size, max_period)
     _check_census_memory(starts, layout.size, window)
     rng = np.random.default_rng(seed)
     begin = starting_states(model, initial, layout, rng, starts, noise, what="attractors")
@@ -270,12 +318,22 @@ def _simulate(step, begin, rng, held, steps: int, window: int):
 
 
 def _periods(record: np.ndarray, tolerance: float, max_period: int) -> np.ndarray:
-    """The least period of each run over the recorded steps, 0 for none, `(P,)`."""
+    """The least period of each run over the recorded steps, 0 for none, `(P,)`.
+
+    Periods are tried in ascending order, each only on the runs still without one
+    whose state returns within the tolerance after it (`s[p]` near `s[0]`): a run
+    of period `p` is checked over the whole record once, most others not at all."""
     scale = np.maximum(1.0, np.abs(record).max(axis=(0, 2)))
     period = np.zeros(record.shape[1], int)
-    for p in range(max_period, 0, -1):
-        change = np.abs(record[p:] - record[:-p]).max(axis=(0, 2))
-        period = np.where(change <= tolerance * scale, p, period)
+    for p in range(1, max_period + 1):
+        open_ = np.flatnonzero(period == 0)
+        returns = np.abs(record[p, open_] - record[0, open_]).max(axis=1)
+        open_ = open_[returns <= tolerance * scale[open_]]
+        if open_.size:
+            runs = record[:, open_]
+            change = runs[p:] - runs[:-p]
+            change = np.abs(change, out=change).max(axis=(0, 2))  # within the 28 bytes a number
+            period[open_[change <= tolerance * scale[open_]]] = p
     return period
 
 
@@ -478,3 +536,26 @@ def _check_census_memory(starts: int, size: int, window: int):
     detail = f"{starts:,} starts x {window} recorded states x {size:,} numbers of state"
     remedy = "Pass fewer starts= or a smaller max_period="
     check_memory("fbx.attractors", need, detail, remedy)
+
+
+# The most numbers the period search may compare, at worst (every run returning
+# near its start after every period): about a minute of numpy on one core.
+PERIOD_WORK = 10**11
+
+
+def _check_period_work(starts: int, size: int, max_period: int):
+    """Refuse a `max_period` whose search would compare more than `PERIOD_WORK`
+    numbers at worst (`max_period` periods x `2 max_period + 1` recorded states x
+    the runs' numbers): the work grows as its square, whatever the memory."""
+    per = starts * size
+    work = max_period * (2 * max_period + 1) * per
+    if work <= PERIOD_WORK:
+        return
+    fits = int((np.sqrt(1 + 8 * PERIOD_WORK / per) - 1) / 4) if per <= PERIOD_WORK else 0
+    raise ValueError(
+        f"fbx.attractors: `max_period` is the longest period looked for; each period up to "
+        f"it is compared over 2 max_period + 1 recorded states of every run, about "
+        f"{float(work):.1e} numbers for {starts:,} starts x {size:,} numbers of state, more "
+        f"than {float(PERIOD_WORK):.0e}. Pass max_period={max(fits, 1)} or less, or fewer "
+        f"starts=. Received: max_period={max_period}"
+    )

@@ -32,6 +32,7 @@ from fbexplorer.memory import (
     memory_budget,
 )
 from fbexplorer.orbits import distinct_orbits
+from fbexplorer.saddle_connections import check_states, connections
 from fbexplorer.starting_states import starting_states
 from fbexplorer.state_map import (
     check_has_state,
@@ -396,14 +397,7 @@ class FixedPoints:
             True
         """
         self._check_point(i, "linearisation_error")
-        layout = state_layout(model)
-        if layout.names != self.names or layout.size != self.flat.shape[1]:
-            raise ValueError(
-                f"FixedPoints.linearisation_error: model '{model.name}' has the states "
-                f"{layout.names} ({layout.size} numbers); these points are states "
-                f"{self.names} ({self.flat.shape[1]} numbers). Pass the model they were "
-                f"found for."
-            )
+        layout = check_states(self, model, "linearisation_error")
         step = state_map(model, layout)
         held = [ops.convert_to_tensor(value) for value in self.inputs.values()]
         rng = np.random.default_rng(seed)
@@ -416,6 +410,48 @@ class FixedPoints:
         moved = ops.convert_to_numpy(x).astype("float64")
         linear = d @ self._jacobians[i].astype("float64").T
         return np.linalg.norm(moved[1:] - moved[0] - linear, axis=1) / scale
+
+    def connections(
+        self,
+        model,
+        *,
+        nudge: float = 1e-3,
+        steps: int = 1000,
+        tolerance: float | None = None,
+        settle_tolerance: float = 1e-6,
+        saddles=None,
+    ) -> pd.DataFrame:
+        """Which points each saddle connects: from each point with an unstable
+        mode, `model` is run (with `inputs` held) from the point nudged by
+        `nudge` along + and - each unstable eigenvector (a complex pair: its real
+        and imaginary parts), all at once in one compiled loop, until it lands
+        within `tolerance` (default `nudge / 10`) of a listed point, settles
+        elsewhere (moving less than `settle_tolerance` over a period), diverges,
+        or has run `steps` steps. `saddles`: the rows to nudge from (default:
+        every point with an unstable mode).
+
+        Returns a DataFrame, one row per nudge: `saddle`, `direction` (`"+0"`,
+        `"-0"`: mode and sign; `"+1re"`, `"-1im"` for a complex pair's parts),
+        `mode`, `part`, `sign`, `eigenvalue`, `attractor` (the row of the point
+        reached, <NA> for none), `outcome` ("landed", "elsewhere", "unsettled",
+        "divergent"), `steps`, `distance`; `fbx.connection_graph(fp, frame)` draws
+        it. See `fbexplorer.saddle_connections.connections`.
+
+        Example:
+            >>> fp = fbx.fixed_points(net, {"x": np.zeros(5, "float32")}, n_starts=8)
+            >>> links = fp.connections(net)
+            >>> list(links.columns[:2]), list(links.columns[6:9])
+            (['saddle', 'direction'], ['attractor', 'outcome', 'steps'])
+        """
+        return connections(
+            self,
+            model,
+            nudge=nudge,
+            steps=steps,
+            tolerance=tolerance,
+            settle_tolerance=settle_tolerance,
+            saddles=saddles,
+        )
 
     def orbit(self, i: int) -> dict:
         """The states of orbit `i` in order, `{name: (period, *shape)}`: its

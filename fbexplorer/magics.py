@@ -1,10 +1,10 @@
 """IPython magics: `%%fbmodel` and the line magics `%fbdraw`, `%fbtrace`,
-`%fbcompare`, `%fbexplore`, `%fbfixed`, `%fbgrad`. Load them with
-`%load_ext fbexplorer`.
+`%fbcompare`, `%fbexplore`, `%fbfixed`, `%fbattractors`, `%fbgrad`. Load them
+with `%load_ext fbexplorer`.
 
 The magics parse flags and show results; the cell language is `dsl.py`, the
 rest is the public API (`fbx.draw`, `fbx.trace`, `fbx.compare_stateful`,
-`fbx.explore`, `fbx.fixed_points`, `fbx.gradient_flow`). Bad flags raise `UsageError`; mistakes in a cell or in the
+`fbx.explore`, `fbx.fixed_points`, `fbx.attractors`, `fbx.gradient_flow`). Bad flags raise `UsageError`; mistakes in a cell or in the
 data raise `FbModelError`; both show as one line, without a traceback.
 """
 
@@ -432,6 +432,54 @@ class FeedbackMagics(Magics):
         fp = self._call("fbfixed", fixed_points, model, data, initial=initial)
         self._store(args.out, fp)
         return fp
+
+    @magic_arguments()
+    @argument("name", help="a FeedbackModel in the notebook")
+    @argument(
+        "data",
+        help="an expression for the inputs held at every step: one timestep, without batch "
+        "or time axes, as in {'x': X[0, 0]}",
+    )
+    @argument(
+        "--initial",
+        metavar="EXPR",
+        help="sequences to start from the states the model visits on them, as in X[:8], "
+        "or states by name, as in fp.states",
+    )
+    @argument("--starts", type=int, metavar="N", help="the number of runs (256)")
+    @argument("--steps", type=int, metavar="N", help="the steps run before classifying (1000)")
+    @argument("--max-period", type=int, metavar="N", help="the longest cycle looked for (16)")
+    @argument("-o", dest="out", metavar="VAR", help="also bind the Attractors to VAR")
+    @line_magic
+    def fbattractors(self, line):
+        """A census of where the model's free runs end with its inputs held: fixed
+        points, cycles, continua, irregular orbits (fbx.attractors); shows one row
+        per attractor (kind, period, dimension, share, max_lyapunov).
+
+        Example: %fbattractors net X[0,0] --initial X[:8] --starts 64 -o census
+                 (DATA without spaces)
+        """
+        from fbexplorer.census import attractors
+
+        args = parse_argstring(self.fbattractors, line)
+        kwargs = {}
+        for flag, key in (
+            ("--starts", "starts"),
+            ("--steps", "steps"),
+            ("--max-period", "max_period"),
+        ):
+            value = getattr(args, key)
+            if value is not None and value < 1:
+                raise UsageError(f"%fbattractors: {flag} {value}: give a whole number >= 1")
+            if value is not None:
+                kwargs[key] = value
+        model = self._model(args.name, "fbattractors")
+        data = self._data(args.data, "fbattractors")
+        if args.initial is not None:
+            kwargs["initial"] = self._data(args.initial, "fbattractors", what="--initial")
+        census = self._call("fbattractors", attractors, model, data, **kwargs)
+        self._store(args.out, census)
+        return census.frame
 
     @magic_arguments()
     @argument("name", help="a FeedbackModel in the notebook")

@@ -1,6 +1,8 @@
 """The census of attractors (fbx.attractors), against closed forms, numpy iterations of
 the same maps, and free runs of the model itself."""
 
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -116,6 +118,49 @@ def test_refine_finds_the_exact_points_from_the_census():
     assert fp.frame["stable"].all() and fp.n_starts == 2
 
 
+def test_refine_with_a_period_gives_the_exact_cycle_and_its_multiplier():
+    r = 3.2
+    net = logistic(r)
+    census = fbx.attractors(
+        net, HELD, initial=unit_interval(16), steps=30, tolerance=1e-2, noise=0.0
+    )
+    assert census.periods() == [2]
+    cycle = census.refine(net, period=2)
+    closed = ((r + 1) + np.array([-1, 1]) * np.sqrt((r - 3) * (r + 1))) / (2 * r)
+    assert len(cycle) == 1 and cycle.period == 2 and cycle.n_starts == 1
+    np.testing.assert_allclose(np.sort(cycle.orbit(0)["s"][:, 0]), closed, atol=1e-6)
+    assert cycle.eigenvalues[0, 0].real == pytest.approx(4 + 2 * r - r**2, abs=1e-4)
+    assert cycle.frame["stability"][0] == "stable"
+
+
+def test_refine_all_gives_the_points_and_the_cycles_of_a_delay_line():
+    """s_t = tanh(2 s_{t-2}): fixed points (x, x), and the 2-cycle (x*, -x*) ->
+    (-x*, x*), whose two-step map is tanh(2 .) on each slot: multipliers 2 (1 - x*^2)."""
+    net = map_net(lambda x: keras.ops.tanh(2.0 * x), delay=2, name="delayed")
+    census = fbx.attractors(net, HELD, starts=32, steps=60)
+    refined = census.refine_all(net)
+    assert list(refined) == census.periods() == [1, 2]
+    star = root_of_x_equals_tanh_2x()
+    points, cycles = refined[1], refined[2]
+    stable = points.states["s"][points.frame["stable"].to_numpy(), :, 0]
+    np.testing.assert_allclose(np.sort(stable[:, 0]), [-star, star], atol=1e-6)
+    np.testing.assert_allclose(stable[:, 0], stable[:, 1], atol=1e-6)
+    assert len(cycles) == 1 and cycles.period == 2
+    orbit = cycles.orbit(0)["s"][:, :, 0]  # (2 states, 2 slots)
+    np.testing.assert_allclose(np.abs(orbit), star, atol=1e-6)
+    np.testing.assert_allclose(orbit[0], -orbit[0, ::-1], atol=1e-6)
+    np.testing.assert_allclose(orbit[1], orbit[0, ::-1], atol=1e-6)
+    np.testing.assert_allclose(cycles.eigenvalues[0].real, 2 * (1 - star**2), atol=1e-4)
+
+
+@pytest.mark.parametrize("period", [3, 0, 2.0, "2"])
+def test_refine_of_a_period_the_census_does_not_list_is_refused(period):
+    census = fbx.attractors(logistic(3.2), HELD, initial=unit_interval(8), steps=30)
+    for _ in range(2):
+        with pytest.raises(ValueError, match=r"the census lists, \[2\]. Received: period="):
+            census.refine(logistic(3.2), period=period)
+
+
 # ------------------------------------------------------------------ cycles
 def test_logistic_map_at_3_2_has_the_closed_form_two_cycle():
     r = 3.2
@@ -188,6 +233,30 @@ def test_logistic_map_at_4_is_irregular_with_exponent_ln_2():
     assert first["kind"] == "irregular" and first["share"] >= 0.9
     assert first["max_lyapunov"] == pytest.approx(np.log(2.0), abs=0.05)
     assert census.frame["share"].sum() == pytest.approx(1.0)
+
+
+def test_census_exponent_agrees_with_lyapunov_on_the_same_runs():
+    """Two estimates of one exponent: the census's two nearby runs (Benettin) and
+    fbx.lyapunov's QR method on the model's Jacobians, from the same starts."""
+    net = logistic(4.0)
+    start = unit_interval(16)
+    census = fbx.attractors(net, HELD, initial=start, starts=16, steps=600, noise=0.0)
+    assert census.frame["kind"][0] == "irregular" and census.frame["share"][0] >= 0.9
+    qr = fbx.lyapunov(net, np.zeros((16, 600, 1), "float32"), initial_state=start)
+    chaotic = qr[census.labels == 0, 0]  # float32 rounding may send a run onto 0
+    assert census.frame["max_lyapunov"][0] == pytest.approx(np.mean(chaotic), abs=0.03)
+    assert np.mean(chaotic) == pytest.approx(np.log(2.0), abs=0.03)
+
+
+def test_a_max_period_whose_search_would_not_end_is_refused():
+    """The period search grows as max_period squared: refused before anything runs,
+    with the largest max_period that fits, which runs."""
+    with pytest.raises(ValueError, match=r"Pass max_period=(\d+) or less") as info:
+        fbx.attractors(logistic(3.2), HELD, starts=4, max_period=10**6)
+    fits = int(re.search(r"max_period=(\d+) or less", str(info.value)).group(1))
+    assert fits * (2 * fits + 1) * 4 <= 10**11 < (fits + 1) * (2 * fits + 3) * 4
+    with pytest.raises(ValueError, match="max_period"):
+        fbx.attractors(logistic(3.2), HELD, starts=4, max_period=10**6)
 
 
 def test_a_growing_linear_map_is_divergent():
@@ -263,3 +332,4 @@ def test_census_on_jax():
     test_tanh_with_gain_two_has_two_stable_points_of_half_the_starts_each()
     test_logistic_map_at_3_2_has_the_closed_form_two_cycle()
     test_a_delay_two_feedback_has_two_points_and_a_two_cycle()
+    test_refine_with_a_period_gives_the_exact_cycle_and_its_multiplier()

@@ -144,6 +144,22 @@ def check_zoo(ns, out, tmp_path):
     assert ns["probs"].shape == (len(ns["x_test"]), 4, 10)
 
 
+def check_connections(ns, out, tmp_path):
+    # x' = tanh(2x): the saddle at 0 leads to both stable points, +-0.9575.
+    points, links = ns["points"], ns["links"]
+    reached = points.flat[links["attractor"].to_numpy(int), 0]
+    np.testing.assert_allclose(np.sort(reached), [-0.957504, 0.957504], atol=1e-5)
+    assert ns["graph"].source.count("->") == 2
+
+
+def check_refine_cycles(ns, out, tmp_path):
+    # The logistic map at r = 3.2: the 2-cycle (r+1 -+ sqrt((r-3)(r+1))) / 2r.
+    r, cycle = 3.2, ns["cycle"]
+    closed = ((r + 1) + np.array([-1, 1]) * np.sqrt((r - 3) * (r + 1))) / (2 * r)
+    np.testing.assert_allclose(np.sort(cycle.orbit(0)["x"][:, 0]), closed, atol=1e-5)
+    assert list(ns["refined"]) == [2] and ns["census"].periods() == [2]
+
+
 CHECKS = {
     "readme-example": check_readme_example,
     "readme-fbmodel": check_fbmodel,
@@ -162,6 +178,8 @@ CHECKS = {
     "explorer-live": check_live,
     "memory": check_memory,
     "zoo": check_zoo,
+    "connections": check_connections,
+    "refine-cycles": check_refine_cycles,
 }
 
 
@@ -223,6 +241,7 @@ DOCTEST_MODULES = [
     "fbexplorer.memory",
     "fbexplorer.plots",
     "fbexplorer.portraits",
+    "fbexplorer.saddle_connections",
     "fbexplorer.saving",
     "fbexplorer.tracing",
     "fbexplorer.widgets",

@@ -617,6 +617,50 @@ def lyapunov_over_memory_budget():
         fbx.lyapunov(base(delay=10), np.zeros((2, 3, 5)))
 
 
+def attractors_max_period_unbounded():
+    fbx.attractors(base(), {"x": np.zeros(5)}, max_period=100_000)
+
+
+def looping(net, gain: float):
+    """The page's `net` with its step set to `loop' = gain * loop` (x ignored)."""
+    kernel = np.zeros((10, 5), "float32")
+    kernel[5:] = gain * np.eye(5)
+    net.get_layer("h").set_weights([kernel, np.zeros(5, "float32")])
+    return net
+
+
+def attractors_refine_bad_period():
+    net = looping(base(), 0.0)
+    census = fbx.attractors(net, {"x": np.zeros(5)}, starts=4, steps=10)
+    census.refine(net, period=2)
+
+
+def connections_bad_setting():
+    net = looping(base(), 2.0)
+    fbx.fixed_points(net, {"x": np.zeros(5)}, n_starts=4).connections(net, nudge=0)
+
+
+def connections_other_model():
+    net = looping(base(), 2.0)
+    fbx.fixed_points(net, {"x": np.zeros(5)}, n_starts=4).connections(base(delay=2))
+
+
+def connections_other_inputs():
+    net = looping(base(), 2.0)
+    fp = fbx.fixed_points(net, {"x": np.zeros(5)}, n_starts=4)
+    u = keras.Input((5,), name="u")
+    loop = fbx.Feedback((5,), name="loop")
+    h = keras.layers.Dense(5, name="h")(keras.layers.Concatenate()([u, loop]))
+    fp.connections(fbx.FeedbackModel(u, h, feedback={"loop": h}, name="other"))
+
+
+def connections_over_memory_budget():
+    net = looping(base(), 2.0)
+    fp = fbx.fixed_points(net, {"x": np.zeros(5)}, n_starts=4)
+    with memory_budget(1000):
+        fp.connections(net)
+
+
 # ------------------------------------------------------ the notebook layer
 def cell_magic(body, line="net --input x:5 --quiet"):
     from IPython.core.interactiveshell import InteractiveShell
@@ -690,6 +734,15 @@ def fbexplore_callback_with_data():
     shell.run_line_magic("load_ext", "fbexplorer")
     shell.user_ns.update(X=seq(), watch=fbx.TraceCallback(seq()))
     shell.run_line_magic("fbexplore", "watch X")
+
+
+def fbattractors_bad_count():
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "fbexplorer")
+    shell.user_ns.update(X=seq(), net=base())
+    shell.run_line_magic("fbattractors", "net X[0,0] --starts 0")
 
 
 def fbexplore_fixed_not_fixed_points():
@@ -943,7 +996,7 @@ MISUSES = {f.__name__.replace("_", "-"): f for f in [
     fbmodel_bare_cell, fbmodel_not_a_tensor, fbmodel_nothing_assigned,
     fbmodel_bad_input_flag, fbmodel_unknown_model, fbmodel_constants_without_steps,
     fbmodel_input_hides_language_name, fbexplore_callback_with_data,
-    fbexplore_fixed_not_fixed_points, fbmodel_no_layer_output, fbmodel_prev_shape_not_as_given,
+    fbexplore_fixed_not_fixed_points, fbattractors_bad_count, fbmodel_no_layer_output, fbmodel_prev_shape_not_as_given,
     fbmodel_input_given_twice, fbmodel_input_and_constant_same_name,
     wrong_rank, wrong_feature_size, string_input, not_numeric_input, zero_steps,
     different_lengths, wrong_number_of_inputs, unknown_input, mask_wrong_rank,
@@ -984,6 +1037,9 @@ MISUSES = {f.__name__.replace("_", "-"): f for f in [
     attractors_over_memory_budget,
     lyapunov_no_state, lyapunov_bad_n, lyapunov_bad_discard, lyapunov_teacher_forced,
     lyapunov_over_memory_budget,
+    attractors_max_period_unbounded, attractors_refine_bad_period,
+    connections_bad_setting, connections_other_model, connections_over_memory_budget,
+    connections_other_inputs,
 ]}  # fmt: skip
 
 

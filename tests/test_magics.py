@@ -47,7 +47,7 @@ def test_loading_twice_is_harmless(ip):
     ip.run_line_magic("load_ext", "fbexplorer")
     ip.run_line_magic("reload_ext", "fbexplorer")
     assert ip.find_cell_magic("fbmodel") is not None
-    for magic in ("fbdraw", "fbtrace", "fbcompare", "fbexplore", "fbfixed", "fbgrad"):
+    for magic in "fbdraw fbtrace fbcompare fbexplore fbfixed fbattractors fbgrad".split():
         assert ip.find_line_magic(magic) is not None
 
 
@@ -437,6 +437,25 @@ def test_fbfixed_matches_fixed_points_and_binds(ip, traced):
     np.testing.assert_array_equal(fp.flat, want.flat)
 
 
+def test_fbattractors_matches_attractors_and_binds(ip, traced):
+    ip.user_ns["held"] = {"x": np.full(5, 0.2, "float32")}
+    frame = ip.run_line_magic(
+        "fbattractors", "tnet held --initial X --starts 16 --steps 40 --max-period 4 -o census"
+    )
+    want = fbx.attractors(
+        traced, ip.user_ns["held"], initial=ip.user_ns["X"], starts=16, steps=40, max_period=4
+    )
+    census = ip.user_ns["census"]
+    assert isinstance(census, fbx.Attractors) and frame is census.frame
+    pd.testing.assert_frame_equal(frame, want.frame)
+    np.testing.assert_array_equal(census.labels, want.labels)
+    assert census.settings == want.settings
+    ip.user_ns["start"] = census.states  # states by name, as --initial takes them too
+    again = ip.run_line_magic("fbattractors", "tnet held --initial start --starts 4 --steps 5")
+    want = fbx.attractors(traced, ip.user_ns["held"], initial=census.states, starts=4, steps=5)
+    pd.testing.assert_frame_equal(again, want.frame)
+
+
 def test_fbgrad_matches_gradient_flow_and_binds(ip, traced, monkeypatch):
     import fbexplorer.magics
 
@@ -501,6 +520,12 @@ def test_fbexplore_callback_errors(ip, capsys, traced, line, error, expected):
     "magic, line, error, expected",
     [
         ("fbfixed", "tnet {'y':0}", FbModelError, "has no input 'y'"),
+        ("fbattractors", "tnet {'y':0}", FbModelError, "%fbattractors: fbx.attractors: model"),
+        ("fbattractors", "tnet X --starts 0", UsageError, "--starts 0: give a whole number >= 1"),
+        ("fbattractors", "tnet X --max-period -2", UsageError, "--max-period -2: give a whole"),
+        ("fbattractors", "tnet X --steps x", UsageError, "argument --steps: invalid int value"),
+        ("fbattractors", "tnet {'x':X[0,0]} --initial Q", UsageError, "--initial 'Q' could not"),
+        ("fbattractors", "nothere X", UsageError, "no model named 'nothere'"),
         ("fbgrad", "tnet X --nodes zz", FbModelError, "has no node 'zz'"),
         ("fbgrad", "tnet Q", UsageError, "DATA 'Q' could not be evaluated"),
         ("fbdraw", "nothere", UsageError, "no model named 'nothere'"),
