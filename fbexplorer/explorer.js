@@ -387,8 +387,25 @@ function render({ model, el }) {
   function clampT(t) { return Math.max(0, Math.min(view.T - 1, t | 0)); }
   function clampE(e) { return Math.max(0, Math.min(view.E - 1, e | 0)); }
 
-  function loadData() {
+  // The page of the pickers' choice from `pages` (the pages explored, kept in the widget
+  // state), where it differs from `data` and is there: a notebook exported with its
+  // widget state switches node and sample with no kernel. Null where `data` is the
+  // choice; false where the choice was not explored (the view keeps what it shows).
+  function picked(key) {
+    const p = model.get("pages") || {};
+    const o = p.options;
+    if (!o || !p.by_node) return null;
+    const node = o.nodes[model.get("node_index")], sample = String(o.samples[model.get("sample_index")]);
     const d = model.get("data") || {};
+    if (d.node === node && String(d.sample) === sample) return null;
+    const part = (p.by_node[node] || {})[sample], shared = (p.by_sample || {})[sample];
+    if (!part || !shared) return false;
+    return key === "graph" ? (p.graphs || {})[node] || null : { ...p.common, ...shared, ...part };
+  }
+
+  function loadData() {
+    const choice = picked("data");
+    const d = choice || (choice === false && view.data) || model.get("data") || {};
     const [loaded, before] = [view.data !== null, view.E];
     view.data = d;
     view.T = d.length || 1;
@@ -480,7 +497,8 @@ function render({ model, el }) {
 
   function drawGraph() {
     const useUnrolled = model.get("unrolled") && (model.get("unrolled_graph") || {}).svg;
-    const g = useUnrolled ? model.get("unrolled_graph") : model.get("graph") || {};
+    const g = useUnrolled ? model.get("unrolled_graph") : picked("graph") || model.get("graph") || {};
+    if (!useUnrolled && picked("graph") === false && graphBox.firstChild) return;  // kept, as the data
     toggle.checked = !!model.get("unrolled");
     const drawing = safeSvg(g.svg);
     graphBox.replaceChildren(...(drawing ? [drawing] : []));
@@ -628,7 +646,7 @@ function render({ model, el }) {
   const handlers = [
     ["change:t", step],
     ["change:epoch", epoch],
-    ["change:data", all],
+    ["change:data change:node_index change:sample_index", all],
     ["change:panel", () => { openPanel(); step(); }],
     ["change:graph change:unrolled change:unrolled_graph", drawGraph],
   ];

@@ -36,6 +36,7 @@ __all__ = [
     "ExplorerData",
     "OfflinePages",
     "Portrait",
+    "add_page",
     "blocks",
     "census_panel",
     "fit_portrait",
@@ -579,3 +580,26 @@ def offline_pages(
         [s for s in samples if s not in kept_samples],
     )
     return OfflinePages(state, kept_nodes, kept_samples, left_out, _size(state))
+
+
+def add_page(pages: Mapping, page: Mapping, graph: Mapping, options: Mapping, budget: int) -> dict:
+    """`pages` (as `OfflinePages.state`, with `options`: the pickers' nodes and samples)
+    with `page` and its `graph` added: a new dict, what a notebook keeps of the pages
+    explored. A page of other settings (mode, colouring, epochs) starts the pages
+    afresh; one that would take them past `budget` bytes is left out."""
+    common = {k: v for k, v in page.items() if k not in _PER_SAMPLE + _PER_NODE}
+    key = json.dumps([common, page["colour"]["by"]])
+    if pages.get("key") != key:
+        pages = {"key": key, "common": common, "by_sample": {}, "by_node": {}, "graphs": {}}
+    node, sample = page["node"], str(page["sample"])
+    out = {
+        **pages,
+        "options": dict(options),
+        "by_sample": {**pages["by_sample"], sample: {k: page[k] for k in _PER_SAMPLE}},
+        "by_node": {
+            **pages["by_node"],
+            node: {**pages["by_node"].get(node, {}), sample: {k: page[k] for k in _PER_NODE}},
+        },
+        "graphs": {**pages["graphs"], node: dict(graph)},
+    }
+    return out if _size(out) <= budget or len(out["by_node"]) == 1 else dict(pages)

@@ -51,7 +51,11 @@ class ExplorerView(anywidget.AnyWidget):
     button and sliders: on in a standalone page, off in a notebook where
     ipywidgets' Play and sliders are linked to `t` and `epoch`), `graph` and
     `unrolled_graph` (SVG drawings and which of their elements show which
-    node), `data` (the frames; see `explorer.js`).
+    node), `data` (the frames; see `explorer.js`), `pages` (every node and
+    sample shown so far, in parts, as `explorer_data.offline_pages` makes
+    them, with `options`: the pickers' nodes and samples in their order) and
+    `node_index`, `sample_index` (the pickers' choice): in a notebook exported
+    with its widget state, the pickers switch between the pages explored.
     """
 
     _esm = _HERE / "explorer.js"
@@ -64,6 +68,11 @@ class ExplorerView(anywidget.AnyWidget):
     graph = traitlets.Dict().tag(sync=True)
     unrolled_graph = traitlets.Dict().tag(sync=True)
     data = traitlets.Dict().tag(sync=True)
+    # The pages explored, kept for a page with no kernel (see explorer.js), and the
+    # pickers' choice, linked in the browser to the node and sample Dropdowns' index.
+    pages = traitlets.Dict().tag(sync=True)
+    node_index = traitlets.Int(0).tag(sync=True)
+    sample_index = traitlets.Int(0).tag(sync=True)
 
 
 def encode(array) -> str:

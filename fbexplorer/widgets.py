@@ -31,7 +31,7 @@ from fbexplorer._atomic import write_text
 from fbexplorer.callbacks import TraceCallback, join_frames, recorded_rows
 from fbexplorer.drawing import draw
 from fbexplorer.engine import FeedbackModel
-from fbexplorer.explorer_data import COLOUR_BY, PAGE_BUDGET, ExplorerData, offline_pages
+from fbexplorer.explorer_data import COLOUR_BY, PAGE_BUDGET, ExplorerData, add_page, offline_pages
 from fbexplorer.explorer_figures import panel_figure
 from fbexplorer.memory import (
     PER_VALUE,
@@ -82,7 +82,10 @@ class Explorer(widgets.VBox):
     `TraceCallback`), and `view` (the `ExplorerView` that draws in the
     browser: graph, legend, tabs, readout); `note` and `graph_view` show
     the drawing where Graphviz's `dot` is missing. `links` holds the browser-side
-    links (Play to `step`, `step` to `view.t`, `epoch` to `view.epoch`).
+    links (Play to `step`, `step` to `view.t`, `epoch` to `view.epoch`), and
+    `picker_links` the node and sample pickers' to the view (`view.pages` keeps
+    the pages explored: a notebook exported with its widget state switches
+    between them with no kernel).
     `data` is what the widgets show, computed without them
     (`fbexplorer.explorer_data.ExplorerData`).
     `frame` is the trace, `comparison` the `compare_stateful` frame
@@ -244,6 +247,13 @@ class Explorer(widgets.VBox):
         ]
         if self.epoch is not None:
             self.links.append(widgets.jslink((self.epoch, "index"), (self.view, "epoch")))
+        # The pickers' choice, for a page with no kernel (the view switches between the
+        # pages explored); linked once the pickers are made.
+        self.view.node_index, self.view.sample_index = self.node.index, self.sample.index
+        self.picker_links = [
+            widgets.jslink((self.node, "index"), (self.view, "node_index")),
+            widgets.jslink((self.sample, "index"), (self.view, "sample_index")),
+        ]
 
     def _observe(self):
         for widget, handler in (
@@ -306,8 +316,9 @@ class Explorer(widgets.VBox):
         return edges
 
     def _send_page(self):
-        """Hand the view the page of the current node, sample, mode and colouring."""
-        self.view.data = self.data.page(
+        """Hand the view the page of the current node, sample, mode and colouring,
+        and keep it among the pages explored (what an exported notebook switches to)."""
+        page = self.data.page(
             self.node.value,
             self.sample.value,
             mode=self.mode.value,
@@ -315,6 +326,10 @@ class Explorer(widgets.VBox):
             unit=self.unit.value,
             edges=self._edges(),
         )
+        options = {"nodes": list(self.data.nodes), "samples": list(self.data.samples)}
+        with self.view.hold_sync():
+            self.view.data = page
+            self.view.pages = add_page(self.view.pages, page, self.view.graph, options, PAGE_BUDGET)
 
     # -------------------------------------------------------------- drawing
     def _show_graph(self):

@@ -98,3 +98,26 @@ def test_above_the_budget_the_page_keeps_what_fits_and_says_what_to_pass(ex, tmp
         ex.save_html(tmp_path / "bad.html", nodes=["d9"])
     with pytest.raises(ValueError, match=r"the samples \[0, 1, 2, 3\]; .*Received: samples=\[7\]"):
         ex.save_html(tmp_path / "bad.html", samples=[7])
+
+
+def test_the_widget_state_keeps_the_pages_explored(tmp_path):
+    """What a notebook exported with its widget state can switch to with no kernel:
+    each node and sample shown, as the view showed it, and the pickers linked in the
+    browser to the view's choice."""
+    ex = fbx.explore(NET, X[:4])
+    assert (ex.view.node_index, ex.view.sample_index) == (ex.node.index, ex.sample.index)
+    shown = {("loop", 0): ex.view.data}
+    for node, sample in [("d2", 0), ("d2", 2), ("out", 2)]:
+        ex.node.value, ex.sample.value = node, sample
+        shown[(node, sample)] = ex.view.data
+    pages = ex.view.pages
+    assert pages["options"] == {"nodes": ex.data.nodes, "samples": [0, 1, 2, 3]}
+    assert {(n, int(s)) for n, by in pages["by_node"].items() for s in by} == set(shown)
+    for (node, sample), data in shown.items():
+        assert page_of(pages, node, sample) == data
+    assert highlighted(pages["graphs"]["d2"]["svg"]) == {"d2"}
+    sources = [(link.source, link.target) for link in ex.picker_links]
+    assert sources == [((ex.node, "index"), (ex.view, "node_index")),
+                       ((ex.sample, "index"), (ex.view, "sample_index"))]  # fmt: skip
+    ex.colour.value = "norm"  # other fills: the pages start afresh
+    assert {n: sorted(by) for n, by in ex.view.pages["by_node"].items()} == {"out": ["2"]}

@@ -272,3 +272,72 @@ def test_saved_page_switches_node_and_sample_offline(page, tmp_path):  # noqa: F
     shot.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(shot), full_page=True)
     shutil.copy(path, shot.with_suffix(".html"))
+
+
+_EXPLORED = """\
+import keras
+import numpy as np
+import fbexplorer as fbx
+
+keras.utils.set_random_seed(0)
+x = keras.Input((1,), name="x")
+loop = fbx.Feedback((4,), name="loop")
+h = keras.layers.Dense(4, activation="tanh", name="d1")(keras.layers.Concatenate()([x, loop]))
+net = fbx.FeedbackModel(x, keras.layers.Dense(1, name="out")(h), feedback={"loop": h})
+X = np.random.default_rng(0).uniform(-1, 1, size=(2, 12, 1)).astype("float32")
+ex = fbx.explore(net, X)
+ex.node.value = "d1"; ex.sample.value = 1    # explored: d1 (samples 0, 1), loop (1, 0)
+ex.node.value = "loop"; ex.sample.value = 0
+ex"""
+
+
+def test_exported_notebook_switches_to_the_pages_explored(page, tmp_path):  # noqa: F811
+    """`nbconvert --execute --to html` (widget state stored) of a notebook that showed
+    the nodes d1 and loop on samples 0 and 1: opened from disk, with no kernel, the
+    node and sample Dropdowns switch the view between those pages."""
+    deadline = harness.Deadline(harness.TIMEOUT)
+    notebook = tmp_path / "explored.ipynb"
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(_EXPLORED)])
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    nbformat.write(nb, notebook)
+    env = dict(
+        os.environ,
+        TF_CPP_MIN_LOG_LEVEL="3",
+        KERAS_BACKEND="tensorflow",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    )
+    cmd = [sys.executable, "-m", "nbconvert", "--to", "html", "--execute"]
+    cmd += ["--ExecutePreprocessor.store_widget_state=True", str(notebook)]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, f"nbconvert failed:\n{done.stderr[-3000:]}"
+    explorer, console = harness._open_exported(page, notebook.with_suffix(".html"), deadline)
+    title = lambda: explorer.locator(".fbx-title").inner_text()  # noqa: E731
+    lines = lambda: explorer.evaluate(  # noqa: E731
+        "(r) => Array.from(r.querySelectorAll('.fbx-lines polyline')).map((p) => p.getAttribute('points'))"
+    )
+    assert title() == "loop, sample 0"
+    start = lines()
+    node, sample = (
+        explorer.locator(".widget-dropdown select").nth(0),
+        explorer.locator(".widget-dropdown select").nth(1),
+    )
+    node.select_option(label="d1")
+    explorer.page.wait_for_function(
+        "(r) => r.querySelector('.fbx-title').textContent === 'd1, sample 0'",
+        arg=explorer.element_handle(),
+        timeout=5000,
+    )
+    assert lines() != start
+    sample.select_option(label="sample 1")
+    explorer.page.wait_for_function(
+        "(r) => r.querySelector('.fbx-title').textContent === 'd1, sample 1'",
+        arg=explorer.element_handle(),
+        timeout=5000,
+    )
+    node.select_option(label="out")  # not explored: the view stays on what it has
+    assert title() == "d1, sample 1"
+    assert not console, console
