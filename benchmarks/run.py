@@ -5,8 +5,9 @@ in order: fit_predict.py (the small net and an LSTM through fit/predict,
 against a hand-written JAX scan and PyTorch), lstm.py (an LSTM six ways),
 feedback_nets.py (feedback networks that only some contenders express),
 scaling.py (time and memory against T and the number of feedback edges),
-roofline.py (FLOP rates against the machine's matmul rate) and fixed_points.py
-(the fixed-point search of a 64-unit network from 256 starts). Options given
+roofline.py (FLOP rates against the machine's matmul rate), fixed_points.py
+(the fixed-point search of a 64-unit network from 256 starts) and attractors.py
+(the census and a continuation of a 64-unit network). Options given
 here (`--quick`, `--rounds N`, `--reps N`, `--out DIR`) are passed to each;
 results go to benchmarks/results/<script>.json. See benchmarks/README.md.
 """
@@ -24,6 +25,7 @@ SCRIPTS = (
     "scaling.py",
     "roofline.py",
     "fixed_points.py",
+    "attractors.py",
     "live.py",
 )
 

@@ -11,6 +11,7 @@ net = fbx.FeedbackModel(inputs=x, outputs=h3, feedback={"loop": h3})
 """
 
 from fbexplorer import zoo  # registers the zoo's layers for load_model
+from fbexplorer.bifurcations import Continuation, continuation
 from fbexplorer.bptt import gradient_flow, gradient_norms, plot_gradient_norms
 from fbexplorer.callbacks import TraceCallback
 from fbexplorer.census import Attractors, attractors
@@ -40,6 +41,7 @@ def load_ipython_extension(ipython):
 
 __all__ = [
     "Attractors",
+    "Continuation",
     "Explorer",
     "Feedback",
     "FeedbackModel",
@@ -55,6 +57,7 @@ __all__ = [
     "compare",
     "compare_stateful",
     "connection_graph",
+    "continuation",
     "delayed",
     "draw",
     "explore",

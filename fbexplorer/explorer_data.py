@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from fbexplorer.portrait_marks import PortraitMarks, attractor_marks, portrait_marks
 from fbexplorer.portraits import (
     Projection,
     fixed_point_values,
@@ -42,10 +43,12 @@ __all__ = [
     "fit_portrait",
     "nonfinite_warning",
     "offline_pages",
+    "targets_by_output",
     "training_panel",
 ]
 
 COLOUR_BY = ("mean", "norm", "unit")  # what can fill a node's box
+TRACK_UNITS = 8  # the units of an input, target or output the track draws
 
 
 def _order_key(frame: pd.DataFrame, samples, n_t: int, n_u: int) -> tuple[list, np.ndarray]:
@@ -129,6 +132,9 @@ class Portrait:
         stable: `(points,)` bools (None without fixed points).
         epoch: the epoch index the fixed points belong to (the last one: they
             are of the model's weights now), None without fixed points.
+        marks: what the tab draws of the dynamics at `epoch`
+            (`fbexplorer.portrait_marks`: kinds, hover text, orbits, saddles'
+            arrows, a census's attractors), as JSON, or None.
         census: per epoch index, what a `TraceCallback` found with that
             epoch's weights (`census_panel`), or None where it searched nothing.
     """
@@ -139,6 +145,7 @@ class Portrait:
     fixed: np.ndarray | None = None
     stable: np.ndarray | None = None
     epoch: int | None = None
+    marks: dict | None = None
     census: list | None = None
 
     def panel(self, row: int) -> dict:
@@ -154,13 +161,19 @@ class Portrait:
                 stable=[bool(b) for b in self.stable],
                 fixed_epoch=int(self.epoch),
             )
+        if self.marks is not None:
+            data["marks"] = [{"epoch": int(self.epoch), **self.marks}]
         if self.census is not None:
             data["census"] = self.census
         return data
 
 
 def fit_portrait(
-    model, values: Mapping[str, np.ndarray], size: tuple[int, int, int], fixed_points=None
+    model,
+    values: Mapping[str, np.ndarray],
+    size: tuple[int, int, int],
+    fixed_points=None,
+    attractors=None,
 ) -> Portrait | None:
     """The portrait of `values` `{node: (epoch, sample, t, ...)}`, or None.
 
@@ -169,13 +182,14 @@ def fit_portrait(
     floats), each step's values concatenated, are projected with
     `fbx.pca_project`. None without at least 2 units of state and 3 points,
     where `fixed_points` (drawn on the portrait) is a ValueError.
+    `attractors` (a `fbx.attractors` census) are drawn beside them.
     """
     specs = [s for s in model.graph.specs if s.name in values]
     specs = [s for s in specs if np.issubdtype(np.asarray(values[s.name]).dtype, np.floating)]
     units = sum(int(np.prod(s.shape, dtype=np.int64)) for s in specs)
     n_e, n_s, n_t = size
     if units < 2 or n_e * n_s * n_t < 3:
-        if fixed_points is not None:
+        if fixed_points is not None or attractors is not None:
             raise ValueError(
                 "fbx.explore: fixed_points are drawn on the portrait of the model's state, "
                 "which needs at least 2 units of state (feedback names, cell states) in "
@@ -196,6 +210,12 @@ def fit_portrait(
         points, stable = fixed_point_values(fixed_points, names, shapes, "explore")
         portrait.fixed = projection.transform(points) if len(stable) else np.zeros((0, 2))
         portrait.stable = stable
+        portrait.marks = portrait_marks(fixed_points, projection, "explore").to_json()
+    if attractors is not None:
+        found = attractor_marks(attractors, projection, "explore")
+        portrait.marks = portrait.marks or PortraitMarks(np.zeros((0, 2))).to_json()
+        portrait.marks["attractors"] = PortraitMarks(None, attractors=found).to_json()["attractors"]
+    if portrait.marks is not None:
         portrait.epoch = n_e - 1  # with a TraceCallback: the last epoch's weights
     return portrait
 
@@ -283,6 +303,10 @@ class ExplorerData:
         logs: `{epoch: {name: value}}`, Keras's logs (the training tab).
         stacklevel: where the warning about NaN or inf points, counted from
             the caller of this constructor.
+        attractors: a `fbx.attractors` census drawn on the portrait, or None.
+        targets: what the outputs should be, `{output name: (sample, t, ...)}`
+            (rows are sample ids), or one array for a single output; drawn in
+            the track above the trajectories, beside the inputs and outputs.
 
     Attributes:
         samples: the frame's sample ids, sorted (an array's sample axis).
@@ -304,10 +328,12 @@ class ExplorerData:
         census: Mapping[int, Mapping] | None = None,
         logs: Mapping[int, Mapping] | None = None,
         stacklevel: int = 1,
+        attractors=None,
+        targets=None,
     ):
         self.model, self.frame, self.chunks = model, frame, chunks
         self.logs = dict(logs or {})
-        self.fixed_points = fixed_points
+        self.fixed_points, self.attractors = fixed_points, attractors
         self._comparison = comparison
         self.samples = sorted(int(s) for s in pd.unique(frame["sample"]))
         self.epochs, found = blocks(frame, ["value"], self.samples)
@@ -320,7 +346,8 @@ class ExplorerData:
             warnings.warn(message, stacklevel=stacklevel + 1)
         size = (max(len(self.epochs), 1), len(self.samples), self.length)
         values = {**(states or {}), **found["value"]}
-        self.portrait = fit_portrait(model, values, size, fixed_points)
+        self.portrait = fit_portrait(model, values, size, fixed_points, attractors)
+        self.targets = targets_by_output(model, targets)
         if census and self.portrait is not None:
             self._add_census(census)
 
@@ -339,6 +366,19 @@ class ExplorerData:
             portrait.fixed = decode(entry["points"], (-1, 2))
             portrait.stable = np.array([s == "stable" for s in entry["stability"]], bool)
             portrait.epoch = searched[-1]
+
+    def draw_more(self, attractors=None, targets=None):
+        """Add a census's attractors to the portrait and targets to the track."""
+        if attractors is not None and self.portrait is not None:
+            self.attractors = attractors
+            found = attractor_marks(attractors, self.portrait.projection, "explore")
+            marks = self.portrait.marks or PortraitMarks(np.zeros((0, 2))).to_json()
+            marks["attractors"] = PortraitMarks(None, attractors=found).to_json()["attractors"]
+            self.portrait.marks = marks
+            if self.portrait.epoch is None:
+                self.portrait.epoch = max(len(self.epochs), 1) - 1
+        if targets is not None:
+            self.targets = targets_by_output(self.model, targets)
 
     # ------------------------------------------------------------ arrays
     @property
@@ -492,7 +532,64 @@ class ExplorerData:
         training = training_panel(self.logs, self.epochs)
         if training is not None:
             out["training"] = training
+        track = self.track(row)
+        if track:
+            out["track"] = track
         return out
+
+    def track(self, row: int) -> list:
+        """The input / target / output track above the trajectories, for sample row
+        `row`: `[{name, role, units, epochs, values}]`, `values` `(E, T, U)` with
+        `epochs` (outputs change with training), else `(1, T, U)`; at most
+        `TRACK_UNITS` units each."""
+        inputs = getattr(getattr(self.model, "graph", None), "input_names", [])
+        outputs = list(getattr(self.model, "output_names", []))
+        out = []
+        for role, names in (("input", inputs), ("output", outputs)):
+            for name in names:
+                if name in self.nodes:
+                    a = self.arrays["value"][name][:, row, :, :TRACK_UNITS]
+                    a = a[:1] if role == "input" else a
+                    out.append(_track(name, role, a, role == "output"))
+                if role == "output" and name in self.targets:
+                    rows = self.targets[name]
+                    sample = self.samples[row]
+                    if 0 <= sample < len(rows):
+                        a = np.asarray(rows[sample], "float32").reshape(self.length, -1)
+                        out.append(_track(name, "target", a[None, :, :TRACK_UNITS], False))
+        return out
+
+
+def _track(name: str, role: str, values: np.ndarray, epochs: bool) -> dict:
+    return {
+        "name": name,
+        "role": role,
+        "units": int(values.shape[-1]),
+        "epochs": epochs,
+        "values": encode(values),
+    }
+
+
+def targets_by_output(model, targets) -> dict:
+    """`{output name: array (sample, t, ...)}` from what `fit` takes as `y`: one array
+    for a single output, or a dict by output name (names of other outputs are refused)."""
+    if targets is None:
+        return {}
+    outputs = list(getattr(model, "output_names", []))
+    if not isinstance(targets, Mapping):
+        if len(outputs) != 1:
+            raise ValueError(
+                f"fbx.explore: targets for a model with outputs {outputs} is a dict "
+                f"{{output name: array (samples, T, ...)}}. Received: {type(targets).__name__}"
+            )
+        targets = {outputs[0]: targets}
+    unknown = [n for n in targets if n not in outputs]
+    if unknown:
+        raise ValueError(
+            f"fbx.explore: targets name outputs of the model, among {outputs}. "
+            f"Received: targets for {unknown}"
+        )
+    return {n: np.asarray(v) for n, v in targets.items()}
 
 
 # ---------------------------------------------------------- offline pages

@@ -3,8 +3,9 @@
 Each is drawn from an `ExplorerData` and a selection (node, sample, step,
 mode, epoch), with no widget: the trajectories (one line per unit, and per
 run in the stateful view), the units x time heatmap (`fbx.plot_heatmap`) and
-the portrait (`fbx.portrait` in the data's projection, the fixed points, a
-marker at the step).
+the portrait (`fbx.portrait` in the data's projection, the fixed points with
+their hover, orbits and saddles' arrows, a census's attractors, a marker at
+the step).
 """
 
 from __future__ import annotations
@@ -100,6 +101,7 @@ def _portrait_figure(data: ExplorerData, sample: int, row: int, t: int, e: int):
         nodes=nodes,
         projection=found.projection,
         fixed_points=data.fixed_points if shown else None,
+        attractors=data.attractors if e == found.epoch else None,
         title=title,
     )
     figure.data[0].name = f"sample {sample}"

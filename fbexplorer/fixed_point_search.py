@@ -9,6 +9,8 @@ and linearises `F` there; a `FixedPoints` holds the result.
 
 from __future__ import annotations
 
+import contextlib
+
 import keras
 import numpy as np
 import pandas as pd
@@ -46,7 +48,7 @@ from fbexplorer.state_map import (
     state_map,
 )
 
-__all__ = ["FixedPoints", "dedupe_points", "fixed_points"]
+__all__ = ["FixedPoints", "dedupe_points", "fixed_points", "reusing_search"]
 
 
 # --------------------------------------------------------- the compiled search
@@ -166,8 +168,8 @@ class _Search:
 def _search(net, layout, period: int = 1) -> _Search:
     """The model's `_Search` for `period`, kept on the model on TensorFlow
     (whose compiled functions read the weights when they run; JAX's would
-    keep the weights they were traced with)."""
-    if keras.backend.backend() != "tensorflow":
+    keep the weights they were traced with, unless `reusing_search` says so)."""
+    if keras.backend.backend() != "tensorflow" and "_fbx_search" not in net.__dict__:
         return _Search(net, layout, period)
     cache = net.__dict__.get("_fbx_search")
     if cache is None:
@@ -854,3 +856,22 @@ def _check_jacobian_memory(points: int, size: int, inputs: int = 0, period: int 
     )
     remedy = "Pass fewer n_starts=, a larger dedupe_tolerance= or a smaller slow_tolerance="
     check_memory("fbx.fixed_points", need, detail, remedy)
+
+
+# ------------------------------------------------- one search for many calls
+@contextlib.contextmanager
+def reusing_search(model):
+    """Within the block, `fixed_points` on `model` reuses one compiled search
+    (per period) on every backend, as it always does on TensorFlow: many
+    searches with other held inputs or starts (of one count) are traced
+    once. On JAX the compiled search keeps the weights it was traced with:
+    do not change them inside the block. `fbx.continuation` uses it.
+    """
+    if keras.backend.backend() == "tensorflow" or "_fbx_search" in model.__dict__:
+        yield
+        return
+    object.__setattr__(model, "_fbx_search", {})
+    try:
+        yield
+    finally:
+        model.__dict__.pop("_fbx_search", None)

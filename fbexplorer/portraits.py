@@ -32,6 +32,7 @@ __all__ = [
 
 COLORSCALE = "Viridis"
 FIXED_POINT_COLOR = "#d62728"
+ATTRACTOR_COLOR = "#333333"
 
 
 @dataclass(frozen=True)
@@ -292,6 +293,7 @@ def portrait(
     samples: int | Sequence[int] | None = None,
     projection: Projection | None = None,
     title: str | None = None,
+    attractors=None,
 ):
     """The trajectories of chosen nodes on their principal components.
 
@@ -320,7 +322,14 @@ def portrait(
             `.states`, `{state name: (points, *shape)}` or `(points, k,
             *shape)` for a delay-k edge, and `.frame["stable"]`, one row per
             point). A delay-k edge's point is its newest history entry (all
-            k are equal at a fixed point).
+            k are equal at a fixed point). Each point's hover names its
+            stability, spectral radius, time constant `tau` and which output
+            reads its slowest mode best; orbits of `period=k > 1` are drawn
+            closed, and each saddle's unstable directions (eigenvectors of
+            modulus above 1) as short arrows both ways.
+        attractors: a result of `fbx.attractors` (a census): a cross per
+            attractor (its kind, share and largest Lyapunov exponent on hover),
+            each cycle as a closed orbit; divergent ones are left out.
         samples: with a model, as for `fbx.trace`; with a trace, the samples
             to use (a count of leading samples, or a list: `sample` values
             of a frame, rows of a dict). The components are fitted to these.
@@ -338,7 +347,10 @@ def portrait(
         any, `marginal fixed points` (`square-open`: `frame.stability` is
         "marginal", as along a line attractor) and `slow points`
         (`diamond-open`: `frame.slow`), each point's row of
-        `fixed_points.frame` in `customdata`. Axes are `PC1 (x% of
+        `fixed_points.frame` in `customdata`; then `orbit i (period k)`
+        lines (legend group `cycles`), `unstable directions` (segments with
+        arrowheads), and with `attractors`, `attractors` (`x-thin-open`,
+        rows of `attractors.frame` in `customdata`) and their cycles. Axes are `PC1 (x% of
         variance)`. `fbx.pca_project` gives the projection itself.
 
     Example:
@@ -355,14 +367,16 @@ def portrait(
         arrays, ids, chosen = _model_arrays(trace_or_model, inputs, nodes, samples, what)
     else:
         arrays, ids, chosen = _trace_arrays(
-            trace_or_model, inputs, nodes, samples, fixed_points, what
+            trace_or_model, inputs, nodes, samples, _first(fixed_points, attractors), what
         )
     coords, projection = _projected(arrays, dims, chosen, projection, what)
     fig = go.Figure()
     note = _diverged(coords, chosen, what)
     _add_trajectories(fig, coords, ids, dims)
     if fixed_points is not None:
-        _add_fixed_points(fig, fixed_points, projection, chosen, dims, what)
+        _add_fixed_points(fig, fixed_points, projection, dims, what)
+    if attractors is not None:
+        _add_attractors(fig, attractors, projection, dims, what)
     _lay_out(fig, projection, chosen, dims, title, note)
     return fig
 
@@ -468,15 +482,15 @@ def _add_trajectories(fig, coords, ids, dims: int):
             )
 
 
-def _add_fixed_points(fig, fixed_points, projection, chosen, dims: int, what: str):
-    """The fixed points in the same space: stable filled, unstable hollow, marginal
-    ones hollow squares, slow points hollow diamonds."""
-    import plotly.graph_objects as go
+def _add_fixed_points(fig, fixed_points, projection, dims: int, what: str):
+    """The fixed points in the same space (`fbexplorer.portrait_marks`): stable filled,
+    unstable hollow, marginal ones hollow squares, slow points hollow diamonds, each
+    hover naming its stability, spectral radius, tau and read-out; orbits of period
+    > 1 closed; a saddle's unstable directions as short arrows."""
+    from fbexplorer.portrait_marks import portrait_marks
 
-    shapes = [projection.shapes[projection.nodes.index(n)] for n in chosen]
-    values, stable = fixed_point_values(fixed_points, chosen, shapes, what)
-    points = projection.transform(values) if len(stable) else np.zeros((0, dims))
-    kinds = _point_kinds(fixed_points.frame, stable)
+    marks = portrait_marks(fixed_points, projection, what)
+    kinds = np.asarray(marks.kinds, dtype=object)
     for label, kind, symbol in (
         ("stable fixed points", "stable", "circle"),
         ("unstable fixed points", "unstable", "circle-open"),
@@ -484,42 +498,158 @@ def _add_fixed_points(fig, fixed_points, projection, chosen, dims: int, what: st
         ("slow points", "slow", "diamond-open"),
     ):
         rows = np.flatnonzero(kinds == kind)
-        if not len(rows):
-            continue
-        p = points[rows]
-        marker = {
-            "symbol": symbol,
-            "size": 11 if dims == 2 else 6,
-            "color": FIXED_POINT_COLOR,
-            "line": {"color": FIXED_POINT_COLOR, "width": 2},
-        }
-        xyz = {"x": p[:, 0], "y": p[:, 1]}
-        cls = go.Scatter
-        if dims == 3:
-            xyz["z"] = p[:, 2]
-            cls = go.Scatter3d
-        fig.add_trace(
-            cls(
-                mode="markers",
-                name=label,
-                marker=marker,
-                customdata=rows,
-                hovertext=[f"{'slow' if kind == 'slow' else 'fixed'} point {r}" for r in rows],
-                hoverinfo="text",
-                **xyz,
-            )
+        if len(rows):
+            text = [info_text(marks.info[r], "slow" if kind == "slow" else "fixed") for r in rows]
+            _add_points(fig, marks.points[rows], label, symbol, rows, text, dims)
+    for row, orbit in marks.orbits:
+        closed = np.concatenate([orbit, orbit[:1]])
+        _add_line(fig, closed, f"orbit {row} (period {len(orbit)})", dims, "cycles")
+    if marks.arrows:
+        _add_arrows(fig, marks.arrows, fig_span(fig, dims), dims)
+
+
+def _add_attractors(fig, attractors, projection, dims: int, what: str):
+    """A census's attractors: a cross per attractor, cycles as closed orbits."""
+    from fbexplorer.portrait_marks import attractor_marks
+
+    found = attractor_marks(attractors, projection, what)
+    if len(found["points"]):
+        text = [info_text(i, "attractor") for i in found["info"]]
+        rows = [i["row"] for i in found["info"]]
+        _add_points(
+            fig,
+            found["points"],
+            "attractors",
+            "x-thin-open",
+            rows,
+            text,
+            dims,
+            color=ATTRACTOR_COLOR,
+        )
+    for row, orbit in found["orbits"]:
+        closed = np.concatenate([orbit, orbit[:1]])
+        _add_line(
+            fig,
+            closed,
+            f"attractor {row}: cycle of period {len(orbit)}",
+            dims,
+            "attractor cycles",
+            color=ATTRACTOR_COLOR,
         )
 
 
-def _point_kinds(frame, stable) -> np.ndarray:
-    """Each point's kind: "slow" where `frame.slow` says so, else "marginal" where
-    `frame.stability` says so, else "stable" or "unstable" by `stable`."""
-    kinds = np.where(stable, "stable", "unstable").astype(object)
-    if "stability" in frame:
-        kinds[np.asarray(frame["stability"]) == "marginal"] = "marginal"
-    if "slow" in frame:
-        kinds[np.asarray(frame["slow"], dtype=bool)] = "slow"
-    return kinds
+def info_text(info: dict, what: str) -> str:
+    """A point's hover text: `fixed point 2: unstable, spectral radius 1.31, tau -3.7 steps`."""
+    parts = [info.get("stability") or info.get("kind")]
+    for key, label in (
+        ("spectral_radius", "spectral radius"),
+        ("tau", "tau"),
+        ("share", "share"),
+        ("max_lyapunov", "max Lyapunov"),
+    ):
+        value = info.get(key)
+        if value is not None:
+            number = value if isinstance(value, str) else f"{value:.4g}"
+            parts.append(f"{label} {number}" + (" steps" if key == "tau" else ""))
+    if (info.get("period") or 1) > 1:
+        parts.append(f"period {info['period']:.0f}")
+    if info.get("readout"):
+        parts.append(plotly_text(info["readout"]))  # it names an output: text, not markup
+    return f"{what} {info['row']}: " + ", ".join(str(p) for p in parts if p)
+
+
+def _add_points(fig, p, label, symbol, rows, text, dims, color=None):
+    import plotly.graph_objects as go
+
+    color = color or FIXED_POINT_COLOR
+    marker = {
+        "symbol": symbol,
+        "size": 11 if dims == 2 else 6,
+        "color": color,
+        "line": {"color": color, "width": 2},
+    }
+    xyz = {"x": p[:, 0], "y": p[:, 1]}
+    cls = go.Scatter
+    if dims == 3:
+        xyz["z"], cls = p[:, 2], go.Scatter3d
+    fig.add_trace(
+        cls(
+            mode="markers",
+            name=label,
+            marker=marker,
+            customdata=list(rows),
+            hovertext=text,
+            hoverinfo="text",
+            **xyz,
+        )
+    )
+
+
+def _add_line(fig, p, name, dims, group, color=None):
+    import plotly.graph_objects as go
+
+    line = {"color": color or FIXED_POINT_COLOR, "width": 2}
+    xyz = {"x": p[:, 0], "y": p[:, 1]}
+    cls = go.Scatter
+    if dims == 3:
+        xyz["z"], cls = p[:, 2], go.Scatter3d
+    fig.add_trace(
+        cls(mode="lines", name=name, line=line, legendgroup=group, hoverinfo="name", **xyz)
+    )
+
+
+def fig_span(fig, dims: int) -> float:
+    """The largest extent of the trajectories drawn so far, along any axis."""
+    spans = []
+    for trace in fig.data:
+        for axis in "xyz"[:dims]:
+            values = getattr(trace, axis, None)
+            if values is None:
+                continue
+            values = np.asarray(values, "float64").reshape(-1)
+            values = values[np.isfinite(values)]
+            if values.size:
+                spans.append(values.max() - values.min())
+    return max(spans) if spans else 1.0
+
+
+def _add_arrows(fig, arrows, span: float, dims: int):
+    """Each saddle's unstable directions: a short segment each way, an arrowhead at its end."""
+    import plotly.graph_objects as go
+
+    length = 0.08 * (span or 1.0)
+    segments = []
+    for _, start, d in arrows:
+        for sense in (1, -1):
+            segments += [start, start + sense * length * d, np.full(dims, np.nan)]
+    p = np.asarray(segments)[:, :dims]
+    xyz = {"x": p[:, 0], "y": p[:, 1]}
+    if dims == 3:
+        fig.add_trace(
+            go.Scatter3d(
+                mode="lines",
+                name="unstable directions",
+                z=p[:, 2],
+                line={"color": FIXED_POINT_COLOR, "width": 3},
+                **xyz,
+            )
+        )
+        return
+    fig.add_trace(
+        go.Scatter(
+            mode="lines+markers",
+            name="unstable directions",
+            hoverinfo="name",
+            line={"color": FIXED_POINT_COLOR, "width": 1.5},
+            marker={
+                "symbol": ["circle", "arrow", "circle"] * (len(p) // 3),
+                "angleref": "previous",
+                "size": [0, 10, 0] * (len(p) // 3),
+                "color": FIXED_POINT_COLOR,
+            },
+            **xyz,
+        )
+    )
 
 
 def _lay_out(fig, projection, chosen, dims: int, title, note):
@@ -602,3 +732,8 @@ def _select(ids: np.ndarray, samples, what: str) -> np.ndarray:
             )
         rows.append(int(hit[0]))
     return np.asarray(rows)
+
+
+def _first(*results):
+    """The first result given (None where none is): whose states name the default nodes."""
+    return next((r for r in results if r is not None), None)

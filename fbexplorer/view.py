@@ -51,11 +51,13 @@ class ExplorerView(anywidget.AnyWidget):
     button and sliders: on in a standalone page, off in a notebook where
     ipywidgets' Play and sliders are linked to `t` and `epoch`), `graph` and
     `unrolled_graph` (SVG drawings and which of their elements show which
-    node), `data` (the frames; see `explorer.js`), `pages` (every node and
-    sample shown so far, in parts, as `explorer_data.offline_pages` makes
-    them, with `options`: the pickers' nodes and samples in their order) and
-    `node_index`, `sample_index` (the pickers' choice): in a notebook exported
-    with its widget state, the pickers switch between the pages explored.
+    node), `data` (the frames; see `explorer.js`), `selected` (the node
+    last clicked in the graph: the explorer's node picker follows it), `pages`
+    (every node and sample shown so far, in parts, as
+    `explorer_data.offline_pages` makes them, with `options`: the pickers'
+    nodes and samples in their order) and `node_index`, `sample_index` (the
+    pickers' choice): in a notebook exported with its widget state, the
+    pickers switch between the pages explored.
     """
 
     _esm = _HERE / "explorer.js"
@@ -68,6 +70,7 @@ class ExplorerView(anywidget.AnyWidget):
     graph = traitlets.Dict().tag(sync=True)
     unrolled_graph = traitlets.Dict().tag(sync=True)
     data = traitlets.Dict().tag(sync=True)
+    selected = traitlets.Unicode("").tag(sync=True)  # the node last clicked in the graph
     # The pages explored, kept for a page with no kernel (see explorer.js), and the
     # pickers' choice, linked in the browser to the node and sample Dropdowns' index.
     pages = traitlets.Dict().tag(sync=True)

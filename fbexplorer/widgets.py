@@ -265,6 +265,7 @@ class Explorer(widgets.VBox):
         ):
             widget.observe(handler, "value")
         self.view.observe(self._on_unrolled, "unrolled")
+        self.view.observe(self._on_selected, "selected")
 
     # ---------------------------------------------------------------- data
     @property
@@ -524,6 +525,18 @@ class Explorer(widgets.VBox):
         if change.new:
             self._show_unrolled()
 
+    def _on_selected(self, change):
+        """A node clicked in the graph: the node picker shows it."""
+        if change.new in self.node.options:
+            self.node.value = change.new
+
+    def draw_more(self, attractors=None, targets=None) -> Explorer:
+        """Draw a census's attractors on the portrait and targets in the track; returns self."""
+        if attractors is not None or targets is not None:
+            self.data.draw_more(attractors, targets)
+            self._send()
+        return self
+
 
 def explore(
     model,
@@ -535,6 +548,8 @@ def explore(
     chunks: int | None = None,
     window: int = 5,
     fixed_points=None,
+    attractors=None,
+    targets=None,
 ) -> Explorer:
     """An interactive view of a feedback model's trajectories, for Jupyter.
 
@@ -578,6 +593,12 @@ def explore(
         fixed_points: a result of `fbx.fixed_points` for this model, drawn on
             the portrait (with a `TraceCallback`, at the last epoch: the
             weights they were found for).
+        attractors: a result of `fbx.attractors` for this model, drawn on the
+            portrait (a cross per attractor, cycles as closed orbits).
+        targets: what the outputs should be, as `fit`'s `y` (one array
+            `(samples, T, ...)` for a single output, or a dict by output
+            name), drawn in the track above the trajectories with the inputs
+            and outputs.
 
     Returns:
         An `Explorer` (an `ipywidgets.VBox`): the last expression of a cell
@@ -589,15 +610,17 @@ def explore(
         >>> ex.node.value = "loop"; ex.step.value = 5   # as if clicked
     """
     if isinstance(model, TraceCallback):
-        return _explore_recording(model, inputs, nodes, samples, window, fixed_points)
+        found = _explore_recording(model, inputs, nodes, samples, window, fixed_points)
+        return found.draw_more(attractors, targets)
     _check_explore_arguments(model, inputs, window, fixed_points)
     if isinstance(samples, np.ndarray) and samples.ndim == 1:
         samples = samples.tolist()
     if isinstance(samples, (list, tuple)):
         samples = list(dict.fromkeys(samples))  # one line per sample, shown once
-    return _explore_model(
+    found = _explore_model(
         model, inputs, nodes, samples, initial_state, chunks, window, fixed_points
     )
+    return found.draw_more(attractors, targets)
 
 
 def _explore_model(model, inputs, nodes, samples, initial_state, chunks, window, fixed_points):

@@ -23,6 +23,7 @@ SCRIPTS = (
     "scaling",
     "roofline",
     "fixed_points",
+    "attractors",
     "live",
 )
 # Import the scripts as modules, then take their folder off the path again: it
@@ -199,6 +200,18 @@ def check_fixed_points_quick_run(quick_runs):
     assert newton["median_s"] > 0 and "converge in seconds" in stdout
 
 
+def check_attractors_quick_run(quick_runs):
+    stdout, res = _load(quick_runs, "attractors")
+    rows = {r["contender"]: r for r in res["results"]}
+    assert set(rows) == {"census", "continuation"}
+    census, continuation = rows["census"], rows["continuation"]
+    assert 1 <= census["attractors"] <= census["starts"] == res["sizes"]["starts"]
+    assert continuation["values"] == res["sizes"]["values"]
+    assert continuation["points"] >= continuation["values"]  # a point at every value at least
+    assert census["median_s"] > 0 and continuation["median_s"] > 0
+    assert "branches" in stdout and "census" in stdout
+
+
 def check_live_quick_run(quick_runs):
     """Each contender fitted; the recorded ones traced, the live one updated its explorer."""
     stdout, res = _load(quick_runs, "live")
@@ -287,6 +300,7 @@ QUICK_CHECKS = (
     check_scaling_quick_run,
     check_roofline_quick_run,
     check_fixed_points_quick_run,
+    check_attractors_quick_run,
     check_live_quick_run,
 )
 

@@ -95,6 +95,14 @@ def check_lyapunov(ns, out, tmp_path):
     assert ns["lam"].shape == (8, 1) and abs(np.median(ns["lam"][:, 0]) - np.log(2)) < 0.02
 
 
+def check_continuation(ns, out, tmp_path):
+    # x' = tanh(2 x + u): folds at u = +-(atanh(x_f) - 2 x_f), x_f = sqrt(1/2).
+    u_f = np.arctanh(np.sqrt(0.5)) - np.sqrt(2.0)
+    c = ns["c"]
+    assert list(c.bifurcations["kind"]) == ["fold", "fold"]
+    np.testing.assert_allclose(c.bifurcations["value"], [u_f, -u_f], atol=0.02)
+
+
 def check_delays(ns, out, tmp_path):
     # y[t] = x[t] + y[t - 3], with y = 0 before step 0: a numpy loop.
     y = np.zeros(7 + 3)
@@ -168,6 +176,7 @@ CHECKS = {
     "portraits": check_portraits,
     "fixed-points": check_fixed_points,
     "lyapunov": check_lyapunov,
+    "continuation": check_continuation,
     "delays-feedback": check_delays,
     "stateful": check_stateful,
     "generation": check_generation,
@@ -230,6 +239,7 @@ def test_every_check_has_its_block():
 # ---------------------------------------------------------------- doctests
 DOCTEST_MODULES = [
     "fbexplorer._atomic",
+    "fbexplorer.bifurcations",
     "fbexplorer.callbacks",
     "fbexplorer.census",
     "fbexplorer.drawing",

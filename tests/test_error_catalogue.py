@@ -661,6 +661,52 @@ def connections_over_memory_budget():
         fp.connections(net)
 
 
+def continuation_unknown_input():
+    fbx.continuation(base(), {}, vary={"y": np.zeros((3, 5))})
+
+
+def continuation_vary_not_one():
+    x, y = keras.Input((5,), name="x"), keras.Input((1,), name="y")
+    loop = fbx.Feedback((5,), name="loop")
+    h = keras.layers.Dense(5)(keras.layers.Concatenate()([x, y, loop]))
+    two_inputs = fbx.FeedbackModel([x, y], h, feedback={"loop": h}, name="two")
+    fbx.continuation(two_inputs, {}, vary={"x": np.zeros((3, 5)), "y": np.zeros((3, 1))})
+
+
+def continuation_values_wrong_shape():
+    fbx.continuation(base(), {}, vary={"x": np.zeros((3, 4))})
+
+
+def continuation_no_state():
+    x = keras.Input((5,), name="x")
+    plain = fbx.FeedbackModel(x, keras.layers.Dense(5)(x), name="plain")
+    fbx.continuation(plain, {}, vary={"x": np.zeros((3, 5))})
+
+
+def continuation_inputs_not_dict():
+    fbx.continuation(base(), np.zeros(5), vary={"x": np.zeros((3, 5))})
+
+
+def continuation_bad_starts():
+    fbx.continuation(base(), {}, vary={"x": np.zeros((3, 5))}, fresh=-1)
+
+
+def _continuation():
+    return fbx.continuation(base(), {}, vary={"x": np.zeros((2, 5))}, n_starts=4)
+
+
+def continuation_figure_bad_unit():
+    _continuation().figure(unit=5)
+
+
+def continuation_figure_unknown_state():
+    _continuation().figure(state="h")
+
+
+def continuation_figure_unknown_output():
+    _continuation().figure(output="y")
+
+
 # ------------------------------------------------------ the notebook layer
 def cell_magic(body, line="net --input x:5 --quiet"):
     from IPython.core.interactiveshell import InteractiveShell
@@ -987,6 +1033,14 @@ def portrait_never_finite():
     fbx.pca_project({"v": np.full((2, 5, 3), np.nan)})
 
 
+def portrait_not_attractors():
+    fbx.portrait(base(), seq(), attractors=fixed_points_of_loop())
+
+
+def explore_targets_unknown_output():
+    fbx.explore(base(), seq(), targets={"y": np.zeros((2, 3, 5))})
+
+
 MISUSES = {f.__name__.replace("_", "-"): f for f in [
     explore_not_a_model, explore_fixed_points_other_model, trace_callback_every,
     trace_callback_unused, trace_callback_bad_search, save_html_unknown_node,
@@ -1040,6 +1094,11 @@ MISUSES = {f.__name__.replace("_", "-"): f for f in [
     attractors_max_period_unbounded, attractors_refine_bad_period,
     connections_bad_setting, connections_other_model, connections_over_memory_budget,
     connections_other_inputs,
+    continuation_unknown_input, continuation_vary_not_one, continuation_values_wrong_shape,
+    continuation_no_state, continuation_inputs_not_dict, continuation_bad_starts,
+    continuation_figure_bad_unit, continuation_figure_unknown_state,
+    continuation_figure_unknown_output,
+    portrait_not_attractors, explore_targets_unknown_output,
 ]}  # fmt: skip
 
 

@@ -120,3 +120,28 @@ def test_panel_figures_draw_the_data_without_a_widget():
         panel_figure(data, "table", "d1", 1, 0)
     with pytest.raises(ValueError, match="model 'stub' has no portrait here"):
         panel_figure(ExplorerData(stub(), tidy(ARRAYS)), "portrait", "d1", 1, 0)
+
+
+def test_track_holds_inputs_targets_and_outputs_of_a_sample():
+    model = stub(("loop", (2,)))
+    model.graph.input_names, model.output_names = ["x"], ["d1"]
+    arrays = {**ARRAYS, "x": RNG.normal(size=(3, 5, 1)).astype("float32")}
+    epochs = np.stack([arrays["d1"], 2 * arrays["d1"]])
+    frame = tidy(
+        {"x": np.stack([arrays["x"]] * 2), "d1": epochs, "loop": np.stack([ARRAYS["loop"]] * 2)},
+        [0, 5],
+    )
+    targets = RNG.normal(size=(3, 5, 4))
+    data = ExplorerData(model, frame, targets=targets)
+    track = {k["role"]: k for k in data.panels(1)["track"]}
+    np.testing.assert_array_equal(decode(track["input"]["values"], (1, 5, 1))[0], arrays["x"][1])
+    np.testing.assert_allclose(
+        decode(track["target"]["values"], (1, 5, 4))[0], targets[1], rtol=1e-6
+    )
+    np.testing.assert_array_equal(decode(track["output"]["values"], (2, 5, 4))[:, :], epochs[:, 1])
+    assert track["output"]["epochs"] and not track["input"]["epochs"]
+    with pytest.raises(
+        ValueError, match=r"targets for a model with outputs \['d1', 'e'\] is a dict"
+    ):
+        model.output_names = ["d1", "e"]
+        ExplorerData(model, frame, targets=targets)

@@ -286,3 +286,78 @@ def test_bad_input_gets_one_clear_error(rng):
         fbx.plot_heatmap(arrays, "loop", order=[4])
     with pytest.raises(ValueError, match="expects a trace"):
         fbx.plot_heatmap(np.zeros((2, 3)))
+
+
+# ------------------------------------------------------------ dynamics drawn
+def saddle_net(rng):
+    """h_t = h_{t-1} W + b with the step's Jacobian W^T of eigenvalues 1.5 and 0.4, 0.3: a saddle."""
+    basis = np.linalg.qr(rng.normal(size=(3, 3)))[0]
+    jac = basis @ np.diag([1.5, 0.4, 0.3]) @ np.linalg.inv(basis)
+    net = linear_net(1, jac.T, rng.normal(size=(2, 3)), rng.normal(size=3))
+    return net, basis[:, 0]
+
+
+def test_a_saddle_is_drawn_with_its_unstable_direction_and_hover(rng):
+    from fbexplorer.portrait_marks import portrait_marks
+
+    net, unstable = saddle_net(rng)
+    seq = rng.normal(size=(2, 10, 2)).astype("float32") * 0.1
+    fps = fbx.fixed_points(net, {"x": np.zeros(2, "float32")}, n_starts=4)
+    arrays = fbx.trace(net, seq, nodes=["loop"], as_arrays=True)
+    _, pca = fbx.pca_project(arrays, 2)
+    marks = portrait_marks(fps, pca)
+    assert marks.kinds == ["unstable"] and marks.info[0]["stability"] == "unstable"
+    np.testing.assert_allclose(marks.info[0]["spectral_radius"], 1.5, rtol=1e-4)
+    np.testing.assert_allclose(marks.info[0]["tau"], -1 / np.log(1.5), rtol=1e-4)
+    expected = pca.components @ unstable
+    ((row, start, d),) = marks.arrows
+    np.testing.assert_allclose(abs(d @ expected) / np.linalg.norm(expected), 1, atol=1e-5)
+    np.testing.assert_allclose(start, pca.transform(fps.states)[0], atol=1e-6)
+    fig = fbx.portrait(arrays, fixed_points=fps)
+    names = [d.name for d in fig.data]
+    assert "unstable directions" in names
+    hover = fig.data[names.index("unstable fixed points")].hovertext[0]
+    assert "unstable" in hover and "spectral radius 1.5" in hover and "tau -2.466 steps" in hover
+
+
+def test_cycles_closed_slow_and_marginal_points_and_attractors(rng):
+    from fbexplorer.portrait_marks import portrait_marks
+
+    arrays = {"loop": rng.normal(size=(2, 9, 3))}
+    _, pca = fbx.pca_project(arrays, 2)
+    orbit = rng.normal(size=(2, 3))
+    fps = types.SimpleNamespace(
+        states={"loop": np.stack([orbit[0], orbit[1], orbit[0] * 0])},
+        frame=pd.DataFrame(
+            {
+                "stable": [True, False, False],
+                "stability": ["stable", "marginal", "unstable"],
+                "slow": [False, False, True],
+                "tau": [2.0, np.inf, -1.0],
+            }
+        ),
+        period=2,
+        orbit=lambda i: {"loop": orbit},
+    )
+    marks = portrait_marks(fps, pca)
+    assert marks.kinds == ["stable", "marginal", "slow"]
+    assert marks.info[1]["tau"] == "inf"
+    np.testing.assert_allclose(marks.orbits[0][1], pca.transform({"loop": orbit}))
+    census = types.SimpleNamespace(
+        states={"loop": np.stack([orbit[0], np.full(3, np.nan)])},
+        frame=pd.DataFrame(
+            {"kind": ["cycle", "divergent"], "period": [2, pd.NA], "share": [0.7, 0.3]}
+        ),
+        orbit=lambda i: {"loop": orbit},
+    )
+    fig = fbx.portrait(arrays, fixed_points=fps, attractors=census)
+    by_name = {d.name: d for d in fig.data}
+    cycle = by_name["orbit 0 (period 2)"]
+    assert len(cycle.x) == 3 and cycle.x[0] == cycle.x[-1]  # closed
+    assert list(by_name["marginal fixed points"].customdata) == [1]
+    assert by_name["slow points"].marker.symbol == "diamond-open"
+    crosses = by_name["attractors"]
+    assert list(crosses.customdata) == [0] and "share 0.7" in crosses.hovertext[0]
+    assert "attractor 0: cycle of period 2" in by_name
+    with pytest.raises(ValueError, match=r"attractors must be a result of fbx\.attractors"):
+        fbx.portrait(arrays, attractors=fps)

@@ -581,6 +581,43 @@ def test_portrait_draws_fixed_points_in_the_same_plane():
     close(decode(data["fixed"], (2, 2)), pca.transform(two.states))
 
 
+def test_portrait_marks_kinds_hover_and_attractors():
+    fp = fbx.fixed_points(NET, {"x": np.zeros(1, "float32")}, initial=X, n_starts=8)
+    census = types.SimpleNamespace(
+        states={"loop": fp.states["loop"][:1]},
+        frame=pd.DataFrame({"kind": ["fixed"], "period": [1], "share": [1.0]}),
+    )
+    ex = fbx.explore(NET, X, fixed_points=fp, attractors=census)
+    _, pca = fbx.pca_project(fbx.trace(NET, X, nodes="loop", as_arrays=True), 2)
+    (marks,) = portrait_data(ex)[1]["marks"]
+    assert marks["epoch"] == 0 and marks["kinds"] == list(fp.frame["stability"].astype(str))
+    close(np.array(marks["points"]), pca.transform(fp.states))
+    for info, (_, row) in zip(marks["info"], fp.frame.iterrows()):
+        close(info["spectral_radius"], row["spectral_radius"])
+        assert info["stability"] == row["stability"] and "reads the slowest mode" in info["readout"]
+    close(np.array(marks["attractors"]["points"]), pca.transform(census.states))
+    assert marks["attractors"]["info"][0]["share"] == 1.0
+    drawn = {d.name: d for d in ex.figure("portrait").data}  # the static figure draws them too
+    close([drawn["attractors"].x[0], drawn["attractors"].y[0]], marks["attractors"]["points"][0])
+
+
+def test_a_click_on_the_graph_selects_the_node_and_the_track_shows_inputs_and_targets(ex):
+    ex.view.selected = "d2"  # what a click on d2's box sends
+    assert ex.node.value == "d2" and ex.view.data["node"] == "d2"
+    ex.view.selected = "no such node"  # a stale click changes nothing
+    assert ex.node.value == "d2"
+    targets = np.cumsum(X, axis=1)
+    ex = fbx.explore(NET, X, targets=targets)
+    ex.sample.value = 2
+    track = {k["role"]: k for k in ex.view.data["panels"]["track"]}
+    assert set(track) == {"input", "target", "output"}
+    close(decode(track["input"]["values"], (1, T, 1))[0], X[2])
+    close(decode(track["target"]["values"], (1, T, 1))[0], targets[2])
+    close(decode(track["output"]["values"], (1, T, 1))[0], reference("out", 2))
+    with pytest.raises(ValueError, match=r"targets name outputs of the model, among \['out'\]"):
+        fbx.explore(NET, X, targets={"y": targets})
+
+
 def test_no_portrait_without_state():
     x = keras.Input((2,), name="x")
     plain = fbx.FeedbackModel(x, keras.layers.Dense(2, name="d")(x), feedback={})
@@ -593,7 +630,7 @@ def test_no_portrait_without_state():
     h = keras.layers.Add(name="h")([one, loop])
     net = fbx.FeedbackModel(one, h, feedback={"loop": h})
     ex = fbx.explore(net, np.ones((1, 4, 1)))
-    assert ex.projection is None and ex.view.data["panels"] == {}
+    assert ex.projection is None and "portrait" not in ex.view.data["panels"]
     fp = types.SimpleNamespace(
         states={"loop": np.zeros((1, 1))}, frame=pd.DataFrame({"stable": [1]})
     )
