@@ -146,6 +146,7 @@ class Explorer(widgets.VBox):
             logs=callback.logs if callback else None,
             stacklevel=5,
         )
+        self.data.draw_more(*getattr(self, "_more", (None, None)))
         self.window = max(1, min(int(self._window), self.data.length))
         self.note.value = ""  # no longer waiting
         self.graph_view = None  # graphviz-anywidget, where `dot` is missing
@@ -180,6 +181,7 @@ class Explorer(widgets.VBox):
             self.model = callback.model
             self._build()
             return
+        before = self.data
         self.data = ExplorerData(
             self.model,
             self.frame,
@@ -189,6 +191,7 @@ class Explorer(widgets.VBox):
             census=callback.census,
             logs=callback.logs,
         )
+        self.data.draw_more(before.attractors, before.targets)  # as explore(...) drew them
         # The slider grows; the view (explorer.js) moves it to the new epoch where it
         # showed the newest: the kernel, busy in fit, hears of the user's moves only after.
         # Its index is not sent back: that would undo a move the kernel has not heard of.
@@ -532,9 +535,11 @@ class Explorer(widgets.VBox):
 
     def draw_more(self, attractors=None, targets=None) -> Explorer:
         """Draw a census's attractors on the portrait and targets in the track; returns self."""
-        if attractors is not None or targets is not None:
+        if not hasattr(self, "data"):  # a TraceCallback before fit: drawn once built
+            self._more = (attractors, targets)
+        elif attractors is not None or targets is not None:
             self.data.draw_more(attractors, targets)
-            self._send()
+            self._send_page()
         return self
 
 

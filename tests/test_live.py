@@ -115,3 +115,14 @@ def test_search_settings_are_checked_when_the_callback_is_made():
         fbx.TraceCallback(X, fixed_points=True)
     with pytest.raises(ValueError, match=r"Received: attractors with the keys \['inputs', 'n'\]"):
         fbx.TraceCallback(X, attractors={"inputs": ZERO, "n": 3})
+
+
+def test_targets_given_before_fit_stay_drawn_as_epochs_arrive():
+    net = small_net(seed=4)
+    watch = fbx.TraceCallback(X[:2])
+    ex = fbx.explore(watch, targets=Y[:2])
+    net.fit(X, Y, epochs=2, batch_size=8, verbose=0, callbacks=[watch])
+    track = {t["role"]: t for t in ex.view.data["panels"]["track"]}
+    assert ex.view.data["epochs"] == [0, 1, 2] and set(track) == {"input", "output", "target"}
+    target = decode(track["target"]["values"], (1, 4, 1))[0]
+    np.testing.assert_allclose(target, Y[0], rtol=1e-6)
