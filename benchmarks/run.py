@@ -26,6 +26,7 @@ SCRIPTS = (
     "roofline.py",
     "fixed_points.py",
     "attractors.py",
+    "live.py",
 )
 
 

@@ -5,12 +5,17 @@ probe inputs (`fbx.trace`) before training and after every `every`-th epoch,
 and `fbx.explore(callback)` plays the traces with an epoch slider. When
 training starts it estimates the memory its traces will take over the fit's
 epochs (`fbexplorer.memory`) and refuses, before the first epoch, above the
-budget.
+budget. It keeps Keras's logs (loss and metrics) of every epoch and, where
+asked (`fixed_points=`, `attractors=`), the fixed points or the attractors of
+each recorded epoch; an explorer shown before `fit` listens (`listen`) and
+shows each recorded epoch while `fit` runs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import inspect
+import time
+from collections.abc import Callable, Mapping, Sequence
 
 import keras
 import numpy as np
@@ -18,7 +23,9 @@ import pandas as pd
 
 from fbexplorer.memory import PER_VALUE, check_memory, values_detail
 
-__all__ = ["TraceCallback", "join_frames", "recorded_rows"]
+__all__ = ["CENSUS_KINDS", "TraceCallback", "join_frames", "recorded_rows"]
+
+CENSUS_KINDS = ("fixed_points", "attractors")  # what each recorded epoch can be searched for
 
 
 class TraceCallback(keras.callbacks.Callback):
@@ -39,15 +46,29 @@ class TraceCallback(keras.callbacks.Callback):
         nodes: node names, as for `fbx.trace` (default: every node).
         samples: as for `fbx.trace` (default: the whole probe batch).
         initial_state: `{feedback name: value}`, as for a call.
+        fixed_points: settings of `fbx.fixed_points`, `{"inputs": held inputs,
+            **keywords}`, to search each recorded epoch's fixed points with
+            the weights of that epoch (None: no search).
+        attractors: settings of `fbx.attractors`, likewise (None: no census).
 
     Attributes:
         frames: `{epoch: trace frame}`, in the order recorded.
         frame: every trace in one frame, with an `epoch` column first.
+        logs: `{epoch: {name: value}}`, Keras's logs at the end of each epoch
+            (loss and metrics), every epoch, recorded or not.
+        census: `{epoch: {"fixed_points": FixedPoints, "attractors":
+            Attractors}}` for each recorded epoch, as asked.
+        seconds: `{epoch: (trace s, census s)}`, what each recording took.
+
+    Recording (with an explorer listening) adds to an epoch the trace, the
+    search where asked, and the update of the widget; benchmarks/live.py
+    measures them.
 
     Example:
         >>> watch = fbx.TraceCallback(X[:2], every=2)
+        >>> ex = fbx.explore(watch)  # doctest: +SKIP
         >>> net.fit(X, Y, epochs=20, callbacks=[watch])  # doctest: +SKIP
-        >>> fbx.explore(watch)  # doctest: +SKIP
+        >>> # the explorer, shown before fit, showed each recorded epoch as it came
     """
 
     def __init__(
@@ -58,6 +79,8 @@ class TraceCallback(keras.callbacks.Callback):
         *,
         samples: int | Sequence[int] | None = None,
         initial_state: Mapping | None = None,
+        fixed_points: Mapping | None = None,
+        attractors: Mapping | None = None,
     ):
         super().__init__()
         if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
@@ -70,12 +93,32 @@ class TraceCallback(keras.callbacks.Callback):
         self.nodes = nodes
         self.samples = samples
         self.initial_state = initial_state
+        self.searches = {
+            kind: census_settings(kind, settings)
+            for kind, settings in zip(CENSUS_KINDS, (fixed_points, attractors))
+            if settings is not None
+        }
         self.frames: dict[int, pd.DataFrame] = {}
+        self.logs: dict[int, dict] = {}
+        self.census: dict[int, dict] = {}
+        self.seconds: dict[int, tuple[float, float]] = {}
+        self._listeners: list[Callable] = []
         self._epochs = 0  # epochs completed, across calls to fit
+
+    def listen(self, listener: Callable) -> None:
+        """Call `listener(epoch)` after each epoch recorded (what a live explorer does)."""
+        if listener not in self._listeners:
+            self._listeners.append(listener)
+
+    def unlisten(self, listener: Callable) -> None:
+        """Stop calling `listener`."""
+        if listener in self._listeners:
+            self._listeners.remove(listener)
 
     def _record(self):
         from fbexplorer.tracing import trace
 
+        start = time.perf_counter()
         self.frames[self._epochs] = trace(
             self.model,
             self.inputs,
@@ -83,6 +126,24 @@ class TraceCallback(keras.callbacks.Callback):
             samples=self.samples,
             initial_state=self.initial_state,
         )
+        traced = time.perf_counter()
+        if self.searches:
+            self.census[self._epochs] = self._search()
+        self.seconds[self._epochs] = (traced - start, time.perf_counter() - traced)
+        for listener in list(self._listeners):
+            listener(self._epochs)
+
+    def _search(self) -> dict:
+        """The fixed points and attractors asked for, with the weights of now."""
+        from fbexplorer.census import attractors
+        from fbexplorer.fixed_point_search import fixed_points
+
+        found = {}
+        for kind, settings in self.searches.items():
+            search = fixed_points if kind == "fixed_points" else attractors
+            keywords = dict(settings)
+            found[kind] = search(self.model, keywords.pop("inputs"), **keywords)
+        return found
 
     def on_train_begin(self, logs=None):
         from fbexplorer.engine import FeedbackModel
@@ -127,6 +188,7 @@ class TraceCallback(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self._epochs += 1
+        self.logs[self._epochs] = {k: _number(v) for k, v in (logs or {}).items()}
         if self._epochs % self.every == 0:
             self._record()
 
@@ -138,6 +200,41 @@ class TraceCallback(keras.callbacks.Callback):
     def frame(self) -> pd.DataFrame:
         """Every trace in one frame: `fbx.trace`'s columns with `epoch` (int32) first."""
         return join_frames(self.frames)
+
+
+def _number(value):
+    """A log value as a Python float (Keras hands scalars, arrays or tensors)."""
+    try:
+        return float(np.asarray(value))
+    except (TypeError, ValueError):
+        return value
+
+
+def census_settings(kind: str, settings) -> dict:
+    """`TraceCallback`'s `fixed_points=` or `attractors=`, checked: a mapping with
+    the held `inputs` and keywords of `fbx.fixed_points` / `fbx.attractors`."""
+    from fbexplorer.census import attractors
+    from fbexplorer.fixed_point_search import fixed_points
+
+    search = fixed_points if kind == "fixed_points" else attractors
+    known = [n for n in inspect.signature(search).parameters if n not in ("model", "inputs")]
+    unknown = (
+        [k for k in settings if k not in [*known, "inputs"]]
+        if isinstance(settings, Mapping)
+        else []
+    )
+    if not isinstance(settings, Mapping) or "inputs" not in settings or unknown:
+        got = (
+            f"{kind}={settings!r}"
+            if not isinstance(settings, Mapping)
+            else (f"{kind} with the keys {sorted(settings)}")
+        )
+        raise ValueError(
+            f"fbx.TraceCallback: `{kind}` holds the settings of fbx.{kind} for each recorded "
+            f"epoch: a dict with 'inputs' (the held inputs) and keywords among {known}. "
+            f"Received: {got}"
+        )
+    return dict(settings)
 
 
 def join_frames(frames: Mapping, rows: list | None = None) -> pd.DataFrame:

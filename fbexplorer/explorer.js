@@ -31,6 +31,15 @@
 //                 a TraceCallback's census per epoch come as `census` (censusMarks).
 //       track [{name, role (input, target, output), units, epochs, values (E or 1,
 //                 T, units)}]  drawn above the trajectories on the same time axis.
+//                 census [E: null | {fixed_points: {points (P, 2), stability [P],
+//                 slow [P], spectral_radius [P], tau [P]}, attractors: {points (A, 2),
+//                 kind [A], period [A], share [A]}}]: what a TraceCallback found at
+//                 each epoch, with that epoch's weights (non-finite numbers are null).
+//       training {epochs [K], metrics {name: [K]}, recorded [E epoch numbers]}
+//                 Keras's logs per epoch (a TraceCallback's), drawn by the training tab.
+//
+// While a TraceCallback records (live), data grows by an epoch at a time: where the view
+// showed the newest epoch, it moves to the new one (and the epoch slider with it).
 //
 // A panel is one entry of PANELS: {label, available(data), build(box, view)}; build
 // draws into `box` and returns {epoch(e), step(t)}, called when the epoch or the
@@ -627,6 +636,48 @@ function buildPortrait(box, view) {
   };
 }
 
+// The training tab: Keras's logs (loss, metrics) per epoch, the recorded epochs as
+// ticks, a marker at the epoch shown. Each metric on its own scale (min to max).
+PANELS.training = {
+  label: "training",
+  available: (d) => !!(d.panels && d.panels.training),
+  build(box, view) {
+    const p = view.data.panels.training;
+    const W = 680, H = 200, L = 48, R = 140, TOP = 10, B = 26;
+    const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, class: "fbx-training", width: W, height: H }, box);
+    const ks = p.epochs, n = ks.length;
+    const [k0, k1] = [Math.min(0, ...ks), Math.max(1, ...ks)];
+    const x = (k) => L + ((k - k0) / (k1 - k0)) * (W - L - R);
+    svg("rect", { x: L, y: TOP, width: W - L - R, height: H - TOP - B, fill: "none", stroke: "#ccc" }, root);
+    for (const k of [k0, Math.round((k0 + k1) / 2), k1]) {
+      svg("text", { x: x(k), y: H - 8, "text-anchor": "middle", class: "fbx-tick" }, root).textContent = k;
+    }
+    for (const k of p.recorded) svg("line", { x1: x(k), x2: x(k), y1: H - B, y2: H - B + 4, stroke: "#888" }, root);
+    Object.entries(p.metrics).forEach(([name, values], i) => {
+      const [lo, hi] = extent([values.map((v) => (v === null ? NaN : v))]);
+      const y = (v) => TOP + (1 - (v - lo) / (hi - lo)) * (H - TOP - B);
+      const colour = PALETTE[i % PALETTE.length];
+      for (const points of segments(n, (j) => [x(ks[j]), values[j] === null ? NaN : y(values[j])])) {
+        svg("polyline", { points, fill: "none", stroke: colour, "stroke-width": 1.5, "data-metric": name }, root);
+      }
+      const last = values[n - 1];
+      svg("text", { x: W - R + 6, y: TOP + 14 * (i + 1), class: "fbx-tick", fill: colour }, root)
+        .textContent = `${name} ${last === null ? "" : fmt(last)}`;
+    });
+    const marker = svg("line", { y1: TOP, y2: H - B, stroke: MARK, "stroke-width": 2, class: "fbx-marker" }, root);
+    html("div", "fbx-portrait-label", box, "loss and metrics per epoch (each on its own scale); ticks: epochs traced");
+    return {
+      epoch(e) {
+        const k = (view.data.epochs || [])[e] ?? 0;
+        marker.setAttribute("x1", x(k));
+        marker.setAttribute("x2", x(k));
+        marker.dataset.epoch = k;
+      },
+      step() {},
+    };
+  },
+};
+
 // ------------------------------------------------------------------- graph
 function shapesOf(group) {
   return Array.from(group.querySelectorAll("path, polygon, ellipse"))
@@ -668,16 +719,37 @@ function render({ model, el }) {
   let colourValues = null, sizeValues = null, names = [], panel = null;
   let cyclic = [], unrolled = { targets: [], clusters: [], window: 1 };
   let playing = null, tInput = null, tLabel = null, eInput = null, eLabel = null;
+  let follow = false;  // live: move to the epoch that just arrived
 
   function clampT(t) { return Math.max(0, Math.min(view.T - 1, t | 0)); }
   function clampE(e) { return Math.max(0, Math.min(view.E - 1, e | 0)); }
 
-  function loadData() {
+  // The page of the pickers' choice from `pages` (the pages explored, kept in the widget
+  // state), where it differs from `data` and is there: a notebook exported with its
+  // widget state switches node and sample with no kernel. Null where `data` is the
+  // choice; false where the choice was not explored (the view keeps what it shows).
+  function picked(key) {
+    const p = model.get("pages") || {};
+    const o = p.options;
+    if (!o || !p.by_node) return null;
+    const node = o.nodes[model.get("node_index")], sample = String(o.samples[model.get("sample_index")]);
     const d = model.get("data") || {};
+    if (d.node === node && String(d.sample) === sample) return null;
+    const part = (p.by_node[node] || {})[sample], shared = (p.by_sample || {})[sample];
+    if (!part || !shared) return false;
+    return key === "graph" ? (p.graphs || {})[node] || null : { ...p.common, ...shared, ...part };
+  }
+
+  function loadData() {
+    const choice = picked("data");
+    const d = choice || (choice === false && view.data) || model.get("data") || {};
+    const [loaded, before] = [view.data !== null, view.E];
     view.data = d;
     view.T = d.length || 1;
     view.U = d.units || 1;
     view.E = Math.max(1, (d.epochs || []).length);
+    // Live: a new epoch arrived; follow it (in all()) where the newest was shown.
+    follow = loaded && view.E > before && model.get("epoch") === before - 1;
     view.runs = (d.runs || []).map((r) => ({ ...r, values: floats(r.values) }));
     names = d.colour ? d.colour.names : [];
     colourValues = d.colour ? floats(d.colour.values) : null;
@@ -762,7 +834,8 @@ function render({ model, el }) {
 
   function drawGraph() {
     const useUnrolled = model.get("unrolled") && (model.get("unrolled_graph") || {}).svg;
-    const g = useUnrolled ? model.get("unrolled_graph") : model.get("graph") || {};
+    const g = useUnrolled ? model.get("unrolled_graph") : picked("graph") || model.get("graph") || {};
+    if (!useUnrolled && picked("graph") === false && graphBox.firstChild) return;  // kept, as the data
     toggle.checked = !!model.get("unrolled");
     const drawing = safeSvg(g.svg);
     graphBox.replaceChildren(...(drawing ? [drawing] : []));
@@ -956,11 +1029,16 @@ function render({ model, el }) {
     loadData();
     drawGraph();
     epoch();
+    if (follow) {
+      follow = false;
+      model.set("epoch", view.E - 1);
+      model.save_changes();
+    }
   }
   const handlers = [
     ["change:t", step],
     ["change:epoch", epoch],
-    ["change:data", all],
+    ["change:data change:node_index change:sample_index", all],
     ["change:panel", () => { openPanel(); step(); }],
     ["change:graph change:unrolled change:unrolled_graph", drawGraph],
   ];

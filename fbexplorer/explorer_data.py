@@ -12,6 +12,8 @@ pickers and hands their values to these methods.
 
 from __future__ import annotations
 
+import json
+import types
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -27,16 +29,22 @@ from fbexplorer.portraits import (
     nonfinite_steps,
     pca_project,
 )
-from fbexplorer.view import encode
+from fbexplorer.view import decode, encode
 
 __all__ = [
     "COLOUR_BY",
+    "PAGE_BUDGET",
     "ExplorerData",
+    "OfflinePages",
     "Portrait",
+    "add_page",
     "blocks",
+    "census_panel",
     "fit_portrait",
     "nonfinite_warning",
+    "offline_pages",
     "targets_by_output",
+    "training_panel",
 ]
 
 COLOUR_BY = ("mean", "norm", "unit")  # what can fill a node's box
@@ -127,6 +135,8 @@ class Portrait:
         marks: what the tab draws of the dynamics at `epoch`
             (`fbexplorer.portrait_marks`: kinds, hover text, orbits, saddles'
             arrows, a census's attractors), as JSON, or None.
+        census: per epoch index, what a `TraceCallback` found with that
+            epoch's weights (`census_panel`), or None where it searched nothing.
     """
 
     projection: Projection
@@ -136,6 +146,7 @@ class Portrait:
     stable: np.ndarray | None = None
     epoch: int | None = None
     marks: dict | None = None
+    census: list | None = None
 
     def panel(self, row: int) -> dict:
         """The portrait tab's data for sample row `row` (see `explorer.js`)."""
@@ -152,6 +163,8 @@ class Portrait:
             )
         if self.marks is not None:
             data["marks"] = [{"epoch": int(self.epoch), **self.marks}]
+        if self.census is not None:
+            data["census"] = self.census
         return data
 
 
@@ -207,6 +220,71 @@ def fit_portrait(
     return portrait
 
 
+def _finite(values) -> list:
+    """Floats for JSON: NaN and inf as None."""
+    return [float(v) if np.isfinite(v) else None for v in np.asarray(values, float)]
+
+
+def census_panel(projection: Projection, found: Mapping, shapes) -> dict:
+    """What one epoch's search found, in the portrait's plane (see `explorer.js`).
+
+    `found` is `{"fixed_points": FixedPoints, "attractors": Attractors}` (either
+    may be missing); `shapes` the shapes of `projection.nodes`. Fixed points
+    carry `stability`, `slow`, `spectral_radius` and `tau`; attractors (one
+    state each) `kind`, `period` and `share`.
+    """
+    out = {}
+    names = list(projection.nodes)
+    for kind, result in found.items():
+        rows = result.frame
+        flag = rows["stable"] if "stable" in rows else np.zeros(len(rows), bool)
+        stand_in = types.SimpleNamespace(states=result.states, frame={"stable": flag})
+        points, _ = fixed_point_values(stand_in, names, shapes, "explore")
+        entry = {"points": encode(projection.transform(points) if len(rows) else np.zeros((0, 2)))}
+        if kind == "fixed_points":
+            entry.update(
+                stability=[str(v) for v in rows["stability"]],
+                slow=[bool(v) for v in rows["slow"]],
+                spectral_radius=_finite(rows["spectral_radius"]),
+                tau=_finite(rows["tau"]),
+            )
+        else:
+            entry.update(
+                kind=[str(v) for v in rows["kind"]],
+                period=_finite(rows["period"].astype("float64")),
+                share=_finite(rows["share"]),
+            )
+        out[kind] = entry
+    return out
+
+
+def training_panel(logs: Mapping[int, Mapping], epochs) -> dict | None:
+    """The training tab's data: Keras's logs per epoch, and the epochs recorded.
+
+    Returns `{"epochs": [E'], "metrics": {name: [E' values]}, "recorded":
+    [epoch numbers traced]}` (NaN and inf as None), or None without logs.
+    """
+    if not logs:
+        return None
+    numbers = sorted(logs)
+    names = list(dict.fromkeys(k for e in numbers for k in logs[e]))
+    metrics = {
+        n: _finite([_as_float(logs[e].get(n)) for e in numbers])
+        for n in names
+        if all(isinstance(_as_float(logs[e].get(n)), float) for e in numbers)
+    }
+    return {"epochs": numbers, "metrics": metrics, "recorded": [int(e) for e in epochs]}
+
+
+def _as_float(value):
+    if value is None:
+        return float("nan")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return value
+
+
 class ExplorerData:
     """A trace as the explorer shows it: arrays, fills, the portrait and the page.
 
@@ -220,6 +298,9 @@ class ExplorerData:
         fixed_points: a `fbx.fixed_points` result drawn on the portrait, or None.
         states: `{state name: (epoch, sample, t, ...)}` the portrait needs that
             the frame lacks.
+        census: `{epoch: {"fixed_points": ..., "attractors": ...}}`, what a
+            `TraceCallback` found at each recorded epoch (drawn on the portrait).
+        logs: `{epoch: {name: value}}`, Keras's logs (the training tab).
         stacklevel: where the warning about NaN or inf points, counted from
             the caller of this constructor.
         attractors: a `fbx.attractors` census drawn on the portrait, or None.
@@ -244,11 +325,14 @@ class ExplorerData:
         *,
         fixed_points=None,
         states: Mapping[str, np.ndarray] | None = None,
+        census: Mapping[int, Mapping] | None = None,
+        logs: Mapping[int, Mapping] | None = None,
         stacklevel: int = 1,
         attractors=None,
         targets=None,
     ):
         self.model, self.frame, self.chunks = model, frame, chunks
+        self.logs = dict(logs or {})
         self.fixed_points, self.attractors = fixed_points, attractors
         self._comparison = comparison
         self.samples = sorted(int(s) for s in pd.unique(frame["sample"]))
@@ -264,6 +348,24 @@ class ExplorerData:
         values = {**(states or {}), **found["value"]}
         self.portrait = fit_portrait(model, values, size, fixed_points, attractors)
         self.targets = targets_by_output(model, targets)
+        if census and self.portrait is not None:
+            self._add_census(census)
+
+    def _add_census(self, census: Mapping[int, Mapping]):
+        """Each recorded epoch's census in the portrait's plane; without `fixed_points=`
+        the newest epoch's fixed points are the portrait's `fixed`."""
+        portrait = self.portrait
+        shapes = [tuple(a.shape[3:]) for a in portrait.states.values()]
+        portrait.census = [
+            census_panel(portrait.projection, census[e], shapes) if census.get(e) else None
+            for e in self.epochs
+        ]
+        searched = [i for i, e in enumerate(self.epochs) if "fixed_points" in census.get(e, {})]
+        if self.fixed_points is None and searched:
+            entry = portrait.census[searched[-1]]["fixed_points"]
+            portrait.fixed = decode(entry["points"], (-1, 2))
+            portrait.stable = np.array([s == "stable" for s in entry["stability"]], bool)
+            portrait.epoch = searched[-1]
 
     def draw_more(self, attractors=None, targets=None):
         """Add a census's attractors to the portrait and targets to the track."""
@@ -423,9 +525,13 @@ class ExplorerData:
         """Data of the panels beyond trajectories and heatmap: `{panel name: JSON}`.
 
         Each key is a panel of `explorer.js`'s `PANELS` table, which shows its
-        tab only when its data is here: "portrait" (`Portrait.panel`).
+        tab only when its data is here: "portrait" (`Portrait.panel`) and
+        "training" (`training_panel`: Keras's logs, with a `TraceCallback`).
         """
         out = {} if self.portrait is None else {"portrait": self.portrait.panel(row)}
+        training = training_panel(self.logs, self.epochs)
+        if training is not None:
+            out["training"] = training
         track = self.track(row)
         if track:
             out["track"] = track
@@ -484,3 +590,113 @@ def targets_by_output(model, targets) -> dict:
             f"Received: targets for {unknown}"
         )
     return {n: np.asarray(v) for n, v in targets.items()}
+
+
+# ---------------------------------------------------------- offline pages
+PAGE_BUDGET = 2_000_000  # bytes of the data a saved page holds, by default
+_PER_SAMPLE = ("colour", "size", "panels")  # what depends on the sample only
+_PER_NODE = ("node", "sample", "units", "title", "runs")  # on the node and the sample
+
+
+@dataclass
+class OfflinePages:
+    """Every page a saved explorer can switch to, with no kernel (see `explorer.js`).
+
+    Attributes:
+        state: `{"nodes", "samples", "node", "sample", "common", "by_sample":
+            {sample: {colour, size, panels}}, "by_node": {node: {sample: {node,
+            sample, units, title, runs}}}, "graphs": {node: graph}}`; a page is
+            `common | by_sample[s] | by_node[n][s]`, and `graphs[n]` its drawing.
+        nodes, samples: what was kept, in order.
+        left_out: `(nodes, samples)` that did not fit the budget.
+        size: bytes of `state` as JSON.
+    """
+
+    state: dict
+    nodes: list
+    samples: list
+    left_out: tuple
+    size: int
+
+
+def _size(value) -> int:
+    return len(json.dumps(value))
+
+
+def offline_pages(
+    data: ExplorerData,
+    nodes: list,
+    samples: list,
+    graph: Callable[[str], dict],
+    *,
+    budget: int,
+    **page,
+) -> OfflinePages:
+    """The pages of `nodes` x `samples` (the first of each, the one shown, always kept),
+    as many as fit in `budget` bytes: every node for the samples kept, samples in order
+    while they fit; where one sample with every node is too much, nodes in order.
+
+    `graph(node)` draws the graph for a node; `page` holds `mode`, `by`, `unit` and
+    `edges` as `ExplorerData.page` takes them.
+    """
+    first = data.page(nodes[0], samples[0], **page)
+    common = {k: v for k, v in first.items() if k not in _PER_SAMPLE + _PER_NODE}
+    state = {"common": common, "by_sample": {}, "by_node": {}, "graphs": {}}
+    used = _size(state)
+    node_cost = {}  # a node's graph and first page: what keeping it costs at least
+    kept_nodes, kept_samples = [], []
+    for node in nodes:
+        part = data.page(node, samples[0], **page) if node != nodes[0] else first
+        drawing = graph(node)
+        cost = _size(drawing) + _size({k: part[k] for k in _PER_NODE})
+        if kept_nodes and used + cost + _size(first["colour"]) * 2 > budget:
+            break
+        node_cost[node] = part
+        state["graphs"][node] = drawing
+        kept_nodes.append(node)
+        used += cost
+    for sample in samples:
+        parts = {
+            n: (node_cost[n] if sample == samples[0] else data.page(n, sample, **page))
+            for n in kept_nodes
+        }
+        shared = {k: parts[kept_nodes[0]][k] for k in _PER_SAMPLE}
+        cost = _size(shared) + sum(_size({k: p[k] for k in _PER_NODE}) for p in parts.values()) * (
+            sample != samples[0]
+        )
+        if kept_samples and used + cost > budget:
+            break
+        state["by_sample"][str(sample)] = shared
+        for n, p in parts.items():
+            state["by_node"].setdefault(n, {})[str(sample)] = {k: p[k] for k in _PER_NODE}
+        kept_samples.append(sample)
+        used += cost
+    state.update(nodes=kept_nodes, samples=kept_samples, node=nodes[0], sample=samples[0])
+    left_out = (
+        [n for n in nodes if n not in kept_nodes],
+        [s for s in samples if s not in kept_samples],
+    )
+    return OfflinePages(state, kept_nodes, kept_samples, left_out, _size(state))
+
+
+def add_page(pages: Mapping, page: Mapping, graph: Mapping, options: Mapping, budget: int) -> dict:
+    """`pages` (as `OfflinePages.state`, with `options`: the pickers' nodes and samples)
+    with `page` and its `graph` added: a new dict, what a notebook keeps of the pages
+    explored. A page of other settings (mode, colouring, epochs) starts the pages
+    afresh; one that would take them past `budget` bytes is left out."""
+    common = {k: v for k, v in page.items() if k not in _PER_SAMPLE + _PER_NODE}
+    key = json.dumps([common, page["colour"]["by"]])
+    if pages.get("key") != key:
+        pages = {"key": key, "common": common, "by_sample": {}, "by_node": {}, "graphs": {}}
+    node, sample = page["node"], str(page["sample"])
+    out = {
+        **pages,
+        "options": dict(options),
+        "by_sample": {**pages["by_sample"], sample: {k: page[k] for k in _PER_SAMPLE}},
+        "by_node": {
+            **pages["by_node"],
+            node: {**pages["by_node"].get(node, {}), sample: {k: page[k] for k in _PER_NODE}},
+        },
+        "graphs": {**pages["graphs"], node: dict(graph)},
+    }
+    return out if _size(out) <= budget or len(out["by_node"]) == 1 else dict(pages)

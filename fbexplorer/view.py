@@ -52,7 +52,12 @@ class ExplorerView(anywidget.AnyWidget):
     ipywidgets' Play and sliders are linked to `t` and `epoch`), `graph` and
     `unrolled_graph` (SVG drawings and which of their elements show which
     node), `data` (the frames; see `explorer.js`), `selected` (the node
-    last clicked in the graph: the explorer's node picker follows it).
+    last clicked in the graph: the explorer's node picker follows it), `pages`
+    (every node and sample shown so far, in parts, as
+    `explorer_data.offline_pages` makes them, with `options`: the pickers'
+    nodes and samples in their order) and `node_index`, `sample_index` (the
+    pickers' choice): in a notebook exported with its widget state, the
+    pickers switch between the pages explored.
     """
 
     _esm = _HERE / "explorer.js"
@@ -66,6 +71,11 @@ class ExplorerView(anywidget.AnyWidget):
     unrolled_graph = traitlets.Dict().tag(sync=True)
     data = traitlets.Dict().tag(sync=True)
     selected = traitlets.Unicode("").tag(sync=True)  # the node last clicked in the graph
+    # The pages explored, kept for a page with no kernel (see explorer.js), and the
+    # pickers' choice, linked in the browser to the node and sample Dropdowns' index.
+    pages = traitlets.Dict().tag(sync=True)
+    node_index = traitlets.Int(0).tag(sync=True)
+    sample_index = traitlets.Int(0).tag(sync=True)
 
 
 def encode(array) -> str:
@@ -182,9 +192,10 @@ def unrolled_targets(svg: str, names, window: int) -> dict:
 # ------------------------------------------------------------------ standalone
 _PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
-<style>body {{ font-family: sans-serif; margin: 16px; }}</style>
+<style>body {{ font-family: sans-serif; margin: 16px; }}
+.fbx-pickers label {{ margin-right: 16px; }} .fbx-pick-note {{ color: #666; font-size: 90%; }}</style>
 <style>{css}</style></head>
-<body><div id="fbx-root"></div>
+<body><div id="fbx-pickers" class="fbx-pickers"></div><div id="fbx-root"></div>
 <script id="fbx-state" type="application/json">{state}</script>
 <script id="fbx-esm" type="text/plain">{esm}</script>
 <script type="module">
@@ -199,6 +210,38 @@ const model = {{
   off: () => {{}},
   send: () => {{}},
 }};
+// Node and sample pickers over the pages kept (state.pages): each choice composes the
+// page from its parts and redraws, as a change of the widget's data does. Names are text.
+const pages = state.pages;
+const fire = (k) => (handlers["change:" + k] || []).forEach((f) => f());
+if (pages) {{
+  const bar = document.getElementById("fbx-pickers");
+  let node = pages.node, sample = String(pages.sample);
+  const show = () => {{
+    if (pages.graphs[node]) state.graph = pages.graphs[node];
+    state.data = Object.assign({{}}, pages.common, pages.by_sample[sample], pages.by_node[node][sample]);
+    fire("data");
+  }};
+  const pick = (name, options, value, label, set) => {{
+    const box = document.createElement("label");
+    box.append(name + " ");
+    const select = document.createElement("select");
+    select.className = "fbx-pick-" + name;
+    for (const o of options) {{
+      const option = document.createElement("option");
+      option.value = String(o);
+      option.textContent = label(o);
+      select.appendChild(option);
+    }}
+    select.value = String(value);
+    select.onchange = () => {{ set(select.value); show(); }};
+    box.appendChild(select);
+    bar.appendChild(box);
+  }};
+  pick("node", pages.nodes, node, (n) => n, (v) => (node = v));
+  pick("sample", pages.samples, sample, (s) => `sample ${{s}}`, (v) => (sample = v));
+  if (pages.note) bar.appendChild(Object.assign(document.createElement("span"), {{ className: "fbx-pick-note", textContent: pages.note }}));
+}}
 const source = document.getElementById("fbx-esm").textContent;
 const url = URL.createObjectURL(new Blob([source], {{ type: "text/javascript" }}));
 const mod = (await import(url)).default;
@@ -207,16 +250,23 @@ mod.render({{ model, el: document.getElementById("fbx-root") }});
 """
 
 
-def standalone_html(view: ExplorerView, title: str = "fbexplorer", t: int | None = None) -> str:
+def standalone_html(
+    view: ExplorerView, title: str = "fbexplorer", t: int | None = None, pages: dict | None = None
+) -> str:
     """One HTML page that shows `view` with its own controls, offline, with no kernel.
 
-    `t` is the step it opens on (default: the view's).
+    `t` is the step it opens on (default: the view's). `pages` (the `state` of
+    `fbexplorer.explorer_data.offline_pages`, with an optional `note` shown
+    beside them) adds node and sample pickers that switch between the pages
+    it holds.
     """
     state = {
         name: getattr(view, name)
         for name in ("t", "epoch", "panel", "unrolled", "graph", "unrolled_graph", "data")
     }
     state["controls"] = True
+    if pages is not None:
+        state["pages"] = pages
     if t is not None:
         state["t"] = int(t)
     text = json_for_html(state)  # names are in it: no `<`, `>` or `&` left to read as markup

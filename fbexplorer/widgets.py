@@ -15,9 +15,11 @@ in the browser, so playback needs no kernel. `explore(callback)` shows what a
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import html
 import re
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 
 import graphviz
@@ -29,14 +31,21 @@ from fbexplorer._atomic import write_text
 from fbexplorer.callbacks import TraceCallback, join_frames, recorded_rows
 from fbexplorer.drawing import draw
 from fbexplorer.engine import FeedbackModel
-from fbexplorer.explorer_data import COLOUR_BY, ExplorerData
+from fbexplorer.explorer_data import COLOUR_BY, PAGE_BUDGET, ExplorerData, add_page, offline_pages
 from fbexplorer.explorer_figures import panel_figure
-from fbexplorer.memory import PER_VALUE, check_memory, over_budget, values_detail
+from fbexplorer.memory import (
+    PER_VALUE,
+    check_memory,
+    format_bytes,
+    over_budget,
+    values_detail,
+)
 from fbexplorer.recording import check_size, node_units, planned_size, resolve_nodes
+from fbexplorer.static_export import ExportFigure
 from fbexplorer.tracing import chunk_bounds, compare_stateful, trace
 from fbexplorer.view import ExplorerView, graph_targets, standalone_html, unrolled_targets
 
-__all__ = ["Explorer", "explore"]
+__all__ = ["Explorer", "explore", "recorded_frame"]
 
 
 class Explorer(widgets.VBox):
@@ -73,7 +82,10 @@ class Explorer(widgets.VBox):
     `TraceCallback`), and `view` (the `ExplorerView` that draws in the
     browser: graph, legend, tabs, readout); `note` and `graph_view` show
     the drawing where Graphviz's `dot` is missing. `links` holds the browser-side
-    links (Play to `step`, `step` to `view.t`, `epoch` to `view.epoch`).
+    links (Play to `step`, `step` to `view.t`, `epoch` to `view.epoch`), and
+    `picker_links` the node and sample pickers' to the view (`view.pages` keeps
+    the pages explored: a notebook exported with its widget state switches
+    between them with no kernel).
     `data` is what the widgets show, computed without them
     (`fbexplorer.explorer_data.ExplorerData`).
     `frame` is the trace, `comparison` the `compare_stateful` frame
@@ -96,35 +108,99 @@ class Explorer(widgets.VBox):
         fixed_points=None,
         states: Mapping[str, np.ndarray] | None = None,
         off_note: str | None = None,
+        recording: tuple | None = None,
     ):
         self.model, self.frame, self.chunks = model, frame, chunks
         self.fixed_points = fixed_points
         self._off_reason = off_reason
         self._off_note = off_note  # why the stateful view is off, in full
-        # stacklevel 4: the NaN warning points at fbx.explore's caller (explore, _explore_*, here)
-        self.data = ExplorerData(
-            model, frame, comparison, chunks, fixed_points=fixed_points, states=states, stacklevel=4
-        )
-        self.window = max(1, min(int(window), self.data.length))
+        self._window = window
+        self._comparison_source = comparison  # a frame, a function that computes it, or None
+        self._recording = recording  # (TraceCallback, nodes, samples): live while it records
         self.note = widgets.HTML()
+        super().__init__([self.note])
+        if frame is None:  # a TraceCallback before fit: the widget waits for its first trace
+            self.note.value = (
+                "<p>Waiting for the first trace: fit with this callback, "
+                "<code>model.fit(..., callbacks=[callback])</code>; each recorded epoch "
+                "shows here while it trains.</p>"
+            )
+        else:
+            self._build(states)
+        if recording is not None:
+            recording[0].listen(self._on_record)
+
+    def _build(self, states=None):
+        """Make the pickers, the sliders and the view from `frame`."""
+        callback = self._recording[0] if self._recording else None
+        # stacklevel 5: the NaN warning points at fbx.explore's caller (explore, _explore_*,
+        # __init__, here)
+        self.data = ExplorerData(
+            self.model,
+            self.frame,
+            self._comparison_source,
+            self.chunks,
+            fixed_points=self.fixed_points,
+            states=states,
+            census=callback.census if callback else None,
+            logs=callback.logs if callback else None,
+            stacklevel=5,
+        )
+        self.data.draw_more(*getattr(self, "_more", (None, None)))
+        self.window = max(1, min(int(self._window), self.data.length))
+        self.note.value = ""  # no longer waiting
         self.graph_view = None  # graphviz-anywidget, where `dot` is missing
         self._svg = True  # False once `dot` turned out to be missing
         self._make_pickers()
         self._make_time()
         self._show_graph()
-        self._send()
+        self._send_page()
         self._observe()
         time_row = [self.play, self.step] + ([self.epoch] if self.epoch is not None else [])
         graph_parts = [self.note] + ([self.graph_view] if self.graph_view is not None else [])
-        super().__init__(
-            [
-                widgets.HBox([self.node, self.sample, self.mode]),
-                widgets.HBox([self.colour, self.unit]),
-                widgets.HBox(time_row),
-                *graph_parts,
-                self.view,
-            ]
+        self.children = [
+            widgets.HBox([self.node, self.sample, self.mode]),
+            widgets.HBox([self.colour, self.unit]),
+            widgets.HBox(time_row),
+            *graph_parts,
+            self.view,
+        ]
+
+    def _on_record(self, epoch: int):
+        """A `TraceCallback` recorded `epoch`: show it (while `fit` runs, the
+        kernel sends the widget's changes as they are made). The epoch slider
+        grows and moves to the new epoch, unless it was moved off the newest."""
+        callback, nodes, samples = self._recording
+        try:
+            self.frame = recorded_frame(callback, nodes, samples)
+        except ValueError as error:  # over the memory budget now: stop, say why
+            callback.unlisten(self._on_record)
+            self.note.value = f"<p>Stopped showing new epochs: {html.escape(str(error))}</p>"
+            return
+        if self.model is None or not hasattr(self, "data"):
+            self.model = callback.model
+            self._build()
+            return
+        before = self.data
+        self.data = ExplorerData(
+            self.model,
+            self.frame,
+            None,
+            1,
+            fixed_points=self.fixed_points,
+            census=callback.census,
+            logs=callback.logs,
         )
+        self.data.draw_more(before.attractors, before.targets)  # as explore(...) drew them
+        # The slider grows; the view (explorer.js) moves it to the new epoch where it
+        # showed the newest: the kernel, busy in fit, hears of the user's moves only after.
+        # Its index is not sent back: that would undo a move the kernel has not heard of.
+        index = self.epoch.index
+        lock = getattr(self.epoch, "_lock_property", None)  # ipywidgets' own no-echo lock
+        with lock(index=index) if lock else contextlib.nullcontext(), self.epoch.hold_sync():
+            self.epoch.options = [(str(e), i) for i, e in enumerate(self.data.epochs)]
+            self.epoch.index = index
+        self._send_page()
 
     def _make_pickers(self):
         """The node, sample, mode, colour and unit pickers."""
@@ -174,6 +250,13 @@ class Explorer(widgets.VBox):
         ]
         if self.epoch is not None:
             self.links.append(widgets.jslink((self.epoch, "index"), (self.view, "epoch")))
+        # The pickers' choice, for a page with no kernel (the view switches between the
+        # pages explored); linked once the pickers are made.
+        self.view.node_index, self.view.sample_index = self.node.index, self.sample.index
+        self.picker_links = [
+            widgets.jslink((self.node, "index"), (self.view, "node_index")),
+            widgets.jslink((self.sample, "index"), (self.view, "sample_index")),
+        ]
 
     def _observe(self):
         for widget, handler in (
@@ -228,20 +311,29 @@ class Explorer(widgets.VBox):
             "against each chunk started afresh (dashed) (fbx.compare_stateful).",
         ]
 
-    def _send(self):
-        """Hand the view the page of the current node, sample, mode and colouring."""
+    def _edges(self) -> list[str]:
+        """The delayed edges drawn (they get widths)."""
         edges = [n for n, t in self.view.graph.get("targets", {}).items() if t["kind"] == "edge"]
         edges += [
             n for n, _, kind, _ in self.view.unrolled_graph.get("targets", []) if kind == "edge"
         ]
-        self.view.data = self.data.page(
+        return edges
+
+    def _send_page(self):
+        """Hand the view the page of the current node, sample, mode and colouring,
+        and keep it among the pages explored (what an exported notebook switches to)."""
+        page = self.data.page(
             self.node.value,
             self.sample.value,
             mode=self.mode.value,
             by=self.colour.value,
             unit=self.unit.value,
-            edges=edges,
+            edges=self._edges(),
         )
+        options = {"nodes": list(self.data.nodes), "samples": list(self.data.samples)}
+        with self.view.hold_sync():
+            self.view.data = page
+            self.view.pages = add_page(self.view.pages, page, self.view.graph, options, PAGE_BUDGET)
 
     # -------------------------------------------------------------- drawing
     def _show_graph(self):
@@ -292,21 +384,24 @@ class Explorer(widgets.VBox):
             return
         targets = unrolled_targets(svg, self.data.nodes, self.window)
         self.view.unrolled_graph = {"svg": svg, **targets}
-        self._send()  # the delayed edges it adds get their widths
+        self._send_page()  # the delayed edges it adds get their widths
 
     def figure(self, panel: str | None = None):
         """A static plotly figure of a panel at the current node, sample and step.
 
         For papers: `ex.figure().write_image("d3.svg")` (PNG, SVG, PDF through
-        kaleido and a Chrome or Chromium). `panel` is "trajectories",
+        kaleido and a Chrome or Chromium; one browser is kept for the process,
+        so a figure after the first takes well under a second, a failed one
+        is retried with a fresh browser, and a missing browser is named in
+        one line: `fbexplorer.static_export`). `panel` is "trajectories",
         "heatmap" or "portrait" (default: the open tab). The portrait is
         `fbx.portrait` in the tab's projection, at the epoch slider's epoch,
         with the fixed points and a marker at the current step.
 
         Returns:
-            A `plotly.graph_objects.Figure`.
+            A `plotly.graph_objects.Figure` (an `ExportFigure`).
         """
-        return panel_figure(
+        figure = panel_figure(
             self.data,
             panel or self.view.panel,
             self.node.value,
@@ -315,36 +410,107 @@ class Explorer(widgets.VBox):
             mode=self.mode.value,
             epoch_index=self._epoch_index(None),
         )
+        return ExportFigure(figure)
 
-    def save_html(self, path) -> str:
-        """Write the view to one HTML file that plays and scrubs offline, with no kernel.
+    def save_html(
+        self,
+        path,
+        *,
+        nodes: str | Sequence[str] | None = None,
+        samples: int | Sequence[int] | None = None,
+        max_bytes: int = PAGE_BUDGET,
+    ) -> str:
+        """Write the explorer to one HTML file that plays offline, with no kernel.
 
-        The file holds the current node, sample, mode and colouring (every
-        epoch, every step), the drawings (cyclic and unrolled), the script and
-        its own Play button and sliders; it needs no server and no network.
-        The page is written whole or not at all (to a temporary file beside
-        `path`, then moved over it), so that an interrupted save leaves the
-        page that was there.
+        The file holds every node and every sample of the explorer (or those
+        of `nodes` and `samples`), each with every step and epoch, with node
+        and sample pickers, in the current mode and colouring; the drawings
+        (cyclic, each node highlighted, and unrolled), the script and its own
+        Play button and sliders; it needs no server and no network. The node
+        and sample shown come first; above `max_bytes` of data the page keeps
+        every node for as many samples as fit (or, where one sample with
+        every node is too much, as many nodes as fit), and a warning names
+        what it left out and what to pass. The page is written whole or not
+        at all (to a temporary file beside `path`, then moved over it), so
+        that an interrupted save leaves the page that was there.
+
+        Args:
+            path: the file to write.
+            nodes: a node name or names to keep (default: every node).
+            samples: a number of leading samples or a list of sample ids to
+                keep (default: every sample).
+            max_bytes: the most bytes of data the page holds (default 2 MB).
 
         Returns:
             The path written.
         """
         self._show_unrolled()
+        order, picks = self._offline_choice(nodes, samples)
+        pages = offline_pages(
+            self.data,
+            order,
+            picks,
+            self._node_graph,
+            budget=int(max_bytes),
+            mode=self.mode.value,
+            by=self.colour.value,
+            unit=self.unit.value,
+            edges=self._edges(),
+        )
+        left_nodes, left_samples = pages.left_out
+        if left_nodes or left_samples:
+            message = offline_note(pages, order, picks, max_bytes)
+            pages.state["note"] = message.split(";")[0]
+            warnings.warn(message, stacklevel=2)
         title = f"{self.model.name}: {self.node.value}, sample {self.sample.value}"
+        page = standalone_html(self.view, title=title, t=self.step.value, pages=pages.state)
         # Whole or not at all: an interrupted save leaves the page that was there.
-        return write_text(path, standalone_html(self.view, title=title, t=self.step.value))
+        return write_text(path, page)
+
+    def _offline_choice(self, nodes, samples) -> tuple[list, list]:
+        """The nodes and samples a saved page keeps, the ones shown first; checked."""
+        known, ids = self.data.nodes, self.data.samples
+        if nodes is not None:
+            nodes = [nodes] if isinstance(nodes, str) else list(nodes)
+            unknown = [n for n in nodes if n not in known] or ([] if nodes else [""])
+            if unknown:
+                raise ValueError(
+                    f"Explorer.save_html: this explorer has no node '{unknown[0]}'. Expected "
+                    f"nodes among {known}. Received: nodes={nodes!r}"
+                )
+        if samples is not None:
+            given = samples
+            if isinstance(samples, (int, np.integer)) and not isinstance(samples, bool):
+                samples = ids[: int(samples)] if 1 <= samples <= len(ids) else []
+            samples = np.asarray(samples).reshape(-1).tolist()
+            if not samples or any(not isinstance(s, int) or s not in ids for s in samples):
+                raise ValueError(
+                    f"Explorer.save_html: this explorer shows the samples {ids}; `samples` is "
+                    f"a number of them (1 to {len(ids)}) or a list of some. Received: "
+                    f"samples={given!r}"
+                )
+        nodes = list(dict.fromkeys([self.node.value, *(nodes or known)]))
+        samples = list(dict.fromkeys([self.sample.value, *(samples or ids)]))
+        return nodes, samples
+
+    def _node_graph(self, node: str) -> dict:
+        """The cyclic drawing with `node` highlighted, as the view's `graph` holds it."""
+        if node == self.node.value or not self._svg:
+            return dict(self.view.graph)
+        svg = self._diagram(node).pipe(format="svg", encoding="utf-8")
+        return {"svg": svg, "targets": graph_targets(svg, self.data.nodes)}
 
     # ------------------------------------------------------------- observers
     def _on_node(self, change):
         self._show_graph()
-        self._send()
+        self._send_page()
 
     def _on_data(self, change):
-        self._send()
+        self._send_page()
 
     def _on_mode(self, change):
         try:
-            self._send()
+            self._send_page()
         except ValueError as error:  # the comparison would not fit in memory now
             if change.new != "stateful":
                 raise
@@ -356,7 +522,7 @@ class Explorer(widgets.VBox):
 
     def _on_colour(self, change):
         self.unit.disabled = change.new != "unit"
-        self._send()
+        self._send_page()
 
     def _on_unrolled(self, change):
         if change.new:
@@ -369,9 +535,11 @@ class Explorer(widgets.VBox):
 
     def draw_more(self, attractors=None, targets=None) -> Explorer:
         """Draw a census's attractors on the portrait and targets in the track; returns self."""
-        if attractors is not None or targets is not None:
+        if not hasattr(self, "data"):  # a TraceCallback before fit: drawn once built
+            self._more = (attractors, targets)
+        elif attractors is not None or targets is not None:
             self.data.draw_more(attractors, targets)
-            self._send()
+            self._send_page()
         return self
 
 
@@ -549,13 +717,32 @@ def _check_explore_memory(model, names, size, stateful: bool) -> str | None:
 
 def _explore_recording(callback, inputs, nodes, samples, window, fixed_points) -> Explorer:
     """`fbx.explore(callback)`: the recorded traces (some nodes and samples of
-    them), joined, with an epoch slider."""
+    them), joined, with an epoch slider; it shows each epoch recorded later
+    as it comes (before `fit`, it waits for the first)."""
     if inputs is not None:
         raise ValueError(
             "fbx.explore(callback) shows the inputs the TraceCallback traced; it takes "
             f"no inputs. Received: inputs of type {type(inputs).__name__}. "
             "Pass the probe inputs to fbx.TraceCallback(inputs) instead."
         )
+    frame = recorded_frame(callback, nodes, samples) if callback.frames else None
+    if fixed_points is not None and callback.model is not None:
+        _check_fixed_points(callback.model, fixed_points)
+    return Explorer(
+        callback.model,
+        frame,
+        None,
+        1,
+        window=window,
+        off_reason="traces taken during training",
+        fixed_points=fixed_points,
+        recording=(callback, nodes, samples),
+    )
+
+
+def recorded_frame(callback, nodes=None, samples=None) -> pd.DataFrame:
+    """The callback's traces joined (some nodes and samples of them), refused
+    above the memory budget."""
     rows = recorded_rows(callback.frames, nodes, samples)
     count = sum(
         len(df) if keep is None else int(keep.sum())
@@ -567,18 +754,7 @@ def _explore_recording(callback, inputs, nodes, samples, window, fixed_points) -
         f"{count:,} recorded values in {len(rows)} traces",
         "Pass nodes= or samples= to explore part of the recording",
     )
-    frame = join_frames(callback.frames, rows)  # says what to do when nothing was recorded
-    if fixed_points is not None:
-        _check_fixed_points(callback.model, fixed_points)
-    return Explorer(
-        callback.model,
-        frame,
-        None,
-        1,
-        window=window,
-        off_reason="traces taken during training",
-        fixed_points=fixed_points,
-    )
+    return join_frames(callback.frames, rows)
 
 
 def _check_fixed_points(model, fixed_points):
@@ -598,3 +774,15 @@ def _check_fixed_points(model, fixed_points):
             f"its states {expected}. Received: fixed points of the states {list(states)}. "
             f"Find them with fbx.fixed_points({name}, inputs)."
         )
+
+
+def offline_note(pages, nodes: list, samples: list, budget: int) -> str:
+    """What `Explorer.save_html` warns when a page keeps less than asked."""
+    left_nodes, left_samples = pages.left_out
+    return (
+        f"Explorer.save_html kept {len(pages.nodes)} of {len(nodes)} nodes and "
+        f"{len(pages.samples)} of {len(samples)} samples, to stay within the page budget "
+        f"of {format_bytes(budget)}; left out the nodes {left_nodes} and the samples "
+        f"{left_samples}. Pass nodes= and samples= to choose what to keep, or a larger "
+        f"max_bytes=."
+    )

@@ -24,6 +24,7 @@ SCRIPTS = (
     "roofline",
     "fixed_points",
     "attractors",
+    "live",
 )
 # Import the scripts as modules, then take their folder off the path again: it
 # holds a trace.py that would shadow the standard library's `trace`.
@@ -211,6 +212,18 @@ def check_attractors_quick_run(quick_runs):
     assert "branches" in stdout and "census" in stdout
 
 
+def check_live_quick_run(quick_runs):
+    """Each contender fitted; the recorded ones traced, the live one updated its explorer."""
+    stdout, res = _load(quick_runs, "live")
+    rows = {r["contender"]: r for r in res["results"]}
+    assert list(rows)[0] == "fit" and len(rows) == 4
+    assert all(r["epoch_s"] > 0 for r in rows.values())
+    assert all(r["trace_s"] > 0 for name, r in rows.items() if name != "fit")
+    assert rows["fit + TraceCallback + live explorer"]["update_s"] > 0
+    assert rows["fit + TraceCallback(fixed_points=...)"]["census_s"] > 0
+    assert "the live explorer's update:" in stdout
+
+
 def test_lstm_flops_by_hand():
     # B=2, T=3, D=4, U=5: each step multiplies (2, 9) by (9, 20): 2 * 2 * 9 * 20 FLOPs.
     assert roofline.lstm_flops(2, 3, 4, 5) == {"inference": 2160, "train step": 6480}
@@ -288,6 +301,7 @@ QUICK_CHECKS = (
     check_roofline_quick_run,
     check_fixed_points_quick_run,
     check_attractors_quick_run,
+    check_live_quick_run,
 )
 
 

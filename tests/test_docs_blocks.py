@@ -138,6 +138,12 @@ def check_watch(ns, out, tmp_path):
     assert sorted(ns["watch"].frame["epoch"].unique()) == [0, 2, 4]
 
 
+def check_live(ns, out, tmp_path):
+    ex, live = ns["ex"], ns["live"]
+    assert ex.data.epochs == [0, 1, 2] and sorted(live.census) == [0, 1, 2]
+    assert ex.view.data["panels"]["training"]["epochs"] == [1, 2]
+
+
 def check_memory(ns, out, tmp_path):
     assert "2000000000" in out
 
@@ -178,6 +184,7 @@ CHECKS = {
     "saving": check_saving,
     "explorer": check_explorer,
     "explorer-watch": check_watch,
+    "explorer-live": check_live,
     "memory": check_memory,
     "zoo": check_zoo,
     "connections": check_connections,

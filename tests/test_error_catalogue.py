@@ -15,6 +15,7 @@ import pathlib
 import re
 import stat
 import sys
+import tempfile
 import warnings
 import zipfile
 
@@ -869,7 +870,7 @@ def trace_callback_every():
 
 
 def trace_callback_unused():
-    fbx.explore(fbx.TraceCallback(seq()))
+    _ = fbx.TraceCallback(seq()).frame
 
 
 def memory_budget_not_bytes():
@@ -919,6 +920,64 @@ def explore_recording_unknown_node():
 
 def explore_recording_bad_samples():
     fbx.explore(trained_with_a_trace_callback(), samples=[7])
+
+
+def trace_callback_bad_search():
+    fbx.TraceCallback(seq(), fixed_points=True)
+
+
+def explore_before_fit():
+    watch = fbx.TraceCallback(np.zeros((2, 3, 5)))
+    ex = fbx.explore(watch)
+    assert "Waiting for the first trace" in ex.note.value
+    net = base()
+    net.compile("sgd", "mse")
+    net.fit(np.zeros((2, 3, 5)), np.zeros((2, 3, 5)), epochs=2, callbacks=[watch], verbose=0)
+    assert ex.view.data["epochs"] == [0, 1, 2] and ex.node.value == "loop"
+
+
+def readme_explorer():
+    from helpers import readme_network
+
+    keras.utils.set_random_seed(0)
+    x = np.random.default_rng(0).uniform(-1, 1, size=(4, 20, 1)).astype("float32")
+    return fbx.explore(readme_network(), x)
+
+
+def save_html_over_budget():
+    message = catalogue()["save-html-over-budget"].split("UserWarning: ", 1)[1]
+    with tempfile.TemporaryDirectory() as folder, pytest.warns(UserWarning) as record:
+        readme_explorer().save_html(os.path.join(folder, "part.html"), max_bytes=60_000)
+    assert message in [str(w.message) for w in record]
+
+
+def save_html_unknown_node():
+    readme_explorer().save_html("page.html", nodes=["d9"])
+
+
+def save_html_bad_samples():
+    readme_explorer().save_html("page.html", samples=[7])
+
+
+def write_image_no_browser():
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BROWSER_PATH", "/opt/none/chromium")
+        readme_explorer().figure().write_image("d3.png")
+
+
+def write_image_failed():
+    import kaleido
+    import plotly.graph_objects as go
+
+    def fail(*args, **kwargs):
+        raise ValueError("Error 525: ReferenceError: kaleido_scopes is not defined\n  at ...")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BROWSER_PATH", sys.executable)  # "a browser is there"
+        patch.setattr(kaleido, "start_sync_server", lambda **k: None)
+        patch.setattr(kaleido, "stop_sync_server", lambda **k: None)
+        patch.setattr(go.Figure, "write_image", fail)
+        readme_explorer().figure().write_image("d3.png")
 
 
 def trace_carried_over_budget():
@@ -1133,7 +1192,8 @@ def population_mds_figure_unknown_colour():
 
 MISUSES = {f.__name__.replace("_", "-"): f for f in [
     explore_not_a_model, explore_fixed_points_other_model, trace_callback_every,
-    trace_callback_unused,
+    trace_callback_unused, trace_callback_bad_search, save_html_unknown_node,
+    save_html_bad_samples, write_image_no_browser, write_image_failed,
     fbmodel_invalid_python, fbmodel_unknown_name, fbmodel_cycle_without_delay,
     fbmodel_prev_not_a_name, fbmodel_prev_unassigned, fbmodel_shape_mismatch,
     fbmodel_bare_cell, fbmodel_not_a_tensor, fbmodel_nothing_assigned,
@@ -1305,6 +1365,7 @@ def portrait_nan():
 BEHAVIOURS = {f.__name__.replace("_", "-"): f for f in [
     integer_input, one_step, batch_of_one, delay_longer_than_sequence, nan_in_input,
     stateful_fit_shuffled, explore_stateful_over_memory_budget, explore_nan, portrait_nan,
+    explore_before_fit, save_html_over_budget,
     stateful_fit_shuffled, fbmodel_statement_after_output, delayed_steps_renamed,
     fbmodel_prev_steps_renamed,
 ]}  # fmt: skip

@@ -504,7 +504,6 @@ def test_fbexplore_takes_a_trace_callback_and_fixed_points(ip, traced):
          "it traced during fit, in one run; drop DATA, as in %fbexplore unfit"),
         ("unfit --nodes h1", UsageError, "drop --nodes"),
         ("unfit --chunks 2", UsageError, "drop --chunks"),
-        ("unfit", FbModelError, "fbx.TraceCallback has recorded nothing yet"),
     ],
 )  # fmt: skip
 def test_fbexplore_callback_errors(ip, capsys, traced, line, error, expected):
@@ -514,6 +513,12 @@ def test_fbexplore_callback_errors(ip, capsys, traced, line, error, expected):
     assert expected in str(info.value)
     lines = rendered(ip, capsys, f"%fbexplore {line}")
     assert len(lines) == 1 and expected in lines[0], lines
+
+
+def test_fbexplore_callback_before_fit_waits_for_its_first_trace(ip):
+    ip.user_ns["unfit"] = fbx.TraceCallback(ip.user_ns["X"])
+    ex = ip.run_line_magic("fbexplore", "unfit")
+    assert "Waiting for the first trace" in ex.note.value
 
 
 @pytest.mark.parametrize(

@@ -662,7 +662,7 @@ def test_bad_inputs_name_the_problem():
         fbx.TraceCallback(X, every=0)
     watch = fbx.TraceCallback(X)
     with pytest.raises(ValueError, match="recorded nothing yet.*callbacks=\\[callback\\]"):
-        fbx.explore(watch)
+        _ = watch.frame
     with pytest.raises(ValueError, match="takes no inputs. Received: inputs of type ndarray"):
         fbx.explore(watch, X)
     plain = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
