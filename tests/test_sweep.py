@@ -2,8 +2,9 @@
 killed mid-training, the same weights as a sequential run, and a two-node Ray
 cluster on loopback.
 
-Ray starts once for the file (the module fixture `local`: the first sweep starts
-it, as a user's would); the cluster test starts its own two nodes with their own
+Ray starts once for the file and worker (the module fixture `local`: the first
+sweep starts it, as a user's would; `ray_started` for the tests that need no
+first sweep); the cluster test starts its own two nodes with their own
 ports and temporary directory and stops only those. The networks are tiny (4
 units, 2 epochs, 16 samples): what costs here is Ray's start and each worker's
 import of TensorFlow.
@@ -93,6 +94,18 @@ def local(tmp_path_factory):
     ray.shutdown()
 
 
+@pytest.fixture(scope="module")
+def ray_started(tmp_path_factory):
+    """A local Ray for the tests that need one but not `local`'s first sweep,
+    started as any sweep starts it: by a sweep of one small network. (pytest 9.2
+    ignores xdist_group, so the file's tests may run on both workers, each with
+    a Ray of its own.)"""
+    if not ray.is_initialized():
+        fbx.sweep(net, {"units": [4]}, (X, Y), epochs=1, analyses=("loss",),
+                  store=tmp_path_factory.mktemp("warm"), progress=False)  # fmt: skip
+    yield
+
+
 def test_local_sweep_frame_and_failures(local):
 
     pop, log, _ = local
@@ -127,8 +140,10 @@ def test_local_sweep_frame_and_failures(local):
     )
 
 
-def test_same_weights_as_a_sequential_run(local):
-    pop, _, _ = local
+def test_same_weights_as_a_sequential_run(ray_started, tmp_path):
+    pop = fbx.sweep(net, {"units": [4]}, (X, Y), seeds=(0, 1), epochs=EPOCHS,
+                    analyses=("loss",), store=tmp_path, progress=False)  # fmt: skip
+    assert len(pop) == 2 and pop.failures.empty
     for i, row in pop.frame.iterrows():
         keras.utils.set_random_seed(int(row.seed))
         model = net(int(row.units))
@@ -137,7 +152,7 @@ def test_same_weights_as_a_sequential_run(local):
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
-def test_resume_from_the_store(local, tmp_path):
+def test_resume_from_the_store(ray_started, tmp_path):
     log, store = str(tmp_path / "log"), tmp_path / "store"
     kw = dict(epochs=EPOCHS, analyses=("loss",), store=store, progress=False)
     first = fbx.sweep(counting(log), {"units": [4]}, (X, Y), seeds=(0,), **kw)
@@ -150,7 +165,7 @@ def test_resume_from_the_store(local, tmp_path):
     assert first.frame.loss[0] == again.frame.set_index("seed").loss[0]
 
 
-def test_a_killed_worker_is_retried(local, tmp_path):
+def test_a_killed_worker_is_retried(ray_started, tmp_path):
     marker, pids, log = tmp_path / "kill", tmp_path / "pids", str(tmp_path / "log")
     marker.write_text("")
     die = keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: die_once(marker, pids))
@@ -171,7 +186,7 @@ def test_a_killed_worker_is_retried(local, tmp_path):
     assert len(pop) == 2 and pop.failures.empty
 
 
-def test_progress_line_and_failures_listed(local, tmp_path, capsys):
+def test_progress_line_and_failures_listed(tmp_path, capsys):
     fbx.sweep(
         counting(str(tmp_path / "log")),
         {"units": [0]},
@@ -229,7 +244,7 @@ def _stop(nodes):
             os.killpg(node.pid, signal.SIGTERM)
     for node in nodes:
         try:
-            node.wait(timeout=10)
+            node.wait(timeout=3)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(node.pid, signal.SIGKILL)
