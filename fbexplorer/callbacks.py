@@ -23,7 +23,7 @@ import pandas as pd
 
 from fbexplorer.memory import PER_VALUE, check_memory, values_detail
 
-__all__ = ["CENSUS_KINDS", "TraceCallback", "join_frames", "recorded_rows"]
+__all__ = ["CENSUS_KINDS", "TraceCallback", "checked_choice", "join_frames", "recorded_rows"]
 
 CENSUS_KINDS = ("fixed_points", "attractors")  # what each recorded epoch can be searched for
 
@@ -268,25 +268,9 @@ def recorded_rows(frames: Mapping, nodes=None, samples=None) -> list:
     first = next(iter(frames.values()))
     known = [str(n) for n in first["node"].cat.categories]
     ids = sorted(int(s) for s in pd.unique(first["sample"]))
-    if nodes is not None:
-        nodes = [nodes] if isinstance(nodes, str) else list(nodes)
-        unknown = [n for n in nodes if n not in known] or ([] if nodes else [""])
-        if unknown:
-            raise ValueError(
-                f"fbx.explore: the TraceCallback recorded no node '{unknown[0]}'. Expected "
-                f"nodes among {known}. Received: nodes={nodes!r}"
-            )
-    if samples is not None:
-        given = samples
-        if isinstance(samples, (int, np.integer)) and not isinstance(samples, bool):
-            samples = ids[: int(samples)] if 1 <= samples <= len(ids) else []
-        samples = np.asarray(samples).reshape(-1).tolist()
-        if not samples or any(not isinstance(s, int) or s not in ids for s in samples):
-            raise ValueError(
-                f"fbx.explore: the TraceCallback recorded the samples {ids}; `samples` is a "
-                f"number of them (1 to {len(ids)}) or a list of some. Received: "
-                f"samples={given!r}"
-            )
+    nodes, samples = checked_choice(
+        nodes, samples, known, ids, what="fbx.explore", holder="the TraceCallback recorded"
+    )
     rows = []
     for df in frames.values():
         keep = np.ones(len(df), bool)
@@ -296,3 +280,30 @@ def recorded_rows(frames: Mapping, nodes=None, samples=None) -> list:
             keep &= df["sample"].isin(samples).to_numpy()
         rows.append(keep)
     return rows
+
+
+def checked_choice(nodes, samples, known: list, ids: list, *, what: str, holder: str):
+    """`(nodes, samples)` as lists (None where not given), checked against the
+    `known` nodes and the sample `ids`: `nodes` a name or list of names,
+    `samples` a count of leading samples or a list of sample indices. `holder`
+    names what holds them in the message ("the TraceCallback recorded")."""
+    if nodes is not None:
+        nodes = [nodes] if isinstance(nodes, str) else list(nodes)
+        unknown = [n for n in nodes if n not in known] or ([] if nodes else [""])
+        if unknown:
+            raise ValueError(
+                f"{what}: {holder} no node '{unknown[0]}'. Expected "
+                f"nodes among {known}. Received: nodes={nodes!r}"
+            )
+    if samples is not None:
+        given = samples
+        if isinstance(samples, (int, np.integer)) and not isinstance(samples, bool):
+            samples = ids[: int(samples)] if 1 <= samples <= len(ids) else []
+        samples = np.asarray(samples).reshape(-1).tolist()
+        if not samples or any(not isinstance(s, int) or s not in ids for s in samples):
+            raise ValueError(
+                f"{what}: {holder} the samples {ids}; `samples` is a "
+                f"number of them (1 to {len(ids)}) or a list of some. Received: "
+                f"samples={given!r}"
+            )
+    return nodes, samples

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from fbexplorer._atomic import write_text
-from fbexplorer.callbacks import TraceCallback, join_frames, recorded_rows
+from fbexplorer.callbacks import TraceCallback, checked_choice, join_frames, recorded_rows
 from fbexplorer.drawing import draw
 from fbexplorer.engine import FeedbackModel
 from fbexplorer.explorer_data import COLOUR_BY, PAGE_BUDGET, ExplorerData, add_page, offline_pages
@@ -470,25 +470,9 @@ class Explorer(widgets.VBox):
     def _offline_choice(self, nodes, samples) -> tuple[list, list]:
         """The nodes and samples a saved page keeps, the ones shown first; checked."""
         known, ids = self.data.nodes, self.data.samples
-        if nodes is not None:
-            nodes = [nodes] if isinstance(nodes, str) else list(nodes)
-            unknown = [n for n in nodes if n not in known] or ([] if nodes else [""])
-            if unknown:
-                raise ValueError(
-                    f"Explorer.save_html: this explorer has no node '{unknown[0]}'. Expected "
-                    f"nodes among {known}. Received: nodes={nodes!r}"
-                )
-        if samples is not None:
-            given = samples
-            if isinstance(samples, (int, np.integer)) and not isinstance(samples, bool):
-                samples = ids[: int(samples)] if 1 <= samples <= len(ids) else []
-            samples = np.asarray(samples).reshape(-1).tolist()
-            if not samples or any(not isinstance(s, int) or s not in ids for s in samples):
-                raise ValueError(
-                    f"Explorer.save_html: this explorer shows the samples {ids}; `samples` is "
-                    f"a number of them (1 to {len(ids)}) or a list of some. Received: "
-                    f"samples={given!r}"
-                )
+        nodes, samples = checked_choice(
+            nodes, samples, known, ids, what="Explorer.save_html", holder="this explorer has"
+        )
         nodes = list(dict.fromkeys([self.node.value, *(nodes or known)]))
         samples = list(dict.fromkeys([self.sample.value, *(samples or ids)]))
         return nodes, samples
