@@ -790,38 +790,7 @@ def test_exported_notebook_plays_with_no_kernel(page, tmp_path):
     must draw the fixed points, stable filled and unstable hollow.
     """
     deadline = Deadline(TIMEOUT)
-    notebook = tmp_path / "explorer.ipynb"
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(_EXPORT_NOTEBOOK)])
-    nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
-    nbformat.write(nb, notebook)
-    env = dict(
-        os.environ,
-        TF_CPP_MIN_LOG_LEVEL="3",
-        KERAS_BACKEND="tensorflow",
-        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-    )
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "nbconvert",
-            "--to",
-            "html",
-            "--execute",
-            "--ExecutePreprocessor.store_widget_state=True",
-            str(notebook),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=deadline.ms(300) / 1000,
-    )
-    assert done.returncode == 0, f"nbconvert failed:\n{done.stderr[-3000:]}"
-    path = notebook.with_suffix(".html")
+    path = exported_notebook(_EXPORT_NOTEBOOK, tmp_path / "explorer.ipynb", deadline)
 
     explorer, console = _open_exported(page, path, deadline)
     assert explorer.evaluate(_LOOK_JS)["view"] == 0
@@ -840,3 +809,28 @@ def test_exported_notebook_plays_with_no_kernel(page, tmp_path):
     out = REPO / "build" / "explorer-export.png"
     out.parent.mkdir(parents=True, exist_ok=True)
     explorer.screenshot(path=str(out))
+
+
+def exported_notebook(source: str, notebook: pathlib.Path, deadline) -> pathlib.Path:
+    """A notebook of one cell, `source`, executed by `nbconvert --execute --to html`
+    with its widget state stored, as a user exports one: the HTML file's path."""
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)])
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    nbformat.write(nb, notebook)
+    env = dict(
+        os.environ,
+        TF_CPP_MIN_LOG_LEVEL="3",
+        KERAS_BACKEND="tensorflow",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    )
+    cmd = [sys.executable, "-m", "nbconvert", "--to", "html", "--execute"]
+    cmd += ["--ExecutePreprocessor.store_widget_state=True", str(notebook)]
+    done = subprocess.run(
+        cmd, capture_output=True, text=True, env=env, timeout=deadline.ms(300) / 1000
+    )
+    assert done.returncode == 0, f"nbconvert failed:\n{done.stderr[-3000:]}"
+    return notebook.with_suffix(".html")

@@ -296,25 +296,8 @@ def test_exported_notebook_switches_to_the_pages_explored(page, tmp_path):  # no
     the nodes d1 and loop on samples 0 and 1: opened from disk, with no kernel, the
     node and sample Dropdowns switch the view between those pages."""
     deadline = harness.Deadline(harness.TIMEOUT)
-    notebook = tmp_path / "explored.ipynb"
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(_EXPLORED)])
-    nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
-    nbformat.write(nb, notebook)
-    env = dict(
-        os.environ,
-        TF_CPP_MIN_LOG_LEVEL="3",
-        KERAS_BACKEND="tensorflow",
-        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-    )
-    cmd = [sys.executable, "-m", "nbconvert", "--to", "html", "--execute"]
-    cmd += ["--ExecutePreprocessor.store_widget_state=True", str(notebook)]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
-    assert done.returncode == 0, f"nbconvert failed:\n{done.stderr[-3000:]}"
-    explorer, console = harness._open_exported(page, notebook.with_suffix(".html"), deadline)
+    path = harness.exported_notebook(_EXPLORED, tmp_path / "explored.ipynb", deadline)
+    explorer, console = harness._open_exported(page, path, deadline)
     title = lambda: explorer.locator(".fbx-title").inner_text()  # noqa: E731
     lines = lambda: explorer.evaluate(  # noqa: E731
         "(r) => Array.from(r.querySelectorAll('.fbx-lines polyline')).map((p) => p.getAttribute('points'))"
